@@ -1,0 +1,164 @@
+"""The cohort table contract: reading, validation and label derivation.
+
+One row per patient. Label rules (documented in docs/README.md, "Data"):
+
+* ``fpe`` (first-pass effect) = mTICI >= 2b after the first pass (``mtici_first_pass``).
+* ``mtici_2c`` = final mTICI >= 2c (``mtici_final``).
+* ``rlvo`` (refractory LVO) = final eTICI 0-2a, or ``stenosis_gt50`` = 1, or ``rescue`` = 1.
+
+Image columns hold one NIfTI file (or DICOM series directory) per sequence; a blank cell means
+the sequence is missing for that patient. Relative paths are relative to the CSV's folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import os
+from typing import Any, Dict, List, Sequence
+
+from scripts import BundleInputError
+
+SEQUENCES = ("ncct", "cta", "b0", "b1000", "adc", "flair")
+MODALITY_SEQUENCES = {"ct": ("ncct", "cta"), "mr": ("adc", "b1000", "flair")}
+LABELS = ("fpe", "mtici_2c", "rlvo")
+REQUIRED_COLUMNS = (
+    "patient_id",
+    "procedure_date",
+    "passes",
+    "mtici_first_pass",
+    "mtici_final",
+    "location",
+    "side",
+    "age",
+    "sex",
+    "nihss",
+    "onset_to_imaging_min",
+    "ivt",
+)
+OPTIONAL_COLUMNS = ("rescue", "stenosis_gt50")
+# ordered reperfusion grades; eTICI's 2b50/2b67 sit between 2a and 2c and count as >= 2b
+TICI_GRADES = ("0", "1", "2a", "2b", "2b50", "2b67", "2c", "3")
+LOCATIONS = ("ICA", "M1", "M2", "M3", "ACA", "PCA", "BA", "VA")
+SIDES = ("L", "R")
+SEXES = ("M", "F")
+
+
+def tici_rank(grade: str) -> int:
+    """Position of an mTICI/eTICI grade in :data:`TICI_GRADES` (raises ``ValueError`` if unknown)."""
+    return TICI_GRADES.index(grade.strip().lower())
+
+
+def derive_labels(row: Dict[str, Any]) -> Dict[str, int]:
+    """Labels of one validated row, by the rules in the module docstring."""
+    first, final = tici_rank(row["mtici_first_pass"]), tici_rank(row["mtici_final"])
+    return {
+        "fpe": int(first >= tici_rank("2b")),
+        "mtici_2c": int(final >= tici_rank("2c")),
+        "rlvo": int(final <= tici_rank("2a") or row["stenosis_gt50"] == 1 or row["rescue"] == 1),
+    }
+
+
+def _fail(path: str, line: int, column: str, message: str) -> BundleInputError:
+    return BundleInputError(f"{path}: row {line}, column '{column}': {message}")
+
+
+def _number(path: str, line: int, column: str, value: str, low: float, high: float, integer: bool = False) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise _fail(path, line, column, f"'{value}' is not a number") from None
+    if integer and number != int(number):
+        raise _fail(path, line, column, f"'{value}' is not a whole number")
+    if not low <= number <= high:
+        raise _fail(path, line, column, f"{value} is outside [{low:g}, {high:g}]")
+    return int(number) if integer else number
+
+
+def _flag(path: str, line: int, column: str, value: str) -> int:
+    if value.strip() == "":
+        return 0
+    if value.strip() not in ("0", "1"):
+        raise _fail(path, line, column, f"'{value}' must be 0 or 1")
+    return int(value)
+
+
+def read_cohort(path: str, check_files: bool = True) -> List[Dict[str, Any]]:
+    """Read and validate a cohort CSV; return one dict per patient with derived labels added.
+
+    Each problem raises :class:`BundleInputError` naming the file, the row (as a line number of
+    the CSV, header = 1) and the column.
+    """
+    if not os.path.isfile(path):
+        raise BundleInputError(f"{path}: cohort table not found")
+    base = os.path.dirname(os.path.abspath(path))
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            raise BundleInputError(f"{path}: missing column(s) {', '.join(missing)}")
+        if not any(s in header for s in SEQUENCES):
+            raise BundleInputError(f"{path}: no image column (expected some of {', '.join(SEQUENCES)})")
+        rows: List[Dict[str, Any]] = []
+        seen: Dict[str, int] = {}
+        for line, raw in enumerate(reader, start=2):
+            raw = {k: (v or "").strip() for k, v in raw.items() if k is not None}
+            rows.append(_validate_row(path, base, line, raw, seen, check_files))
+    if not rows:
+        raise BundleInputError(f"{path}: the cohort table has no rows")
+    return rows
+
+
+def _validate_row(
+    path: str, base: str, line: int, raw: Dict[str, str], seen: Dict[str, int], check_files: bool
+) -> Dict[str, Any]:
+    pid = raw["patient_id"]
+    if not pid:
+        raise _fail(path, line, "patient_id", "empty")
+    if pid in seen:
+        raise _fail(path, line, "patient_id", f"duplicate id '{pid}' (first on row {seen[pid]})")
+    seen[pid] = line
+    row: Dict[str, Any] = {"patient_id": pid}
+    try:
+        row["procedure_date"] = dt.date.fromisoformat(raw["procedure_date"]).isoformat()
+    except ValueError:
+        raise _fail(path, line, "procedure_date", f"'{raw['procedure_date']}' is not a date (YYYY-MM-DD)") from None
+    for column in ("mtici_first_pass", "mtici_final"):
+        if raw[column].lower() not in TICI_GRADES:
+            raise _fail(path, line, column, f"unknown mTICI grade '{raw[column]}' (allowed: {', '.join(TICI_GRADES)})")
+        row[column] = raw[column].lower()
+    row["passes"] = _number(path, line, "passes", raw["passes"], 1, 20, integer=True)
+    for column in OPTIONAL_COLUMNS:
+        row[column] = _flag(path, line, column, raw.get(column, ""))
+    if raw["location"].upper() not in LOCATIONS:
+        raise _fail(path, line, "location", f"unknown occlusion site '{raw['location']}' (allowed: {', '.join(LOCATIONS)})")
+    row["location"] = raw["location"].upper()
+    if raw["side"].upper() not in SIDES:
+        raise _fail(path, line, "side", f"'{raw['side']}' must be L or R")
+    row["side"] = raw["side"].upper()
+    if raw["sex"].upper() not in SEXES:
+        raise _fail(path, line, "sex", f"'{raw['sex']}' must be M or F")
+    row["sex"] = raw["sex"].upper()
+    row["age"] = _number(path, line, "age", raw["age"], 0, 120)
+    row["nihss"] = _number(path, line, "nihss", raw["nihss"], 0, 42, integer=True)
+    row["onset_to_imaging_min"] = _number(path, line, "onset_to_imaging_min", raw["onset_to_imaging_min"], 0, 10080)
+    row["ivt"] = _flag(path, line, "ivt", raw["ivt"])
+    for seq in SEQUENCES:
+        value = raw.get(seq, "")
+        if not value:
+            continue
+        full = value if os.path.isabs(value) else os.path.join(base, value)
+        if check_files and not os.path.exists(full):
+            raise _fail(path, line, seq, f"file not found: {value}")
+        row[seq] = full
+    row.update(derive_labels(row))
+    return row
+
+
+def require_sequences(rows: Sequence[Dict[str, Any]], sequences: Sequence[str], source: str) -> None:
+    """Raise if a patient lacks one of the sequences a model needs."""
+    for row in rows:
+        absent = [s for s in sequences if not row.get(s)]
+        if absent:
+            raise BundleInputError(f"{source}: patient {row['patient_id']} has no {', '.join(absent)} image")

@@ -1,0 +1,320 @@
+"""A demo cohort on real anatomy with known truth, written in the cohort contract (CSV + NIfTI).
+
+``python -m scripts.demo_cohort --out DIR --patients N --seed S [--modalities ct,mr] [--spacing 2]``
+writes ``DIR/cohort.csv``, the NIfTI files it points to and ``DIR/manifest.json``.
+
+Anatomy: nilearn's MNI152 GM/WM/brain maps mapped to Hounsfield units (GM 38, WM 27, CSF 6 HU)
+with a CSF rim, a skull shell (1200 HU) and scalp; arterial territories from the JHU atlas (or the
+fallback in :mod:`scripts.anatomy`). A schematic circle of Willis / MCA tree is drawn as tubes.
+
+Per patient: occlusion site (ICA 20%, M1 55%, M2 25%) and side; a clot of length L (log-normal,
+median 12 mm, 4-40 mm) and density D (N(60, 10) HU, 40-90) drawn hyperdense on NCCT; CTA with
+enhanced vessels (350 HU), the clot unenhanced, vessels distal to it filled only by collaterals
+(grade G in 0..3, fraction G/3 * 0.6) and parenchymal enhancement of the territory scaled by G/3;
+an infarct core in the territory whose volume fraction grows with onset time and falls with G
+(hypodense on NCCT, bright on DWI b1000, low ADC, FLAIR-bright after 4.5 h). ADC is computed from
+the noisy b0/b1000 as -ln(S1000/S0)/1000 (stored in 1e-6 mm^2/s). Noise: NCCT 3 HU, CTA 6 HU, MR 2%
+of white matter; slices: NCCT, DWI and FLAIR 5 mm thick, CTA 1 mm (z blur of the thickness).
+
+Truth (the label rule, also in manifest.json): logit P(FPE) = 0.4 - 1.5 z_len + 0.6 z_dens
++ 1.6 z_coll + site (ICA -1.2, M1 0, M2 +0.5) - 0.25 z_age + 0.25 ivt, with z_len = (ln L - ln 12)/0.45,
+z_dens = (D - 60)/10, z_coll = (G - 1.6)/0.95, z_age = (age - 70)/12. FPE ~ Bernoulli(P). FPE patients get
+one pass and first-pass mTICI 2b/2c/3; the others 2-5 passes, first-pass 0/1/2a and a final grade
+drawn from 0..3. ``bayes_auc`` is the ROC-AUC of the true P against the drawn labels (the best any
+model can do on this cohort), ``bayes_auc_expected`` its mean over redrawn labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import warnings
+from typing import Dict, List, Sequence, Tuple
+
+import fire
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+from sklearn.metrics import roc_auc_score
+
+from scripts import BundleInputError
+from scripts.anatomy import DEFAULT_ATLAS_DIR, Anatomy, load_anatomy
+from scripts.io import atomic_write, atomic_write_json, atomic_write_text
+
+SITES = ("ICA", "M1", "M2")
+SITE_PROB = (0.2, 0.55, 0.25)
+SITE_EFFECT = {"ICA": -1.2, "M1": 0.0, "M2": 0.5}
+COEF = {"intercept": 0.4, "z_len": -1.5, "z_dens": 0.6, "z_coll": 1.6, "z_age": -0.25, "ivt": 0.25}
+CSV_COLUMNS = (
+    "patient_id", "procedure_date", "passes", "mtici_first_pass", "mtici_final", "rescue", "stenosis_gt50",
+    "location", "side", "age", "sex", "nihss", "onset_to_imaging_min", "ivt",
+    "ncct", "cta", "b0", "b1000", "adc", "flair",
+)  # fmt: skip
+
+# schematic vessel centre lines in MNI mm for the RIGHT hemisphere (x mirrored for the left): radius mm
+ICA = ((16, -4, -45), (15, -2, -25), (15, 0, -12))
+M1 = ((15, 0, -12), (28, 1, -8), (38, 2, -6))
+M2 = ((38, 2, -6), (42, -8, 4), (45, -18, 12))
+M2_UPPER = ((38, 2, -6), (42, 6, 10), (44, 8, 22))
+MCA_DISTAL = (((45, -18, 12), (55, -35, 25)), ((44, 8, 22), (50, 12, 38)), ((45, -18, 12), (52, -50, 18)),
+              ((44, 8, 22), (56, -5, 24)))  # fmt: skip
+ACA = ((15, 0, -12), (4, 15, -2), (4, 32, 22), (4, 10, 50))
+PCA = ((0, -20, -22), (16, -35, -10), (22, -70, 5))
+BASILAR = ((0, -30, -48), (0, -20, -22))
+
+
+def _mirror(points: Sequence[Sequence[float]], side: str) -> np.ndarray:
+    p = np.asarray(points, dtype=float)
+    if side == "L":
+        p = p * np.array([-1.0, 1, 1])
+    return p
+
+
+def _tube(world: np.ndarray, spacing: float, points: np.ndarray, radius: float) -> np.ndarray:
+    """Partial-volume occupancy (0..1) of a tube of ``radius`` mm around a polyline."""
+    occ = np.zeros(world.shape[:3], dtype=np.float32)
+    reach = radius + spacing
+    for a, b in zip(points[:-1], points[1:]):
+        lo = np.floor((np.minimum(a, b) - reach - world[0, 0, 0]) / spacing).astype(int).clip(0)
+        hi = np.ceil((np.maximum(a, b) + reach - world[0, 0, 0]) / spacing).astype(int) + 1
+        sl = tuple(slice(int(lo[i]), int(min(hi[i], world.shape[i]))) for i in range(3))
+        w = world[sl]
+        ab = b - a
+        t = np.clip(((w - a) @ ab) / max(ab @ ab, 1e-9), 0, 1)
+        dist = np.linalg.norm(w - (a + t[..., None] * ab), axis=-1)
+        occ[sl] = np.maximum(occ[sl], np.clip((radius + spacing / 2 - dist) / spacing, 0, 1))
+    return occ
+
+
+def _cut(points: np.ndarray, start: float, stop: float) -> np.ndarray:
+    """The part of a polyline between arclengths ``start`` and ``stop`` (mm)."""
+    seg = np.linalg.norm(np.diff(points, axis=0), axis=1)
+    cum = np.concatenate([[0], np.cumsum(seg)])
+    stop = min(stop, cum[-1])
+    if stop <= start:
+        return points[-1:].repeat(2, axis=0)
+
+    def at(s: float) -> np.ndarray:
+        i = int(np.clip(np.searchsorted(cum, s) - 1, 0, len(seg) - 1))
+        return points[i] + (s - cum[i]) / max(seg[i], 1e-9) * (points[i + 1] - points[i])
+
+    inner = [points[i] for i in range(len(points)) if start < cum[i] < stop]
+    return np.array([at(start), *inner, at(stop)])
+
+
+def _length(points: np.ndarray) -> float:
+    return float(np.linalg.norm(np.diff(points, axis=0), axis=1).sum())
+
+
+def draw_patient(rng: np.random.Generator, index: int, start: dt.date, days: int) -> Dict:
+    """Draw one patient's hidden variables, clinical data and labels."""
+    site = SITES[rng.choice(3, p=SITE_PROB)]
+    length = float(np.clip(rng.lognormal(np.log(12), 0.45), 4, 40))
+    density = float(np.clip(rng.normal(60, 10), 40, 90))
+    coll = int(rng.choice(4, p=(0.15, 0.3, 0.35, 0.2)))
+    age = float(np.clip(rng.normal(70, 12), 30, 99))
+    ivt = int(rng.random() < 0.4)
+    onset = float(np.clip(rng.lognormal(np.log(150), 0.6), 30, 1440))
+    z = {
+        "z_len": (np.log(length) - np.log(12)) / 0.45,
+        "z_dens": (density - 60) / 10,
+        "z_coll": (coll - 1.6) / 0.95,
+        "z_age": (age - 70) / 12,
+        "ivt": ivt,
+    }
+    logit = COEF["intercept"] + SITE_EFFECT[site] + sum(COEF[k] * v for k, v in z.items())
+    prob = float(1 / (1 + np.exp(-logit)))
+    fpe = bool(rng.random() < prob)
+    if fpe:
+        first = final = str(rng.choice(["2b", "2c", "3"], p=(0.3, 0.3, 0.4)))
+        passes = 1
+    else:
+        first = str(rng.choice(["0", "1", "2a"], p=(0.5, 0.2, 0.3)))
+        passes = int(rng.integers(2, 6))
+        final = str(rng.choice(["0", "1", "2a", "2b", "2c", "3"], p=(0.08, 0.04, 0.1, 0.33, 0.2, 0.25)))
+    poor = final in ("0", "1", "2a")
+    return {
+        "patient_id": f"demo{index:04d}",
+        "procedure_date": (start + dt.timedelta(days=int(rng.integers(days)))).isoformat(),
+        "passes": passes,
+        "mtici_first_pass": first,
+        "mtici_final": final,
+        "rescue": int(rng.random() < (0.4 if poor else 0.05)),
+        "stenosis_gt50": int(rng.random() < (0.3 if poor else 0.05)),
+        "location": site,
+        "side": str(rng.choice(["L", "R"])),
+        "age": round(age),
+        "sex": str(rng.choice(["M", "F"])),
+        "nihss": int(np.clip(rng.normal(14 + 3 * (site == "ICA") - 2 * (coll - 1.6), 5), 0, 42)),
+        "onset_to_imaging_min": round(onset),
+        "ivt": ivt,
+        "_truth": {"probability": prob, "clot_length_mm": length, "clot_density_hu": density, "collaterals": coll},
+    }
+
+
+def _territory_mask(anatomy: Anatomy, site: str, side: str) -> np.ndarray:
+    right = side == "R"
+    labels = [3 + right] + ([1 + right] if site == "ICA" else [])
+    return np.isin(anatomy.territories, labels)
+
+
+def render(anatomy: Anatomy, patient: Dict, rng: np.random.Generator, modalities: Sequence[str]) -> Dict[str, np.ndarray]:
+    """Images of one patient in the anatomy's grid: NCCT/CTA in HU, b0/b1000/ADC/FLAIR in scanner units."""
+    world, s = anatomy.world(), anatomy.spacing
+    truth, side, site = patient["_truth"], patient["side"], patient["location"]
+    gm, wm, brain = anatomy.gm, anatomy.wm, anatomy.brain
+    csf = np.clip(brain - gm - wm, 0, 1)
+    outside = ndimage.distance_transform_edt(brain < 0.5, sampling=s)
+    skull = ((outside > 2) & (outside <= 8)).astype(np.float32)
+    scalp = ((outside > 8) & (outside <= 12)).astype(np.float32)
+    rim = ((outside > 0) & (outside <= 2)).astype(np.float32)
+
+    # vessels: contralateral tree fully enhanced; ipsilateral tree split at the clot
+    path = np.concatenate([_mirror(ICA, side), _mirror(M1, side)[1:], _mirror(M2, side)[1:]])
+    ica_len, m1_len = _length(_mirror(ICA, side)), _length(_mirror(M1, side))
+    offset = {"ICA": ica_len - 8, "M1": ica_len + rng.uniform(2, 8), "M2": ica_len + m1_len + rng.uniform(2, 6)}[site]
+    clot_end = offset + truth["clot_length_mm"]
+    proximal = [(_cut(path, 0, offset), 2.0)]
+    clot = [(_cut(path, offset, clot_end), 2.0)]
+    distal = [(_cut(path, clot_end, 1e9), 1.5)]
+    branch_at = ica_len + m1_len  # M2 upper division leaves at the end of M1
+    (distal if clot_end > branch_at or offset < branch_at else proximal).append((_mirror(M2_UPPER, side), 1.3))
+    distal += [(_mirror(seg, side), 1.0) for seg in MCA_DISTAL]
+    aca = (_mirror(ACA, side), 1.3)
+    (distal if site == "ICA" else proximal).append(aca)
+    other = "L" if side == "R" else "R"
+    normal = [(_mirror(p, other), r) for p, r in ((ICA, 2.0), (M1, 2.0), (M2, 1.5), (M2_UPPER, 1.3), (ACA, 1.3))]
+    normal += [(_mirror(seg, other), 1.0) for seg in MCA_DISTAL]
+    normal += [(_mirror(PCA, "R"), 1.3), (_mirror(PCA, "L"), 1.3), (np.asarray(BASILAR, float), 1.8)]
+    occ = {name: np.zeros(gm.shape, np.float32) for name in ("open", "clot", "distal")}
+    for name, tubes in (("open", proximal + normal), ("clot", clot), ("distal", distal)):
+        for pts, radius in tubes:
+            occ[name] = np.maximum(occ[name], _tube(world, s, pts, radius))
+
+    territory = _territory_mask(anatomy, site, side) & (brain > 0.5)
+    onset_h = patient["onset_to_imaging_min"] / 60
+    core_frac = float(np.clip(0.04 + 0.05 * onset_h * (1 - truth["collaterals"] / 4) + rng.normal(0, 0.02), 0.01, 0.6))
+    field = ndimage.gaussian_filter(rng.standard_normal(gm.shape), 8 / s)
+    core = np.zeros(gm.shape, bool)
+    if territory.any():
+        core = territory & (field >= np.quantile(field[territory], 1 - core_frac))
+    core_soft = ndimage.gaussian_filter(core.astype(np.float32), 1.0)
+    perfusion = np.where(territory, truth["collaterals"] / 3, 1.0)
+
+    images: Dict[str, np.ndarray] = {}
+    if "ct" in modalities:
+        tissue = 38 * gm + 27 * wm + 6 * csf + 6 * rim + 1200 * skull + 40 * scalp
+        air = 1 - np.clip(brain + rim + skull + scalp, 0, 1)
+        base = tissue - 1000 * air
+        ncct = base - 6 * min(onset_h / 6, 1) * core_soft
+        blood = np.maximum(occ["open"], occ["distal"])
+        ncct = ncct * (1 - blood) + 42 * blood
+        ncct = ncct * (1 - occ["clot"]) + truth["clot_density_hu"] * occ["clot"]
+        cta = base + 12 * brain * perfusion
+        vessel = occ["open"] * 350 + occ["distal"] * 350 * 0.6 * truth["collaterals"] / 3
+        cta = cta * (1 - np.maximum(occ["open"], occ["distal"])) + vessel
+        cta = cta * (1 - occ["clot"]) + truth["clot_density_hu"] * occ["clot"]
+        images["ncct"] = _slices(ncct, 5, s) + rng.normal(0, 3, gm.shape)
+        images["cta"] = _slices(cta, 1, s) + rng.normal(0, 6, gm.shape)
+    if "mr" in modalities:
+        head = np.clip(brain + rim + scalp * 0.6, 0, 1)
+        s0 = 850 * gm + 700 * wm + 1800 * (csf + rim) + 300 * scalp
+        s0 = s0 * (1 + 0.1 * core_soft * min(onset_h / 6, 1))
+        adc_true = np.where(head > 0, (0.85 * gm + 0.75 * wm + 3.0 * (csf + rim)) / np.maximum(gm + wm + csf + rim, 1e-3), 1.0)
+        adc_true = adc_true * (1 - core_soft) + 0.45 * core_soft
+        s1000 = s0 * np.exp(-adc_true)  # b = 1000 s/mm^2, ADC in 1e-3 mm^2/s
+        sigma = 0.02 * 700
+        b0 = np.abs(_slices(s0, 5, s) + rng.normal(0, sigma, gm.shape) + 1j * rng.normal(0, sigma, gm.shape))
+        b1000 = np.abs(_slices(s1000, 5, s) + rng.normal(0, sigma / 2, gm.shape) + 1j * rng.normal(0, sigma / 2, gm.shape))
+        flair = 750 * gm + 600 * wm + 150 * (csf + rim) + 250 * scalp
+        flair = flair * (1 + (0.4 if onset_h > 4.5 else 0.1) * core_soft)
+        images["b0"], images["b1000"] = b0, b1000
+        with np.errstate(divide="ignore", invalid="ignore"):
+            adc = -np.log(np.maximum(b1000, 1e-3) / np.maximum(b0, 1e-3)) / 1000
+        images["adc"] = np.where(b0 > 5 * sigma, np.clip(adc, 0, 5e-3), 0) * 1e6
+        images["flair"] = np.abs(_slices(flair, 5, s) + rng.normal(0, sigma, gm.shape))
+    return images
+
+
+def _slices(volume: np.ndarray, thickness: float, spacing: float) -> np.ndarray:
+    """Blur along z to mimic a slice ``thickness`` (mm) thicker than the grid."""
+    sigma = max(thickness - spacing, 0) / 2.355 / spacing
+    return ndimage.gaussian_filter1d(volume, sigma, axis=2) if sigma > 0 else volume
+
+
+def _save(path: str, data: np.ndarray, affine: np.ndarray, ct: bool) -> None:
+    arr = np.round(data).clip(-1024, 3071).astype(np.int16) if ct else data.astype(np.float32)
+    img = nib.Nifti1Image(arr, affine)
+    img.header.set_xyzt_units("mm")
+
+    atomic_write(path, lambda tmp: nib.save(img, tmp), suffix=".nii.gz")
+
+
+def generate(
+    out: str,
+    patients: int = 250,
+    seed: int = 0,
+    modalities: str = "ct,mr",
+    spacing: float = 2.0,
+    start: str = "2016-01-01",
+    end: str = "2020-12-31",
+    atlas_dir: str = DEFAULT_ATLAS_DIR,
+) -> str:
+    """Write a demo cohort to ``out``; the same arguments always give identical files. Returns the CSV path."""
+    mods = [m.strip() for m in (modalities.split(",") if isinstance(modalities, str) else modalities)]
+    if not mods or any(m not in ("ct", "mr") for m in mods):
+        raise BundleInputError(f"--modalities '{modalities}': use ct, mr or ct,mr")
+    if int(patients) < 20:
+        raise BundleInputError(f"--patients {patients}: at least 20 patients are needed for 5 folds")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        anatomy = load_anatomy(float(spacing), atlas_dir)
+    first, last = dt.date.fromisoformat(str(start)), dt.date.fromisoformat(str(end))
+    rows: List[Dict] = []
+    truth: Dict[str, Dict] = {}
+    os.makedirs(os.path.join(out, "images"), exist_ok=True)
+    for i in range(int(patients)):
+        rng = np.random.default_rng([int(seed), i])
+        patient = draw_patient(rng, i, first, (last - first).days + 1)
+        pid = patient["patient_id"]
+        for seq, data in render(anatomy, patient, rng, mods).items():
+            rel = os.path.join("images", f"{pid}_{seq}.nii.gz")
+            _save(os.path.join(out, rel), data, anatomy.affine, seq in ("ncct", "cta"))
+            patient[seq] = rel
+        truth[pid] = {k: round(v, 4) if isinstance(v, float) else v for k, v in patient.pop("_truth").items()}
+        rows.append(patient)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    csv_path = os.path.join(out, "cohort.csv")
+    atomic_write_text(csv_path, buf.getvalue())
+    atomic_write_json(os.path.join(out, "manifest.json"), _manifest(rows, truth, locals_=dict(
+        patients=int(patients), seed=int(seed), modalities=mods, spacing=float(spacing), start=str(first),
+        end=str(last), atlas_used=anatomy.atlas_used)))
+    return csv_path
+
+
+def _manifest(rows: List[Dict], truth: Dict[str, Dict], locals_: Dict) -> Dict:
+    prob = np.array([truth[r["patient_id"]]["probability"] for r in rows])
+    fpe = np.array([r["mtici_first_pass"] in ("2b", "2c", "3") for r in rows], dtype=int)
+    redraw = np.random.default_rng(12345).random((200, len(prob))) < prob
+    expected = float(np.mean([roc_auc_score(y, prob) for y in redraw if 0 < y.sum() < len(y)]))
+    return {
+        "generator": "scripts.demo_cohort",
+        "settings": locals_,
+        "label": "fpe",
+        "label_rule": (__doc__ or "").split("Truth (the label rule, also in manifest.json): ")[1].split("``bayes")[0].strip(),
+        "coefficients": {**COEF, "site": SITE_EFFECT},
+        "fpe_rate": float(fpe.mean()),
+        "bayes_auc": float(roc_auc_score(fpe, prob)),
+        "bayes_auc_expected": expected,
+        "truth": truth,
+    }
+
+
+if __name__ == "__main__":
+    fire.Fire(generate)

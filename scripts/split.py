@@ -1,0 +1,128 @@
+"""Split a cohort once into a prospective test set and stratified, patient-grouped folds.
+
+``python -m scripts.split --cohort CSV --out datalist.json [--label fpe] [--folds 5] [--seed 0]
+[--test_from 2020-01-01] [--inner_val 0.15]`` writes a MONAI-style datalist: ``training`` (each item
+carries its outer ``fold``), ``test`` (procedure_date >= test_from), ``inner_validation`` (per fold,
+the patient ids held out of that fold's training portion for early stopping, checkpoint choice and
+the cut-off) and ``settings``. Rerunning with the same settings keeps the recorded file; different
+settings are refused unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+import fire
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+from scripts import BundleInputError
+from scripts.cohort import LABELS, read_cohort
+from scripts.io import atomic_write_json
+
+
+def make_datalist(
+    rows: List[Dict[str, Any]],
+    label: str = "fpe",
+    folds: int = 5,
+    seed: int = 0,
+    test_from: str = "2020-01-01",
+    inner_val: float = 0.15,
+) -> Dict[str, Any]:
+    """Assign outer folds, the test set and per-fold inner-validation ids (deterministic in ``seed``)."""
+    if label not in LABELS:
+        raise BundleInputError(f"label '{label}' is unknown (allowed: {', '.join(LABELS)})")
+    cut = dt.date.fromisoformat(str(test_from)).isoformat()
+    test = [dict(r) for r in rows if r["procedure_date"] >= cut]
+    dev = [dict(r) for r in rows if r["procedure_date"] < cut]
+    y = np.array([r[label] for r in dev])
+    if len(dev) < 2 * folds or min(np.bincount(y, minlength=2)) < folds:
+        raise BundleInputError(
+            f"only {len(dev)} patients before {cut} ({int(y.sum())} with {label}=1): "
+            f"too few for {folds} stratified folds"
+        )
+    groups = [r["patient_id"] for r in dev]
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for k, (_, held) in enumerate(splitter.split(np.zeros(len(dev)), y, groups)):
+        for i in held:
+            dev[i]["fold"] = k
+    inner: Dict[str, List[str]] = {}
+    for k in range(folds):
+        train_idx = [i for i, r in enumerate(dev) if r["fold"] != k]
+        _, val_idx = train_test_split(
+            train_idx, test_size=inner_val, stratify=y[train_idx], random_state=seed + k
+        )
+        inner[str(k)] = sorted(dev[i]["patient_id"] for i in val_idx)
+    for item in dev + test:
+        item["label"] = item[label]
+    settings = {"label": label, "folds": folds, "seed": seed, "test_from": cut, "inner_val": inner_val}
+    return {"settings": settings, "training": dev, "test": test, "inner_validation": inner}
+
+
+def fold_data(datalist: Dict[str, Any], fold: int, part: str) -> List[Dict[str, Any]]:
+    """Items of one fold's ``train`` (training portion minus inner validation), ``inner_val`` or ``outer``."""
+    n = datalist["settings"]["folds"]
+    if not 0 <= int(fold) < n:
+        raise BundleInputError(f"fold {fold} does not exist (the datalist has folds 0..{n - 1})")
+    inner = set(datalist["inner_validation"][str(int(fold))])
+    items = datalist["training"]
+    if part == "outer":
+        return [d for d in items if d["fold"] == int(fold)]
+    portion = [d for d in items if d["fold"] != int(fold)]
+    if part == "inner_val":
+        return [d for d in portion if d["patient_id"] in inner]
+    if part == "train":
+        return [d for d in portion if d["patient_id"] not in inner]
+    raise ValueError(f"unknown part '{part}'")
+
+
+def load_datalist(path: str) -> Dict[str, Any]:
+    """Read a datalist written by :func:`write_datalist` (clear error when absent or malformed)."""
+    if not os.path.isfile(path):
+        raise BundleInputError(f"{path}: datalist not found (run `python -m scripts.split --cohort CSV --out {path}`)")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise BundleInputError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    for key in ("settings", "training", "test", "inner_validation"):
+        if key not in data:
+            raise BundleInputError(f"{path}: datalist has no '{key}' entry")
+    return data
+
+
+def write_datalist(
+    cohort: str,
+    out: str,
+    label: str = "fpe",
+    folds: int = 5,
+    seed: int = 0,
+    test_from: str = "2020-01-01",
+    inner_val: float = 0.15,
+    overwrite: bool = False,
+) -> str:
+    """Split ``cohort`` and record the datalist at ``out`` once; return its path."""
+    data = make_datalist(read_cohort(cohort), label, folds, seed, str(test_from), inner_val)
+    if os.path.exists(out) and not overwrite:
+        old = load_datalist(out)
+        if old["settings"] != data["settings"] or _ids(old) != _ids(data):
+            raise BundleInputError(
+                f"{out}: a datalist with other settings or patients is recorded; keep it or pass --overwrite"
+            )
+        return out
+    atomic_write_json(out, data)
+    return out
+
+
+def _ids(data: Dict[str, Any]) -> Dict[str, List[Optional[str]]]:
+    return {
+        "training": sorted(d["patient_id"] for d in data["training"]),
+        "test": sorted(d["patient_id"] for d in data["test"]),
+    }
+
+
+if __name__ == "__main__":
+    fire.Fire(write_datalist)
