@@ -10,9 +10,11 @@ fallback in :mod:`scripts.anatomy`). A schematic circle of Willis / MCA tree is 
 Per patient: occlusion site (ICA 20%, M1 55%, M2 25%) and side; a clot of length L (log-normal,
 median 12 mm, 4-40 mm) and density D (N(60, 10) HU, 40-90) drawn hyperdense on NCCT; CTA with
 enhanced vessels (350 HU), the clot unenhanced, vessels distal to it filled only by collaterals
-(grade G in 0..3, fraction G/3 * 0.6) and parenchymal enhancement of the territory scaled by G/3;
-an infarct core in the territory whose volume fraction grows with onset time and falls with G
-(hypodense on NCCT, bright on DWI b1000, low ADC, FLAIR-bright after 4.5 h). ADC is computed from
+(grade G in 0..3, fraction G/3 * 0.6);
+a hypoperfused region: the part of the territory nearest the clot, whose share of the territory
+grows with L (0.35 at 4 mm to 1 at 40 mm: a long thrombus spans more branch origins) and whose CTA
+parenchymal enhancement is 30 HU x (0.1 + 0.9 G/3) against 30 HU in normal brain; an infarct core
+inside it whose volume fraction grows with onset time and falls with G (hypodense on NCCT, bright on DWI b1000, low ADC, FLAIR-bright after 4.5 h). ADC is computed from
 the noisy b0/b1000 as -ln(S1000/S0)/1000 (stored in 1e-6 mm^2/s). Noise: NCCT 3 HU, CTA 6 HU, MR 2%
 of white matter; slices: NCCT, DWI and FLAIR 5 mm thick, CTA 1 mm (z blur of the thickness).
 
@@ -195,14 +197,22 @@ def render(anatomy: Anatomy, patient: Dict, rng: np.random.Generator, modalities
             occ[name] = np.maximum(occ[name], _tube(world, s, pts, radius))
 
     territory = _territory_mask(anatomy, site, side) & (brain > 0.5)
+    # hypoperfused region: the part of the territory nearest the clot, larger for longer clots
+    # (a long thrombus spans more branch origins); fraction 0.35..1 of the territory
+    reach = ndimage.distance_transform_edt(occ["clot"] < 0.25, sampling=s)
+    extent = float(np.clip(0.35 + 0.65 * (np.log(truth["clot_length_mm"]) - np.log(4)) / np.log(10), 0.35, 1))
+    hypo = np.zeros(gm.shape, bool)
+    if territory.any():
+        hypo = territory & (reach <= np.quantile(reach[territory], extent))
     onset_h = patient["onset_to_imaging_min"] / 60
-    core_frac = float(np.clip(0.04 + 0.05 * onset_h * (1 - truth["collaterals"] / 4) + rng.normal(0, 0.02), 0.01, 0.6))
+    core_frac = float(np.clip(0.05 + 0.06 * onset_h * (1 - truth["collaterals"] / 4) + rng.normal(0, 0.02), 0.02, 0.7))
     field = ndimage.gaussian_filter(rng.standard_normal(gm.shape), 8 / s)
     core = np.zeros(gm.shape, bool)
-    if territory.any():
-        core = territory & (field >= np.quantile(field[territory], 1 - core_frac))
+    if hypo.any():
+        core = hypo & (field >= np.quantile(field[hypo], 1 - core_frac))
     core_soft = ndimage.gaussian_filter(core.astype(np.float32), 1.0)
-    perfusion = np.where(territory, truth["collaterals"] / 3, 1.0)
+    # CTA parenchymal enhancement: 30 HU in normal brain, 30 * (0.1 + 0.9 G/3) HU where hypoperfused
+    perfusion = ndimage.gaussian_filter(np.where(hypo, 0.1 + 0.9 * truth["collaterals"] / 3, 1.0), 1.0)
 
     images: Dict[str, np.ndarray] = {}
     if "ct" in modalities:
@@ -213,7 +223,7 @@ def render(anatomy: Anatomy, patient: Dict, rng: np.random.Generator, modalities
         blood = np.maximum(occ["open"], occ["distal"])
         ncct = ncct * (1 - blood) + 42 * blood
         ncct = ncct * (1 - occ["clot"]) + truth["clot_density_hu"] * occ["clot"]
-        cta = base + 12 * brain * perfusion
+        cta = base + 30 * brain * perfusion
         vessel = occ["open"] * 350 + occ["distal"] * 350 * 0.6 * truth["collaterals"] / 3
         cta = cta * (1 - np.maximum(occ["open"], occ["distal"])) + vessel
         cta = cta * (1 - occ["clot"]) + truth["clot_density_hu"] * occ["clot"]

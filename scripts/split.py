@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 
 import fire
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from scripts import BundleInputError
 from scripts.cohort import LABELS, read_cohort
@@ -44,9 +44,9 @@ def make_datalist(
             f"only {len(dev)} patients before {cut} ({int(y.sum())} with {label}=1): "
             f"too few for {folds} stratified folds"
         )
-    groups = [r["patient_id"] for r in dev]
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for k, (_, held) in enumerate(splitter.split(np.zeros(len(dev)), y, groups)):
+    # the table holds one row per patient (duplicates are refused), so splitting rows groups by patient
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for k, (_, held) in enumerate(splitter.split(np.zeros(len(dev)), y)):
         for i in held:
             dev[i]["fold"] = k
     inner: Dict[str, List[str]] = {}

@@ -1,0 +1,208 @@
+"""Honest k-fold evaluation: cut-offs from inner validation, metrics on outer folds and the test set.
+
+For each fold k the fold model predicts its inner-validation patients (the Youden cut-off is chosen
+there), its outer fold (reported) and the prospective test set. The test set is also predicted by
+the fold ensemble (mean probability) at the cut-off chosen on the pooled inner-validation
+predictions. Outputs: ``predictions.csv``, ``metrics.json``, ``metrics.md`` in ``output_dir`` and
+``cutoffs.json`` beside the fold models (used by inference).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import warnings
+from typing import Any, Callable, Dict, List, Sequence
+
+import numpy as np
+import torch
+from monai.data import CacheDataset, DataLoader
+from sklearn.metrics import f1_score, roc_auc_score, roc_curve
+
+from scripts.io import atomic_write_json, atomic_write_text
+from scripts.kfold import load_weights
+from scripts.split import fold_data
+
+METRICS = ("roc_auc", "accuracy", "precision", "sensitivity", "specificity", "f1")
+
+
+def youden_cutoff(labels: Sequence[int], probabilities: Sequence[float]) -> float:
+    """Probability cut-off maximising sensitivity + specificity - 1 (0.5 if only one class is present)."""
+    y = np.asarray(labels)
+    if y.min() == y.max():
+        warnings.warn("inner validation holds a single class: cut-off set to 0.5")
+        return 0.5
+    fpr, tpr, thresholds = roc_curve(y, probabilities)
+    best = int(np.argmax(tpr - fpr))
+    return float(min(thresholds[best], 1.0))
+
+
+def binary_metrics(labels: Sequence[int], probabilities: Sequence[float], cutoff: float) -> Dict[str, float]:
+    """ROC-AUC and the confusion-matrix metrics at ``cutoff`` (prediction = probability >= cutoff)."""
+    y = np.asarray(labels, dtype=int)
+    p = np.asarray(probabilities, dtype=float)
+    pred = (p >= cutoff).astype(int)
+    tp, tn = int(((pred == 1) & (y == 1)).sum()), int(((pred == 0) & (y == 0)).sum())
+    fp, fn = int(((pred == 1) & (y == 0)).sum()), int(((pred == 0) & (y == 1)).sum())
+    return {
+        "roc_auc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan"),
+        "accuracy": (tp + tn) / len(y),
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "sensitivity": tp / (tp + fn) if tp + fn else float("nan"),
+        "specificity": tn / (tn + fp) if tn + fp else float("nan"),
+        "f1": float(f1_score(y, pred, zero_division=0)),
+    }
+
+
+def mean_sd(rows: List[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
+    """Mean and sample SD of each metric over folds."""
+    return {
+        m: {"mean": float(np.nanmean([r[m] for r in rows])), "sd": float(np.nanstd([r[m] for r in rows], ddof=1))}
+        for m in METRICS
+    }
+
+
+@torch.no_grad()
+def predict(
+    network: torch.nn.Module,
+    dataset: torch.utils.data.Dataset,
+    device: Any,
+    inferer: Callable | None = None,
+    postprocessing: Callable | None = None,
+    batch_size: int = 4,
+) -> np.ndarray:
+    """Probabilities (N,) of a dataset of dicts with key ``image``, in dataset order."""
+    network.eval()
+    out: List[np.ndarray] = []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+        image = batch["image"].to(device)
+        logits = inferer(image, network) if inferer is not None else network(image)
+        if postprocessing is not None:
+            probs = torch.stack([postprocessing({"pred": lg})["pred"] for lg in logits])
+        else:
+            probs = torch.sigmoid(logits)
+        out.append(probs.reshape(-1).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def evaluate_folds(
+    network: torch.nn.Module,
+    preprocessing: Callable,
+    datalist: Dict[str, Any],
+    ckpt_dir: str,
+    output_dir: str,
+    device: Any,
+    inferer: Callable | None = None,
+    postprocessing: Callable | None = None,
+    batch_size: int = 4,
+    manifest: Dict[str, Any] | None = None,
+) -> Dict[str, Any]:
+    """Evaluate every fold model; write predictions, metrics and cut-offs. Returns the metrics dict."""
+    folds = datalist["settings"]["folds"]
+    dev = CacheDataset(datalist["training"], preprocessing, progress=False)
+    test = CacheDataset(datalist["test"], preprocessing, progress=False) if datalist["test"] else None
+    index = {d["patient_id"]: i for i, d in enumerate(datalist["training"])}
+    rows: List[Dict[str, Any]] = []
+    per_fold, per_fold_test = [], []
+    pooled_inner_y: List[int] = []
+    pooled_inner_p: List[float] = []
+    cutoffs: Dict[str, float] = {}
+    test_probs = []
+    for k in range(folds):
+        load_weights(network, os.path.join(ckpt_dir, f"fold{k}", "model.pt"), device)
+
+        def run(items: List[Dict[str, Any]]) -> np.ndarray:
+            subset = torch.utils.data.Subset(dev, [index[d["patient_id"]] for d in items])
+            return predict(network, subset, device, inferer, postprocessing, batch_size)
+
+        inner, outer = fold_data(datalist, k, "inner_val"), fold_data(datalist, k, "outer")
+        p_inner = run(inner)
+        y_inner = [d["label"] for d in inner]
+        cutoffs[str(k)] = cut = youden_cutoff(y_inner, p_inner)
+        pooled_inner_y += y_inner
+        pooled_inner_p += p_inner.tolist()
+        p_outer = run(outer)
+        per_fold.append(binary_metrics([d["label"] for d in outer], p_outer, cut))
+        rows += [_row(d, "cv", k, p, cut) for d, p in zip(outer, p_outer)]
+        if test is not None:
+            p_test = predict(network, test, device, inferer, postprocessing, batch_size)
+            test_probs.append(p_test)
+            per_fold_test.append(binary_metrics([d["label"] for d in datalist["test"]], p_test, cut))
+            rows += [_row(d, "test", k, p, cut) for d, p in zip(datalist["test"], p_test)]
+    cutoffs["ensemble"] = youden_cutoff(pooled_inner_y, pooled_inner_p)
+    cv_y = [r["label"] for r in rows if r["set"] == "cv"]
+    cv_p = [r["probability"] for r in rows if r["set"] == "cv"]
+    metrics: Dict[str, Any] = {
+        "label": datalist["settings"]["label"],
+        "cv": {"folds": per_fold, "summary": mean_sd(per_fold), "pooled_roc_auc": float(roc_auc_score(cv_y, cv_p))},
+        "cutoffs": cutoffs,
+    }
+    if test is not None:
+        mean_p = np.mean(test_probs, axis=0)
+        rows += [_row(d, "test", "ensemble", p, cutoffs["ensemble"]) for d, p in zip(datalist["test"], mean_p)]
+        metrics["test"] = {
+            "folds": per_fold_test,
+            "summary": mean_sd(per_fold_test),
+            "ensemble": binary_metrics([d["label"] for d in datalist["test"]], mean_p, cutoffs["ensemble"]),
+        }
+    if manifest is not None:
+        metrics["bayes_auc"] = manifest.get("bayes_auc")
+    _write_outputs(rows, metrics, cutoffs, ckpt_dir, output_dir)
+    print(metrics_markdown(metrics), flush=True)
+    return metrics
+
+
+def _row(item: Dict[str, Any], part: str, fold: Any, prob: float, cut: float) -> Dict[str, Any]:
+    return {
+        "patient_id": item["patient_id"],
+        "set": part,
+        "fold": fold,
+        "probability": round(float(prob), 6),
+        "label": item["label"],
+        "cutoff": round(cut, 6),
+        "prediction": int(prob >= cut),
+    }
+
+
+def _write_outputs(
+    rows: List[Dict[str, Any]], metrics: Dict[str, Any], cutoffs: Dict[str, float], ckpt_dir: str, output_dir: str
+) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(os.path.join(output_dir, "predictions.csv"), buf.getvalue())
+    atomic_write_json(os.path.join(output_dir, "metrics.json"), metrics)
+    atomic_write_text(os.path.join(output_dir, "metrics.md"), metrics_markdown(metrics))
+    atomic_write_json(os.path.join(ckpt_dir, "cutoffs.json"), cutoffs)
+
+
+def metrics_markdown(metrics: Dict[str, Any]) -> str:
+    """Paper-style table: each metric as mean (SD) over folds; the test ensemble as single values."""
+    head = "| set | " + " | ".join(METRICS) + " |\n|---|" + "---|" * len(METRICS) + "\n"
+    lines = [f"Label: {metrics['label']}. Cut-offs chosen on inner validation (Youden).\n", head]
+    lines.append(_summary_line("CV, outer folds", metrics["cv"]["summary"]))
+    if "test" in metrics:
+        lines.append(_summary_line("test, per-fold models", metrics["test"]["summary"]))
+        ens = metrics["test"]["ensemble"]
+        lines.append("| test, fold ensemble | " + " | ".join(f"{ens[m]:.4f}" for m in METRICS) + " |\n")
+    lines.append(f"\nPooled CV ROC-AUC: {metrics['cv']['pooled_roc_auc']:.4f}\n")
+    if metrics.get("bayes_auc") is not None:
+        lines.append(f"Bayes ROC-AUC of the cohort (true probabilities): {metrics['bayes_auc']:.4f}\n")
+    return "".join(lines)
+
+
+def _summary_line(name: str, summary: Dict[str, Dict[str, float]]) -> str:
+    return f"| {name} | " + " | ".join(f"{summary[m]['mean']:.4f} ({summary[m]['sd']:.4f})" for m in METRICS) + " |\n"
+
+
+def read_manifest(dataset_dir: str) -> Dict[str, Any] | None:
+    """The demo cohort's manifest (with ``bayes_auc``) if ``dataset_dir`` holds one."""
+    import json
+
+    path = os.path.join(dataset_dir, "manifest.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,95 @@
+"""Fold-ensemble inference: one patient (paths per sequence), a cohort CSV or a datalist -> predictions.csv.
+
+Columns: ``patient_id``, ``probability`` (mean over the fold models), ``probability_sd`` and
+``prediction`` (probability >= the ensemble cut-off stored by evaluation in ``cutoffs.json``).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import os
+import re
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from monai.data import Dataset
+
+from scripts import BundleInputError
+from scripts.cohort import read_cohort, require_sequences
+from scripts.evaluation import predict
+from scripts.io import atomic_write_text
+from scripts.kfold import load_weights, read_json
+from scripts.split import load_datalist
+
+
+def input_items(
+    cohort: Optional[str],
+    datalist_file: Optional[str],
+    images: Dict[str, str],
+    patient_id: str,
+    image_keys: Sequence[str],
+) -> List[Dict[str, Any]]:
+    """Items ``{patient_id, <sequence>: path}`` from exactly one of: a cohort CSV, a datalist, image paths."""
+    given = [name for name, v in (("cohort", cohort), ("datalist_file", datalist_file), ("images", images)) if v]
+    if len(given) != 1:
+        raise BundleInputError(
+            "give exactly one input: --cohort CSV, --datalist_file JSON, or one path per sequence "
+            f"(--{' --'.join(image_keys)}); got {', '.join(given) or 'none'}"
+        )
+    if cohort:
+        rows = read_cohort(cohort)
+        source = cohort
+    elif datalist_file:
+        data = load_datalist(datalist_file)
+        rows = data["training"] + data["test"]
+        source = datalist_file
+    else:
+        for key, path in images.items():
+            if not os.path.exists(path):
+                raise BundleInputError(f"--{key} {path}: file not found")
+        rows = [{"patient_id": patient_id, **images}]
+        source = "command line"
+    require_sequences(rows, image_keys, source)
+    return [{"patient_id": r["patient_id"], **{k: r[k] for k in image_keys}} for r in rows]
+
+
+def fold_checkpoints(ckpt_dir: str) -> List[str]:
+    """``ckpt_dir/fold*/model.pt`` in fold order (error if there are none)."""
+    found = glob.glob(os.path.join(ckpt_dir, "fold*", "model.pt"))
+    if not found:
+        raise BundleInputError(f"{ckpt_dir}: no fold models (fold*/model.pt); train the bundle first")
+    return sorted(found, key=lambda p: int(re.search(r"fold(\d+)", p).group(1)))  # type: ignore[union-attr]
+
+
+def predict_cohort(
+    network: torch.nn.Module,
+    preprocessing: Callable,
+    data: List[Dict[str, Any]],
+    ckpt_dir: str,
+    output_dir: str,
+    device: Any,
+    inferer: Optional[Callable] = None,
+    postprocessing: Optional[Callable] = None,
+    batch_size: int = 2,
+) -> str:
+    """Predict ``data`` with every fold model; write ``output_dir/predictions.csv``; return its path."""
+    cutoff = float(read_json(os.path.join(ckpt_dir, "cutoffs.json"))["ensemble"])
+    dataset = Dataset(data, preprocessing)
+    probs = []
+    for path in fold_checkpoints(ckpt_dir):
+        load_weights(network, path, device)
+        probs.append(predict(network, dataset, device, inferer, postprocessing, batch_size))
+    stack = np.stack(probs)
+    mean, sd = stack.mean(axis=0), stack.std(axis=0, ddof=1) if len(stack) > 1 else np.zeros(stack.shape[1])
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["patient_id", "probability", "probability_sd", "prediction"])
+    for item, p, s in zip(data, mean, sd):
+        writer.writerow([item["patient_id"], f"{p:.6f}", f"{s:.6f}", int(p >= cutoff)])
+    out = os.path.join(output_dir, "predictions.csv")
+    atomic_write_text(out, buf.getvalue())
+    print(buf.getvalue(), end="", flush=True)
+    return out

@@ -1,0 +1,119 @@
+"""Running the folds of ``configs/train.json``: all folds in sequence, resume and completion markers.
+
+``python -m monai.bundle run training --config_file configs/train.json [--fold k]`` runs the id
+``training``, which calls :func:`train_folds`. It starts one ``monai.bundle run train_fold`` process
+per fold with the same command-line arguments plus ``--fold k`` (each fold in a fresh process, so
+memory is returned and an interrupted fold resumes on its own). Folds whose ``done.json`` marker
+exists are skipped; delete the fold folder to retrain it.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+from typing import List, Optional, Sequence
+
+import torch
+
+from scripts import BundleInputError
+from scripts.io import atomic_write_json
+
+DONE = "done.json"
+
+
+def fold_list(fold: object, num_folds: int) -> List[int]:
+    """``"all"`` -> every fold; an int (or its string) -> that fold, checked against ``num_folds``."""
+    if str(fold).lower() == "all":
+        return list(range(num_folds))
+    try:
+        k = int(str(fold))
+    except ValueError:
+        raise BundleInputError(f"--fold '{fold}': use an integer 0..{num_folds - 1} or 'all'") from None
+    if not 0 <= k < num_folds:
+        raise BundleInputError(f"--fold {k}: the datalist has folds 0..{num_folds - 1}")
+    return [k]
+
+
+def _cli_arguments(argv: Sequence[str]) -> List[str]:
+    """The ``monai.bundle run`` arguments of this process without the run id and ``--fold``."""
+    if len(argv) < 2 or argv[1] != "run" or not argv[0].replace(os.sep, "/").endswith("monai/bundle/__main__.py"):
+        raise BundleInputError(
+            "training all folds needs the command line `python -m monai.bundle run training --config_file ...`; "
+            "in Python, run the id 'train_fold' once per fold with fold=k"
+        )
+    args, rest = [], list(argv[2:])
+    if rest and not rest[0].startswith("-"):
+        rest = rest[1:]  # positional run id
+    skip = False
+    for i, a in enumerate(rest):
+        if skip:
+            skip = False
+            continue
+        if a in ("--fold", "--run_id"):
+            skip = True
+        elif not re.match(r"--(fold|run_id)=", a):
+            args.append(a)
+    return args
+
+
+def train_folds(fold: object, num_folds: int, ckpt_dir: str, argv: Optional[Sequence[str]] = None) -> List[int]:
+    """Train the requested folds one after another in child processes; return the folds trained now."""
+    folds = fold_list(fold, num_folds)
+    args = _cli_arguments(sys.argv if argv is None else argv)
+    trained = []
+    for k in folds:
+        if os.path.exists(os.path.join(ckpt_dir, f"fold{k}", DONE)):
+            print(f"fold {k}: already trained ({os.path.join(ckpt_dir, f'fold{k}', DONE)}), skipped", flush=True)
+            continue
+        print(f"fold {k}: training", flush=True)
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "train_fold", *args, "--fold", str(k)]
+        result = subprocess.run(cmd)
+        if result.returncode != 0:
+            raise SystemExit(result.returncode)
+        trained.append(k)
+    return trained
+
+
+def resume_checkpoint(fold_dir: str) -> Optional[str]:
+    """Latest per-epoch checkpoint of an interrupted fold, or None."""
+    found = glob.glob(os.path.join(fold_dir, "resume_checkpoint_epoch=*.pt"))
+    if not found:
+        return None
+    return max(found, key=lambda p: int(re.search(r"epoch=(\d+)", p).group(1)))  # type: ignore[union-attr]
+
+
+def mark_done(fold_dir: str, trainer: object, evaluator: object) -> None:
+    """Write ``done.json`` (epochs run, best inner-validation metric) and drop the resume checkpoints."""
+    state = evaluator.state  # type: ignore[attr-defined]
+    atomic_write_json(
+        os.path.join(fold_dir, DONE),
+        {
+            "epochs": trainer.state.epoch,  # type: ignore[attr-defined]
+            "best_inner_val_metric": float(state.best_metric),
+            "best_epoch": int(state.best_metric_epoch),
+        },
+    )
+    for path in glob.glob(os.path.join(fold_dir, "resume_checkpoint_epoch=*.pt")):
+        os.remove(path)
+
+
+def load_weights(network: torch.nn.Module, path: str, device: object = "cpu") -> torch.nn.Module:
+    """Load a CheckpointSaver file (``{"model": state_dict}``) or a raw state dict, strictly."""
+    if not os.path.isfile(path):
+        raise BundleInputError(f"{path}: model checkpoint not found (train the folds first)")
+    state = torch.load(path, map_location=device, weights_only=True)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    network.load_state_dict(state, strict=True)
+    return network
+
+
+def read_json(path: str) -> dict:
+    """Read a JSON file with a one-line error when it is missing."""
+    if not os.path.isfile(path):
+        raise BundleInputError(f"{path}: not found")
+    with open(path) as f:
+        return json.load(f)

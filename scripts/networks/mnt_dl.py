@@ -1,0 +1,169 @@
+"""MNT-DL, the multisequence neighbourhood transformer (Zhang et al., AJNR 2024), from MONAI parts."""
+
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import torch
+from monai.networks.blocks import CrossAttentionBlock, SABlock
+from monai.networks.nets import ResNet
+from monai.networks.nets.resnet import ResNetBlock
+from torch import nn
+
+from scripts.networks.nonlocal_block import NonLocalBlock2d
+
+
+class MNTDL(nn.Module):
+    """Per-slice ResNet-34 features, attention within slice neighbourhoods and across the volume.
+
+    Input ``x``: (B, C, H, W, D) in MONAI's channel-first layout with the D axial slices last
+    (C = 2 for NCCT + CTA, 3 for ADC + DWI + FLAIR; single-sequence ablations repeat one sequence).
+    ``forward`` returns the main logit (B, 1); ``forward_all`` returns (B, 1 + K): the main logit then
+    one auxiliary logit per neighbourhood (K = num_slices // neighbourhood_size).
+
+    Pipeline: a shared 2-D stem (ResNet-34 conv1..layer1) per slice; local networks (layer2..layer4,
+    weights shared by all neighbourhoods, optional embedded-Gaussian non-local block before the last
+    block of layer3) -> global average pool -> dropout -> (B, D, F); multi-head self-attention over
+    the slices of each neighbourhood, added residually; auxiliary heads Linear(n * F -> 1) per
+    neighbourhood; then the classifier head:
+
+    * ``head="cross_attention"`` (the paper's volumetric classifier): a learned query attends over all
+      D slice features (LayerNorm on query and slices, residual add, LayerNorm); the result and the
+      mean slice feature are concatenated and fused by Linear(2F -> 1).
+    * ``head="res25"`` (the published final model): Linear(F -> 1) per slice -> softmax over the D
+      slices -> Linear(D -> 1).
+
+    Args:
+        in_channels: image channels C.
+        num_slices: D; a volume with another slice count raises ``ValueError``.
+        neighbourhood_size: slices per neighbourhood (non-overlapping; must divide ``num_slices``).
+        widths: channels of ResNet layer1..layer4 (ResNet-34: 64, 128, 256, 512).
+        nonlocal_block: insert the non-local block in layer3.
+        head: ``"cross_attention"`` or ``"res25"``.
+        num_heads: heads of the slice and volume attention.
+        share_slice_attention: one slice-attention module for all neighbourhoods (else one each).
+        dropout: dropout on slice features (inactive in eval mode).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 2,
+        num_slices: int = 25,
+        neighbourhood_size: int = 5,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        nonlocal_block: bool = True,
+        head: str = "cross_attention",
+        num_heads: int = 4,
+        share_slice_attention: bool = True,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if num_slices % neighbourhood_size:
+            raise ValueError(f"num_slices {num_slices} is not a multiple of neighbourhood_size {neighbourhood_size}")
+        if head not in ("cross_attention", "res25"):
+            raise ValueError(f"head '{head}' is unknown (cross_attention or res25)")
+        self.in_channels, self.num_slices, self.size = in_channels, num_slices, neighbourhood_size
+        self.num_neighbourhoods = num_slices // neighbourhood_size
+        self.head = head
+        resnet = ResNet(
+            block="basic", layers=[3, 4, 6, 3], block_inplanes=list(widths), spatial_dims=2,
+            n_input_channels=in_channels, conv1_t_size=7, conv1_t_stride=2, shortcut_type="B",
+            feed_forward=False, bias_downsample=False,
+        )  # fmt: skip
+        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.act, resnet.maxpool, resnet.layer1)
+        layer3 = list(resnet.layer3.children())
+        if nonlocal_block:
+            layer3.insert(len(layer3) - 1, NonLocalBlock2d(widths[2]))
+        self.local = nn.Sequential(resnet.layer2, nn.Sequential(*layer3), resnet.layer4, nn.AdaptiveAvgPool2d(1))
+        feat = widths[3]
+        self.dropout = nn.Dropout(dropout)
+        n_attn = 1 if share_slice_attention else self.num_neighbourhoods
+        self.slice_attention = nn.ModuleList(SABlock(feat, num_heads, qkv_bias=True) for _ in range(n_attn))
+        self.aux_heads = nn.ModuleList(nn.Linear(neighbourhood_size * feat, 1) for _ in range(self.num_neighbourhoods))
+        if head == "res25":
+            self.slice_score = nn.Linear(feat, 1)
+            self.classifier = nn.Linear(num_slices, 1)
+        else:
+            self.query = nn.Parameter(torch.zeros(1, 1, feat))
+            self.norm_query, self.norm_slices, self.norm_out = nn.LayerNorm(feat), nn.LayerNorm(feat), nn.LayerNorm(feat)
+            self.volume_attention = CrossAttentionBlock(feat, num_heads, qkv_bias=True)
+            self.classifier = nn.Linear(2 * feat, 1)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        for m in self.modules():
+            if isinstance(m, ResNetBlock):
+                nn.init.zeros_(m.bn2.weight)  # each residual block starts as the identity
+            elif isinstance(m, NonLocalBlock2d):
+                nn.init.zeros_(m.out[1].weight)
+
+    def slice_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W, D) -> slice features after neighbourhood attention, (B, D, F)."""
+        if x.ndim != 5 or x.shape[1] != self.in_channels or x.shape[-1] != self.num_slices:
+            raise ValueError(
+                f"expected input (B, {self.in_channels}, H, W, {self.num_slices}), got {tuple(x.shape)}; "
+                f"resample the slice axis to {self.num_slices} (e.g. monai.transforms.Resized)"
+            )
+        b, c, h, w, d = x.shape
+        slices = x.permute(0, 4, 1, 2, 3).reshape(b * d, c, h, w)
+        feats = self.local(self.stem(slices)).reshape(b, d, -1)
+        feats = self.dropout(feats)
+        groups = feats.reshape(b, self.num_neighbourhoods, self.size, -1)
+        out = []
+        for k in range(self.num_neighbourhoods):
+            attn = self.slice_attention[k if len(self.slice_attention) > 1 else 0]
+            out.append(groups[:, k] + attn(groups[:, k]))
+        return torch.cat(out, dim=1)
+
+    def _main_logit(self, feats: torch.Tensor) -> torch.Tensor:
+        if self.head == "res25":
+            return self.classifier(torch.softmax(self.slice_score(feats).squeeze(-1), dim=1))
+        query = self.norm_query(self.query.expand(feats.shape[0], -1, -1))
+        pooled = query + self.volume_attention(query, context=self.norm_slices(feats))
+        return self.classifier(torch.cat([self.norm_out(pooled[:, 0]), feats.mean(dim=1)], dim=1))
+
+    def forward_all(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W, D) -> (B, 1 + K): main logit then the K auxiliary neighbourhood logits."""
+        feats = self.slice_features(x)
+        groups = feats.reshape(feats.shape[0], self.num_neighbourhoods, -1)
+        aux = [head(groups[:, k]) for k, head in enumerate(self.aux_heads)]
+        return torch.cat([self._main_logit(feats)] + aux, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W, D) -> main logit (B, 1)."""
+        return self._main_logit(self.slice_features(x))
+
+
+class WithAuxiliaryLogits(nn.Module):
+    """Training view of a network: ``forward`` returns ``network.forward_all`` (B, 1 + K), same weights."""
+
+    def __init__(self, network: MNTDL) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network.forward_all(x)
+
+
+def mnt_dl_res25(in_channels: int = 3, **kwargs) -> MNTDL:
+    """The published final model: no non-local block, neighbourhood attention only, res25 head."""
+    options = dict(nonlocal_block=False, head="res25", num_slices=25, neighbourhood_size=5)
+    options.update(kwargs)
+    return MNTDL(in_channels=in_channels, **options)
+
+
+def count_parameters(network: nn.Module) -> int:
+    """Number of unique parameters."""
+    return sum(p.numel() for p in network.parameters())
+
+
+def split_logits(output: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(B, 1 + K) -> main (B, 1) and auxiliary (B, K) logits."""
+    return output[:, :1], output[:, 1:]

@@ -1,0 +1,31 @@
+"""Shared fixtures: a small generated demo cohort (real MNI anatomy, coarse grid) and its datalist."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(ROOT, "..", "shared", "data")
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+@pytest.fixture(scope="session")
+def demo_cohort(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """CSV path of a 40-patient CT+MR demo cohort on a 6 mm grid."""
+    from scripts.demo_cohort import generate
+
+    out = tmp_path_factory.mktemp("cohort")
+    return generate(str(out), patients=40, seed=3, modalities="ct,mr", spacing=6.0)
+
+
+@pytest.fixture(scope="session")
+def datalist_2fold(demo_cohort: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2-fold datalist of the demo cohort (test set: procedures from 2020-01-01)."""
+    from scripts.split import write_datalist
+
+    out = tmp_path_factory.mktemp("datalist") / "datalist.json"
+    return write_datalist(demo_cohort, str(out), folds=2, seed=0, inner_val=0.25)

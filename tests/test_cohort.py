@@ -1,0 +1,100 @@
+"""The cohort table contract: one-line validation errors and label derivation."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+
+from scripts import BundleInputError
+from scripts.cohort import derive_labels, read_cohort
+from tests.conftest import ROOT
+
+
+def _rows(path: str):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _write(path: str, rows) -> str:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _broken(demo_cohort: str, tmp_path, row: int, column: str, value: str) -> str:
+    rows = _rows(demo_cohort)
+    base = os.path.dirname(demo_cohort)
+    for r in rows:  # keep image paths valid from the new location
+        for seq in ("ncct", "cta", "b0", "b1000", "adc", "flair"):
+            r[seq] = os.path.join(base, r[seq])
+    rows[row][column] = value
+    return _write(str(tmp_path / "bad.csv"), rows)
+
+
+@pytest.mark.parametrize(
+    "column,value,message",
+    [
+        ("mtici_final", "2d", "unknown mTICI grade '2d'"),
+        ("mtici_first_pass", "x", "unknown mTICI grade 'x'"),
+        ("procedure_date", "2019-13-40", "is not a date"),
+        ("patient_id", "demo0000", "duplicate id 'demo0000' (first on row 2)"),
+        ("cta", "/nonexistent/cta.nii.gz", "file not found"),
+        ("nihss", "55", "outside [0, 42]"),
+        ("side", "X", "must be L or R"),
+    ],
+)
+def test_table_errors_name_row_and_column(demo_cohort, tmp_path, column, value, message):
+    path = _broken(demo_cohort, tmp_path, 3, column, value)
+    with pytest.raises(BundleInputError) as err:
+        read_cohort(path)
+    text = str(err.value)
+    assert f"row 5, column '{column}'" in text  # data row 3 is line 5 (header is line 1)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_cli_error_is_one_line_with_exit_2(demo_cohort, tmp_path):
+    path = _broken(demo_cohort, tmp_path, 0, "mtici_final", "9")
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.split", "--cohort", path, "--out", str(tmp_path / "d.json")],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "row 2, column 'mtici_final'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "d.json").exists()
+
+
+def test_missing_column(demo_cohort, tmp_path):
+    rows = [{k: v for k, v in r.items() if k != "nihss"} for r in _rows(demo_cohort)]
+    with pytest.raises(BundleInputError, match="missing column"):
+        read_cohort(_write(str(tmp_path / "c.csv"), rows), check_files=False)
+
+
+@pytest.mark.parametrize(
+    "first,final,stenosis,rescue,expected",
+    [
+        ("2b", "2b", 0, 0, {"fpe": 1, "mtici_2c": 0, "rlvo": 0}),
+        ("2a", "3", 0, 0, {"fpe": 0, "mtici_2c": 1, "rlvo": 0}),
+        ("2b67", "2c", 0, 0, {"fpe": 1, "mtici_2c": 1, "rlvo": 0}),
+        ("0", "2a", 0, 0, {"fpe": 0, "mtici_2c": 0, "rlvo": 1}),
+        ("1", "3", 1, 0, {"fpe": 0, "mtici_2c": 1, "rlvo": 1}),
+        ("3", "3", 0, 1, {"fpe": 1, "mtici_2c": 1, "rlvo": 1}),
+    ],
+)
+def test_label_rules(first, final, stenosis, rescue, expected):
+    row = {"mtici_first_pass": first, "mtici_final": final, "stenosis_gt50": stenosis, "rescue": rescue}
+    assert derive_labels(row) == expected
+
+
+def test_demo_cohort_satisfies_contract(demo_cohort):
+    rows = read_cohort(demo_cohort)
+    assert len(rows) == 40
+    assert all(os.path.isfile(r["ncct"]) and os.path.isfile(r["flair"]) for r in rows)
+    assert {r["fpe"] for r in rows} == {0, 1}

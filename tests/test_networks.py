@@ -1,0 +1,64 @@
+"""MNT-DL: shapes for CT/MR/ablation inputs, eval determinism, parameter counts, slice-count check."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scripts.networks import MNTDL, WithAuxiliaryLogits, mnt_dl_res25
+from scripts.networks.mnt_dl import count_parameters
+
+TINY = dict(widths=(4, 8, 16, 16), num_heads=2)
+
+
+@pytest.mark.parametrize("channels,head", [(2, "cross_attention"), (3, "cross_attention"), (3, "res25")])
+def test_output_shapes(channels, head):
+    net = MNTDL(in_channels=channels, num_slices=10, neighbourhood_size=5, head=head, **TINY)
+    x = torch.randn(3, channels, 32, 32, 10)
+    assert net(x).shape == (3, 1)
+    assert net.forward_all(x).shape == (3, 1 + 2)
+    assert WithAuxiliaryLogits(net)(x).shape == (3, 3)
+
+
+def test_single_sequence_ablation_input():
+    """A single-sequence model stacks the one sequence to fill the channels (as in the paper)."""
+    net = MNTDL(in_channels=3, num_slices=10, **TINY).eval()
+    dwi = torch.randn(2, 1, 32, 32, 10)
+    assert net(dwi.repeat(1, 3, 1, 1, 1)).shape == (2, 1)
+
+
+def test_dropout_only_in_training():
+    torch.manual_seed(0)
+    net = MNTDL(in_channels=2, num_slices=10, dropout=0.5, **TINY)
+    for p in net.parameters():  # break the zero/identity init so every path carries signal
+        torch.nn.init.normal_(p, 0, 0.1)
+    x = torch.randn(2, 2, 32, 32, 10)
+    net.eval()
+    assert torch.equal(net(x), net(x))
+    net.train()
+    assert not torch.allclose(net(x), net(x))
+
+
+def test_res25_parameter_count():
+    # The published code builds five slice-attention modules (26.6 M parameters at 3 channels) but
+    # uses only the first; res25 shares one module (same behaviour), the unshared variant matches the count.
+    assert count_parameters(mnt_dl_res25(3, share_slice_attention=False)) == 26_551_136
+    shared = count_parameters(mnt_dl_res25(3))
+    assert shared == 26_551_136 - 4 * (512 * 3 * 512 + 3 * 512 + 512 * 512 + 512)
+    assert 26.5e6 < count_parameters(mnt_dl_res25(3, share_slice_attention=False)) < 26.7e6
+
+
+def test_wrong_slice_count_is_a_clear_error():
+    net = MNTDL(in_channels=2, num_slices=10, **TINY)
+    with pytest.raises(ValueError, match=r"expected input \(B, 2, H, W, 10\), got \(1, 2, 32, 32, 12\).*resample"):
+        net(torch.randn(1, 2, 32, 32, 12))
+
+
+def test_nonlocal_block_is_used_and_trainable():
+    net = MNTDL(in_channels=2, num_slices=10, nonlocal_block=True, **TINY)
+    names = [n for n, _ in net.named_modules() if n.endswith("theta")]
+    assert len(names) == 1
+    out = net.forward_all(torch.randn(2, 2, 32, 32, 10)).sum()
+    out.backward()
+    theta = dict(net.named_modules())[names[0]]
+    assert theta.weight.grad is not None
