@@ -1,6 +1,6 @@
 """Real anatomy in an MNI grid: nilearn's MNI152 tissue maps and the JHU arterial-territory atlas.
 
-The atlas (``../shared/data/atlas``, CC BY-SA 4.0, declared in ``models/large_files.yml``) ships with
+The atlas (CC BY-SA 4.0; ``data/atlas`` via ``models/large_files.yml``, or ``../shared/data/atlas``) ships with
 an identity header; its true grid is MNI 1 mm LAS (see :data:`ATLAS_AFFINE`). Without the atlas, a
 documented fallback gives each hemisphere an MCA region (lateral to |x| = 20 mm, y in [-80, 45] mm,
 z in [-25, 70] mm), an ACA region (|x| < 20 mm, y > -40 mm) and a PCA region (the rest, y < -40 mm).
@@ -20,7 +20,10 @@ ATLAS_AFFINE = np.array([[-1.0, 0, 0, 90], [0, 1, 0, -126], [0, 0, 1, -72], [0, 
 ATLAS_LEVEL2 = "ArterialAtlas_level2.nii.gz"
 # level-2 labels of the atlas (and of territories.nii.gz written by this project)
 TERRITORIES = {"ACA_L": 1, "ACA_R": 2, "MCA_L": 3, "MCA_R": 4, "PCA_L": 5, "PCA_R": 6, "VB_L": 7, "VB_R": 8}
-DEFAULT_ATLAS_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "atlas")
+_BUNDLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# models/large_files.yml downloads the atlas to data/atlas; tests and CI use ../shared/data/atlas
+ATLAS_DIRS = (os.path.join(_BUNDLE_ROOT, "data", "atlas"), os.path.join(_BUNDLE_ROOT, "..", "shared", "data", "atlas"))
+DEFAULT_ATLAS_DIR = next((d for d in ATLAS_DIRS if os.path.isfile(os.path.join(d, ATLAS_LEVEL2))), ATLAS_DIRS[0])
 
 
 def mni_grid(spacing: float) -> Tuple[Tuple[int, int, int], np.ndarray]:
@@ -56,8 +59,12 @@ def _resample(img: nib.Nifti1Image, shape: Tuple[int, ...], affine: np.ndarray, 
     from nilearn.image import resample_img
 
     out = resample_img(
-        img, target_affine=affine, target_shape=shape, interpolation="continuous" if order else "nearest",
-        force_resample=True, copy_header=True,
+        img,
+        target_affine=affine,
+        target_shape=shape,
+        interpolation="continuous" if order else "nearest",
+        force_resample=True,
+        copy_header=True,
     )
     return np.asarray(out.get_fdata(), dtype=np.float32)
 

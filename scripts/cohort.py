@@ -132,7 +132,9 @@ def _validate_row(
     for column in OPTIONAL_COLUMNS:
         row[column] = _flag(path, line, column, raw.get(column, ""))
     if raw["location"].upper() not in LOCATIONS:
-        raise _fail(path, line, "location", f"unknown occlusion site '{raw['location']}' (allowed: {', '.join(LOCATIONS)})")
+        raise _fail(
+            path, line, "location", f"unknown occlusion site '{raw['location']}' (allowed: {', '.join(LOCATIONS)})"
+        )
     row["location"] = raw["location"].upper()
     if raw["side"].upper() not in SIDES:
         raise _fail(path, line, "side", f"'{raw['side']}' must be L or R")

@@ -10,16 +10,16 @@ fallback in :mod:`scripts.anatomy`). A schematic circle of Willis / MCA tree is 
 Per patient: occlusion site (ICA 20%, M1 55%, M2 25%) and side; a clot of length L (log-normal,
 median 12 mm, 4-40 mm) and density D (N(60, 10) HU, 40-90) drawn hyperdense on NCCT; CTA with
 enhanced vessels (350 HU), the clot unenhanced, vessels distal to it filled only by collaterals
-(grade G in 0..3, fraction G/3 * 0.6);
-a hypoperfused region: the part of the territory nearest the clot, whose share of the territory
-grows with L (0.35 at 4 mm to 1 at 40 mm: a long thrombus spans more branch origins) and whose CTA
-parenchymal enhancement is 30 HU x (0.1 + 0.9 G/3) against 30 HU in normal brain; an infarct core
-inside it whose volume fraction grows with onset time and falls with G (hypodense on NCCT, bright on DWI b1000, low ADC, FLAIR-bright after 4.5 h). ADC is computed from
+(grade G in 0..3, fraction G/3 * 0.6); a hypoperfused region: the part of the territory nearest
+the clot, whose share of the territory grows with L (0.35 at 4 mm to 1 at 40 mm: a long thrombus
+spans more branch origins) and whose CTA parenchymal enhancement is 30 HU x (0.1 + 0.9 G/3) against
+30 HU in normal brain; an infarct core inside it whose volume fraction grows with onset time and
+falls with G (hypodense on NCCT, bright on DWI b1000, low ADC, FLAIR-bright after 4.5 h). ADC is computed from
 the noisy b0/b1000 as -ln(S1000/S0)/1000 (stored in 1e-6 mm^2/s). Noise: NCCT 3 HU, CTA 6 HU, MR 2%
 of white matter; slices: NCCT, DWI and FLAIR 5 mm thick, CTA 1 mm (z blur of the thickness).
 
-Truth (the label rule, also in manifest.json): logit P(FPE) = 0.4 - 1.5 z_len + 0.6 z_dens
-+ 1.6 z_coll + site (ICA -1.2, M1 0, M2 +0.5) - 0.25 z_age + 0.25 ivt, with z_len = (ln L - ln 12)/0.45,
+Truth (the label rule, also in manifest.json): logit P(FPE) = 0.4 - 1.5 z_len + 0.4 z_dens
++ 1.6 z_coll + site (ICA -1.2, M1 0, M2 +0.5) - 0.15 z_age + 0.2 ivt, with z_len = (ln L - ln 12)/0.45,
 z_dens = (D - 60)/10, z_coll = (G - 1.6)/0.95, z_age = (age - 70)/12. FPE ~ Bernoulli(P). FPE patients get
 one pass and first-pass mTICI 2b/2c/3; the others 2-5 passes, first-pass 0/1/2a and a final grade
 drawn from 0..3. ``bayes_auc`` is the ROC-AUC of the true P against the drawn labels (the best any
@@ -31,10 +31,9 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import json
 import os
 import warnings
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence
 
 import fire
 import nibabel as nib
@@ -49,7 +48,7 @@ from scripts.io import atomic_write, atomic_write_json, atomic_write_text
 SITES = ("ICA", "M1", "M2")
 SITE_PROB = (0.2, 0.55, 0.25)
 SITE_EFFECT = {"ICA": -1.2, "M1": 0.0, "M2": 0.5}
-COEF = {"intercept": 0.4, "z_len": -1.5, "z_dens": 0.6, "z_coll": 1.6, "z_age": -0.25, "ivt": 0.25}
+COEF = {"intercept": 0.4, "z_len": -1.5, "z_dens": 0.4, "z_coll": 1.6, "z_age": -0.15, "ivt": 0.2}
 CSV_COLUMNS = (
     "patient_id", "procedure_date", "passes", "mtici_first_pass", "mtici_final", "rescue", "stenosis_gt50",
     "location", "side", "age", "sex", "nihss", "onset_to_imaging_min", "ivt",
@@ -163,7 +162,9 @@ def _territory_mask(anatomy: Anatomy, site: str, side: str) -> np.ndarray:
     return np.isin(anatomy.territories, labels)
 
 
-def render(anatomy: Anatomy, patient: Dict, rng: np.random.Generator, modalities: Sequence[str]) -> Dict[str, np.ndarray]:
+def render(
+    anatomy: Anatomy, patient: Dict, rng: np.random.Generator, modalities: Sequence[str]
+) -> Dict[str, np.ndarray]:
     """Images of one patient in the anatomy's grid: NCCT/CTA in HU, b0/b1000/ADC/FLAIR in scanner units."""
     world, s = anatomy.world(), anatomy.spacing
     truth, side, site = patient["_truth"], patient["side"], patient["location"]
@@ -233,12 +234,16 @@ def render(anatomy: Anatomy, patient: Dict, rng: np.random.Generator, modalities
         head = np.clip(brain + rim + scalp * 0.6, 0, 1)
         s0 = 850 * gm + 700 * wm + 1800 * (csf + rim) + 300 * scalp
         s0 = s0 * (1 + 0.1 * core_soft * min(onset_h / 6, 1))
-        adc_true = np.where(head > 0, (0.85 * gm + 0.75 * wm + 3.0 * (csf + rim)) / np.maximum(gm + wm + csf + rim, 1e-3), 1.0)
+        adc_true = np.where(
+            head > 0, (0.85 * gm + 0.75 * wm + 3.0 * (csf + rim)) / np.maximum(gm + wm + csf + rim, 1e-3), 1.0
+        )
         adc_true = adc_true * (1 - core_soft) + 0.45 * core_soft
         s1000 = s0 * np.exp(-adc_true)  # b = 1000 s/mm^2, ADC in 1e-3 mm^2/s
         sigma = 0.02 * 700
         b0 = np.abs(_slices(s0, 5, s) + rng.normal(0, sigma, gm.shape) + 1j * rng.normal(0, sigma, gm.shape))
-        b1000 = np.abs(_slices(s1000, 5, s) + rng.normal(0, sigma / 2, gm.shape) + 1j * rng.normal(0, sigma / 2, gm.shape))
+        b1000 = np.abs(
+            _slices(s1000, 5, s) + rng.normal(0, sigma / 2, gm.shape) + 1j * rng.normal(0, sigma / 2, gm.shape)
+        )
         flair = 750 * gm + 600 * wm + 150 * (csf + rim) + 250 * scalp
         flair = flair * (1 + (0.4 if onset_h > 4.5 else 0.1) * core_soft)
         images["b0"], images["b1000"] = b0, b1000
@@ -302,9 +307,22 @@ def generate(
     writer.writerows(rows)
     csv_path = os.path.join(out, "cohort.csv")
     atomic_write_text(csv_path, buf.getvalue())
-    atomic_write_json(os.path.join(out, "manifest.json"), _manifest(rows, truth, locals_=dict(
-        patients=int(patients), seed=int(seed), modalities=mods, spacing=float(spacing), start=str(first),
-        end=str(last), atlas_used=anatomy.atlas_used)))
+    atomic_write_json(
+        os.path.join(out, "manifest.json"),
+        _manifest(
+            rows,
+            truth,
+            locals_=dict(
+                patients=int(patients),
+                seed=int(seed),
+                modalities=mods,
+                spacing=float(spacing),
+                start=str(first),
+                end=str(last),
+                atlas_used=anatomy.atlas_used,
+            ),
+        ),
+    )
     return csv_path
 
 
@@ -317,7 +335,10 @@ def _manifest(rows: List[Dict], truth: Dict[str, Dict], locals_: Dict) -> Dict:
         "generator": "scripts.demo_cohort",
         "settings": locals_,
         "label": "fpe",
-        "label_rule": (__doc__ or "").split("Truth (the label rule, also in manifest.json): ")[1].split("``bayes")[0].strip(),
+        "label_rule": (__doc__ or "")
+        .split("Truth (the label rule, also in manifest.json): ")[1]
+        .split("``bayes")[0]
+        .strip(),
         "coefficients": {**COEF, "site": SITE_EFFECT},
         "fpe_rate": float(fpe.mean()),
         "bayes_auc": float(roc_auc_score(fpe, prob)),

@@ -32,7 +32,8 @@ def input_items(
     patient_id: str,
     image_keys: Sequence[str],
 ) -> List[Dict[str, Any]]:
-    """Items ``{patient_id, <sequence>: path}`` from exactly one of: a cohort CSV, a datalist, image paths."""
+    """Items ``{patient_id, <sequence>: path}`` from exactly one of: a cohort CSV (every patient), a datalist
+    (its prospective test set) or one image path per sequence."""
     given = [name for name, v in (("cohort", cohort), ("datalist_file", datalist_file), ("images", images)) if v]
     if len(given) != 1:
         raise BundleInputError(
@@ -43,8 +44,7 @@ def input_items(
         rows = read_cohort(cohort)
         source = cohort
     elif datalist_file:
-        data = load_datalist(datalist_file)
-        rows = data["training"] + data["test"]
+        rows = load_datalist(datalist_file)["test"]
         source = datalist_file
     else:
         for key, path in images.items():

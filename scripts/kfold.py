@@ -18,6 +18,7 @@ import sys
 from typing import List, Optional, Sequence
 
 import torch
+from ignite.engine import Events
 
 from scripts import BundleInputError
 from scripts.io import atomic_write_json
@@ -86,6 +87,27 @@ def resume_checkpoint(fold_dir: str) -> Optional[str]:
     return max(found, key=lambda p: int(re.search(r"epoch=(\d+)", p).group(1)))  # type: ignore[union-attr]
 
 
+def track_best(saver: object, evaluator: object, fold_dir: str) -> None:
+    """Keep the best inner-validation metric across an interruption.
+
+    After each validation the evaluator's best metric and epoch go to ``best.json``; when the fold
+    resumes, they are given back to the evaluator and to the best-model ``CheckpointSaver``, so a
+    worse model after the resume never replaces ``model.pt``.
+    """
+    path = os.path.join(fold_dir, "best.json")
+    if resume_checkpoint(fold_dir) is not None and os.path.isfile(path):
+        best = read_json(path)
+        saver.load_state_dict({"saved": [(best["metric"], "model.pt")]})  # type: ignore[attr-defined]
+        evaluator.state.best_metric = best["metric"]  # type: ignore[attr-defined]
+        evaluator.state.best_metric_epoch = best["epoch"]  # type: ignore[attr-defined]
+
+    def _record(engine: object) -> None:
+        state = engine.state  # type: ignore[attr-defined]
+        atomic_write_json(path, {"metric": float(state.best_metric), "epoch": int(state.best_metric_epoch)})
+
+    evaluator.add_event_handler(Events.EPOCH_COMPLETED, _record)  # type: ignore[attr-defined]
+
+
 def mark_done(fold_dir: str, trainer: object, evaluator: object) -> None:
     """Write ``done.json`` (epochs run, best inner-validation metric) and drop the resume checkpoints."""
     state = evaluator.state  # type: ignore[attr-defined]
@@ -97,8 +119,11 @@ def mark_done(fold_dir: str, trainer: object, evaluator: object) -> None:
             "best_epoch": int(state.best_metric_epoch),
         },
     )
-    for path in glob.glob(os.path.join(fold_dir, "resume_checkpoint_epoch=*.pt")):
-        os.remove(path)
+    for path in glob.glob(os.path.join(fold_dir, "resume_checkpoint_epoch=*.pt")) + [
+        os.path.join(fold_dir, "best.json")
+    ]:
+        if os.path.exists(path):
+            os.remove(path)
 
 
 def load_weights(network: torch.nn.Module, path: str, device: object = "cpu") -> torch.nn.Module:

@@ -52,9 +52,7 @@ def make_datalist(
     inner: Dict[str, List[str]] = {}
     for k in range(folds):
         train_idx = [i for i, r in enumerate(dev) if r["fold"] != k]
-        _, val_idx = train_test_split(
-            train_idx, test_size=inner_val, stratify=y[train_idx], random_state=seed + k
-        )
+        _, val_idx = train_test_split(train_idx, test_size=inner_val, stratify=y[train_idx], random_state=seed + k)
         inner[str(k)] = sorted(dev[i]["patient_id"] for i in val_idx)
     for item in dev + test:
         item["label"] = item[label]

@@ -85,7 +85,11 @@ class MNTDL(nn.Module):
             self.classifier = nn.Linear(num_slices, 1)
         else:
             self.query = nn.Parameter(torch.zeros(1, 1, feat))
-            self.norm_query, self.norm_slices, self.norm_out = nn.LayerNorm(feat), nn.LayerNorm(feat), nn.LayerNorm(feat)
+            self.norm_query, self.norm_slices, self.norm_out = (
+                nn.LayerNorm(feat),
+                nn.LayerNorm(feat),
+                nn.LayerNorm(feat),
+            )
             self.volume_attention = CrossAttentionBlock(feat, num_heads, qkv_bias=True)
             self.classifier = nn.Linear(2 * feat, 1)
         self._init_weights()
@@ -94,10 +98,12 @@ class MNTDL(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        # classifier heads: normal(0, 0.01), zero bias; attention blocks keep MONAI's initialisation (a
+        # 0.01-scaled query/key/value chain would start the classifier at a constant output)
+        heads = [*self.aux_heads, self.classifier] + ([self.slice_score] if self.head == "res25" else [])
+        for m in heads:
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
         for m in self.modules():
             if isinstance(m, ResNetBlock):
                 nn.init.zeros_(m.bn2.weight)  # each residual block starts as the identity

@@ -1,0 +1,88 @@
+"""Parameters, GFLOPs, forward and training-step time of MNT-DL for an input size and device.
+
+python benchmarks/network_speed.py [--channels 2] [--size 224] [--slices 25] [--batch 1] [--device cpu]
+    [--widths 64,128,256,512] [--head cross_attention] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import fire
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from scripts.losses import DeepSupervisionBCELoss  # noqa: E402
+from scripts.networks import MNTDL, WithAuxiliaryLogits  # noqa: E402
+from scripts.networks.mnt_dl import count_parameters  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main(
+    channels: int = 2,
+    size: int = 224,
+    slices: int = 25,
+    batch: int = 1,
+    device: str = "cpu",
+    widths: str = "64,128,256,512",
+    head: str = "cross_attention",
+    repeats: int = 5,
+    amp: bool = False,
+) -> None:
+    """Print one line of figures for the configuration."""
+    dev = torch.device(device)
+    net = MNTDL(in_channels=channels, num_slices=slices, widths=[int(w) for w in str(widths).split(",")], head=head)
+    net = net.to(dev)
+    x = torch.randn(batch, channels, size, size, slices, device=dev)
+    y = torch.randint(0, 2, (batch,), device=dev).float()
+    net.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(x)
+    gflops = counter.get_total_flops() / 2e9  # multiply-adds counted as 2 FLOPs -> GMACs x 2 / 2
+    with torch.no_grad(), torch.autocast(dev.type, enabled=amp):
+        net(x)
+        _sync(dev)
+        t = time.perf_counter()
+        for _ in range(repeats):
+            net(x)
+        _sync(dev)
+        forward = (time.perf_counter() - t) / repeats
+    net.train()
+    train_net, loss_fn = WithAuxiliaryLogits(net), DeepSupervisionBCELoss()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp and dev.type == "cuda")
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(dev.type, enabled=amp):
+            loss = loss_fn(train_net(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    step()
+    _sync(dev)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    _sync(dev)
+    train = (time.perf_counter() - t) / repeats
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
+    print(
+        f"MNT-DL head={head} widths={widths} input=({batch},{channels},{size},{size},{slices}) "
+        f"device={name} amp={amp}: "
+        f"params={count_parameters(net) / 1e6:.2f} M, GMACs/forward={gflops:.1f}, "
+        f"forward={forward * 1000:.0f} ms, train step={train * 1000:.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    fire.Fire(main)

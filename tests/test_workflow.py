@@ -1,0 +1,170 @@
+"""A tiny training run through monai.bundle that lowers the loss, then evaluation and inference on it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ignite.engine import Events
+from monai.bundle import ConfigWorkflow
+
+from tests.conftest import ROOT
+
+TINY = {
+    "spatial_size": [24, 24],
+    "num_slices": 10,
+    "widths": [4, 8, 8, 16],
+    "network_def#num_heads": 2,
+    "network_def#dropout": 0.0,
+    "batch_size": 4,
+    "learning_rate": 0.003,
+    "patience": 50,
+    "elastic_prob": 0.0,
+}
+
+
+def _workflow(run_id: str, config_files, **override) -> ConfigWorkflow:
+    return ConfigWorkflow(
+        config_file=[os.path.join("configs", f) for f in config_files],
+        meta_file="configs/metadata.json",
+        logging_file="configs/logging.conf",
+        workflow_type="train",
+        run_id=run_id,
+        **override,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(datalist_2fold, tmp_path_factory):
+    """Train both folds of the 2-fold demo datalist in-process (run id ``train_fold``); record losses."""
+    ckpt = str(tmp_path_factory.mktemp("models"))
+    os.chdir(ROOT)
+    losses = {}
+    for fold in (0, 1):
+        wf = _workflow("train_fold", ["train.json"], datalist_file=datalist_2fold, ckpt_dir=ckpt, fold=fold,
+                       max_epochs=8 if fold == 0 else 2, **TINY)  # fmt: skip
+        wf.initialize()
+        trainer = wf.parser.get_parsed_content("train#trainer")
+        epoch_losses: list = []
+        trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: epoch_losses.append([]))
+        trainer.add_event_handler(
+            Events.ITERATION_COMPLETED, lambda e: epoch_losses[-1].append(float(e.state.output[0]["loss"]))
+        )
+        wf.run()
+        wf.finalize()
+        losses[fold] = [float(np.mean(x)) for x in epoch_losses]
+    return ckpt, losses
+
+
+def test_training_lowers_the_loss_and_records_the_fold(trained):
+    ckpt, losses = trained
+    assert len(losses[0]) == 8
+    assert np.mean(losses[0][-2:]) < 0.8 * np.mean(losses[0][:2])
+    for fold in (0, 1):
+        done = json.load(open(os.path.join(ckpt, f"fold{fold}", "done.json")))
+        assert 0.0 <= done["best_inner_val_metric"] <= 1.0 and 1 <= done["best_epoch"] <= done["epochs"]
+        assert os.path.isfile(os.path.join(ckpt, f"fold{fold}", "model.pt"))
+        assert not [f for f in os.listdir(os.path.join(ckpt, f"fold{fold}")) if f.startswith("resume_")]
+
+
+def test_evaluate_uses_inner_validation_cutoffs(trained, datalist_2fold, tmp_path):
+    ckpt, _ = trained
+    out = str(tmp_path / "eval")
+    wf = _workflow("run", ["train.json", "evaluate.json"], datalist_file=datalist_2fold, ckpt_dir=ckpt,
+                   output_dir=out, fold=0, **TINY)  # fmt: skip
+    wf.initialize()
+    wf.run()
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    rows = list(csv.DictReader(open(os.path.join(out, "predictions.csv"))))
+    data = json.load(open(datalist_2fold))
+    cv = [r for r in rows if r["set"] == "cv"]
+    assert sorted(r["patient_id"] for r in cv) == sorted(d["patient_id"] for d in data["training"])
+    for r in cv:  # each patient predicted once, by the model of the fold that held it out
+        item = next(d for d in data["training"] if d["patient_id"] == r["patient_id"])
+        assert int(r["fold"]) == item["fold"] and int(r["label"]) == item["label"]
+        assert float(r["cutoff"]) == pytest.approx(metrics["cutoffs"][r["fold"]], abs=1e-6)
+    from scripts.evaluation import youden_cutoff
+    from scripts.split import fold_data
+
+    # the cut-off is reproducible from inner-validation predictions only
+    inner_ids = {d["patient_id"] for d in fold_data(data, 0, "inner_val")}
+    assert not inner_ids & {r["patient_id"] for r in cv if r["fold"] == "0"}
+    assert set(metrics["cv"]["summary"]) == {"roc_auc", "accuracy", "precision", "sensitivity", "specificity", "f1"}
+    ens = [r for r in rows if r["fold"] == "ensemble"]
+    assert len(ens) == len(data["test"])
+    per_fold = {(r["patient_id"], r["fold"]): float(r["probability"]) for r in rows if r["set"] == "test"}
+    for r in ens:
+        mean = (per_fold[(r["patient_id"], "0")] + per_fold[(r["patient_id"], "1")]) / 2
+        assert float(r["probability"]) == pytest.approx(mean, abs=1e-5)
+    assert json.load(open(os.path.join(ckpt, "cutoffs.json"))) == metrics["cutoffs"]
+    assert youden_cutoff([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.8)
+
+
+def test_inference_one_patient_and_cohort(trained, demo_cohort, tmp_path):
+    ckpt, _ = trained
+    rows = list(csv.DictReader(open(demo_cohort)))
+    base = os.path.dirname(demo_cohort)
+    out1, out2 = str(tmp_path / "one"), str(tmp_path / "all")
+    shape = [f"--{k}={json.dumps(TINY[k])}" for k in ("spatial_size", "num_slices", "widths", "network_def#num_heads")]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json"]
+    cmd += ["--ckpt_dir", ckpt, "--device", "cpu", *shape]
+    first = ["--patient_id", rows[0]["patient_id"], "--ncct", os.path.join(base, rows[0]["ncct"])]
+    first += ["--cta", os.path.join(base, rows[0]["cta"])]
+    one = subprocess.run(cmd + ["--output_dir", out1, *first], cwd=ROOT, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-2000:]
+    many = subprocess.run(
+        cmd + ["--output_dir", out2, "--cohort", demo_cohort], cwd=ROOT, capture_output=True, text=True
+    )
+    assert many.returncode == 0, many.stderr[-2000:]
+    single = list(csv.DictReader(open(os.path.join(out1, "predictions.csv"))))
+    cohort = list(csv.DictReader(open(os.path.join(out2, "predictions.csv"))))
+    assert list(single[0]) == ["patient_id", "probability", "probability_sd", "prediction"]
+    assert len(cohort) == len(rows) and cohort[0]["patient_id"] == single[0]["patient_id"]
+    assert float(cohort[0]["probability"]) == pytest.approx(float(single[0]["probability"]), abs=1e-5)
+    cutoff = json.load(open(os.path.join(ckpt, "cutoffs.json")))["ensemble"]
+    for r in cohort:
+        p = float(r["probability"])
+        assert 0 <= p <= 1 and float(r["probability_sd"]) >= 0 and int(r["prediction"]) == int(p >= cutoff)
+    absent = ["--ncct", "/nonexistent.nii.gz", "--cta", "/nonexistent2.nii.gz"]
+    missing = subprocess.run(cmd + ["--output_dir", out1, *absent], cwd=ROOT, capture_output=True, text=True)
+    assert missing.returncode == 2 and "--ncct /nonexistent.nii.gz: file not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_interrupted_fold_resumes(datalist_2fold, tmp_path):
+    ckpt = str(tmp_path / "models")
+    os.chdir(ROOT)
+
+    def run(max_epochs: int, fail_at: int = 0) -> list:
+        wf = _workflow("train_fold", ["train.json"], datalist_file=datalist_2fold, ckpt_dir=ckpt, fold=1,
+                       max_epochs=max_epochs, **TINY)  # fmt: skip
+        wf.initialize()
+        trainer = wf.parser.get_parsed_content("train#trainer")
+        started: list = []
+        trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: started.append(e.state.epoch))
+
+        def interrupt(engine):
+            if engine.state.epoch == fail_at:
+                raise KeyboardInterrupt("simulated interruption")
+
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, interrupt)
+        try:
+            wf.run()
+        except (KeyboardInterrupt, RuntimeError):
+            pass
+        return started
+
+    assert run(4, fail_at=3) == [1, 2, 3]
+    fold_dir = os.path.join(ckpt, "fold1")
+    assert not os.path.exists(os.path.join(fold_dir, "done.json"))
+    assert sorted(f for f in os.listdir(fold_dir) if f.startswith("resume_")) == ["resume_checkpoint_epoch=2.pt"]
+    best_before = json.load(open(os.path.join(fold_dir, "best.json")))["metric"]
+    assert run(4) == [3, 4]  # continues after the last saved epoch instead of starting over
+    done = json.load(open(os.path.join(fold_dir, "done.json")))
+    assert done["epochs"] == 4 and done["best_inner_val_metric"] >= best_before
+    assert not os.path.exists(os.path.join(fold_dir, "best.json"))
