@@ -3,7 +3,7 @@
 For each fold k the fold model predicts its inner-validation patients (the Youden cut-off is chosen
 there), its outer fold (reported) and the prospective test set. The test set is also predicted by
 the fold ensemble (mean probability) at the cut-off chosen on the pooled inner-validation
-predictions. Outputs: ``predictions.csv``, ``metrics.json``, ``metrics.md`` in ``output_dir`` and
+predictions. Outputs: ``predictions.csv``, ``metrics.json``, ``metrics.md``, ``roc.png`` in ``output_dir`` and
 ``cutoffs.json`` beside the fold models (used by inference).
 """
 
@@ -20,7 +20,7 @@ import torch
 from monai.data import CacheDataset, DataLoader
 from sklearn.metrics import f1_score, roc_auc_score, roc_curve
 
-from scripts.io import atomic_write_json, atomic_write_text
+from scripts.io import atomic_write, atomic_write_json, atomic_write_text
 from scripts.kfold import load_weights
 from scripts.split import fold_data
 
@@ -176,6 +176,35 @@ def _write_outputs(
     atomic_write_json(os.path.join(output_dir, "metrics.json"), metrics)
     atomic_write_text(os.path.join(output_dir, "metrics.md"), metrics_markdown(metrics))
     atomic_write_json(os.path.join(ckpt_dir, "cutoffs.json"), cutoffs)
+    atomic_write(os.path.join(output_dir, "roc.png"), lambda tmp: plot_roc(rows, metrics, tmp), suffix=".png")
+
+
+def plot_roc(rows: List[Dict[str, Any]], metrics: Dict[str, Any], path: str) -> None:
+    """ROC curves: each outer fold (CV) and the test-set fold ensemble, with the Bayes AUC when known."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    folds = sorted({r["fold"] for r in rows if r["set"] == "cv"})
+    for k in folds:
+        part = [r for r in rows if r["set"] == "cv" and r["fold"] == k]
+        fpr, tpr, _ = roc_curve([r["label"] for r in part], [r["probability"] for r in part])
+        ax.plot(fpr, tpr, lw=1, alpha=0.6, label=f"fold {k} (AUC {metrics['cv']['folds'][int(k)]['roc_auc']:.2f})")
+    ens = [r for r in rows if r["fold"] == "ensemble"]
+    if ens:
+        fpr, tpr, _ = roc_curve([r["label"] for r in ens], [r["probability"] for r in ens])
+        auc = metrics["test"]["ensemble"]["roc_auc"]
+        ax.plot(fpr, tpr, lw=2, color="black", label=f"test, fold ensemble (AUC {auc:.2f})")
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    title = f"{metrics['label']}: CV AUC {metrics['cv']['summary']['roc_auc']['mean']:.2f}"
+    if metrics.get("bayes_auc") is not None:
+        title += f", Bayes AUC {metrics['bayes_auc']:.2f}"
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title)
+    ax.legend(loc="lower right", fontsize=7)
+    fig.savefig(path, dpi=100, bbox_inches="tight", format="png")
+    plt.close(fig)
 
 
 def metrics_markdown(metrics: Dict[str, Any]) -> str:

@@ -97,7 +97,7 @@ def track_best(saver: object, evaluator: object, fold_dir: str) -> None:
     path = os.path.join(fold_dir, "best.json")
     if resume_checkpoint(fold_dir) is not None and os.path.isfile(path):
         best = read_json(path)
-        saver.load_state_dict({"saved": [(best["metric"], "model.pt")]})  # type: ignore[attr-defined]
+        saver.load_state_dict({"_saved": [(best["metric"], "model.pt")]})  # type: ignore[attr-defined]
         evaluator.state.best_metric = best["metric"]  # type: ignore[attr-defined]
         evaluator.state.best_metric_epoch = best["epoch"]  # type: ignore[attr-defined]
 
