@@ -1,7 +1,7 @@
 """Parameters, GFLOPs, forward and training-step time of MNT-DL for an input size and device.
 
 python benchmarks/network_speed.py [--channels 2] [--size 224] [--slices 25] [--batch 1] [--device cpu]
-    [--widths 64,128,256,512] [--head cross_attention] [--repeats 5]
+    [--widths 64,128,256,512] [--preset mnt_dl|res25] [--repeats 5] [--amp]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from scripts.losses import DeepSupervisionBCELoss  # noqa: E402
-from scripts.networks import MNTDL, WithAuxiliaryLogits  # noqa: E402
+from scripts.networks import MNTDL, WithAuxiliaryLogits, mnt_dl_res25  # noqa: E402
 from scripts.networks.mnt_dl import count_parameters  # noqa: E402
 
 
@@ -33,18 +33,19 @@ def main(
     batch: int = 1,
     device: str = "cpu",
     widths: str = "64,128,256,512",
-    head: str = "cross_attention",
+    preset: str = "mnt_dl",
     repeats: int = 5,
     amp: bool = False,
 ) -> None:
     """Print one line of figures for the configuration."""
     dev = torch.device(device)
-    net = MNTDL(in_channels=channels, num_slices=slices, widths=[int(w) for w in str(widths).split(",")], head=head)
-    net = net.to(dev)
+    widths = [int(w) for w in (widths.split(",") if isinstance(widths, str) else widths)]
+    build = mnt_dl_res25 if preset == "res25" else MNTDL
+    net = build(in_channels=channels, num_slices=slices, widths=widths).to(dev)
     x = torch.randn(batch, channels, size, size, slices, device=dev)
     y = torch.randint(0, 2, (batch,), device=dev).float()
     net.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False) as counter:  # (its module tracker needs autograd on)
         net(x)
     gflops = counter.get_total_flops() / 2e9  # multiply-adds counted as 2 FLOPs -> GMACs x 2 / 2
     with torch.no_grad(), torch.autocast(dev.type, enabled=amp):
@@ -77,7 +78,7 @@ def main(
     train = (time.perf_counter() - t) / repeats
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
     print(
-        f"MNT-DL head={head} widths={widths} input=({batch},{channels},{size},{size},{slices}) "
+        f"{preset} widths={widths} input=({batch},{channels},{size},{size},{slices}) "
         f"device={name} amp={amp}: "
         f"params={count_parameters(net) / 1e6:.2f} M, GMACs/forward={gflops:.1f}, "
         f"forward={forward * 1000:.0f} ms, train step={train * 1000:.0f} ms"
