@@ -31,7 +31,7 @@ def test_verify_metadata():
 def test_verify_net_in_out():
     result = _bundle(
         "verify_net_in_out", "--net_id", "network_def", "--meta_file", "configs/metadata.json",
-        "--config_file", "configs/inference.json", "--network_def#widths", "[8, 16, 32, 64]",
+        "--config_file", "configs/inference.json", "--widths", "[8, 16, 32, 64]",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "data shape of network is verified with no error" in result.stdout + result.stderr

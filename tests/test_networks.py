@@ -20,6 +20,15 @@ def test_output_shapes(channels, head):
     assert WithAuxiliaryLogits(net)(x).shape == (3, 3)
 
 
+def test_attention_switches():
+    x = torch.randn(2, 2, 32, 32, 10)
+    plain = MNTDL(in_channels=2, num_slices=10, slice_attention=False, nonlocal_block=False, **TINY).eval()
+    assert len(plain.slice_attention) == 0 and plain(x).shape == (2, 1)
+    full = MNTDL(in_channels=2, num_slices=10, share_slice_attention=False, **TINY)
+    assert len(full.slice_attention) == 2
+    assert count_parameters(full) > count_parameters(plain)
+
+
 def test_single_sequence_ablation_input():
     """A single-sequence model stacks the one sequence to fill the channels (as in the paper)."""
     net = MNTDL(in_channels=3, num_slices=10, **TINY).eval()

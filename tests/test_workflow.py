@@ -21,14 +21,8 @@ TINY = {
     "spatial_size": [24, 24],
     "num_slices": 10,
     "widths": [4, 8, 8, 16],
-    "network_def": {
-        "_target_": "scripts.networks.MNTDL",
-        "in_channels": "@in_channels",
-        "num_slices": "@num_slices",
-        "widths": "@widths",
-        "num_heads": 2,
-        "dropout": 0.0,
-    },
+    "num_heads": 2,
+    "dropout": 0.0,
     "batch_size": 4,
     "learning_rate": 0.003,
     "patience": 50,
@@ -134,8 +128,7 @@ def test_inference_one_patient_and_cohort(trained, demo_cohort, tmp_path):
     rows = list(csv.DictReader(open(demo_cohort)))
     base = os.path.dirname(demo_cohort)
     out1, out2 = str(tmp_path / "one"), str(tmp_path / "all")
-    shape = [f"--{k}={json.dumps(TINY[k])}" for k in ("spatial_size", "num_slices", "widths")]
-    shape += ["--network_def#num_heads=2", "--network_def#dropout=0.0"]
+    shape = [f"--{k}={json.dumps(TINY[k])}" for k in ("spatial_size", "num_slices", "widths", "num_heads", "dropout")]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json"]
     cmd += ["--ckpt_dir", ckpt, "--device", "cpu", *shape]
     first = ["--patient_id", rows[0]["patient_id"], "--ncct", os.path.join(base, rows[0]["ncct"])]
@@ -194,3 +187,20 @@ def test_interrupted_fold_resumes(datalist_2fold, tmp_path):
     done = json.load(open(os.path.join(fold_dir, "done.json")))
     assert done["epochs"] == 4 and done["best_inner_val_metric"] >= best_before
     assert not os.path.exists(os.path.join(fold_dir, "best.json"))
+
+
+def test_training_id_runs_every_fold_and_skips_finished_ones(side_datalist, tmp_path):
+    """``monai.bundle run training`` without --fold trains each fold in its own process, once."""
+    ckpt = str(tmp_path / "models")
+    args = ["--config_file", "configs/train.json", "--datalist_file", side_datalist, "--ckpt_dir", ckpt]
+    args += ["--max_epochs", "1", "--device", "cpu", "--spatial_size", "[24, 24]", "--num_slices", "10"]
+    args += ["--widths", "[4, 8, 8, 16]", "--num_heads", "2"]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", *args]
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-2000:]
+    for fold in (0, 1):
+        assert json.load(open(os.path.join(ckpt, f"fold{fold}", "done.json")))["epochs"] == 1
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 0 and again.stdout.count("already trained") == 2
+    one = subprocess.run(cmd + ["--fold", "5"], cwd=ROOT, capture_output=True, text=True)
+    assert one.returncode == 2 and "--fold 5: the datalist has folds 0..1" in one.stderr

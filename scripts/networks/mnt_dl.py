@@ -41,6 +41,7 @@ class MNTDL(nn.Module):
         nonlocal_block: insert the non-local block in layer3.
         head: ``"cross_attention"`` or ``"res25"``.
         num_heads: heads of the slice and volume attention.
+        slice_attention: attention within neighbourhoods (off: slice features go straight to the heads).
         share_slice_attention: one slice-attention module for all neighbourhoods (else one each).
         dropout: dropout on slice features (inactive in eval mode).
     """
@@ -54,6 +55,7 @@ class MNTDL(nn.Module):
         nonlocal_block: bool = True,
         head: str = "cross_attention",
         num_heads: int = 4,
+        slice_attention: bool = True,
         share_slice_attention: bool = True,
         dropout: float = 0.2,
     ) -> None:
@@ -77,7 +79,7 @@ class MNTDL(nn.Module):
         self.local = nn.Sequential(resnet.layer2, nn.Sequential(*layer3), resnet.layer4, nn.AdaptiveAvgPool2d(1))
         feat = widths[3]
         self.dropout = nn.Dropout(dropout)
-        n_attn = 1 if share_slice_attention else self.num_neighbourhoods
+        n_attn = 0 if not slice_attention else 1 if share_slice_attention else self.num_neighbourhoods
         self.slice_attention = nn.ModuleList(SABlock(feat, num_heads, qkv_bias=True) for _ in range(n_attn))
         self.aux_heads = nn.ModuleList(nn.Linear(neighbourhood_size * feat, 1) for _ in range(self.num_neighbourhoods))
         if head == "res25":
@@ -122,6 +124,8 @@ class MNTDL(nn.Module):
         feats = self.local(self.stem(slices)).reshape(b, d, -1)
         feats = self.dropout(feats)
         groups = feats.reshape(b, self.num_neighbourhoods, self.size, -1)
+        if len(self.slice_attention) == 0:
+            return feats
         out = []
         for k in range(self.num_neighbourhoods):
             attn = self.slice_attention[k if len(self.slice_attention) > 1 else 0]
