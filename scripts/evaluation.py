@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Sequence
 import numpy as np
 import torch
 from monai.data import CacheDataset, DataLoader
-from sklearn.metrics import f1_score, roc_auc_score, roc_curve
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, roc_auc_score, roc_curve
 
 from scripts.io import atomic_write, atomic_write_json, atomic_write_text
 from scripts.kfold import load_weights
@@ -43,14 +43,13 @@ def binary_metrics(labels: Sequence[int], probabilities: Sequence[float], cutoff
     y = np.asarray(labels, dtype=int)
     p = np.asarray(probabilities, dtype=float)
     pred = (p >= cutoff).astype(int)
-    tp, tn = int(((pred == 1) & (y == 1)).sum()), int(((pred == 0) & (y == 0)).sum())
-    fp, fn = int(((pred == 1) & (y == 0)).sum()), int(((pred == 0) & (y == 1)).sum())
+    tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
     return {
         "roc_auc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan"),
-        "accuracy": (tp + tn) / len(y),
-        "precision": tp / (tp + fp) if tp + fp else 0.0,
-        "sensitivity": tp / (tp + fn) if tp + fn else float("nan"),
-        "specificity": tn / (tn + fp) if tn + fp else float("nan"),
+        "accuracy": float(accuracy_score(y, pred)),
+        "precision": float(precision_score(y, pred, zero_division=0)),
+        "sensitivity": float(tp / (tp + fn)) if tp + fn else float("nan"),
+        "specificity": float(tn / (tn + fp)) if tn + fp else float("nan"),
         "f1": float(f1_score(y, pred, zero_division=0)),
     }
 

@@ -76,7 +76,10 @@ def predict_cohort(
     batch_size: int = 2,
 ) -> str:
     """Predict ``data`` with every fold model; write ``output_dir/predictions.csv``; return its path."""
-    cutoff = float(read_json(os.path.join(ckpt_dir, "cutoffs.json"))["ensemble"])
+    cutoffs = os.path.join(ckpt_dir, "cutoffs.json")
+    if not os.path.isfile(cutoffs):
+        raise BundleInputError(f"{cutoffs}: not found; run the evaluation (configs/evaluate.json) after training")
+    cutoff = float(read_json(cutoffs)["ensemble"])
     dataset = Dataset(data, preprocessing)
     probs = []
     for path in fold_checkpoints(ckpt_dir):

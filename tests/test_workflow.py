@@ -204,3 +204,15 @@ def test_training_id_runs_every_fold_and_skips_finished_ones(side_datalist, tmp_
     assert again.returncode == 0 and again.stdout.count("already trained") == 2
     one = subprocess.run(cmd + ["--fold", "5"], cwd=ROOT, capture_output=True, text=True)
     assert one.returncode == 2 and "--fold 5: the datalist has folds 0..1" in one.stderr
+
+
+def test_binary_metrics_by_hand():
+    from scripts.evaluation import binary_metrics
+
+    m = binary_metrics([1, 1, 1, 0, 0], [0.9, 0.6, 0.2, 0.7, 0.1], cutoff=0.5)
+    # at 0.5: TP 2, FN 1, FP 1, TN 1
+    assert m["sensitivity"] == pytest.approx(2 / 3) and m["specificity"] == pytest.approx(1 / 2)
+    assert m["precision"] == pytest.approx(2 / 3) and m["accuracy"] == pytest.approx(3 / 5)
+    assert m["f1"] == pytest.approx(2 / 3) and m["roc_auc"] == pytest.approx(
+        4 / 6
+    )  # 4 of 6 positive-negative pairs ordered
