@@ -59,7 +59,7 @@ def test_res25_parameter_count():
 
 def test_wrong_slice_count_is_a_clear_error():
     net = MNTDL(in_channels=2, num_slices=10, **TINY)
-    with pytest.raises(ValueError, match=r"expected input \(B, 2, H, W, 10\), got \(1, 2, 32, 32, 12\).*resample"):
+    with pytest.raises(ValueError, match=r"expected input \(B, 2, H, W, 10\), got \[1, 2, 32, 32, 12\].*resample"):
         net(torch.randn(1, 2, 32, 32, 12))
 
 

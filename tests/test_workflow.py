@@ -216,3 +216,30 @@ def test_binary_metrics_by_hand():
     assert m["f1"] == pytest.approx(2 / 3) and m["roc_auc"] == pytest.approx(
         4 / 6
     )  # 4 of 6 positive-negative pairs ordered
+
+
+def test_torchscript_export_matches_eager(trained, tmp_path):
+    """``monai.bundle ckpt_export`` scripts a fold model; the TorchScript output equals the eager one."""
+    import torch
+
+    from scripts.kfold import load_weights
+    from scripts.networks import MNTDL
+
+    ckpt, _ = trained
+    ts_path = str(tmp_path / "model.ts")
+    args = ["ckpt_export", "--net_id", "network_def", "--filepath", ts_path, "--ckpt_file",
+            os.path.join(ckpt, "fold0", "model.pt"), "--meta_file", "configs/metadata.json",
+            "--config_file", "configs/inference.json"]  # fmt: skip
+    args += [f"--{k}={json.dumps(TINY[k])}" for k in ("spatial_size", "num_slices", "widths", "num_heads", "dropout")]
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    result = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args], cwd=ROOT, capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    extra = {"metadata.json": "", "inference.json": ""}
+    scripted = torch.jit.load(ts_path, _extra_files=extra)
+    assert json.loads(extra["metadata.json"])["version"] == json.load(open("configs/metadata.json"))["version"]
+    eager = MNTDL(in_channels=2, num_slices=10, widths=TINY["widths"], num_heads=2, dropout=0.0)
+    load_weights(eager, os.path.join(ckpt, "fold0", "model.pt")).eval()
+    x = torch.rand(2, 2, 24, 24, 10)
+    assert torch.allclose(scripted(x), eager(x), atol=1e-5)

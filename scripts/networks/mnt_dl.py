@@ -79,21 +79,11 @@ class MNTDL(nn.Module):
         self.local = nn.Sequential(resnet.layer2, nn.Sequential(*layer3), resnet.layer4, nn.AdaptiveAvgPool2d(1))
         feat = widths[3]
         self.dropout = nn.Dropout(dropout)
-        n_attn = 0 if not slice_attention else 1 if share_slice_attention else self.num_neighbourhoods
+        self.attention_mode = "none" if not slice_attention else "shared" if share_slice_attention else "each"
+        n_attn = {"none": 0, "shared": 1, "each": self.num_neighbourhoods}[self.attention_mode]
         self.slice_attention = nn.ModuleList(SABlock(feat, num_heads, qkv_bias=True) for _ in range(n_attn))
         self.aux_heads = nn.ModuleList(nn.Linear(neighbourhood_size * feat, 1) for _ in range(self.num_neighbourhoods))
-        if head == "res25":
-            self.slice_score = nn.Linear(feat, 1)
-            self.classifier = nn.Linear(num_slices, 1)
-        else:
-            self.query = nn.Parameter(torch.zeros(1, 1, feat))
-            self.norm_query, self.norm_slices, self.norm_out = (
-                nn.LayerNorm(feat),
-                nn.LayerNorm(feat),
-                nn.LayerNorm(feat),
-            )
-            self.volume_attention = CrossAttentionBlock(feat, num_heads, qkv_bias=True)
-            self.classifier = nn.Linear(2 * feat, 1)
+        self.classifier = Res25Head(feat, num_slices) if head == "res25" else VolumeAttentionHead(feat, num_heads)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -102,8 +92,7 @@ class MNTDL(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         # classifier heads: normal(0, 0.01), zero bias; attention blocks keep MONAI's initialisation (a
         # 0.01-scaled query/key/value chain would start the classifier at a constant output)
-        heads = [*self.aux_heads, self.classifier] + ([self.slice_score] if self.head == "res25" else [])
-        for m in heads:
+        for m in [*self.aux_heads, *self.classifier.linears()]:
             nn.init.normal_(m.weight, 0, 0.01)
             nn.init.zeros_(m.bias)
         for m in self.modules():
@@ -116,39 +105,82 @@ class MNTDL(nn.Module):
         """(B, C, H, W, D) -> slice features after neighbourhood attention, (B, D, F)."""
         if x.ndim != 5 or x.shape[1] != self.in_channels or x.shape[-1] != self.num_slices:
             raise ValueError(
-                f"expected input (B, {self.in_channels}, H, W, {self.num_slices}), got {tuple(x.shape)}; "
-                f"resample the slice axis to {self.num_slices} (e.g. monai.transforms.Resized)"
+                "expected input (B, "
+                + str(self.in_channels)
+                + ", H, W, "
+                + str(self.num_slices)
+                + "), got "
+                + str(list(x.shape))
+                + "; resample the slice axis to "
+                + str(self.num_slices)
+                + " (e.g. monai.transforms.Resized)"
             )
         b, c, h, w, d = x.shape
         slices = x.permute(0, 4, 1, 2, 3).reshape(b * d, c, h, w)
         feats = self.local(self.stem(slices)).reshape(b, d, -1)
         feats = self.dropout(feats)
-        groups = feats.reshape(b, self.num_neighbourhoods, self.size, -1)
-        if len(self.slice_attention) == 0:
+        if self.attention_mode == "none":
             return feats
+        groups = feats.reshape(b * self.num_neighbourhoods, self.size, -1)
+        if self.attention_mode == "shared":
+            for attn in self.slice_attention:
+                groups = groups + attn(groups)
+            return groups.reshape(b, d, -1)
+        groups = groups.reshape(b, self.num_neighbourhoods, self.size, -1)
         out = []
-        for k in range(self.num_neighbourhoods):
-            attn = self.slice_attention[k if len(self.slice_attention) > 1 else 0]
+        for k, attn in enumerate(self.slice_attention):
             out.append(groups[:, k] + attn(groups[:, k]))
         return torch.cat(out, dim=1)
-
-    def _main_logit(self, feats: torch.Tensor) -> torch.Tensor:
-        if self.head == "res25":
-            return self.classifier(torch.softmax(self.slice_score(feats).squeeze(-1), dim=1))
-        query = self.norm_query(self.query.expand(feats.shape[0], -1, -1))
-        pooled = query + self.volume_attention(query, context=self.norm_slices(feats))
-        return self.classifier(torch.cat([self.norm_out(pooled[:, 0]), feats.mean(dim=1)], dim=1))
 
     def forward_all(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W, D) -> (B, 1 + K): main logit then the K auxiliary neighbourhood logits."""
         feats = self.slice_features(x)
         groups = feats.reshape(feats.shape[0], self.num_neighbourhoods, -1)
         aux = [head(groups[:, k]) for k, head in enumerate(self.aux_heads)]
-        return torch.cat([self._main_logit(feats)] + aux, dim=1)
+        return torch.cat([self.classifier(feats)] + aux, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W, D) -> main logit (B, 1)."""
-        return self._main_logit(self.slice_features(x))
+        return self.classifier(self.slice_features(x))
+
+
+class Res25Head(nn.Module):
+    """The published head: (B, D, F) -> Linear(F -> 1) per slice -> softmax over the D slices -> Linear(D -> 1)."""
+
+    def __init__(self, features: int, num_slices: int) -> None:
+        super().__init__()
+        self.slice_score = nn.Linear(features, 1)
+        self.fc = nn.Linear(num_slices, 1)
+
+    def linears(self) -> list:
+        return [self.slice_score, self.fc]
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.softmax(self.slice_score(feats).squeeze(-1), dim=1))
+
+
+class VolumeAttentionHead(nn.Module):
+    """Cross-attention volumetric classifier: (B, D, F) slice features -> logit (B, 1).
+
+    A learned query attends over the D slices (LayerNorm on query and slices, residual add, LayerNorm);
+    the result and the mean slice feature are concatenated and fused by Linear(2F -> 1).
+    """
+
+    def __init__(self, features: int, num_heads: int) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(1, 1, features))
+        self.norm_query, self.norm_slices = nn.LayerNorm(features), nn.LayerNorm(features)
+        self.norm_out = nn.LayerNorm(features)
+        self.attention = CrossAttentionBlock(features, num_heads, qkv_bias=True)
+        self.fc = nn.Linear(2 * features, 1)
+
+    def linears(self) -> list:
+        return [self.fc]
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        query = self.norm_query(self.query.expand(feats.shape[0], -1, -1))
+        pooled = query + self.attention(query, context=self.norm_slices(feats))
+        return self.fc(torch.cat([self.norm_out(pooled[:, 0]), feats.mean(dim=1)], dim=1))
 
 
 class WithAuxiliaryLogits(nn.Module):
