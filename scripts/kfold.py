@@ -79,6 +79,27 @@ def train_folds(fold: object, num_folds: int, ckpt_dir: str, argv: Optional[Sequ
     return trained
 
 
+def init_distributed(backend: str, fold: object) -> int:
+    """Join the torchrun process group of this fold process; return the rank.
+
+    Called from ``train_fold`` rather than ``initialize``: under ``run training`` the launching process
+    only dispatches folds to child processes, which inherit torchrun's environment (RANK, WORLD_SIZE,
+    MASTER_ADDR, MASTER_PORT) and form one group per fold. Each fold's keys live under their own prefix
+    of the rendezvous store (torchrun's agent store, or one hosted by rank 0), so successive folds do
+    not see each other's keys.
+    """
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        store = dist.TCPStore(
+            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=rank == 0 and not agent_store
+        )
+        dist.init_process_group(backend, store=dist.PrefixStore(f"fold{fold}/", store), rank=rank, world_size=world)
+    return dist.get_rank()
+
+
 def resume_checkpoint(fold_dir: str) -> Optional[str]:
     """Latest per-epoch checkpoint of an interrupted fold, or None."""
     found = glob.glob(os.path.join(fold_dir, "resume_checkpoint_epoch=*.pt"))
