@@ -1,51 +1,43 @@
-"""Model-zoo checks: metadata against the schema, network input/output, pins agree with the requirements."""
+"""Model-zoo checks: metadata against the schema, network input/output, style, bundle files."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
+from scripts import verify_bundle
 from tests.conftest import ROOT, SHARED
 
 SCHEMA = os.path.join(SHARED, "monai", "meta_schema_20240725.json")
 
 
-def _bundle(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    return subprocess.run(
-        [sys.executable, "-m", "monai.bundle", *args], cwd=ROOT, capture_output=True, text=True, env=env
-    )
-
-
 @pytest.mark.skipif(not os.path.isfile(SCHEMA), reason="../shared/data/monai/meta_schema_20240725.json is absent")
-def test_verify_metadata():
-    result = _bundle("verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", SCHEMA)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "metadata is verified with no error" in result.stdout + result.stderr
+def test_verify_bundle_passes():
+    result = subprocess.run([sys.executable, "-m", "scripts.verify_bundle", "--schema", SCHEMA], cwd=ROOT,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    names = ["verify_metadata", "verify_net_in_out", "isort", "black", "flake8", "bundle files"]
+    assert lines == [f"ok   {n}" for n in names]
 
 
-def test_verify_net_in_out():
-    result = _bundle(
-        "verify_net_in_out", "--net_id", "network_def", "--meta_file", "configs/metadata.json",
-        "--config_file", "configs/inference.json", "--widths", "[8, 16, 32, 64]",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "data shape of network is verified with no error" in result.stdout + result.stderr
-
-
-def test_pins_agree():
-    meta = json.load(open(os.path.join(ROOT, "configs", "metadata.json")))
-    pins = {}
-    for line in open(os.path.join(ROOT, "requirements.txt")):
-        line = line.split("#")[0].strip()
-        if line:
-            name, version = line.split("==")
-            pins[name] = version
-    expected = {"monai": meta["monai_version"], "torch": meta["pytorch_version"], "numpy": meta["numpy_version"]}
-    expected.update(meta["required_packages_version"])
-    assert pins == expected
-    assert meta["version"] in meta["changelog"]
+def test_file_checks_catch_problems(tmp_path, monkeypatch):
+    for name in ("LICENSE", "requirements.txt", "configs", "docs", "models"):
+        src = os.path.join(ROOT, name)
+        (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, tmp_path / name)
+    monkeypatch.setattr(verify_bundle, "ROOT", str(tmp_path))
+    assert verify_bundle.check_files() == (True, "")
+    meta = json.load(open(tmp_path / "configs" / "metadata.json"))
+    meta["version"] = "9.9.9"
+    meta["numpy_version"] = "1.0.0"
+    json.dump(meta, open(tmp_path / "configs" / "metadata.json", "w"))
+    os.remove(tmp_path / "docs" / "data_license.txt")
+    ok, detail = verify_bundle.check_files()
+    assert not ok
+    assert "docs/data_license.txt missing" in detail and "no entry for version 9.9.9" in detail
+    assert "('numpy', '1.0.0')" in detail
