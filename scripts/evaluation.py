@@ -179,7 +179,7 @@ def _write_outputs(
 
 
 def plot_roc(rows: List[Dict[str, Any]], metrics: Dict[str, Any], path: str) -> None:
-    """ROC curves: each outer fold (CV) and the test-set fold ensemble, with the Bayes AUC when known."""
+    """ROC curves (as the paper's Fig 4): each outer fold, their mean +/- SD, the test-set fold ensemble."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -187,10 +187,18 @@ def plot_roc(rows: List[Dict[str, Any]], metrics: Dict[str, Any], path: str) -> 
 
     fig, ax = plt.subplots(figsize=(5, 5))
     folds = sorted({r["fold"] for r in rows if r["set"] == "cv"})
+    grid, curves = np.linspace(0, 1, 101), []
     for k in folds:
         part = [r for r in rows if r["set"] == "cv" and r["fold"] == k]
         fpr, tpr, _ = roc_curve([r["label"] for r in part], [r["probability"] for r in part])
-        ax.plot(fpr, tpr, lw=1, alpha=0.6, label=f"fold {k} (AUC {metrics['cv']['folds'][int(k)]['roc_auc']:.2f})")
+        curves.append(np.interp(grid, fpr, tpr))
+        ax.plot(fpr, tpr, lw=1, alpha=0.5, label=f"fold {k} (AUC {metrics['cv']['folds'][int(k)]['roc_auc']:.2f})")
+    mean, sd = np.mean(curves, axis=0), np.std(curves, axis=0)
+    summary = metrics["cv"]["summary"]["roc_auc"]
+    ax.plot(
+        grid, mean, lw=2, color="tab:blue", label=f"mean of folds (AUC {summary['mean']:.2f} +/- {summary['sd']:.2f})"
+    )
+    ax.fill_between(grid, np.clip(mean - sd, 0, 1), np.clip(mean + sd, 0, 1), color="tab:blue", alpha=0.15)
     ens = [r for r in rows if r["fold"] == "ensemble"]
     if ens:
         fpr, tpr, _ = roc_curve([r["label"] for r in ens], [r["probability"] for r in ens])

@@ -148,6 +148,17 @@ def test_inference_one_patient_and_cohort(trained, demo_cohort, tmp_path):
     for r in cohort:
         p = float(r["probability"])
         assert 0 <= p <= 1 and float(r["probability_sd"]) >= 0 and int(r["prediction"]) == int(p >= cutoff)
+    # the same patient given as DICOM series directories predicts the same probability
+    from tests.dicom_series import write_ct_series
+
+    dicom = ["--patient_id", rows[0]["patient_id"]]
+    for seq in ("ncct", "cta"):
+        dicom += [f"--{seq}", write_ct_series(os.path.join(base, rows[0][seq]), str(tmp_path / "dicom" / seq))]
+    out3 = str(tmp_path / "dicom_out")
+    from_dicom = subprocess.run(cmd + ["--output_dir", out3, *dicom], cwd=ROOT, capture_output=True, text=True)
+    assert from_dicom.returncode == 0, from_dicom.stderr[-2000:]
+    via_dicom = list(csv.DictReader(open(os.path.join(out3, "predictions.csv"))))
+    assert float(via_dicom[0]["probability"]) == pytest.approx(float(single[0]["probability"]), abs=1e-4)
     absent = ["--ncct", "/nonexistent.nii.gz", "--cta", "/nonexistent2.nii.gz"]
     missing = subprocess.run(cmd + ["--output_dir", out1, *absent], cwd=ROOT, capture_output=True, text=True)
     assert missing.returncode == 2 and "--ncct /nonexistent.nii.gz: file not found" in missing.stderr
