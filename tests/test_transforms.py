@@ -47,3 +47,24 @@ def test_mr_overlay_z_scores_each_channel(case):
     for channel in image:
         inside = channel[np.abs(channel) > 1e-6]
         assert abs(inside.mean()) < 0.35 and 0.3 < inside.std() < 1.5  # raw scales differ by 10x
+
+
+@pytest.mark.parametrize("name", ["J2K_pixelrep_mismatch.dcm", "693_J2KI.dcm"])
+def test_real_head_ct_dicom_loads_in_hounsfield_units(name, tmp_path):
+    """Real head-CT slices shipped with pydicom (JPEG 2000) load through the bundle's LoadImaged."""
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    shutil.copy(get_testdata_file(name), tmp_path / name)
+    os.chdir(ROOT)
+    parser = ConfigParser()
+    parser.read_config("configs/inference.json")
+    parser["image_keys"] = ["ncct"]
+    load = parser.get_parsed_content("load_transforms#0")
+    hu = load({"ncct": str(tmp_path)})["ncct"].numpy()
+    assert hu.shape == (1, 512, 512)
+    inside = hu[hu > -1500]  # outside the reconstruction circle is padding
+    assert np.mean(np.abs(inside + 1000) < 100) > 0.2  # air around the head
+    assert np.mean((inside > 0) & (inside < 80)) > 0.05  # brain and soft tissue
+    assert np.mean(inside > 300) > 0.01  # skull
