@@ -22,3 +22,15 @@ class DeepSupervisionBCELoss(nn.Module):
         target = target.reshape(-1, 1).to(logits.dtype).expand(-1, logits.shape[1])
         per_column = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(dim=0)
         return per_column[0] + self.gamma * per_column[1:].sum()
+
+
+class SimSiamLoss(nn.Module):
+    """Symmetric negative cosine similarity with stop-gradient (SimSiam):
+
+    L = -1/2 [cos(p1, sg(z2)) + cos(p2, sg(z1))], p and z of shape (B, dim); the mean over the batch.
+    The targets z are detached here, so no gradient reaches the encoder through them.
+    """
+
+    def forward(self, p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        cos = F.cosine_similarity
+        return -0.5 * (cos(p1, z2.detach(), dim=1).mean() + cos(p2, z1.detach(), dim=1).mean())
