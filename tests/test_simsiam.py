@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
+from scripts import BundleInputError
 from scripts.losses import SimSiamLoss
 from scripts.networks import MNTDL
 from scripts.networks.simsiam import SimSiam, collapse_score
+from scripts.pretraining import encoder_state, leakage_guard, load_pretrained_encoder
 
 
 def _cos(a, b):
@@ -47,3 +50,36 @@ def test_simsiam_shapes_and_gradients_reach_the_encoder():
     SimSiamLoss()(p1, p2, z1, z2).backward()
     stem = dict(encoder.named_parameters())["stem.0.weight"]
     assert stem.grad is not None and stem.grad.abs().sum() > 0
+
+
+def test_pretrained_encoder_loads_strictly(tmp_path):
+    torch.manual_seed(0)
+    pretrained = SimSiam(MNTDL(in_channels=2, num_slices=10, widths=(4, 8, 8, 16), num_heads=2), dim=32)
+    path = str(tmp_path / "pretrained.pt")
+    torch.save({"model": pretrained.state_dict()}, path)
+    classifier = MNTDL(in_channels=2, num_slices=10, widths=(4, 8, 8, 16), num_heads=2)
+    head_before = classifier.classifier.fc.weight.clone()
+    load_pretrained_encoder(classifier, path)
+    for key, value in encoder_state(classifier.state_dict()).items():
+        assert torch.equal(value, pretrained.encoder.state_dict()[key]), key
+    assert torch.equal(classifier.classifier.fc.weight, head_before)  # heads are not touched
+    wider = MNTDL(in_channels=2, num_slices=10, widths=(4, 8, 8, 32), num_heads=2)
+    with pytest.raises(BundleInputError, match=r"shape mismatch local\.2\.0\.bn1\.bias \(16,\) vs \(32,\)"):
+        load_pretrained_encoder(wider, path)
+    mri = MNTDL(in_channels=3, num_slices=10, widths=(4, 8, 8, 16), num_heads=2, share_slice_attention=False)
+    with pytest.raises(BundleInputError, match=r"missing slice_attention\.1\..*shape mismatch stem\.0\.weight"):
+        load_pretrained_encoder(mri, path)
+
+
+def test_leakage_guard():
+    datalist = {
+        "training": [{"patient_id": f"p{i}", "fold": i % 5} for i in range(10)],
+        "test": [{"patient_id": "t0"}, {"patient_id": "t1"}],
+    }
+    pool = [{"patient_id": pid} for pid in ("u0", "u1", "p0", "p1", "t1")]
+    kept, dropped = leakage_guard(pool, datalist, folds=[0])
+    assert [d["patient_id"] for d in kept] == ["u0", "u1", "p1"] and dropped == ["p0", "t1"]
+    kept, dropped = leakage_guard(pool, datalist, folds=range(5))
+    assert [d["patient_id"] for d in kept] == ["u0", "u1"]
+    with pytest.raises(BundleInputError, match="holds 3 patient"):
+        leakage_guard(pool, datalist, folds=range(5), on_overlap="refuse")
