@@ -75,3 +75,74 @@ def load_pretrained_encoder(network: torch.nn.Module, path: str) -> torch.nn.Mod
         raise BundleInputError(f"{path}: encoder does not match the network: " + "; ".join(problems))
     network.load_state_dict(saved, strict=False)  # heads are not part of the encoder; all encoder keys matched above
     return network
+
+
+def view_transforms(key: str, spatial_size: List[int], num_slices: int, crop_scale: float = 0.7) -> List[Any]:
+    """Random transforms making one SimSiam view ``key`` of a (C, H, W, D) image; each view gets its own
+    instances, so the two views are augmented independently. In-plane random resized crop, small affine,
+    per-channel intensity scale/shift/gamma, blur, noise, and a left-right flip on the anatomical x axis."""
+    from monai import transforms as T
+
+    size = list(spatial_size) + [num_slices]
+    return [
+        T.RandSpatialCropd(key, roi_size=[int(s * crop_scale) for s in spatial_size] + [num_slices], random_size=True),
+        T.Resized(key, spatial_size=size, mode="trilinear"),
+        T.RandAffined(key, prob=0.5, rotate_range=[0.0, 0.0, 0.26], scale_range=[0.1, 0.1, 0.0], padding_mode="zeros"),
+        T.RandScaleIntensityd(key, factors=0.2, prob=0.8, channel_wise=True),
+        T.RandShiftIntensityd(key, offsets=0.1, prob=0.8, channel_wise=True),
+        T.RandAdjustContrastd(key, gamma=(0.7, 1.5), prob=0.5),
+        T.RandGaussianSmoothd(key, sigma_x=(0.25, 1.0), sigma_y=(0.25, 1.0), sigma_z=(0.0, 0.1), prob=0.3),
+        T.RandGaussianNoised(key, std=0.03, prob=0.5),
+        T.RandFlipd(key, prob=0.5, spatial_axis=0),
+    ]
+
+
+class CollapseMonitor:
+    """Logs the collapse score (:func:`scripts.networks.simsiam.collapse_score`) of each epoch's projections
+    as ``engine.state.metrics["collapse_score"]`` and warns when it falls below ``threshold`` (a fraction of
+    the healthy value 1 / sqrt(dim))."""
+
+    def __init__(self, threshold: float = 0.2) -> None:
+        self.threshold = threshold
+        self.scores: List[float] = []
+
+    def attach(self, engine: Any) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda e: self.scores.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
+
+    def _iteration(self, engine: Any) -> None:
+        from scripts.networks.simsiam import collapse_score
+
+        self.scores.append(collapse_score(engine.state.output["z"]))
+
+    def _epoch(self, engine: Any) -> None:
+        z = engine.state.output["z"]
+        healthy = 1 / float(z.shape[1]) ** 0.5
+        score = sum(self.scores) / max(len(self.scores), 1)
+        engine.state.metrics["collapse_score"] = score
+        if score < self.threshold * healthy:
+            logger.warning(
+                "SimSiam collapse: epoch %d projection std %.4f < %.2f x healthy %.4f",
+                engine.state.epoch, score, self.threshold, healthy,
+            )  # fmt: skip
+
+
+def simsiam_iteration(engine: Any, batch: Dict[str, Any]) -> Dict[str, Any]:
+    """One SimSiam step for a MONAI ``SupervisedTrainer`` (``iteration_update``): two views -> loss -> step."""
+    x1, x2 = batch["view1"].to(engine.state.device), batch["view2"].to(engine.state.device)
+    engine.network.train()
+    engine.optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(x1.device.type, enabled=bool(engine.amp)):
+        p1, p2, z1, z2 = engine.network(x1, x2)
+        loss = engine.loss_function(p1, p2, z1, z2)
+    if engine.amp and engine.scaler is not None:
+        engine.scaler.scale(loss).backward()
+        engine.scaler.step(engine.optimizer)
+        engine.scaler.update()
+    else:
+        loss.backward()
+        engine.optimizer.step()
+    return {"loss": loss.detach(), "z": z1.detach()}

@@ -83,3 +83,60 @@ def test_leakage_guard():
     assert [d["patient_id"] for d in kept] == ["u0", "u1"]
     with pytest.raises(BundleInputError, match="holds 3 patient"):
         leakage_guard(pool, datalist, folds=range(5), on_overlap="refuse")
+
+
+def test_views_are_augmented_independently():
+    from monai.transforms import Compose, CopyItemsd
+
+    from scripts.pretraining import view_transforms
+
+    pipeline = Compose(
+        [CopyItemsd("image", times=2, names=["view1", "view2"])]
+        + view_transforms("view1", [24, 24], 10)
+        + view_transforms("view2", [24, 24], 10)
+    )
+    pipeline.set_random_state(seed=0)
+    image = torch.rand(2, 32, 32, 10)
+    out = pipeline({"image": image})
+    assert out["view1"].shape == out["view2"].shape == (2, 24, 24, 10)
+    assert not torch.allclose(out["view1"], out["view2"])
+
+
+def test_collapse_monitor_warns_only_on_collapse(caplog):
+    from types import SimpleNamespace
+
+    from scripts.pretraining import CollapseMonitor
+
+    torch.manual_seed(0)
+    for z, collapsed in ((torch.randn(16, 64), False), (torch.ones(16, 64) + 1e-5 * torch.randn(16, 64), True)):
+        monitor = CollapseMonitor(threshold=0.2)
+        engine = SimpleNamespace(state=SimpleNamespace(output={"z": z}, metrics={}, epoch=1))
+        caplog.clear()
+        monitor._iteration(engine)
+        monitor._epoch(engine)
+        assert ("SimSiam collapse" in caplog.text) == collapsed
+        assert (engine.state.metrics["collapse_score"] < 0.01) == collapsed
+
+
+def test_simsiam_iteration_in_a_monai_trainer_lowers_the_loss():
+    from ignite.engine import Events
+    from monai.data import DataLoader
+    from monai.engines import SupervisedTrainer
+
+    from scripts.pretraining import CollapseMonitor, simsiam_iteration
+
+    torch.manual_seed(0)
+    base = torch.rand(16, 2, 24, 24, 10)
+    data = [{"view1": v + 0.05 * torch.randn_like(v), "view2": v + 0.05 * torch.randn_like(v)} for v in base]
+    model = SimSiam(MNTDL(in_channels=2, num_slices=10, widths=(4, 8, 8, 16), num_heads=2, dropout=0.0), dim=32)
+    losses: list = []
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"), max_epochs=6, train_data_loader=DataLoader(data, batch_size=8, shuffle=True),
+        network=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+        loss_function=SimSiamLoss(), iteration_update=simsiam_iteration, decollate=False,
+        train_handlers=[CollapseMonitor()],
+    )  # fmt: skip
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"])))
+    trainer.run()
+    assert -1.0 <= min(losses) and sum(losses[-2:]) / 2 < sum(losses[:2]) / 2 - 0.05
+    assert trainer.state.metrics["collapse_score"] > 0.2 / 32**0.5
