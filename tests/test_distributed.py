@@ -10,18 +10,16 @@ import sys
 from scripts.split import fold_data
 from tests.conftest import ROOT
 
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531"]
+
+def _torchrun(port: int) -> list:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
 
 
 def test_ranks_train_on_disjoint_data_and_rank0_saves(datalist_2fold, tmp_path):
     out = tmp_path / "seen"
     out.mkdir()
-    cmd = TORCHRUN + [
-        os.path.join(ROOT, "tests", "distributed_worker.py"),
-        datalist_2fold,
-        str(tmp_path / "m"),
-        str(out),
-    ]
+    cmd = _torchrun(29531) + [os.path.join(ROOT, "tests", "distributed_worker.py"), datalist_2fold]
+    cmd += [str(tmp_path / "m"), str(out)]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.load(open(out / f"rank{r}.json")) for r in (0, 1)]
@@ -39,10 +37,10 @@ def test_ranks_train_on_disjoint_data_and_rank0_saves(datalist_2fold, tmp_path):
 
 def test_torchrun_training_id_trains_all_folds(datalist_2fold, tmp_path):
     ckpt = str(tmp_path / "models")
-    cmd = TORCHRUN + ["-m", "monai.bundle", "run", "training", "--config_file",
-                      "['configs/train.json','configs/multi_gpu_train.json']", "--datalist_file", datalist_2fold,
-                      "--ckpt_dir", ckpt, "--max_epochs", "1", "--spatial_size", "[24, 24]", "--num_slices", "10",
-                      "--widths", "[4, 8, 8, 16]", "--num_heads", "2"]  # fmt: skip
+    cmd = _torchrun(29532) + ["-m", "monai.bundle", "run", "training", "--datalist_file", datalist_2fold]
+    cmd += ["--config_file", "['configs/train.json','configs/multi_gpu_train.json']", "--ckpt_dir", ckpt]
+    cmd += ["--max_epochs", "1", "--spatial_size", "[24, 24]", "--num_slices", "10", "--widths", "[4, 8, 8, 16]"]
+    cmd += ["--num_heads", "2"]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     for fold in (0, 1):
