@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import warnings
 from typing import Any, Callable, Dict, List, Sequence
@@ -235,8 +236,6 @@ def _summary_line(name: str, summary: Dict[str, Dict[str, float]]) -> str:
 
 def read_manifest(dataset_dir: str) -> Dict[str, Any] | None:
     """The demo cohort's manifest (with ``bayes_auc``) if ``dataset_dir`` holds one."""
-    import json
-
     path = os.path.join(dataset_dir, "manifest.json")
     if not os.path.isfile(path):
         return None

@@ -106,12 +106,17 @@ def test_evaluate_uses_inner_validation_cutoffs(trained, side_datalist, tmp_path
         item = next(d for d in data["training"] if d["patient_id"] == r["patient_id"])
         assert int(r["fold"]) == item["fold"] and int(r["label"]) == item["label"]
         assert float(r["cutoff"]) == pytest.approx(metrics["cutoffs"][r["fold"]], abs=1e-6)
-    from scripts.evaluation import youden_cutoff
+    from monai.data import Dataset
+
+    from scripts.evaluation import predict, youden_cutoff
+    from scripts.kfold import load_weights
     from scripts.split import fold_data
 
-    # the cut-off is reproducible from inner-validation predictions only
-    inner_ids = {d["patient_id"] for d in fold_data(data, 0, "inner_val")}
-    assert not inner_ids & {r["patient_id"] for r in cv if r["fold"] == "0"}
+    # fold 0's cut-off is Youden's on its own model's inner-validation predictions, never on the outer fold
+    network = load_weights(wf.parser.get_parsed_content("network"), os.path.join(ckpt, "fold0", "model.pt"))
+    inner = fold_data(data, 0, "inner_val")
+    p_inner = predict(network, Dataset(inner, wf.parser.get_parsed_content("validate#preprocessing")), "cpu")
+    assert metrics["cutoffs"]["0"] == pytest.approx(youden_cutoff([d["label"] for d in inner], p_inner), abs=1e-5)
     assert set(metrics["cv"]["summary"]) == {"roc_auc", "accuracy", "precision", "sensitivity", "specificity", "f1"}
     ens = [r for r in rows if r["fold"] == "ensemble"]
     assert len(ens) == len(data["test"])
