@@ -158,6 +158,39 @@ def _validate_row(
     return row
 
 
+def read_image_table(path: str, sequences: Sequence[str]) -> List[Dict[str, Any]]:
+    """Read an image-only table (``patient_id`` plus one column per sequence, e.g. an unlabeled pool for
+    self-supervised pretraining); every listed sequence must be present for every patient."""
+    if not os.path.isfile(path):
+        raise BundleInputError(f"{path}: image table not found")
+    base = os.path.dirname(os.path.abspath(path))
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("patient_id", *sequences) if c not in (reader.fieldnames or [])]
+        if missing:
+            raise BundleInputError(f"{path}: missing column(s) {', '.join(missing)}")
+        rows: List[Dict[str, Any]] = []
+        seen: Dict[str, int] = {}
+        for line, raw in enumerate(reader, start=2):
+            pid = (raw["patient_id"] or "").strip()
+            if not pid:
+                raise _fail(path, line, "patient_id", "empty")
+            if pid in seen:
+                raise _fail(path, line, "patient_id", f"duplicate id '{pid}' (first on row {seen[pid]})")
+            seen[pid] = line
+            row: Dict[str, Any] = {"patient_id": pid}
+            for seq in sequences:
+                value = (raw[seq] or "").strip()
+                full = value if os.path.isabs(value) else os.path.join(base, value)
+                if not value or not os.path.exists(full):
+                    raise _fail(path, line, seq, f"file not found: '{value}'")
+                row[seq] = full
+            rows.append(row)
+    if not rows:
+        raise BundleInputError(f"{path}: the image table has no rows")
+    return rows
+
+
 def require_sequences(rows: Sequence[Dict[str, Any]], sequences: Sequence[str], source: str) -> None:
     """Raise if a patient lacks one of the sequences a model needs."""
     for row in rows:

@@ -1,7 +1,8 @@
 """A demo cohort on real anatomy with known truth, written in the cohort contract (CSV + NIfTI).
 
 ``python -m scripts.demo_cohort --out DIR --patients N --seed S [--modalities ct,mr] [--spacing 2]``
-writes ``DIR/cohort.csv``, the NIfTI files it points to and ``DIR/manifest.json``.
+writes ``DIR/cohort.csv``, the NIfTI files it points to and ``DIR/manifest.json``; add ``--unlabeled``
+for an unlabeled pool (``DIR/unlabeled.csv``, patients ``pool0000``...) for SimSiam pretraining.
 
 Anatomy: nilearn's MNI152 GM/WM/brain maps mapped to Hounsfield units (GM 38, WM 27, CSF 6 HU)
 with a CSF rim, a skull shell (1200 HU) and scalp; arterial territories from the JHU atlas (or the
@@ -43,6 +44,7 @@ from sklearn.metrics import roc_auc_score
 
 from scripts import BundleInputError
 from scripts.anatomy import DEFAULT_ATLAS_DIR, Anatomy, load_anatomy
+from scripts.cohort import SEQUENCES
 from scripts.io import atomic_write, atomic_write_json, atomic_write_text
 
 SITES = ("ICA", "M1", "M2")
@@ -110,7 +112,7 @@ def _length(points: np.ndarray) -> float:
     return float(np.linalg.norm(np.diff(points, axis=0), axis=1).sum())
 
 
-def draw_patient(rng: np.random.Generator, index: int, start: dt.date, days: int) -> Dict:
+def draw_patient(rng: np.random.Generator, index: int, start: dt.date, days: int, prefix: str = "demo") -> Dict:
     """Draw one patient's hidden variables, clinical data and labels."""
     site = SITES[rng.choice(3, p=SITE_PROB)]
     length = float(np.clip(rng.lognormal(np.log(12), 0.45), 4, 40))
@@ -138,7 +140,7 @@ def draw_patient(rng: np.random.Generator, index: int, start: dt.date, days: int
         final = str(rng.choice(["0", "1", "2a", "2b", "2c", "3"], p=(0.08, 0.04, 0.1, 0.33, 0.2, 0.25)))
     poor = final in ("0", "1", "2a")
     return {
-        "patient_id": f"demo{index:04d}",
+        "patient_id": f"{prefix}{index:04d}",
         "procedure_date": (start + dt.timedelta(days=int(rng.integers(days)))).isoformat(),
         "passes": passes,
         "mtici_first_pass": first,
@@ -277,8 +279,14 @@ def generate(
     start: str = "2016-01-01",
     end: str = "2020-12-31",
     atlas_dir: str = DEFAULT_ATLAS_DIR,
+    unlabeled: bool = False,
 ) -> str:
-    """Write a demo cohort to ``out``; the same arguments always give identical files. Returns the CSV path."""
+    """Write a demo cohort to ``out``; the same arguments always give identical files. Returns the CSV path.
+
+    ``unlabeled=True`` writes an unlabeled pool for self-supervised pretraining instead: patients
+    ``pool0000``... (drawn from seed streams of their own, never a cohort patient) in ``unlabeled.csv``
+    with only ``patient_id`` and the image columns, and ``unlabeled_manifest.json`` with the settings.
+    """
     mods = [m.strip() for m in (modalities.split(",") if isinstance(modalities, str) else modalities)]
     if not mods or any(m not in ("ct", "mr") for m in mods):
         raise BundleInputError(f"--modalities '{modalities}': use ct, mr or ct,mr")
@@ -293,7 +301,9 @@ def generate(
     os.makedirs(os.path.join(out, "images"), exist_ok=True)
     for i in range(int(patients)):
         rng = np.random.default_rng([int(seed), i])
-        patient = draw_patient(rng, i, first, (last - first).days + 1)
+        if unlabeled:
+            rng = np.random.default_rng([int(seed), i, 1])
+        patient = draw_patient(rng, i, first, (last - first).days + 1, prefix="pool" if unlabeled else "demo")
         pid = patient["patient_id"]
         for seq, data in render(anatomy, patient, rng, mods).items():
             rel = os.path.join("images", f"{pid}_{seq}.nii.gz")
@@ -301,27 +311,30 @@ def generate(
             patient[seq] = rel
         truth[pid] = {k: round(v, 4) if isinstance(v, float) else v for k, v in patient.pop("_truth").items()}
         rows.append(patient)
+    settings = dict(
+        patients=int(patients),
+        seed=int(seed),
+        modalities=mods,
+        spacing=float(spacing),
+        start=str(first),
+        end=str(last),
+        atlas_used=anatomy.atlas_used,
+    )
+    columns = ["patient_id"] + [c for c in CSV_COLUMNS if c in rows[0] and c in SEQUENCES] if unlabeled else CSV_COLUMNS
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, restval="", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, restval="", extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    csv_path = os.path.join(out, "cohort.csv")
+    csv_path = os.path.join(out, "unlabeled.csv" if unlabeled else "cohort.csv")
     atomic_write_text(csv_path, buf.getvalue())
+    if unlabeled:
+        atomic_write_json(
+            os.path.join(out, "unlabeled_manifest.json"), {"generator": "scripts.demo_cohort", "settings": settings}
+        )
+        return csv_path
     atomic_write_json(
         os.path.join(out, "manifest.json"),
-        _manifest(
-            rows,
-            truth,
-            locals_=dict(
-                patients=int(patients),
-                seed=int(seed),
-                modalities=mods,
-                spacing=float(spacing),
-                start=str(first),
-                end=str(last),
-                atlas_used=anatomy.atlas_used,
-            ),
-        ),
+        _manifest(rows, truth, locals_=settings),
     )
     return csv_path
 

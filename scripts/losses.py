@@ -29,8 +29,15 @@ class SimSiamLoss(nn.Module):
 
     L = -1/2 [cos(p1, sg(z2)) + cos(p2, sg(z1))], p and z of shape (B, dim); the mean over the batch.
     The targets z are detached here, so no gradient reaches the encoder through them.
+    ``stop_gradient=False`` removes the detach: the ablation of the SimSiam paper, which collapses.
     """
 
+    def __init__(self, stop_gradient: bool = True) -> None:
+        super().__init__()
+        self.stop_gradient = stop_gradient
+
     def forward(self, p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        if self.stop_gradient:
+            z1, z2 = z1.detach(), z2.detach()
         cos = F.cosine_similarity
-        return -0.5 * (cos(p1, z2.detach(), dim=1).mean() + cos(p2, z1.detach(), dim=1).mean())
+        return -0.5 * (cos(p1, z2, dim=1).mean() + cos(p2, z1, dim=1).mean())

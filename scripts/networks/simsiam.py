@@ -10,12 +10,12 @@ from torch import nn
 from scripts.networks.mnt_dl import MNTDL
 
 
-def projector(in_features: int, dim: int) -> nn.Sequential:
+def projector(in_features: int, dim: int, output_bn: bool = True) -> nn.Sequential:
     """3-layer MLP with BatchNorm; the output BatchNorm has no affine parameters (as in the paper)."""
     return nn.Sequential(
         nn.Linear(in_features, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True),
         nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True),
-        nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim, affine=False),
+        nn.Linear(dim, dim, bias=not output_bn), nn.BatchNorm1d(dim, affine=False) if output_bn else nn.Identity(),
     )  # fmt: skip
 
 
@@ -32,14 +32,23 @@ class SimSiam(nn.Module):
     The encoder is MNT-DL's stem, local networks and slice attention (``MNTDL.slice_features``),
     mean-pooled over the D slices to a compact (B, F) embedding (not the 25 x F flatten of the published
     builder). ``encoder`` keeps the MNT-DL parameter names, so its state dict loads into a classifier.
+    ``use_predictor=False`` (predictor replaced by the identity) and ``output_bn=False`` (no BatchNorm on the
+    projector output) are ablations; with the loss's ``stop_gradient=False`` they make a collapsing setup.
     """
 
-    def __init__(self, encoder: MNTDL, dim: int = 512, pred_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        encoder: MNTDL,
+        dim: int = 512,
+        pred_dim: int | None = None,
+        use_predictor: bool = True,
+        output_bn: bool = True,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         features = encoder.aux_heads[0].in_features // encoder.size
-        self.projector = projector(features, dim)
-        self.predictor = predictor(dim, pred_dim or dim // 4)
+        self.projector = projector(features, dim, output_bn)
+        self.predictor = predictor(dim, pred_dim or dim // 4) if use_predictor else nn.Identity()
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W, D) -> projection z (B, dim)."""
