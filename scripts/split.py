@@ -77,6 +77,20 @@ def fold_data(datalist: Dict[str, Any], fold: int, part: str) -> List[Dict[str, 
     raise ValueError(f"unknown part '{part}'")
 
 
+def with_label(datalist: Dict[str, Any], label: Optional[str] = None) -> Dict[str, Any]:
+    """The datalist with every item's ``label`` taken from ``label`` (fpe, mtici_2c or rlvo); ``None`` keeps
+    the label chosen at split time. The folds stay the recorded ones (patient-grouped; stratified on the
+    split's label)."""
+    if label is None or label == datalist["settings"]["label"]:
+        return datalist
+    if label not in LABELS:
+        raise BundleInputError(f"label '{label}' is unknown (allowed: {', '.join(LABELS)})")
+    out = {**datalist, "settings": {**datalist["settings"], "label": label}}
+    for part in ("training", "test"):
+        out[part] = [{**d, "label": d[label]} for d in datalist[part]]
+    return out
+
+
 def load_datalist(path: str) -> Dict[str, Any]:
     """Read a datalist written by :func:`write_datalist` (clear error when absent or malformed)."""
     if not os.path.isfile(path):

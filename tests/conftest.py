@@ -29,3 +29,21 @@ def datalist_2fold(demo_cohort: str, tmp_path_factory: pytest.TempPathFactory) -
 
     out = tmp_path_factory.mktemp("datalist") / "datalist.json"
     return write_datalist(demo_cohort, str(out), folds=2, seed=0, inner_val=0.25)
+
+
+@pytest.fixture(scope="session")
+def side_datalist(demo_cohort: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2-fold datalist whose label is the occlusion side (1 = right): a task visible in the images (the
+    hypoperfused hemisphere on CTA) that a tiny network fits within a test's budget."""
+    import json
+
+    from scripts.cohort import read_cohort
+    from scripts.split import make_datalist
+
+    rows = read_cohort(demo_cohort)
+    for row in rows:
+        row["fpe"] = int(row["side"] == "R")
+    data = make_datalist(rows, label="fpe", folds=2, seed=0, inner_val=0.25)
+    path = tmp_path_factory.mktemp("side") / "datalist.json"
+    path.write_text(json.dumps(data))
+    return str(path)

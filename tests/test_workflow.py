@@ -13,8 +13,6 @@ import pytest
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
-from scripts.cohort import read_cohort
-from scripts.split import make_datalist
 from tests.conftest import ROOT
 
 TINY = {
@@ -41,19 +39,6 @@ def _workflow(run_id: str, config_files, **override) -> ConfigWorkflow:
         run_id=run_id,
         **override,
     )
-
-
-@pytest.fixture(scope="module")
-def side_datalist(demo_cohort, tmp_path_factory):
-    """A 2-fold datalist whose label is the occlusion side (1 = right): a task visible in the images (the
-    hypoperfused hemisphere on CTA) that a tiny network fits within a test's budget."""
-    rows = read_cohort(demo_cohort)
-    for row in rows:
-        row["fpe"] = int(row["side"] == "R")
-    data = make_datalist(rows, label="fpe", folds=2, seed=0, inner_val=0.25)
-    path = tmp_path_factory.mktemp("side") / "datalist.json"
-    path.write_text(json.dumps(data))
-    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Networks of the bundle."""
 
 from scripts.networks.mnt_dl import MNTDL, WithAuxiliaryLogits, mnt_dl_res25
+from scripts.networks.scanet import SCANet
 
-__all__ = ["MNTDL", "WithAuxiliaryLogits", "mnt_dl_res25"]
+__all__ = ["MNTDL", "SCANet", "WithAuxiliaryLogits", "mnt_dl_res25"]

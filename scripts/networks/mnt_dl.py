@@ -67,16 +67,7 @@ class MNTDL(nn.Module):
         self.in_channels, self.num_slices, self.size = in_channels, num_slices, neighbourhood_size
         self.num_neighbourhoods = num_slices // neighbourhood_size
         self.head = head
-        resnet = ResNet(
-            block="basic", layers=[3, 4, 6, 3], block_inplanes=list(widths), spatial_dims=2,
-            n_input_channels=in_channels, conv1_t_size=7, conv1_t_stride=2, shortcut_type="B",
-            feed_forward=False, bias_downsample=False,
-        )  # fmt: skip
-        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.act, resnet.maxpool, resnet.layer1)
-        layer3 = list(resnet.layer3.children())
-        if nonlocal_block:
-            layer3.insert(len(layer3) - 1, NonLocalBlock2d(widths[2]))
-        self.local = nn.Sequential(resnet.layer2, nn.Sequential(*layer3), resnet.layer4, nn.AdaptiveAvgPool2d(1))
+        self.stem, self.local = slice_resnet34(in_channels, widths, nonlocal_block)
         feat = widths[3]
         self.dropout = nn.Dropout(dropout)
         self.attention_mode = "none" if not slice_attention else "shared" if share_slice_attention else "each"
@@ -84,22 +75,7 @@ class MNTDL(nn.Module):
         self.slice_attention = nn.ModuleList(SABlock(feat, num_heads, qkv_bias=True) for _ in range(n_attn))
         self.aux_heads = nn.ModuleList(nn.Linear(neighbourhood_size * feat, 1) for _ in range(self.num_neighbourhoods))
         self.classifier = Res25Head(feat, num_slices) if head == "res25" else VolumeAttentionHead(feat, num_heads)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        # classifier heads: normal(0, 0.01), zero bias; attention blocks keep MONAI's initialisation (a
-        # 0.01-scaled query/key/value chain would start the classifier at a constant output)
-        for m in [*self.aux_heads, *self.classifier.linears()]:
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
-        for m in self.modules():
-            if isinstance(m, ResNetBlock):
-                nn.init.zeros_(m.bn2.weight)  # each residual block starts as the identity
-            elif isinstance(m, NonLocalBlock2d):
-                nn.init.zeros_(m.out[1].weight)
+        init_weights(self, [*self.aux_heads, *self.classifier.linears()])
 
     def slice_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W, D) -> slice features after neighbourhood attention, (B, D, F)."""
@@ -144,6 +120,45 @@ class MNTDL(nn.Module):
         return self.classifier(self.slice_features(x))
 
 
+def slice_resnet34(
+    in_channels: int, widths: Sequence[int], nonlocal_block: bool = False
+) -> Tuple[nn.Sequential, nn.Sequential]:
+    """The 2-D ResNet-34 parts shared by MNT-DL and SCANet, from MONAI's ResNet.
+
+    ``stem`` (conv 7x7/2, BN, ReLU, maxpool, layer1): (N, C, H, W) -> (N, widths[0], H/4, W/4), the per-slice
+    "global" block; ``local`` (layer2..layer4, optional non-local block before the last block of layer3,
+    global average pool): (N, widths[0], h, w) -> (N, widths[3], 1, 1), the neighbourhood branch.
+    """
+    resnet = ResNet(
+        block="basic", layers=[3, 4, 6, 3], block_inplanes=list(widths), spatial_dims=2,
+        n_input_channels=in_channels, conv1_t_size=7, conv1_t_stride=2, shortcut_type="B",
+        feed_forward=False, bias_downsample=False,
+    )  # fmt: skip
+    stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.act, resnet.maxpool, resnet.layer1)
+    layer3 = list(resnet.layer3.children())
+    if nonlocal_block:
+        layer3.insert(len(layer3) - 1, NonLocalBlock2d(widths[2]))
+    local = nn.Sequential(resnet.layer2, nn.Sequential(*layer3), resnet.layer4, nn.AdaptiveAvgPool2d(1))
+    return stem, local
+
+
+def init_weights(network: nn.Module, heads: Sequence[nn.Linear]) -> None:
+    """Kaiming convolutions, classifier ``heads`` normal(0, 0.01) with zero bias, and every residual block
+    (and non-local block) starting as the identity. Attention blocks keep MONAI's initialisation (a
+    0.01-scaled query/key/value chain would start the classifier at a constant output)."""
+    for m in network.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    for m in heads:
+        nn.init.normal_(m.weight, 0, 0.01)
+        nn.init.zeros_(m.bias)
+    for m in network.modules():
+        if isinstance(m, ResNetBlock):
+            nn.init.zeros_(m.bn2.weight)
+        elif isinstance(m, NonLocalBlock2d):
+            nn.init.zeros_(m.out[1].weight)
+
+
 class Res25Head(nn.Module):
     """The published head: (B, D, F) -> Linear(F -> 1) per slice -> softmax over the D slices -> Linear(D -> 1)."""
 
@@ -184,14 +199,16 @@ class VolumeAttentionHead(nn.Module):
 
 
 class WithAuxiliaryLogits(nn.Module):
-    """Training view of a network: ``forward`` returns ``network.forward_all`` (B, 1 + K), same weights."""
+    """Training view of a network: ``forward`` returns ``network.forward_all`` (B, 1 + K), same weights;
+    a network without auxiliary logits (e.g. MONAI's ResNet) is called as is, (B, 1)."""
 
-    def __init__(self, network: MNTDL) -> None:
+    def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network.forward_all(x)
+        forward_all = getattr(self.network, "forward_all", None)
+        return forward_all(x) if forward_all is not None else self.network(x)
 
 
 def mnt_dl_res25(in_channels: int = 3, **kwargs) -> MNTDL:

@@ -1,0 +1,125 @@
+"""The comparison models: SCANet and MONAI's ResNet34 on MNT-DL's inputs, the label switch, the table command."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+from scripts import BundleInputError
+from scripts.compare import compare
+from scripts.networks import SCANet
+from scripts.split import load_datalist, with_label
+from tests.conftest import ROOT
+
+TINY = {"spatial_size": [24, 24], "widths": [4, 8, 8, 16], "num_heads": 2, "dropout": 0.0}
+
+
+def _network(overlay: str, **override) -> torch.nn.Module:
+    parser = ConfigParser()
+    parser.read_config([os.path.join(ROOT, "configs", "inference.json"), os.path.join(ROOT, "configs", overlay)])
+    parser.update({**TINY, **override})
+    return parser.get_parsed_content("network_def")
+
+
+def test_scanet_shapes_determinism_and_identity_start():
+    torch.manual_seed(0)
+    net = SCANet(in_channels=2, num_slices=8, spatial_size=(24, 24), neighbourhood_size=4, widths=(4, 8, 8, 16),
+                 num_heads=2, sat_patch_size=2, dropout=0.5)  # fmt: skip
+    x = torch.randn(3, 2, 24, 24, 8)
+    net.eval()
+    out, all_logits = net(x), net.forward_all(x)
+    assert out.shape == (3, 1) and all_logits.shape == (3, 3)
+    assert torch.equal(net(x), out)  # dropout off in eval mode: two passes agree
+    # the weighted softmax layer: equal weights at start -> the mean of the branch logits
+    assert torch.allclose(all_logits[:, :1], all_logits[:, 1:].mean(dim=1, keepdim=True), atol=1e-6)
+    feature_map = torch.randn(2, 4, 6, 6)
+    assert torch.equal(net.sat(feature_map), feature_map)  # SAT starts as the identity (zero output conv)
+    with pytest.raises(ValueError, match=r"expected input \(B, 2, H, W, 8\)"):
+        net(torch.randn(1, 2, 24, 24, 10))
+    with pytest.raises(ValueError, match="multiple of patch size"):
+        SCANet(spatial_size=(24, 24), widths=(4, 8, 8, 16), sat_patch_size=4)
+
+
+@pytest.mark.parametrize("overlay,slices,branches", [("scanet.json", 26, 2), ("resnet34.json", 25, 0)])
+def test_config_networks_shapes_and_eval_determinism(overlay, slices, branches):
+    torch.manual_seed(0)
+    net = _network(overlay).eval()
+    x = torch.randn(2, 2, 24, 24, slices)
+    assert net(x).shape == (2, 1) and torch.equal(net(x), net(x))
+    from scripts.networks import WithAuxiliaryLogits
+
+    assert WithAuxiliaryLogits(net)(x).shape == (2, 1 + branches)
+
+
+def test_label_switch(side_datalist):
+    data = load_datalist(side_datalist)
+    switched = with_label(data, "mtici_2c")
+    assert switched["settings"]["label"] == "mtici_2c"
+    assert [d["label"] for d in switched["training"]] == [d["mtici_2c"] for d in data["training"]]
+    assert [d["patient_id"] for d in switched["training"]] == [d["patient_id"] for d in data["training"]]
+    assert with_label(data, None) is data
+    with pytest.raises(BundleInputError, match="label 'tici' is unknown"):
+        with_label(data, "tici")
+
+
+def test_scanet_trains_through_the_bundle_and_lowers_the_loss(side_datalist, tmp_path):
+    os.chdir(ROOT)
+    wf = ConfigWorkflow(
+        config_file=["configs/train.json", "configs/scanet.json"], meta_file="configs/metadata.json",
+        logging_file="configs/logging.conf", workflow_type="train", run_id="train_fold",
+        datalist_file=side_datalist, ckpt_dir=str(tmp_path), fold=0, max_epochs=30, batch_size=4, num_slices=10,
+        learning_rate=0.003, patience=50, label="fpe", **TINY,
+        **{f"train#random_transforms#{i}#prob": 0.0 for i in (0, 1, 2, 3)},
+    )  # fmt: skip
+    wf.initialize()
+    assert wf.parser.get_parsed_content("datalist")["settings"]["label"] == "fpe"
+    wf.parser.update({"network_def#neighbourhood_size": 5})
+    assert isinstance(wf.parser.get_parsed_content("network"), SCANet)
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    losses: list = []
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: losses.append([]))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses[-1].append(float(e.state.output[0]["loss"])))
+    wf.run()
+    wf.finalize()
+    epochs = [float(np.mean(x)) for x in losses]
+    assert np.mean(epochs[-3:]) < np.mean(epochs[:3]) - 0.05, epochs
+    assert os.path.isfile(os.path.join(str(tmp_path), "fold0", "model.pt"))
+
+
+def _metrics(path, folds, test_auc, label="fpe"):
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "metrics.json"), "w") as f:
+        json.dump(
+            {"label": label, "bayes_auc": 0.9, "cv": {"folds": folds}, "test": {"ensemble": {"roc_auc": test_auc}}}, f
+        )
+    return str(path)
+
+
+def test_comparison_table(tmp_path):
+    keys = ("roc_auc", "accuracy", "precision", "sensitivity", "specificity", "f1")
+    a = [dict.fromkeys(keys, v) for v in (0.6, 0.7, 0.8)]
+    b = [dict(zip(keys, (0.5, 0.5, 0.4, 1.0, 0.0, 0.6))), dict(zip(keys, (0.7, 0.6, 0.6, 0.5, 0.7, 0.55)))]
+    runs = {"A": _metrics(tmp_path / "a", a, 0.75), "B": _metrics(tmp_path / "b", b, 0.65)}
+    text = compare(runs, out=str(tmp_path / "cmp"))
+    assert "| A | 0.7000 (0.100) | 0.7000 (0.100) |" in text
+    row_b = "| B | 0.6000 (0.141) | 0.5500 (0.071) | 0.5000 (0.141) | 0.7500 (0.354) | 0.3500 (0.495) | "
+    row_b += "0.5750 (0.035) |"
+    assert row_b + " 0.6500 |" in text
+    assert "Bayes ROC-AUC of the cohort (true probabilities): 0.9000" in text
+    with open(tmp_path / "cmp" / "comparison.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model"] for r in rows] == ["A", "B"]
+    assert math.isclose(float(rows[1]["roc_auc_sd"]), math.sqrt(0.02), rel_tol=1e-9)
+    _metrics(tmp_path / "c", a, 0.7, label="rlvo")
+    with pytest.raises(BundleInputError, match="different labels"):
+        compare({"A": runs["A"], "C": str(tmp_path / "c")}, out=str(tmp_path / "cmp2"))
+    with pytest.raises(BundleInputError, match="no metrics.json for run 'D'"):
+        compare({"D": str(tmp_path / "missing")}, out=str(tmp_path / "cmp3"))
