@@ -99,23 +99,43 @@ def evaluate_folds(
     manifest: Dict[str, Any] | None = None,
 ) -> Dict[str, Any]:
     """Evaluate every fold model; write predictions, metrics and cut-offs. Returns the metrics dict."""
-    folds = datalist["settings"]["folds"]
-    dev = CacheDataset(datalist["training"], preprocessing, progress=False)
-    test = CacheDataset(datalist["test"], preprocessing, progress=False) if datalist["test"] else None
-    index = {d["patient_id"]: i for i, d in enumerate(datalist["training"])}
+    items = datalist["training"] + datalist["test"]
+    data = CacheDataset(items, preprocessing, progress=False)
+    index = {d["patient_id"]: i for i, d in enumerate(items)}
+
+    def fold_predictor(k: int) -> Callable[[List[Dict[str, Any]]], np.ndarray]:
+        load_weights(network, os.path.join(ckpt_dir, f"fold{k}", "model.pt"), device)
+
+        def run(part: List[Dict[str, Any]]) -> np.ndarray:
+            subset = torch.utils.data.Subset(data, [index[d["patient_id"]] for d in part])
+            return predict(network, subset, device, inferer, postprocessing, batch_size)
+
+        return run
+
+    return evaluate_predictions(datalist, fold_predictor, ckpt_dir, output_dir, manifest)
+
+
+def evaluate_predictions(
+    datalist: Dict[str, Any],
+    fold_predictor: Callable[[int], Callable[[List[Dict[str, Any]]], np.ndarray]],
+    ckpt_dir: str,
+    output_dir: str,
+    manifest: Dict[str, Any] | None = None,
+) -> Dict[str, Any]:
+    """The evaluation protocol for any model: ``fold_predictor(k)`` gives fold k's model as a function from
+    items to probabilities. Per fold, the cut-off (Youden) comes from the inner-validation items only; the
+    outer fold and the test set are then predicted with it; the test set also by the fold ensemble (mean
+    probability, cut-off from the pooled inner-validation predictions). Writes predictions.csv, metrics.json,
+    metrics.md, roc.png to ``output_dir`` and cutoffs.json to ``ckpt_dir``; returns the metrics."""
     rows: List[Dict[str, Any]] = []
     per_fold, per_fold_test = [], []
     pooled_inner_y: List[int] = []
     pooled_inner_p: List[float] = []
     cutoffs: Dict[str, float] = {}
     test_probs = []
-    for k in range(folds):
-        load_weights(network, os.path.join(ckpt_dir, f"fold{k}", "model.pt"), device)
-
-        def run(items: List[Dict[str, Any]]) -> np.ndarray:
-            subset = torch.utils.data.Subset(dev, [index[d["patient_id"]] for d in items])
-            return predict(network, subset, device, inferer, postprocessing, batch_size)
-
+    test = datalist["test"]
+    for k in range(datalist["settings"]["folds"]):
+        run = fold_predictor(k)
         inner, outer = fold_data(datalist, k, "inner_val"), fold_data(datalist, k, "outer")
         p_inner = run(inner)
         y_inner = [d["label"] for d in inner]
@@ -125,11 +145,11 @@ def evaluate_folds(
         p_outer = run(outer)
         per_fold.append(binary_metrics([d["label"] for d in outer], p_outer, cut))
         rows += [_row(d, "cv", k, p, cut) for d, p in zip(outer, p_outer)]
-        if test is not None:
-            p_test = predict(network, test, device, inferer, postprocessing, batch_size)
+        if test:
+            p_test = run(test)
             test_probs.append(p_test)
-            per_fold_test.append(binary_metrics([d["label"] for d in datalist["test"]], p_test, cut))
-            rows += [_row(d, "test", k, p, cut) for d, p in zip(datalist["test"], p_test)]
+            per_fold_test.append(binary_metrics([d["label"] for d in test], p_test, cut))
+            rows += [_row(d, "test", k, p, cut) for d, p in zip(test, p_test)]
     cutoffs["ensemble"] = youden_cutoff(pooled_inner_y, pooled_inner_p)
     cv_y = [r["label"] for r in rows if r["set"] == "cv"]
     cv_p = [r["probability"] for r in rows if r["set"] == "cv"]
@@ -138,13 +158,13 @@ def evaluate_folds(
         "cv": {"folds": per_fold, "summary": mean_sd(per_fold), "pooled_roc_auc": float(roc_auc_score(cv_y, cv_p))},
         "cutoffs": cutoffs,
     }
-    if test is not None:
+    if test:
         mean_p = np.mean(test_probs, axis=0)
-        rows += [_row(d, "test", "ensemble", p, cutoffs["ensemble"]) for d, p in zip(datalist["test"], mean_p)]
+        rows += [_row(d, "test", "ensemble", p, cutoffs["ensemble"]) for d, p in zip(test, mean_p)]
         metrics["test"] = {
             "folds": per_fold_test,
             "summary": mean_sd(per_fold_test),
-            "ensemble": binary_metrics([d["label"] for d in datalist["test"]], mean_p, cutoffs["ensemble"]),
+            "ensemble": binary_metrics([d["label"] for d in test], mean_p, cutoffs["ensemble"]),
         }
     if manifest is not None:
         metrics["bayes_auc"] = manifest.get("bayes_auc")

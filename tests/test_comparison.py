@@ -123,3 +123,20 @@ def test_comparison_table(tmp_path):
         compare({"A": runs["A"], "C": str(tmp_path / "c")}, out=str(tmp_path / "cmp2"))
     with pytest.raises(BundleInputError, match="no metrics.json for run 'D'"):
         compare({"D": str(tmp_path / "missing")}, out=str(tmp_path / "cmp3"))
+
+
+def test_single_sequence_ablation_fills_the_channels(demo_cohort):
+    from scripts.cohort import read_cohort
+
+    row = read_cohort(demo_cohort)[0]
+    images = {}
+    for overlays in (["ablation_ncct.json"], []):
+        parser = ConfigParser()
+        parser.read_config([os.path.join(ROOT, "configs", f) for f in ["inference.json", *overlays]])
+        parser.update(TINY)
+        keys = parser.get_parsed_content("image_keys")
+        images[len(overlays)] = parser.get_parsed_content("preprocessing")({k: row[k] for k in keys})["image"]
+    ablation, both = images[1], images[0]
+    assert ablation.shape == both.shape == (2, 24, 24, 25)
+    assert torch.equal(ablation[0], ablation[1]) and torch.equal(ablation[0], both[0])  # NCCT twice
+    assert not torch.equal(both[0], both[1])
