@@ -90,7 +90,8 @@ def main(
         f"SimSiam gain on the demo cohort: {labelled} labelled patients per repeat (5 folds + test set from 2020), "
         f"{unlabeled} unlabeled, {ssl_epochs} pretraining epochs, spacing {spacing} mm, seed {seed}",
         "",
-        "| repeat | arm | CV ROC-AUC mean (SD) over folds | pooled CV ROC-AUC | test ensemble ROC-AUC | Bayes ROC-AUC |",
+        "| repeat | arm | CV ROC-AUC mean (SD) over folds | pooled CV ROC-AUC | test ensemble ROC-AUC "
+        "| Bayes ROC-AUC |",
         "|---|---|---|---|---|---|",
     ]
     for row in rows:

@@ -1,0 +1,70 @@
+"""The papers' comparison on the demo cohort: every model on the same folds, one table.
+
+python benchmarks/model_comparison.py [--dataset_dir demo] [--out runs/comparison] [--models mnt_dl,scanet,...]
+
+From the bundle root, after the demo cohort and its datalist exist (``python -m scripts.demo`` makes them). Each
+model is the ``monai.bundle`` command a user would type (printed before it runs), with ``configs/demo.json``
+last so every network gets the same demo budget (48 x 48 input, widths 8-64, at most 40 epochs, batch 8,
+lr 1e-3) and the same label (``--label fpe``); models with a ``metrics.json`` already are kept. Then
+``python -m scripts.compare`` writes the table to ``OUT/comparison.md`` and ``.csv``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import fire
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from scripts.compare import compare  # noqa: E402
+from scripts.demo import _bundle  # noqa: E402
+
+# model name -> (overlays between train.json and demo.json, table name)
+MODELS = {
+    "mnt_dl": ([], "MNT-DL (NCCT + CTA)"),
+    "scanet": (["configs/scanet.json"], "SCANet (NCCT + CTA)"),
+    "resnet34": (["configs/resnet34.json"], "ResNet34, 3-D (NCCT + CTA)"),
+    "ncct": (["configs/ablation_ncct.json"], "MNT-DL, NCCT only"),
+    "cta": (["configs/ablation_cta.json"], "MNT-DL, CTA only"),
+    "radiomics": (["configs/radiomics.json"], "Radiomics (LR / RF)"),
+}
+
+
+def main(
+    dataset_dir: str = "demo",
+    out: str = "runs/comparison",
+    models: str = ",".join(MODELS),
+    label: str = "fpe",
+) -> str:
+    """Train and evaluate each model, then write the comparison table; returns its markdown."""
+    start = time.time()
+    datalist = os.path.join(dataset_dir, "datalist.json")
+    names = [m.strip() for m in (models.split(",") if isinstance(models, str) else models)]
+    runs = {}
+    for name in names:
+        overlays, title = MODELS[name]
+        eval_dir = os.path.join(out, name, "eval")
+        runs[title] = eval_dir
+        if os.path.isfile(os.path.join(eval_dir, "metrics.json")):
+            continue
+        files = "[" + ",".join(f"'{f}'" for f in ["configs/train.json", *overlays, "configs/demo.json"]) + "]"
+        common = ["--dataset_dir", dataset_dir, "--datalist_file", datalist, "--label", label,
+                  "--ckpt_dir", os.path.join(out, name, "models"), "--output_dir", eval_dir]  # fmt: skip
+        t0 = time.time()
+        if name == "radiomics":
+            _bundle("run", "--config_file", files, *common)
+        else:
+            _bundle("run", "training", "--config_file", files, *common)
+            evaluate = files[:-1] + ",'configs/evaluate.json']"
+            _bundle("run", "--config_file", evaluate, *common)
+        print(f"{name}: {(time.time() - t0) / 60:.1f} min", flush=True)
+    text = compare(runs, out=out)
+    print(f"wall time {(time.time() - start) / 60:.1f} min")
+    return text
+
+
+if __name__ == "__main__":
+    fire.Fire(main)
