@@ -253,6 +253,10 @@ def pretrain(trainer: Any, resume_handlers: Sequence[Any], network: torch.nn.Mod
     for handler in resume_handlers:
         handler.attach(trainer)
     trainer.run()
+    if trainer.state.epoch < trainer.state.max_epochs:
+        logger.warning("pretraining stopped at epoch %d of %d: no encoder written; run again to resume",
+                       trainer.state.epoch, trainer.state.max_epochs)  # fmt: skip
+        return ""
     return save_encoder(network, encoder_file)
 
 

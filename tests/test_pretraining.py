@@ -141,3 +141,23 @@ def test_fine_tuning_loads_the_encoder_and_warms_up_frozen(pretrained, datalist_
     with pytest.raises(RuntimeError) as excinfo:
         wider.parser.get_parsed_content("network")
     assert "shape mismatch local.2.0.bn1.bias (16,) vs (32,)" in _bundle_error(excinfo)
+
+
+def test_interrupted_pretraining_resumes(pool, datalist_2fold, tmp_path):
+    args = dict(unlabeled_file=pool[0], datalist_file=datalist_2fold, ckpt_dir=str(tmp_path), ssl_epochs=4, **SSL)
+    wf = _workflow("pretrain.json", "pretraining", **args)
+    trainer = wf.parser.get_parsed_content("pretrain#trainer")
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(once=2), lambda e: e.terminate())
+    wf.run()
+    wf.finalize()
+    encoder = os.path.join(str(tmp_path), "pretrain", "encoder.pt")
+    assert not os.path.exists(encoder)
+    assert os.path.isfile(os.path.join(str(tmp_path), "pretrain", "resume_checkpoint_epoch=2.pt"))
+    wf = _workflow("pretrain.json", "pretraining", **args)
+    trainer = wf.parser.get_parsed_content("pretrain#trainer")
+    epochs: list = []
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs.append(e.state.epoch))
+    wf.run()
+    wf.finalize()
+    assert epochs == [3, 4] and os.path.isfile(encoder)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine schedule resumed too
