@@ -125,18 +125,23 @@ def test_comparison_table(tmp_path):
         compare({"D": str(tmp_path / "missing")}, out=str(tmp_path / "cmp3"))
 
 
-def test_single_sequence_ablation_fills_the_channels(demo_cohort):
+@pytest.mark.parametrize(
+    "base,ablation,channels", [([], "ablation_ncct.json", 2), (["mri.json"], "ablation_adc.json", 3)]
+)
+def test_single_sequence_ablation_fills_the_channels(demo_cohort, base, ablation, channels):
     from scripts.cohort import read_cohort
 
     row = read_cohort(demo_cohort)[0]
     images = {}
-    for overlays in (["ablation_ncct.json"], []):
+    for overlays in ([*base, ablation], base):
         parser = ConfigParser()
         parser.read_config([os.path.join(ROOT, "configs", f) for f in ["inference.json", *overlays]])
         parser.update(TINY)
         keys = parser.get_parsed_content("image_keys")
-        images[len(overlays)] = parser.get_parsed_content("preprocessing")({k: row[k] for k in keys})["image"]
-    ablation, both = images[1], images[0]
-    assert ablation.shape == both.shape == (2, 24, 24, 25)
-    assert torch.equal(ablation[0], ablation[1]) and torch.equal(ablation[0], both[0])  # NCCT twice
-    assert not torch.equal(both[0], both[1])
+        images[len(overlays) > len(base)] = parser.get_parsed_content("preprocessing")({k: row[k] for k in keys})[
+            "image"
+        ]
+    ablated, full = images[True], images[False]
+    assert ablated.shape == full.shape == (channels, 24, 24, 25)
+    assert all(torch.equal(ablated[0], ablated[c]) for c in range(channels))  # one sequence in every channel
+    assert torch.equal(ablated[0], full[0]) and not torch.equal(full[0], full[1])
