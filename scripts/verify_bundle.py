@@ -3,8 +3,9 @@
 Runs ``monai.bundle verify_metadata`` (against a local schema copy, no download), ``verify_net_in_out``
 on ``network_def`` of ``configs/inference.json``, the style checks (isort, black, flake8 at line 120), and
 checks the bundle files: LICENSE, docs/data_license.txt, docs/README.md sections, the changelog entry
-of the current version, pins that agree with requirements.txt, every ``large_files.yml`` entry complete,
-and no tracked file over 25 MB. Prints one line per check; exit status 1 if any fails.
+of the current version, pins that agree with requirements.txt (optional ones: requirements-tracking.txt),
+every ``large_files.yml`` entry complete, and no tracked file over 25 MB. Prints one line per check; exit
+status 1 if any fails.
 """
 
 from __future__ import annotations
@@ -57,16 +58,18 @@ def check_files() -> Tuple[bool, str]:
     meta = json.load(open(os.path.join(ROOT, "configs", "metadata.json")))
     if meta["version"] not in meta.get("changelog", {}):
         problems.append(f"changelog has no entry for version {meta['version']}")
-    pins = dict(
-        line.split("#")[0].strip().split("==") for line in open(os.path.join(ROOT, "requirements.txt"))
-        if line.split("#")[0].strip()
-    )  # fmt: skip
     expected = {"monai": meta["monai_version"], "torch": meta["pytorch_version"], "numpy": meta["numpy_version"]}
     expected.update(meta["required_packages_version"])
-    if pins != expected:
-        problems.append(
-            f"requirements.txt and metadata pins differ: {sorted(set(pins.items()) ^ set(expected.items()))}"
-        )
+    for name, wanted in (
+        ("requirements.txt", expected),
+        ("requirements-tracking.txt", meta["optional_packages_version"]),
+    ):
+        pins = dict(
+            line.split("#")[0].strip().split("==") for line in open(os.path.join(ROOT, name))
+            if line.split("#")[0].strip()
+        )  # fmt: skip
+        if pins != wanted:
+            problems.append(f"{name} and metadata pins differ: {sorted(set(pins.items()) ^ set(wanted.items()))}")
     for entry in yaml.safe_load(open(os.path.join(ROOT, "models", "large_files.yml")))["large_files"]:
         missing = [k for k in ("path", "url", "hash_val", "hash_type") if not entry.get(k)]
         if missing:
