@@ -11,7 +11,7 @@ import glob
 import io
 import os
 import re
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -64,6 +64,31 @@ def fold_checkpoints(ckpt_dir: str) -> List[str]:
     return sorted(found, key=lambda p: int(re.search(r"fold(\d+)", p).group(1)))  # type: ignore[union-attr]
 
 
+def ensemble_predict(
+    network: torch.nn.Module,
+    preprocessing: Callable,
+    data: List[Dict[str, Any]],
+    ckpt_dir: str,
+    device: Any,
+    inferer: Optional[Callable] = None,
+    postprocessing: Optional[Callable] = None,
+    batch_size: int = 2,
+) -> Tuple[np.ndarray, np.ndarray, float]:
+    """Fold-ensemble probabilities of ``data``: (mean (N,), SD over folds (N,), the ensemble cut-off)."""
+    cutoffs = os.path.join(ckpt_dir, "cutoffs.json")
+    if not os.path.isfile(cutoffs):
+        raise BundleInputError(f"{cutoffs}: not found; run the evaluation (configs/evaluate.json) after training")
+    cutoff = float(read_json(cutoffs)["ensemble"])
+    dataset = Dataset(data, preprocessing)
+    probs = []
+    for path in fold_checkpoints(ckpt_dir):
+        load_weights(network, path, device)
+        probs.append(predict(network, dataset, device, inferer, postprocessing, batch_size))
+    stack = np.stack(probs)
+    sd = stack.std(axis=0, ddof=1) if len(stack) > 1 else np.zeros(stack.shape[1])
+    return stack.mean(axis=0), sd, cutoff
+
+
 def predict_cohort(
     network: torch.nn.Module,
     preprocessing: Callable,
@@ -76,17 +101,9 @@ def predict_cohort(
     batch_size: int = 2,
 ) -> str:
     """Predict ``data`` with every fold model; write ``output_dir/predictions.csv``; return its path."""
-    cutoffs = os.path.join(ckpt_dir, "cutoffs.json")
-    if not os.path.isfile(cutoffs):
-        raise BundleInputError(f"{cutoffs}: not found; run the evaluation (configs/evaluate.json) after training")
-    cutoff = float(read_json(cutoffs)["ensemble"])
-    dataset = Dataset(data, preprocessing)
-    probs = []
-    for path in fold_checkpoints(ckpt_dir):
-        load_weights(network, path, device)
-        probs.append(predict(network, dataset, device, inferer, postprocessing, batch_size))
-    stack = np.stack(probs)
-    mean, sd = stack.mean(axis=0), stack.std(axis=0, ddof=1) if len(stack) > 1 else np.zeros(stack.shape[1])
+    mean, sd, cutoff = ensemble_predict(
+        network, preprocessing, data, ckpt_dir, device, inferer, postprocessing, batch_size
+    )
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["patient_id", "probability", "probability_sd", "prediction"])

@@ -3,7 +3,7 @@
 Runs ``monai.bundle verify_metadata`` (against a local schema copy, no download), ``verify_net_in_out``
 on ``network_def`` of ``configs/inference.json``, the style checks (isort, black, flake8 at line 120), and
 checks the bundle files: LICENSE, docs/data_license.txt, docs/README.md sections, the changelog entry
-of the current version, pins that agree with requirements.txt (optional ones: requirements-tracking.txt),
+of the current version, pins that agree with requirements*.txt (optional ones: optional_packages_version),
 every ``large_files.yml`` entry complete, and no tracked file over 25 MB. Prints one line per check; exit
 status 1 if any fails.
 """
@@ -14,7 +14,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Callable, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import fire
 import yaml
@@ -60,16 +60,18 @@ def check_files() -> Tuple[bool, str]:
         problems.append(f"changelog has no entry for version {meta['version']}")
     expected = {"monai": meta["monai_version"], "torch": meta["pytorch_version"], "numpy": meta["numpy_version"]}
     expected.update(meta["required_packages_version"])
-    for name, wanted in (
-        ("requirements.txt", expected),
-        ("requirements-tracking.txt", meta["optional_packages_version"]),
-    ):
+    optional: Dict[str, str] = {}
+    for name in ("requirements.txt", "requirements-tracking.txt", "requirements-monailabel.txt"):
         pins = dict(
             line.split("#")[0].strip().split("==") for line in open(os.path.join(ROOT, name))
             if line.split("#")[0].strip()
         )  # fmt: skip
-        if pins != wanted:
-            problems.append(f"{name} and metadata pins differ: {sorted(set(pins.items()) ^ set(wanted.items()))}")
+        if name != "requirements.txt":
+            optional.update(pins)
+        elif pins != expected:
+            problems.append(f"{name} and metadata pins differ: {sorted(set(pins.items()) ^ set(expected.items()))}")
+    if optional != meta.get("optional_packages_version", {}):
+        problems.append(f"optional requirements files and metadata optional_packages_version differ: {optional}")
     for entry in yaml.safe_load(open(os.path.join(ROOT, "models", "large_files.yml")))["large_files"]:
         missing = [k for k in ("path", "url", "hash_val", "hash_type") if not entry.get(k)]
         if missing:

@@ -13,6 +13,7 @@ import pytest
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
+from scripts import BundleInputError
 from tests.conftest import ROOT
 
 TINY = {
@@ -153,6 +154,32 @@ def test_inference_one_patient_and_cohort(trained, demo_cohort, tmp_path):
     missing = subprocess.run(cmd + ["--output_dir", out1, *absent], cwd=ROOT, capture_output=True, text=True)
     assert missing.returncode == 2 and "--ncct /nonexistent.nii.gz: file not found" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_monailabel_infer_task(trained, demo_cohort, tmp_path):
+    """The MONAI Label task returns {label, score} equal to `monai.bundle run` inference on the same patient."""
+    pytest.importorskip("monailabel", reason="pip install --no-deps -r requirements-monailabel.txt")
+    from scripts.monailabel_app.outcome_task import OutcomeInferTask
+
+    ckpt, _ = trained
+    row = list(csv.DictReader(open(demo_cohort)))[1]
+    ncct = os.path.join(os.path.dirname(demo_cohort), row["ncct"])
+    shape = {k: TINY[k] for k in ("spatial_size", "num_slices", "widths", "num_heads", "dropout")}
+    task = OutcomeInferTask(ROOT, ckpt_dir=ckpt, overrides=shape)
+    assert task.is_valid() and task.info()["type"] == "classification"
+    result_file, result = task({"image": ncct, "patient_id": row["patient_id"]})  # CTA found beside the NCCT
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--ckpt_dir", ckpt]
+    cmd += [f"--{k}={json.dumps(v)}" for k, v in shape.items()] + ["--output_dir", str(tmp_path), "--ncct", ncct]
+    cmd += ["--cta", ncct.replace("ncct", "cta"), "--patient_id", row["patient_id"]]
+    assert subprocess.run(cmd, cwd=ROOT, capture_output=True).returncode == 0
+    expected = list(csv.DictReader(open(tmp_path / "predictions.csv")))[0]
+    assert result_file is None and result["score"] == pytest.approx(float(expected["probability"]), abs=1e-5)
+    assert result["label"] == int(expected["prediction"]) == int(result["score"] >= result["cutoff"])
+    lonely = tmp_path / "lonely_ncct.nii.gz"
+    lonely.write_bytes(open(ncct, "rb").read())
+    with pytest.raises(BundleInputError, match="no cta image"):
+        task({"image": str(lonely)})
+    assert not OutcomeInferTask(ROOT, ckpt_dir=str(tmp_path), overrides=shape).is_valid()
 
 
 def test_interrupted_fold_resumes(datalist_2fold, tmp_path):
