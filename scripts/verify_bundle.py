@@ -61,7 +61,12 @@ def check_files() -> Tuple[bool, str]:
     expected = {"monai": meta["monai_version"], "torch": meta["pytorch_version"], "numpy": meta["numpy_version"]}
     expected.update(meta["required_packages_version"])
     optional: Dict[str, str] = {}
-    for name in ("requirements.txt", "requirements-tracking.txt", "requirements-monailabel.txt"):
+    for name in (
+        "requirements.txt",
+        "requirements-tracking.txt",
+        "requirements-monailabel.txt",
+        "requirements-deploy.txt",
+    ):
         pins = dict(
             line.split("#")[0].strip().split("==") for line in open(os.path.join(ROOT, name))
             if line.split("#")[0].strip()

@@ -182,6 +182,43 @@ def test_monailabel_infer_task(trained, demo_cohort, tmp_path):
     assert not OutcomeInferTask(ROOT, ckpt_dir=str(tmp_path), overrides=shape).is_valid()
 
 
+def test_monai_deploy_app(trained, demo_cohort, tmp_path):
+    """Export the folds for MONAI Deploy, run the Holoscan-based app on NCCT (NIfTI) + CTA (DICOM series) and
+    get the probability that `monai.bundle run` inference gives from the NIfTI files."""
+    pytest.importorskip("monai.deploy.core", reason="pip install -r requirements-deploy.txt")
+    import torch
+
+    from scripts.deploy_app.export import export
+    from tests.dicom_series import write_ct_series
+
+    ckpt, _ = trained
+    row = list(csv.DictReader(open(demo_cohort)))[2]
+    base = os.path.dirname(demo_cohort)
+    shape = {k: TINY[k] for k in ("spatial_size", "num_slices", "widths", "num_heads", "dropout")}
+    models = str(tmp_path / "deploy_models")
+    written = export(ckpt_dir=ckpt, out=models, **shape)
+    assert [os.path.relpath(p, models) for p in written] == ["fold0/model.ts", "fold1/model.ts"]
+    extra = {"cutoffs.json": "", "metadata.json": ""}
+    torch.jit.load(written[0], _extra_files=extra)
+    assert json.loads(extra["cutoffs.json"]) == json.load(open(os.path.join(ckpt, "cutoffs.json")))
+    inputs = tmp_path / "input"
+    inputs.mkdir()
+    (inputs / "ncct.nii.gz").write_bytes(open(os.path.join(base, row["ncct"]), "rb").read())
+    write_ct_series(os.path.join(base, row["cta"]), str(inputs / "cta"))
+    out = tmp_path / "output"
+    cmd = [sys.executable, "-m", "scripts.deploy_app", "-i", str(inputs), "-o", str(out), "-m", models]
+    app = subprocess.run(cmd + ["-w", str(tmp_path / "work")], cwd=ROOT, capture_output=True, text=True)
+    assert app.returncode == 0, app.stderr[-3000:]
+    result = json.load(open(out / "prediction.json"))
+    cli = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--ckpt_dir", ckpt]
+    cli += [f"--{k}={json.dumps(v)}" for k, v in shape.items()] + ["--output_dir", str(tmp_path / "cli")]
+    cli += ["--ncct", os.path.join(base, row["ncct"]), "--cta", os.path.join(base, row["cta"])]
+    assert subprocess.run(cli, cwd=ROOT, capture_output=True).returncode == 0
+    expected = list(csv.DictReader(open(tmp_path / "cli" / "predictions.csv")))[0]
+    assert result["folds"] == 2 and result["probability"] == pytest.approx(float(expected["probability"]), abs=1e-4)
+    assert result["prediction"] == int(result["probability"] >= result["cutoff"])
+
+
 def test_interrupted_fold_resumes(datalist_2fold, tmp_path):
     ckpt = str(tmp_path / "models")
     os.chdir(ROOT)
