@@ -63,6 +63,16 @@ def _fail(path: str, line: int, column: str, message: str) -> BundleInputError:
     return BundleInputError(f"{path}: row {line}, column '{column}': {message}")
 
 
+def _patient_id(path: str, line: int, pid: str, seen: Dict[str, int]) -> str:
+    """A non-empty patient id not seen on an earlier row (``seen`` maps ids to their rows)."""
+    if not pid:
+        raise _fail(path, line, "patient_id", "empty")
+    if pid in seen:
+        raise _fail(path, line, "patient_id", f"duplicate id '{pid}' (first on row {seen[pid]})")
+    seen[pid] = line
+    return pid
+
+
 def _number(path: str, line: int, column: str, value: str, low: float, high: float, integer: bool = False) -> float:
     try:
         number = float(value)
@@ -113,13 +123,7 @@ def read_cohort(path: str, check_files: bool = True) -> List[Dict[str, Any]]:
 def _validate_row(
     path: str, base: str, line: int, raw: Dict[str, str], seen: Dict[str, int], check_files: bool
 ) -> Dict[str, Any]:
-    pid = raw["patient_id"]
-    if not pid:
-        raise _fail(path, line, "patient_id", "empty")
-    if pid in seen:
-        raise _fail(path, line, "patient_id", f"duplicate id '{pid}' (first on row {seen[pid]})")
-    seen[pid] = line
-    row: Dict[str, Any] = {"patient_id": pid}
+    row: Dict[str, Any] = {"patient_id": _patient_id(path, line, raw["patient_id"], seen)}
     try:
         row["procedure_date"] = dt.date.fromisoformat(raw["procedure_date"]).isoformat()
     except ValueError:
@@ -172,13 +176,7 @@ def read_image_table(path: str, sequences: Sequence[str]) -> List[Dict[str, Any]
         rows: List[Dict[str, Any]] = []
         seen: Dict[str, int] = {}
         for line, raw in enumerate(reader, start=2):
-            pid = (raw["patient_id"] or "").strip()
-            if not pid:
-                raise _fail(path, line, "patient_id", "empty")
-            if pid in seen:
-                raise _fail(path, line, "patient_id", f"duplicate id '{pid}' (first on row {seen[pid]})")
-            seen[pid] = line
-            row: Dict[str, Any] = {"patient_id": pid}
+            row: Dict[str, Any] = {"patient_id": _patient_id(path, line, (raw["patient_id"] or "").strip(), seen)}
             for seq in sequences:
                 value = (raw[seq] or "").strip()
                 full = value if os.path.isabs(value) else os.path.join(base, value)

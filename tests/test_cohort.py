@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from scripts import BundleInputError
-from scripts.cohort import derive_labels, read_cohort
+from scripts.cohort import derive_labels, read_cohort, read_image_table
 from tests.conftest import ROOT
 
 
@@ -98,3 +98,18 @@ def test_demo_cohort_satisfies_contract(demo_cohort):
     assert len(rows) == 40
     assert all(os.path.isfile(r["ncct"]) and os.path.isfile(r["flair"]) for r in rows)
     assert {r["fpe"] for r in rows} == {0, 1}
+
+
+def test_image_table(demo_cohort, tmp_path):
+    """The unlabeled (image-only) table: paths relative to the table, every sequence required, one row each."""
+    rows = read_cohort(demo_cohort)[:2]
+    path = tmp_path / "unlabeled.csv"
+    path.write_text(f"patient_id,ncct,cta\nu1,{rows[0]['ncct']},{rows[0]['cta']}\nu2,{rows[1]['ncct']},\n")
+    with pytest.raises(BundleInputError, match=r"unlabeled.csv: row 3, column 'cta': file not found: ''"):
+        read_image_table(str(path), ["ncct", "cta"])
+    assert [r["patient_id"] for r in read_image_table(str(path), ["ncct"])] == ["u1", "u2"]
+    path.write_text(f"patient_id,ncct\nu1,{rows[0]['ncct']}\nu1,{rows[1]['ncct']}\n")
+    with pytest.raises(BundleInputError, match=r"row 3, column 'patient_id': duplicate id 'u1' \(first on row 2\)"):
+        read_image_table(str(path), ["ncct"])
+    with pytest.raises(BundleInputError, match="missing column"):
+        read_image_table(str(path), ["ncct", "cta"])
