@@ -1,0 +1,53 @@
+"""Reading scans for preprocessing: a NIfTI file or a DICOM series folder -> an ANTs image, validated."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Optional, Tuple
+
+import nibabel as nib
+import numpy as np
+
+from scripts import BundleInputError
+
+
+def read_volume(path: str, what: str, hu_range: Optional[Tuple[float, float]] = None):
+    """``path`` (NIfTI, or a folder with one DICOM series, read by ITK with the rescale to HU applied) as a
+    float32 ANTs image. ``hu_range``: the 1st-99th percentile span a CT must reach (MR given as CT fails it)."""
+    import ants
+
+    if not os.path.exists(path):
+        raise BundleInputError(f"{path}: {what} not found")
+    try:
+        image = ants.dicom_read(path) if os.path.isdir(path) else ants.image_read(path)
+    except Exception as error:  # ITK raises RuntimeError/ValueError with long messages
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BundleInputError(f"{path}: {what} cannot be read ({first[:150]})") from None
+    if image.dimension != 3 or min(image.shape) < 2:
+        raise BundleInputError(f"{path}: {what} is not a 3-D volume (shape {tuple(image.shape)})")
+    data = image.numpy()
+    if not np.isfinite(data).all():
+        raise BundleInputError(f"{path}: {what} holds NaN or infinite values")
+    if hu_range is not None:
+        low, high = np.percentile(data, [1, 99])
+        if low > hu_range[0] or high < hu_range[1]:
+            raise BundleInputError(
+                f"{path}: {what} does not look like CT in Hounsfield units (1st-99th percentile {low:.0f}..{high:.0f})"
+            )
+    return image.astype("float32")
+
+
+def nifti_to_ants(img: nib.Nifti1Image):
+    """A nibabel image as an ANTs image (through a temporary file: ANTs reads the NIfTI geometry itself)."""
+    import ants
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "image.nii.gz")
+        nib.save(img, path)
+        return ants.image_read(path)
+
+
+def save_ants(image, path: str) -> None:
+    """Write an ANTs image to ``path`` (NIfTI)."""
+    image.to_file(path)

@@ -1,0 +1,35 @@
+"""The real head CT of Debian's invesalius-examples (GPL-2; installed by .ci/run, never committed) as NIfTI."""
+
+from __future__ import annotations
+
+import os
+import plistlib
+import tarfile
+from typing import Optional
+
+import nibabel as nib
+import numpy as np
+
+CRANIUM = "/usr/share/doc/invesalius-examples/examples/Cranium.inv3"
+
+
+def cranium_nifti(out: str, rotate_deg: float = 0.0, shift_mm: float = 0.0) -> Optional[str]:
+    """Write the CT (int16 HU, 0.96 x 0.96 x 1.5 mm, with skull, face and headrest) to ``out``; optionally
+    rotated about the head's z axis and shifted along x, by changing the affine only. None if not installed."""
+    if not os.path.isfile(CRANIUM):
+        return None
+    with tarfile.open(CRANIUM) as tar:
+        members = {os.path.basename(m.name): m for m in tar.getmembers()}
+        meta = plistlib.loads(tar.extractfile(members["main.plist"]).read())
+        raw = tar.extractfile(members[meta["matrix"]["filename"]]).read()
+    volume = np.frombuffer(raw, dtype=np.int16).reshape(meta["matrix"]["shape"]).transpose(2, 1, 0)  # z,y,x -> x,y,z
+    sx, sy, sz = meta["spacing"]
+    affine = np.diag([-sx, sy, sz, 1.0])  # checked visually: face towards +y, vertex towards +z
+    centre = affine[:3, :3] @ (np.array(volume.shape) / 2)
+    affine[:3, 3] = -centre
+    t = np.deg2rad(rotate_deg)
+    motion = np.eye(4)
+    motion[:3, :3] = [[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]]
+    motion[0, 3] = shift_mm
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(volume), motion @ affine), out)
+    return out

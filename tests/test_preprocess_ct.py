@@ -1,0 +1,94 @@
+"""CT preprocessing on a real head CT (skull, face, headrest): registration accuracy against the template, robustness
+to head position, CTA -> NCCT rigid recovery of a known offset, outputs and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from scripts import BundleInputError
+from scripts.anatomy import ATLAS_AFFINE
+from scripts.preprocess.ct import preprocess_ct
+from tests.conftest import ROOT, SHARED
+from tests.real_ct import cranium_nifti
+
+pytestmark = pytest.mark.skipif(
+    not os.path.isfile("/usr/share/doc/invesalius-examples/examples/Cranium.inv3"),
+    reason="real head CT absent: apt-get install -y invesalius-examples (done by .ci/run)",
+)
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    base = tmp_path_factory.mktemp("ct")
+    ncct = cranium_nifti(str(base / "ncct.nii.gz"))
+    # a CTA stand-in: the same head moved by a known offset, with other contrast and noise
+    img = nib.load(ncct)
+    rng = np.random.default_rng(0)
+    data = np.asarray(img.dataobj).astype(np.float32)
+    data = np.where(data > 0, data * 1.3 + rng.normal(0, 5, data.shape), data).astype(np.int16)
+    moved = img.affine.copy()
+    moved[:3, 3] += [6.0, -4.0, 3.0]
+    cta = str(base / "cta.nii.gz")
+    nib.save(nib.Nifti1Image(data, moved), cta)
+    out = str(base / "out")
+    return ncct, cta, out, preprocess_ct(ncct, out, cta=cta)
+
+
+def test_registration_outputs_and_qc(case):
+    ncct, _, out, qc = case
+    assert qc["dice_template_brain"] >= 0.90, qc
+    assert 1000 <= qc["brain_volume_ml"] <= 1700 and qc["flags"] == []
+    for name in ("ncct", "cta", "brain_mask", "territories"):
+        img = nib.load(os.path.join(out, f"{name}.nii.gz"))
+        assert img.shape == (181, 217, 181) and np.allclose(img.affine, ATLAS_AFFINE, atol=1e-3), name
+    mask = np.asarray(nib.load(os.path.join(out, "brain_mask.nii.gz")).dataobj)
+    territories = np.asarray(nib.load(os.path.join(out, "territories.nii.gz")).dataobj)
+    ncct_mni = np.asarray(nib.load(os.path.join(out, "ncct.nii.gz")).dataobj)
+    assert set(np.unique(mask)) == {0, 1} and set(np.unique(territories)) <= set(range(9))
+    assert (territories[mask == 0] == 0).all() and 20 < np.median(ncct_mni[mask == 1]) < 45  # brain in HU
+    assert json.load(open(os.path.join(out, "qc.json"))) == qc and os.path.isfile(os.path.join(out, "qc.png"))
+    stamp = os.path.getmtime(os.path.join(out, "qc.json"))
+    assert preprocess_ct(ncct, out) == qc and os.path.getmtime(os.path.join(out, "qc.json")) == stamp  # idempotent
+
+
+def test_cta_rigid_recovers_the_offset(case):
+    import ants
+
+    _, _, out, _ = case
+    rigid = ants.read_transform(os.path.join(out, "cta_to_ncct_rigid.mat"))
+    # ANTs maps fixed (NCCT) points to moving (CTA) points in LPS; the CTA was moved by (6, -4, 3) mm in RAS
+    point = np.array([10.0, 20.0, 30.0])
+    mapped = np.array(rigid.apply_to_point(tuple(point)))
+    assert np.allclose(mapped - point, [-6.0, 4.0, 3.0], atol=1.0), mapped - point  # within one voxel
+    ncct_mni = np.asarray(nib.load(os.path.join(out, "ncct.nii.gz")).dataobj, dtype=float)
+    cta_mni = np.asarray(nib.load(os.path.join(out, "cta.nii.gz")).dataobj, dtype=float)
+    brain = np.asarray(nib.load(os.path.join(out, "brain_mask.nii.gz")).dataobj) > 0
+    assert np.corrcoef(ncct_mni[brain], cta_mni[brain])[0, 1] > 0.8
+
+
+def test_rotated_and_shifted_head_still_registers(tmp_path):
+    moved = cranium_nifti(str(tmp_path / "moved.nii.gz"), rotate_deg=15.0, shift_mm=20.0)
+    qc = preprocess_ct(moved, str(tmp_path / "out"), spacing=2.0)
+    assert qc["dice_template_brain"] >= 0.90, qc
+    assert nib.load(str(tmp_path / "out" / "ncct.nii.gz")).shape == (90, 108, 90)
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(BundleInputError, match="does not look like CT"):
+        preprocess_ct(os.path.join(SHARED, "cases", "T2.nii"), str(tmp_path / "mr"))
+    flat = tmp_path / "flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((64, 64, 1), np.int16), np.eye(4)), str(flat))
+    with pytest.raises(BundleInputError, match="not a 3-D volume"):
+        preprocess_ct(str(flat), str(tmp_path / "flat"))
+    assert not os.path.exists(tmp_path / "mr") and not os.path.exists(tmp_path / "flat")  # nothing half-written
+    cli = [sys.executable, "-m", "scripts.preprocess", "ct", "--ncct", str(tmp_path / "none.nii.gz"), "--out", "x"]
+    result = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.strip().endswith("none.nii.gz: NCCT not found")
+    assert len(result.stderr.strip().splitlines()) == 1
