@@ -92,3 +92,14 @@ def test_bad_input(tmp_path):
     result = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.strip().endswith("none.nii.gz: NCCT not found")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_dicom_series_input(case, tmp_path):
+    """The NCCT given as a DICOM series folder (ITK reader, HU via RescaleIntercept) preprocesses like the NIfTI."""
+    from tests.dicom_series import write_ct_series
+
+    ncct, _, _, qc = case
+    series = write_ct_series(ncct, str(tmp_path / "ncct_dicom"))
+    from_dicom = preprocess_ct(series, str(tmp_path / "out"), spacing=2.0)
+    assert from_dicom["brain_volume_ml"] == pytest.approx(qc["brain_volume_ml"], rel=0.01)
+    assert from_dicom["dice_template_brain"] >= 0.90

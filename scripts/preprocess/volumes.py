@@ -13,14 +13,14 @@ from scripts import BundleInputError
 
 
 def read_volume(path: str, what: str, hu_range: Optional[Tuple[float, float]] = None):
-    """``path`` (NIfTI, or a folder with one DICOM series, read by ITK with the rescale to HU applied) as a
+    """``path`` (NIfTI, or a folder with one DICOM series, with the rescale to HU applied) as a
     float32 ANTs image. ``hu_range``: the 1st-99th percentile span a CT must reach (MR given as CT fails it)."""
     import ants
 
     if not os.path.exists(path):
         raise BundleInputError(f"{path}: {what} not found")
     try:
-        image = ants.dicom_read(path) if os.path.isdir(path) else ants.image_read(path)
+        image = _dicom_series(path) if os.path.isdir(path) else ants.image_read(path)
     except Exception as error:  # ITK raises RuntimeError/ValueError with long messages
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise BundleInputError(f"{path}: {what} cannot be read ({first[:150]})") from None
@@ -36,6 +36,16 @@ def read_volume(path: str, what: str, hu_range: Optional[Tuple[float, float]] = 
                 f"{path}: {what} does not look like CT in Hounsfield units (1st-99th percentile {low:.0f}..{high:.0f})"
             )
     return image.astype("float32")
+
+
+def _dicom_series(folder: str):
+    """A DICOM series folder through MONAI's ``LoadImage`` (pydicom reader: slices sorted by position, spacing
+    from positions, RescaleSlope/Intercept applied, RAS affine); ``ants.dicom_read`` takes file order and the
+    first slice's spacing, which breaks real series."""
+    from monai.transforms import LoadImage
+
+    image = LoadImage(reader="PydicomReader", image_only=True)(folder)
+    return nifti_to_ants(nib.Nifti1Image(np.asarray(image, dtype=np.float32), np.asarray(image.affine, dtype=float)))
 
 
 def nifti_to_ants(img: nib.Nifti1Image):
