@@ -27,7 +27,8 @@ def test_verify_bundle_passes():
 
 
 def test_file_checks_catch_problems(tmp_path, monkeypatch):
-    for name in ("LICENSE", "requirements.txt", "configs", "docs", "models"):
+    optional = ("requirements-tracking.txt", "requirements-monailabel.txt", "requirements-deploy.txt")
+    for name in ("LICENSE", "requirements.txt", *optional, "configs", "docs", "models"):
         src = os.path.join(ROOT, name)
         (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, tmp_path / name)
     monkeypatch.setattr(verify_bundle, "ROOT", str(tmp_path))
@@ -41,3 +42,6 @@ def test_file_checks_catch_problems(tmp_path, monkeypatch):
     assert not ok
     assert "docs/data_license.txt missing" in detail and "no entry for version 9.9.9" in detail
     assert "('numpy', '1.0.0')" in detail
+    with open(tmp_path / "requirements-deploy.txt", "a") as f:
+        f.write("extra-package==1.0\n")
+    assert "optional requirements files and metadata" in verify_bundle.check_files()[1]
