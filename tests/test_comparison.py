@@ -145,3 +145,18 @@ def test_single_sequence_ablation_fills_the_channels(demo_cohort, base, ablation
     assert ablated.shape == full.shape == (channels, 24, 24, 25)
     assert all(torch.equal(ablated[0], ablated[c]) for c in range(channels))  # one sequence in every channel
     assert torch.equal(ablated[0], full[0]) and not torch.equal(full[0], full[1])
+
+
+def test_resnet34_trains_one_epoch_through_the_bundle(side_datalist, tmp_path):
+    os.chdir(ROOT)
+    wf = ConfigWorkflow(
+        config_file=["configs/train.json", "configs/resnet34.json"], meta_file="configs/metadata.json",
+        logging_file="configs/logging.conf", workflow_type="train", run_id="train_fold",
+        datalist_file=side_datalist, ckpt_dir=str(tmp_path), fold=1, max_epochs=1, batch_size=4, num_slices=10,
+        **TINY,
+    )  # fmt: skip
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    state = torch.load(os.path.join(str(tmp_path), "fold1", "model.pt"), weights_only=True)
+    assert "fc.weight" in state and state["fc.weight"].shape == (1, 16)  # MONAI ResNet head on the last width
