@@ -29,6 +29,18 @@ def _network(overlay: str, **override) -> torch.nn.Module:
     return parser.get_parsed_content("network_def")
 
 
+def _train_fold(overlay: str, datalist: str, ckpt_dir, **override) -> ConfigWorkflow:
+    """An initialised ``train_fold`` workflow of train.json + ``overlay`` at the tiny test size."""
+    os.chdir(ROOT)
+    wf = ConfigWorkflow(
+        config_file=["configs/train.json", os.path.join("configs", overlay)], meta_file="configs/metadata.json",
+        logging_file="configs/logging.conf", workflow_type="train", run_id="train_fold", datalist_file=datalist,
+        ckpt_dir=str(ckpt_dir), batch_size=4, num_slices=10, **{**TINY, **override},
+    )  # fmt: skip
+    wf.initialize()
+    return wf
+
+
 def test_scanet_shapes_determinism_and_identity_start():
     torch.manual_seed(0)
     net = SCANet(in_channels=2, num_slices=8, spatial_size=(24, 24), neighbourhood_size=4, widths=(4, 8, 8, 16),
@@ -71,15 +83,9 @@ def test_label_switch(side_datalist):
 
 
 def test_scanet_trains_through_the_bundle_and_lowers_the_loss(side_datalist, tmp_path):
-    os.chdir(ROOT)
-    wf = ConfigWorkflow(
-        config_file=["configs/train.json", "configs/scanet.json"], meta_file="configs/metadata.json",
-        logging_file="configs/logging.conf", workflow_type="train", run_id="train_fold",
-        datalist_file=side_datalist, ckpt_dir=str(tmp_path), fold=0, max_epochs=30, batch_size=4, num_slices=10,
-        learning_rate=0.003, patience=50, label="fpe", **TINY,
-        **{f"train#random_transforms#{i}#prob": 0.0 for i in (0, 1, 2, 3)},
-    )  # fmt: skip
-    wf.initialize()
+    no_augmentation = {f"train#random_transforms#{i}#prob": 0.0 for i in (0, 1, 2, 3)}
+    wf = _train_fold("scanet.json", side_datalist, tmp_path, fold=0, max_epochs=30, learning_rate=0.003,
+                     patience=50, label="fpe", **no_augmentation)  # fmt: skip
     assert wf.parser.get_parsed_content("datalist")["settings"]["label"] == "fpe"
     wf.parser.update({"network_def#neighbourhood_size": 5})
     assert isinstance(wf.parser.get_parsed_content("network"), SCANet)
@@ -148,14 +154,7 @@ def test_single_sequence_ablation_fills_the_channels(demo_cohort, base, ablation
 
 
 def test_resnet34_trains_one_epoch_through_the_bundle(side_datalist, tmp_path):
-    os.chdir(ROOT)
-    wf = ConfigWorkflow(
-        config_file=["configs/train.json", "configs/resnet34.json"], meta_file="configs/metadata.json",
-        logging_file="configs/logging.conf", workflow_type="train", run_id="train_fold",
-        datalist_file=side_datalist, ckpt_dir=str(tmp_path), fold=1, max_epochs=1, batch_size=4, num_slices=10,
-        **TINY,
-    )  # fmt: skip
-    wf.initialize()
+    wf = _train_fold("resnet34.json", side_datalist, tmp_path, fold=1, max_epochs=1)
     wf.run()
     wf.finalize()
     state = torch.load(os.path.join(str(tmp_path), "fold1", "model.pt"), weights_only=True)
