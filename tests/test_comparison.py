@@ -143,10 +143,8 @@ def test_single_sequence_ablation_fills_the_channels(demo_cohort, base, ablation
         parser = ConfigParser()
         parser.read_config([os.path.join(ROOT, "configs", f) for f in ["inference.json", *overlays]])
         parser.update(TINY)
-        keys = parser.get_parsed_content("image_keys")
-        images[len(overlays) > len(base)] = parser.get_parsed_content("preprocessing")({k: row[k] for k in keys})[
-            "image"
-        ]
+        item = {k: row[k] for k in ("ncct", "cta", "adc", "b1000", "flair")}  # all sequences, as in a datalist
+        images[len(overlays) > len(base)] = parser.get_parsed_content("preprocessing")(item)["image"]
     ablated, full = images[True], images[False]
     assert ablated.shape == full.shape == (channels, 24, 24, 25)
     assert all(torch.equal(ablated[0], ablated[c]) for c in range(channels))  # one sequence in every channel

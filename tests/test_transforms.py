@@ -61,7 +61,7 @@ def test_real_head_ct_dicom_loads_in_hounsfield_units(name, tmp_path):
     parser = ConfigParser()
     parser.read_config("configs/inference.json")
     parser["image_keys"] = ["ncct"]
-    load = parser.get_parsed_content("load_transforms#0")
+    load = parser.get_parsed_content("load_transforms#1")  # #0 drops the sequences the model does not use
     hu = load({"ncct": str(tmp_path)})["ncct"].numpy()
     assert hu.shape == (1, 512, 512)
     inside = hu[hu > -1500]  # outside the reconstruction circle is padding
