@@ -79,6 +79,12 @@ def _fallback_territories(world: np.ndarray, brain: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
+def atlas_image(path: str) -> nib.Nifti1Image:
+    """The level-2 atlas as a 3-D int16 image with its true MNI affine (the file's header is identity)."""
+    raw = nib.load(path)
+    return nib.Nifti1Image(np.asarray(raw.dataobj).reshape(raw.shape[:3]).astype(np.int16), ATLAS_AFFINE)
+
+
 def load_anatomy(spacing: float = 2.0, atlas_dir: Optional[str] = DEFAULT_ATLAS_DIR) -> Anatomy:
     """Resample the MNI152 GM/WM/brain maps (nilearn, no download) and the atlas to the grid."""
     from nilearn import datasets
@@ -90,9 +96,7 @@ def load_anatomy(spacing: float = 2.0, atlas_dir: Optional[str] = DEFAULT_ATLAS_
     atlas_path = os.path.join(atlas_dir, ATLAS_LEVEL2) if atlas_dir else ""
     anatomy = Anatomy(affine, np.clip(gm, 0, 1), np.clip(wm, 0, 1), np.clip(brain, 0, 1), np.zeros(shape), False)
     if atlas_path and os.path.isfile(atlas_path):
-        raw = nib.load(atlas_path)
-        img = nib.Nifti1Image(np.asarray(raw.dataobj).reshape(raw.shape[:3]).astype(np.int16), ATLAS_AFFINE)
-        lab = _resample(img, shape, affine, 0).astype(np.int16)
+        lab = _resample(atlas_image(atlas_path), shape, affine, 0).astype(np.int16)
         anatomy.territories = np.where(lab <= 8, lab, 0).astype(np.int16)
         anatomy.atlas_used = True
     else:

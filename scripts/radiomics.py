@@ -55,15 +55,13 @@ def _region_maps(shape: Tuple[int, ...], affine_key: bytes, atlas_dir: Optional[
     """Brain mask and territory labels resampled to an image grid (cached per grid)."""
     from nilearn import datasets
 
-    from scripts.anatomy import ATLAS_AFFINE, ATLAS_LEVEL2, _fallback_territories, _resample
+    from scripts.anatomy import ATLAS_LEVEL2, _fallback_territories, _resample, atlas_image
 
     affine = np.frombuffer(affine_key).reshape(4, 4)
     brain = _resample(datasets.load_mni152_brain_mask(resolution=1), shape, affine, 0) > 0.5
     path = os.path.join(atlas_dir, ATLAS_LEVEL2) if atlas_dir else ""
     if path and os.path.isfile(path):
-        raw = nib.load(path)
-        img = nib.Nifti1Image(np.asarray(raw.dataobj).reshape(raw.shape[:3]).astype(np.int16), ATLAS_AFFINE)
-        territories = _resample(img, shape, affine, 0).astype(np.int16)
+        territories = _resample(atlas_image(path), shape, affine, 0).astype(np.int16)
     else:
         ijk = np.indices(shape).reshape(3, -1)
         world = (affine[:3, :3] @ ijk + affine[:3, 3:4]).T.reshape(*shape, 3)

@@ -29,7 +29,7 @@ import nibabel as nib
 import numpy as np
 
 from scripts import BundleInputError
-from scripts.anatomy import ATLAS_AFFINE, ATLAS_DIRS, ATLAS_LEVEL2
+from scripts.anatomy import ATLAS_AFFINE, ATLAS_DIRS, ATLAS_LEVEL2, atlas_image
 from scripts.preprocess.volumes import nifti_to_ants, read_volume
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -102,9 +102,9 @@ def atlas_territories(grid):
     )
     if not path:
         raise BundleInputError("arterial atlas not found in data/atlas (see models/large_files.yml)")
-    raw = nib.load(path)
-    labels = np.asarray(raw.dataobj).reshape(raw.shape[:3]).astype(np.float32)
-    atlas = nifti_to_ants(nib.Nifti1Image(np.where(labels <= 8, labels, 0), ATLAS_AFFINE))
+    img = atlas_image(path)
+    labels = np.asarray(img.dataobj).astype(np.float32)
+    atlas = nifti_to_ants(nib.Nifti1Image(np.where(labels <= 8, labels, 0), img.affine))
     return ants.resample_image_to_target(atlas, grid, interp_type="nearestNeighbor")
 
 
