@@ -62,7 +62,7 @@ def test_cta_rigid_recovers_the_offset(case):
     import ants
 
     _, _, out, _ = case
-    rigid = ants.read_transform(os.path.join(out, "cta_to_ncct_rigid.mat"))
+    rigid = ants.read_transform(os.path.join(out, "cta_to_ncct_rigid_0.mat"))
     # ANTs maps fixed (NCCT) points to moving (CTA) points in LPS; the CTA was moved by (6, -4, 3) mm in RAS
     point = np.array([10.0, 20.0, 30.0])
     mapped = np.array(rigid.apply_to_point(tuple(point)))

@@ -18,51 +18,20 @@ ANTsPy, since the published code has none):
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 import time
 from typing import Any, Dict, Optional
 
-import nibabel as nib
 import numpy as np
 
 from scripts import BundleInputError
-from scripts.anatomy import ATLAS_AFFINE, ATLAS_DIRS, ATLAS_LEVEL2, atlas_image
-from scripts.preprocess.volumes import nifti_to_ants, read_volume
+from scripts.preprocess.case_folder import read_qc, transform_names, write_case
+from scripts.preprocess.space import atlas_territories, dice, load_ct_template, mni_grid
+from scripts.preprocess.volumes import read_volume
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TEMPLATE_DIRS = (os.path.join(_ROOT, "data", "templates"), os.path.join(_ROOT, "..", "shared", "data", "templates"))
 CT_RANGE = (-500.0, 30.0)  # the 1st percentile must be air-like, the 99th at least soft tissue
-
-
-def cormack_to_hu(c: np.ndarray) -> np.ndarray:
-    """Rorden's Cormack units -> Hounsfield units (clinical_c2h)."""
-    c = np.asarray(c, dtype=np.float32)
-    return np.where(c <= 900, c - 1024, np.where(c <= 3100, (c - 900) / 11 - 124, c - 3024)).astype(np.float32)
-
-
-def template_dir(explicit: Optional[str] = None) -> str:
-    """The folder with scct.nii and scct_stripped.nii (``data/templates`` via large_files.yml, or ../shared)."""
-    for folder in ([explicit] if explicit else list(TEMPLATE_DIRS)):
-        if folder and os.path.isfile(os.path.join(folder, "scct.nii")):
-            return folder
-    raise BundleInputError(
-        "CT template scct.nii not found in data/templates (python -m monai.bundle download_large_files "
-        "--meta_file models/large_files.yml)"
-    )
-
-
-def load_ct_template(folder: Optional[str] = None):
-    """(template in HU, its brain mask) as ANTs images, 2 mm MNI."""
-    import ants
-
-    folder = template_dir(folder)
-    raw = ants.image_read(os.path.join(folder, "scct.nii"))
-    template = raw.new_image_like(cormack_to_hu(raw.numpy()))
-    mask = ants.image_read(os.path.join(folder, "scct_stripped.nii"))
-    return template, mask.new_image_like((mask.numpy() > 0).astype(np.float32))
+WORK_SPACING = 2.0  # mm, the grid of the masks and registrations
+MIN_CTA_OVERLAP = 0.93  # head-mask Dice of CTA (after rigid) and NCCT below which they are not the same head
 
 
 def head_mask(ct):
@@ -84,33 +53,7 @@ def ct_brain_mask(ct, head=None):
     return ants.iMath(ants.iMath(brain, "MD", 3), "FillHoles")
 
 
-def mni_grid(spacing: float = 1.0):
-    """The output grid as an empty ANTs image: at 1 mm the atlas grid (181 x 217 x 181, LAS)."""
-    scale = float(spacing)
-    shape = tuple(int(round(n / scale)) for n in (181, 217, 181))
-    affine = ATLAS_AFFINE.copy()
-    affine[:3, :3] *= scale
-    return nifti_to_ants(nib.Nifti1Image(np.zeros(shape, np.float32), affine))
 
-
-def atlas_territories(grid):
-    """The arterial-territory atlas (level 2, labels 1-8) resampled to ``grid`` (nearest neighbour)."""
-    import ants
-
-    path = next(
-        (os.path.join(d, ATLAS_LEVEL2) for d in ATLAS_DIRS if os.path.isfile(os.path.join(d, ATLAS_LEVEL2))), ""
-    )
-    if not path:
-        raise BundleInputError("arterial atlas not found in data/atlas (see models/large_files.yml)")
-    img = atlas_image(path)
-    labels = np.asarray(img.dataobj).astype(np.float32)
-    atlas = nifti_to_ants(nib.Nifti1Image(np.where(labels <= 8, labels, 0), img.affine))
-    return ants.resample_image_to_target(atlas, grid, interp_type="nearestNeighbor")
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0.5, b > 0.5
-    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
 
 
 def preprocess_ct(
@@ -126,9 +69,9 @@ def preprocess_ct(
     An ``out`` that already holds ``qc.json`` is kept (idempotent)."""
     import ants
 
-    if os.path.isfile(os.path.join(out, "qc.json")):
-        with open(os.path.join(out, "qc.json")) as f:
-            return json.load(f)
+    done = read_qc(out)
+    if done is not None:
+        return done
     if transform not in ("Affine", "SyN"):
         raise BundleInputError(f"--transform '{transform}': use Affine or SyN")
     os.environ.setdefault("ANTS_RANDOM_SEED", str(seed))
@@ -143,8 +86,10 @@ def preprocess_ct(
     image = read_volume(ncct, "NCCT", CT_RANGE)
     angio = read_volume(cta, "CTA", CT_RANGE) if cta else None
     lap("read")
-    head = head_mask(image)
-    brain = ct_brain_mask(image, head)
+    # masks and registrations on a 2 mm copy (4-8x fewer voxels; the outputs are resampled from the originals)
+    coarse = ants.resample_image(image, (WORK_SPACING,) * 3, use_voxels=False, interp_type=0)
+    head = head_mask(coarse)
+    brain = ct_brain_mask(coarse, head)
     volume_native = float(brain.sum() * np.prod(brain.spacing) / 1000)
     if volume_native < 200:
         raise BundleInputError(f"{ncct}: skull stripping found only {volume_native:.0f} ml of brain; is it a head CT?")
@@ -156,19 +101,29 @@ def preprocess_ct(
     reg = ants.registration(fixed=ants.smooth_image(template_mask, 2), moving=ants.smooth_image(brain, 2),
                             type_of_transform="Affine", aff_metric="meansquares", random_seed=seed)  # fmt: skip
     if transform == "SyN":  # deformable refinement on intensities, starting from the affine
-        syn = ants.registration(fixed=template * template_mask, moving=image * brain, type_of_transform="SyNOnly",
+        syn = ants.registration(fixed=template * template_mask, moving=coarse * brain, type_of_transform="SyNOnly",
                                 initial_transform=reg["fwdtransforms"][0], random_seed=seed)  # fmt: skip
         reg = {"fwdtransforms": syn["fwdtransforms"]}
     lap("register_ncct")
     cta_rigid = []
     if angio is not None:
-        rigid = ants.registration(fixed=image, moving=angio, type_of_transform="Rigid", aff_metric="mattes",
+        angio_coarse = ants.resample_image(angio, (WORK_SPACING,) * 3, use_voxels=False, interp_type=0)
+        rigid = ants.registration(fixed=coarse, moving=angio_coarse, type_of_transform="Rigid", aff_metric="mattes",
                                   random_seed=seed)  # fmt: skip
         cta_rigid = rigid["fwdtransforms"]
+        # head overlap within the field of view both scans cover (a CTA often reaches down to the aortic arch)
+        angio_head = ants.apply_transforms(coarse, head_mask(angio_coarse), cta_rigid, interpolator="nearestNeighbor")
+        covered = ants.apply_transforms(coarse, angio_coarse * 0 + 1, cta_rigid, interpolator="nearestNeighbor")
+        overlap = dice(head.numpy() * covered.numpy(), angio_head.numpy())
+        if overlap < MIN_CTA_OVERLAP:
+            raise BundleInputError(
+                f"{cta}: CTA does not overlap the NCCT after rigid registration (head Dice {overlap:.2f}); "
+                "different patients or a failed registration"
+            )
         lap("register_cta")
     grid = mni_grid(spacing)
     warped = ants.apply_transforms(grid, image, reg["fwdtransforms"], interpolator="linear", defaultvalue=-1024)
-    warped_brain = ants.apply_transforms(grid, brain, reg["fwdtransforms"], interpolator="nearestNeighbor")
+    warped_brain = ants.apply_transforms(grid, brain, reg["fwdtransforms"], interpolator="linear") > 0.5
     prior = ants.resample_image_to_target(template_mask, grid, interp_type="nearestNeighbor")
     mask = warped_brain * ants.iMath(prior, "MD", int(round(3 / spacing)))
     territories = atlas_territories(grid) * mask
@@ -179,7 +134,6 @@ def preprocess_ct(
     lap("resample")
     template_in_grid = ants.resample_image_to_target(template * template_mask, grid)
     qc = {
-        "ncct": os.path.basename(os.path.normpath(ncct)),
         "transform": transform,
         "spacing_mm": spacing,
         "brain_volume_ml": round(volume_native, 1),
@@ -192,53 +146,9 @@ def preprocess_ct(
     qc["flags"] = [f for f, bad in (("registration", qc["dice_template_brain"] < 0.85),
                                     ("brain_volume", not 800 <= volume_native <= 2000)) if bad]  # fmt: skip
     qc["seconds"] = times
-    _write_case(out, outputs, mask, territories, reg["fwdtransforms"], cta_rigid, qc, template_in_grid)
+    if angio is not None:
+        qc["dice_cta_ncct_head"] = round(overlap, 4)
+    images = {**outputs, "brain_mask": mask, "territories": territories}
+    files = {**transform_names("ncct_to_mni", reg["fwdtransforms"]), **transform_names("cta_to_ncct_rigid", cta_rigid)}
+    write_case(out, images, files, qc, template_in_grid, window=(0, 80))
     return qc
-
-
-def _write_case(out, outputs, mask, territories, to_mni, cta_rigid, qc, template) -> None:
-    """Everything into a temporary sibling folder, then one rename: a case folder is complete or absent."""
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
-    try:
-        for name, image in outputs.items():
-            image.to_file(os.path.join(tmp, f"{name}.nii.gz"))
-        mask.to_file(os.path.join(tmp, "brain_mask.nii.gz"))
-        territories.to_file(os.path.join(tmp, "territories.nii.gz"))
-        for i, path in enumerate(to_mni):
-            suffix = ".nii.gz" if path.endswith(".nii.gz") else os.path.splitext(path)[1]
-            shutil.copy(path, os.path.join(tmp, f"ncct_to_mni_{i}{suffix}"))
-        for path in cta_rigid:
-            shutil.copy(path, os.path.join(tmp, "cta_to_ncct_rigid.mat"))
-        _qc_picture(outputs["ncct"], template, os.path.join(tmp, "qc.png"))
-        with open(os.path.join(tmp, "qc.json"), "w") as f:
-            json.dump(qc, f, indent=1)
-        if os.path.isdir(out):
-            shutil.rmtree(out)  # an earlier incomplete attempt (no qc.json)
-        os.replace(tmp, out)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp)
-
-
-def _qc_picture(ncct, template, path: str) -> None:
-    """Axial, coronal and sagittal mid-slices of the result (0..80 HU) with the template brain outline."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    img, tpl = ncct.numpy(), template.numpy()
-    centre = [s // 2 for s in img.shape]
-    views = [(img[:, :, centre[2]], tpl[:, :, centre[2]]), (img[:, centre[1], :], tpl[:, centre[1], :]),
-             (img[centre[0], :, :], tpl[centre[0], :, :])]  # fmt: skip
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
-    for ax, (a, b), title in zip(axes, views, ("axial", "coronal", "sagittal")):
-        ax.imshow(np.rot90(a), cmap="gray", vmin=0, vmax=80)
-        ax.contour(np.rot90(b > 0), levels=[0.5], colors="tab:red", linewidths=0.6)
-        ax.set_title(title)
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)

@@ -27,7 +27,7 @@ def read_volume(path: str, what: str, hu_range: Optional[Tuple[float, float]] = 
     if image.dimension != 3 or min(image.shape) < 2:
         raise BundleInputError(f"{path}: {what} is not a 3-D volume (shape {tuple(image.shape)})")
     data = image.numpy()
-    if not np.isfinite(data).all():
+    if not np.isfinite(data).all() or (not os.path.isdir(path) and not _finite_nifti(path)):
         raise BundleInputError(f"{path}: {what} holds NaN or infinite values")
     if hu_range is not None:
         low, high = np.percentile(data, [1, 99])
@@ -36,6 +36,14 @@ def read_volume(path: str, what: str, hu_range: Optional[Tuple[float, float]] = 
                 f"{path}: {what} does not look like CT in Hounsfield units (1st-99th percentile {low:.0f}..{high:.0f})"
             )
     return image.astype("float32")
+
+
+def _finite_nifti(path: str) -> bool:
+    """ITK reads NaN in a float NIfTI as 0, so the file itself is checked (integer files cannot hold NaN)."""
+    if not path.endswith((".nii", ".nii.gz")):
+        return True
+    img = nib.load(path)
+    return not np.issubdtype(img.get_data_dtype(), np.floating) or bool(np.isfinite(img.get_fdata()).all())
 
 
 def _dicom_series(folder: str):

@@ -1,0 +1,81 @@
+"""One preprocessed case folder, written atomically (all files or none), with its QC picture."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Dict, Tuple
+
+import numpy as np
+
+
+def write_case(
+    out: str,
+    images: Dict[str, Any],
+    transforms: Dict[str, str],
+    qc: Dict[str, Any],
+    template: Any,
+    window: Tuple[float, float],
+) -> None:
+    """``images`` (name -> ANTs image, written as ``name.nii.gz``; the first is drawn in ``qc.png`` with
+    ``window``, over the template's brain outline), ``transforms`` (file name in the case folder -> source
+    file) and ``qc.json``, first into a temporary sibling folder, then one rename."""
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    try:
+        for name, image in images.items():
+            image.to_file(os.path.join(tmp, f"{name}.nii.gz"))
+        for name, source in transforms.items():
+            shutil.copy(source, os.path.join(tmp, name))
+        qc_picture(next(iter(images.values())), template, os.path.join(tmp, "qc.png"), window)
+        with open(os.path.join(tmp, "qc.json"), "w") as f:
+            json.dump(qc, f, indent=1)
+        if os.path.isdir(out):
+            shutil.rmtree(out)  # an earlier incomplete attempt (no qc.json)
+        os.replace(tmp, out)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp)
+
+
+def transform_names(prefix: str, files) -> Dict[str, str]:
+    """Case-folder names for ANTs transform files: ``{prefix}_{i}.mat`` / ``{prefix}_{i}.nii.gz`` (warp field)."""
+    names = {}
+    for i, path in enumerate(files):
+        suffix = ".nii.gz" if path.endswith(".nii.gz") else os.path.splitext(path)[1]
+        names[f"{prefix}_{i}{suffix}"] = path
+    return names
+
+
+def read_qc(out: str):
+    """The QC dict of a finished case folder, or None."""
+    path = os.path.join(out, "qc.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def qc_picture(image, template, path: str, window: Tuple[float, float]) -> None:
+    """Axial, coronal and sagittal mid-slices of ``image`` with the template's brain outline in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img, tpl = image.numpy(), template.numpy()
+    centre = [s // 2 for s in img.shape]
+    views = [(img[:, :, centre[2]], tpl[:, :, centre[2]]), (img[:, centre[1], :], tpl[:, centre[1], :]),
+             (img[centre[0], :, :], tpl[centre[0], :, :])]  # fmt: skip
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    for ax, (a, b), title in zip(axes, views, ("axial", "coronal", "sagittal")):
+        ax.imshow(np.rot90(a), cmap="gray", vmin=window[0], vmax=window[1])
+        ax.contour(np.rot90(b > 0), levels=[0.5], colors="tab:red", linewidths=0.6)
+        ax.set_title(title)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
