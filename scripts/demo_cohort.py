@@ -45,6 +45,7 @@ from sklearn.metrics import roc_auc_score
 from scripts import BundleInputError
 from scripts.anatomy import DEFAULT_ATLAS_DIR, Anatomy, load_anatomy
 from scripts.cohort import SEQUENCES
+from scripts.demo_scanner import ACQUISITIONS, add_headrest, session_poses, to_scanner
 from scripts.io import atomic_write, atomic_write_json, atomic_write_text
 
 SITES = ("ICA", "M1", "M2")
@@ -280,6 +281,7 @@ def generate(
     end: str = "2020-12-31",
     atlas_dir: str = DEFAULT_ATLAS_DIR,
     unlabeled: bool = False,
+    native: bool = False,
 ) -> str:
     """Write a demo cohort to ``out``; the same arguments always give identical files. Returns the CSV path.
 
@@ -305,9 +307,22 @@ def generate(
             rng = np.random.default_rng([int(seed), i, 1])
         patient = draw_patient(rng, i, first, (last - first).days + 1, prefix="pool" if unlabeled else "demo")
         pid = patient["patient_id"]
-        for seq, data in render(anatomy, patient, rng, mods).items():
+        images = render(anatomy, patient, rng, mods)
+        affines = {seq: anatomy.affine for seq in images}
+        if native:
+            poses = session_poses(np.random.default_rng([int(seed), i, 2]))
+            patient["_truth"]["mni_to_scanner"] = {}
+            for acquisition, (sequences, thickness) in ACQUISITIONS.items():
+                for seq in (q for q in sequences if q in images):
+                    ct = seq in ("ncct", "cta")
+                    images[seq], affines[seq] = to_scanner(images[seq], anatomy.affine, poses[acquisition],
+                                                           anatomy.spacing, max(thickness, anatomy.spacing),
+                                                           -1024.0 if ct else 0.0)  # fmt: skip
+                    images[seq] = add_headrest(images[seq], affines[seq]) if ct else images[seq]
+                    patient["_truth"]["mni_to_scanner"][seq] = np.round(poses[acquisition], 6).tolist()
+        for seq, data in images.items():
             rel = os.path.join("images", f"{pid}_{seq}.nii.gz")
-            _save(os.path.join(out, rel), data, anatomy.affine, seq in ("ncct", "cta"))
+            _save(os.path.join(out, rel), data, affines[seq], seq in ("ncct", "cta"))
             patient[seq] = rel
         truth[pid] = {k: round(v, 4) if isinstance(v, float) else v for k, v in patient.pop("_truth").items()}
         rows.append(patient)
@@ -319,6 +334,7 @@ def generate(
         start=str(first),
         end=str(last),
         atlas_used=anatomy.atlas_used,
+        native=bool(native),
     )
     columns = ["patient_id"] + [c for c in CSV_COLUMNS if c in rows[0] and c in SEQUENCES] if unlabeled else CSV_COLUMNS
     buf = io.StringIO()

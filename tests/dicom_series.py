@@ -11,11 +11,13 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 
 def write_ct_series(nifti: str, out_dir: str) -> str:
-    """One file per axial slice of an axis-aligned (RAS) NIfTI, in Hounsfield units via RescaleIntercept."""
+    """One file per slice (third voxel axis) of a NIfTI, oblique allowed, in Hounsfield units via RescaleIntercept."""
     img = nib.as_closest_canonical(nib.load(nifti))
     vol = np.round(np.asarray(img.dataobj)).astype(np.int32)
     aff = img.affine
-    spacing = np.abs(np.diag(aff)[:3])
+    spacing = np.linalg.norm(aff[:3, :3], axis=0)
+    lps = np.array([-1.0, -1.0, 1.0])
+    rows_dir, cols_dir = aff[:3, 0] / spacing[0] * lps, aff[:3, 1] / spacing[1] * lps
     series, study = generate_uid(), generate_uid()
     os.makedirs(out_dir, exist_ok=True)
     for k in range(vol.shape[2]):
@@ -29,7 +31,7 @@ def write_ct_series(nifti: str, out_dir: str) -> str:
         ds.InstanceNumber = k + 1
         x, y, z, _ = aff @ np.array([0, 0, k, 1.0])
         ds.ImagePositionPatient = [float(-x), float(-y), float(z)]  # RAS -> LPS
-        ds.ImageOrientationPatient = [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0]  # rows along +x RAS, columns along +y RAS
+        ds.ImageOrientationPatient = [float(v) for v in (*rows_dir, *cols_dir)]  # along voxel axes i, then j
         ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]
         ds.SliceThickness = float(spacing[2])
         ds.Rows, ds.Columns = vol.shape[1], vol.shape[0]

@@ -103,3 +103,15 @@ def test_dicom_series_input(case, tmp_path):
     from_dicom = preprocess_ct(series, str(tmp_path / "out"), spacing=2.0)
     assert from_dicom["brain_volume_ml"] == pytest.approx(qc["brain_volume_ml"], rel=0.01)
     assert from_dicom["dice_template_brain"] >= 0.90
+
+
+def test_cta_of_another_patient_is_refused(case, demo_cohort, tmp_path):
+    """A CTA from another head (a generated demo patient) does not overlap the real NCCT after rigid registration."""
+    import csv
+
+    ncct = case[0]
+    row = next(csv.DictReader(open(demo_cohort)))
+    cta = os.path.join(os.path.dirname(demo_cohort), row["cta"])
+    with pytest.raises(BundleInputError, match="CTA does not overlap the NCCT after rigid registration"):
+        preprocess_ct(ncct, str(tmp_path / "out"), cta=cta, spacing=2.0)
+    assert not os.path.exists(tmp_path / "out")

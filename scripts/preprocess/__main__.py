@@ -34,7 +34,9 @@ def mr(
 ) -> None:
     """Preprocess one MR patient (DWI b0, optional b1000, ADC, FLAIR and perfusion maps) into ``out``."""
     perfusion = {"tmax": tmax, "cbf": cbf, "cbv": cbv, "mtt": mtt}
-    qc = preprocess_mr(b0, out, b1000 or None, adc or None, flair or None, perfusion, spacing, histogram_reference or None)
+    qc = preprocess_mr(
+        b0, out, b1000 or None, adc or None, flair or None, perfusion, spacing, histogram_reference or None
+    )
     print(json.dumps(qc, indent=1))
 
 

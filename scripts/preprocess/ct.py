@@ -53,9 +53,6 @@ def ct_brain_mask(ct, head=None):
     return ants.iMath(ants.iMath(brain, "MD", 3), "FillHoles")
 
 
-
-
-
 def preprocess_ct(
     ncct: str,
     out: str,

@@ -6,7 +6,7 @@ The published MR pipeline (``original_code_facts.md``) without FSL, in ANTsPy:
 2. ADC = -ln(S_b1000 / S_b0) / b, in 1e-6 mm^2/s, when no ADC is given (0 where either signal is at noise level,
    so no log of zero).
 3. Field of view: the head (signal above 10 % of the 99th percentile, largest component, holes filled).
-4. N4 bias correction of b0 (B-spline distance 300 mm, shrink 4, iterations 50/50/30/20); b1000 is divided by the
+4. N4 bias correction of b0 on its 2 mm copy (B-spline distance 300 mm, shrink 4, iterations 50/50/30/20); b1000 is divided by the
    same field (same coil, same EPI readout).
 5. b0 -> Rorden's FLAIR template (2 mm MNI, with skull): 12-DOF affine, mutual information, on a 2 mm copy.
    FLAIR -> b0 rigid (mutual information), then carried by the b0 transform; perfusion maps (Tmax, CBF, CBV,
@@ -127,7 +127,7 @@ def preprocess_mr(
     # head mask, bias field and registration on a 2 mm copy; the smooth field is then applied at full resolution
     coarse = ants.resample_image(images["b0"], (WORK_SPACING,) * 3, use_voxels=False, interp_type=0)
     head = mr_head_mask(coarse)
-    bias = ants.n4_bias_field_correction(coarse, mask=head, shrink_factor=2, spline_param=300,
+    bias = ants.n4_bias_field_correction(coarse, mask=head, shrink_factor=4, spline_param=300,
                                          convergence={"iters": [50, 50, 30, 20], "tol": 1e-7},
                                          return_bias_field=True)  # fmt: skip
     bias = bias.new_image_like(np.maximum(bias.numpy(), 1e-3))
@@ -171,7 +171,9 @@ def preprocess_mr(
         "adc_computed": not adc and "b1000" in images,
         "spacing_mm": spacing,
         "brain_volume_ml": round(native_ml, 1),
-        "similarity_mi": round(float(ants.image_similarity(template_in_grid, b0_mni * mask, "MattesMutualInformation")), 4),
+        "similarity_mi": round(
+            float(ants.image_similarity(template_in_grid, b0_mni * mask, "MattesMutualInformation")), 4
+        ),
         "histogram_matched": bool(histogram_reference),
     }
     qc["coverage"] = round(float(brain / max(prior.sum(), 1)), 4)  # share of the template brain imaged

@@ -1,0 +1,179 @@
+"""A whole cohort table through preprocessing, cases in parallel: per-case folders, a QC table and a rewritten
+cohort CSV pointing at the outputs (``python -m monai.bundle run preprocess --config_file configs/preprocess.json``).
+
+A case that fails (unreadable series, not CT, CTA of another head, ...) is logged as one line naming the patient,
+marked ``failed`` in the QC table with the cause, and left out of the rewritten cohort; the others continue.
+Finished case folders are kept (a rerun only does what is missing). Images of the other modality keep their paths,
+so a cohort with CT and MR goes through twice (``--modality ct`` then ``--modality mr`` on the rewritten table).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import io
+import logging
+import multiprocessing
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+from scripts import BundleInputError
+from scripts.cohort import SEQUENCES
+from scripts.io import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+MODALITY_INPUTS = {"ct": ("ncct", "cta"), "mr": ("b0", "b1000", "adc", "flair", "tmax", "cbf", "cbv", "mtt")}
+QC_COLUMNS = ("patient_id", "status", "error", "brain_volume_ml", "dice_template_brain", "coverage", "similarity_mi",
+              "flags", "seconds")  # fmt: skip
+
+
+def read_rows(cohort: str) -> Tuple[List[str], List[Dict[str, str]]]:
+    """(columns, rows) of a cohort or image table: needs ``patient_id`` (unique, non-empty); paths relative to the
+    CSV's folder are made absolute. The other columns pass through unchanged."""
+    if not cohort or not os.path.isfile(cohort):
+        raise BundleInputError(f"--cohort {cohort}: cohort table not found")
+    base = os.path.dirname(os.path.abspath(cohort))
+    with open(cohort, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = list(reader.fieldnames or [])
+        rows = [{k: (v or "").strip() for k, v in r.items() if k is not None} for r in reader]
+    if "patient_id" not in columns:
+        raise BundleInputError(f"{cohort}: no patient_id column")
+    seen = set()
+    for line, row in enumerate(rows, start=2):
+        pid = row["patient_id"]
+        if not pid or pid in seen or os.sep in pid or pid.startswith("."):
+            raise BundleInputError(f"{cohort}: row {line}, column 'patient_id': empty, duplicate or not a folder name")
+        seen.add(pid)
+        for key in set(columns) & set(SEQUENCES + MODALITY_INPUTS["mr"]):
+            if row[key] and not os.path.isabs(row[key]):
+                row[key] = os.path.join(base, row[key])
+    if not rows:
+        raise BundleInputError(f"{cohort}: the cohort table has no rows")
+    return columns, rows
+
+
+def preprocess_case(row: Dict[str, str], modality: str, out: str, settings: Dict[str, Any]) -> Dict[str, Any]:
+    """One case (runs in a worker process); returns the QC dict with ``status`` and ``error``."""
+    from scripts.preprocess.ct import preprocess_ct
+    from scripts.preprocess.mr import PERFUSION, preprocess_mr
+
+    try:
+        first = MODALITY_INPUTS[modality][0]
+        if not row.get(first):
+            raise BundleInputError(f"no {first} image")
+        if modality == "ct":
+            qc = preprocess_ct(row["ncct"], out, row.get("cta") or None, settings["transform"], settings["spacing"])
+        else:
+            perfusion = {k: row.get(k, "") for k in PERFUSION}
+            qc = preprocess_mr(row["b0"], out, row.get("b1000") or None, row.get("adc") or None,
+                               row.get("flair") or None, perfusion, settings["spacing"],
+                               settings["histogram_reference"])  # fmt: skip
+        return {**qc, "status": "ok", "error": ""}
+    except BundleInputError as error:
+        return {"status": "failed", "error": str(error)}
+    except Exception as error:  # an ITK/ANTs failure on one case must not stop the cohort
+        message = (str(error).strip().splitlines() or [""])[0][:200]
+        return {"status": "failed", "error": f"{type(error).__name__}: {message}"}
+
+
+def _init_worker(threads: int) -> None:
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(threads)
+
+
+def preprocess_cohort(
+    cohort: str,
+    output_dir: str,
+    modality: str = "ct",
+    workers: int = 0,
+    spacing: float = 1.0,
+    transform: str = "Affine",
+    histogram_reference: Optional[str] = None,
+) -> str:
+    """Preprocess every case of ``cohort`` into ``output_dir/<patient_id>/<modality>``; write
+    ``output_dir/qc_<modality>.csv`` and ``output_dir/cohort.csv``; return the rewritten cohort's path.
+    ``workers`` 0 = one per core (ITK threads shared out)."""
+    if modality not in MODALITY_INPUTS:
+        raise BundleInputError(f"--modality '{modality}': use ct or mr")
+    if transform not in ("Affine", "SyN"):
+        raise BundleInputError(f"--transform '{transform}': use Affine or SyN")
+    columns, rows = read_rows(cohort)
+    if not set(MODALITY_INPUTS[modality]) & set(columns):
+        raise BundleInputError(f"{cohort}: no {modality.upper()} image column ({', '.join(MODALITY_INPUTS[modality])})")
+    os.makedirs(output_dir, exist_ok=True)
+    cores = os.cpu_count() or 1
+    workers = min(int(workers) if int(workers) > 0 else cores, len(rows))
+    settings = {"spacing": float(spacing), "transform": transform, "histogram_reference": histogram_reference}
+    outs = {r["patient_id"]: os.path.join(output_dir, r["patient_id"], modality) for r in rows}
+    results: Dict[str, Dict[str, Any]] = {}
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),  # no forked ITK/torch thread state
+        initializer=_init_worker,
+        initargs=(max(1, cores // workers),),
+    ) as pool:
+        futures = {pool.submit(preprocess_case, r, modality, outs[r["patient_id"]], settings): r for r in rows}
+        for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
+            pid = futures[future]["patient_id"]
+            results[pid] = future.result()
+            if results[pid]["status"] == "failed":
+                logger.error("%s: %s", pid, results[pid]["error"])
+            logger.info("preprocessed %d/%d (%s %s)", done, len(rows), pid, results[pid]["status"])
+    _write_qc_table(os.path.join(output_dir, f"qc_{modality}.csv"), rows, results)
+    path = _write_cohort(os.path.join(output_dir, "cohort.csv"), columns, rows, results, outs, modality)
+    failed = [pid for pid, r in results.items() if r["status"] == "failed"]
+    logger.info("%d of %d cases preprocessed, %d failed; cohort: %s", len(rows) - len(failed), len(rows),
+                len(failed), path)  # fmt: skip
+    if len(failed) == len(rows):
+        raise BundleInputError(f"{cohort}: every case failed (see {output_dir}/qc_{modality}.csv)")
+    return path
+
+
+def _write_qc_table(path: str, rows: List[Dict[str, str]], results: Dict[str, Dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=QC_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        qc = dict(results[row["patient_id"]], patient_id=row["patient_id"])
+        qc["flags"] = ";".join(qc.get("flags", []))
+        qc["seconds"] = round(sum(qc.get("seconds", {}).values()), 1)
+        writer.writerow(qc)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _write_cohort(
+    path: str,
+    columns: List[str],
+    rows: List[Dict[str, str]],
+    results: Dict[str, Dict[str, Any]],
+    outs: Dict[str, str],
+    modality: str,
+) -> str:
+    """The cohort with this modality's image cells pointing at the case folders (relative to ``path``), plus
+    ``<modality>_brain_mask`` and ``<modality>_territories``; failed cases left out."""
+    extra = [f"{modality}_brain_mask", f"{modality}_territories"]
+    if any(r.get("adc_computed") for r in results.values()):
+        extra.append("adc")
+    fields = columns + [c for c in extra if c not in columns]
+    base = os.path.dirname(os.path.abspath(path))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, restval="", extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        result = results[row["patient_id"]]
+        if result["status"] != "ok":
+            continue
+        case = os.path.relpath(outs[row["patient_id"]], base)
+        new = dict(row)
+        for key in set(MODALITY_INPUTS[modality]) & set(fields):
+            produced = bool(row.get(key)) or (key == "adc" and result.get("adc_computed"))
+            new[key] = os.path.join(case, f"{key}.nii.gz") if produced else ""
+        new[extra[0]] = os.path.join(case, "brain_mask.nii.gz")
+        new[extra[1]] = os.path.join(case, "territories.nii.gz")
+        for key in set(columns) & set(SEQUENCES + MODALITY_INPUTS["mr"]) - set(MODALITY_INPUTS[modality]):
+            if new[key]:
+                new[key] = os.path.relpath(new[key], base)  # the other modality's raw paths, still valid
+        writer.writerow(new)
+    atomic_write_text(path, buf.getvalue())
+    return path

@@ -1,0 +1,122 @@
+"""Cohort preprocessing through ``monai.bundle run preprocess`` on native-space demo scans (random head pose, thick
+slices, CTA on its own grid, headrest): parallel cases, a DICOM series case, a failing case that does not stop the
+others, the QC table, the rewritten cohort, reruns that keep finished cases; and accuracy against the known pose."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import ants
+import nibabel as nib
+import numpy as np
+import pytest
+
+from scripts.anatomy import ATLAS_AFFINE
+from scripts.cohort import read_cohort
+from scripts.demo_cohort import generate
+from tests.conftest import ROOT
+from tests.dicom_series import write_ct_series
+
+
+@pytest.fixture(scope="module")
+def native(tmp_path_factory):
+    """(native cohort CSV, the same patients rendered directly in MNI space)."""
+    base = tmp_path_factory.mktemp("native")
+    raw = generate(str(base / "raw"), patients=20, seed=5, modalities="ct", spacing=4.0, native=True)
+    mni = generate(str(base / "mni"), patients=20, seed=5, modalities="ct", spacing=4.0)
+    return raw, mni
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_raw_scans_look_like_a_scanner_wrote_them(native):
+    raw, mni = native
+    row, flat = _rows(raw)[0], _rows(mni)[0]
+    ncct, cta = (nib.load(os.path.join(os.path.dirname(raw), row[k])) for k in ("ncct", "cta"))
+    assert ncct.header.get_zooms()[2] == 5.0 and not np.allclose(ncct.affine, cta.affine)
+    rotation = ncct.affine[:3, :3] / np.linalg.norm(ncct.affine[:3, :3], axis=0)
+    assert np.allclose(rotation, np.eye(3)), "scanner grids are axial; the head is rotated inside them"
+    data = np.asarray(ncct.dataobj)
+    assert ((data == 150).sum() > 100) and not np.array_equal(ncct.shape, nib.load(
+        os.path.join(os.path.dirname(mni), flat["ncct"])).shape)  # fmt: skip
+    truth = json.load(open(os.path.join(os.path.dirname(raw), "manifest.json")))["truth"][row["patient_id"]]
+    pose = np.array(truth["mni_to_scanner"]["ncct"])
+    assert np.allclose(pose[:3, :3] @ pose[:3, :3].T, np.eye(3), atol=1e-5) and not np.allclose(pose, np.eye(4))
+
+
+def test_cohort_run_with_dicom_case_and_a_failing_case(native, tmp_path):
+    raw, _ = native
+    base = os.path.dirname(raw)
+    rows = _rows(raw)[:4]
+    # patient 2: NCCT as a DICOM series folder; patient 3: an MR image where the NCCT should be
+    rows[2]["ncct"] = write_ct_series(os.path.join(base, rows[2]["ncct"]), str(tmp_path / "dicom" / "ncct"))
+    mr = nib.Nifti1Image(np.random.default_rng(0).uniform(0, 500, (40, 40, 30)).astype(np.float32), np.eye(4))
+    nib.save(mr, str(tmp_path / "mr.nii.gz"))
+    rows[3]["ncct"] = str(tmp_path / "mr.nii.gz")
+    for row in rows[:2]:
+        row["ncct"], row["cta"] = os.path.join(base, row["ncct"]), os.path.join(base, row["cta"])
+    rows[2]["cta"] = rows[3]["cta"] = ""
+    cohort = str(tmp_path / "cohort.csv")
+    with open(cohort, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    out = str(tmp_path / "pre")
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "preprocess", "--config_file", "configs/preprocess.json",
+           "--cohort", cohort, "--output_dir", out, "--workers", "2", "--spacing", "3"]  # fmt: skip
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    bad = rows[3]["patient_id"]
+    assert f"{bad}: {tmp_path / 'mr.nii.gz'}: NCCT does not look like CT" in result.stderr + result.stdout
+    qc = {r["patient_id"]: r for r in _rows(os.path.join(out, "qc_ct.csv"))}
+    assert [qc[r["patient_id"]]["status"] for r in rows] == ["ok", "ok", "ok", "failed"]
+    assert "does not look like CT" in qc[bad]["error"] and not os.path.exists(os.path.join(out, bad))
+    assert all(float(qc[r["patient_id"]]["dice_template_brain"]) > 0.85 for r in rows[:3])
+    # the rewritten cohort: failed case left out, images in the MNI grid, still a valid cohort table
+    rewritten = read_cohort(os.path.join(out, "cohort.csv"))
+    assert [r["patient_id"] for r in rewritten] == [r["patient_id"] for r in rows[:3]]
+    for r in rewritten:
+        img = nib.load(r["ncct"])
+        assert img.shape == (60, 72, 60) and np.allclose(img.affine[:3, 3], ATLAS_AFFINE[:3, 3])
+    assert "cta" not in rewritten[2] and os.path.isfile(rewritten[0]["cta"])
+    # a rerun keeps finished cases (idempotent) and tries the failed one again
+    stamp = os.path.getmtime(os.path.join(out, rows[0]["patient_id"], "ct", "qc.json"))
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert (
+        again.returncode == 0 and os.path.getmtime(os.path.join(out, rows[0]["patient_id"], "ct", "qc.json")) == stamp
+    )
+
+
+def test_native_scan_recovers_the_known_pose(native, tmp_path):
+    """Preprocessing the moved, re-sliced scan finds the MNI mapping found on the same patient rendered in MNI space,
+    composed with the true pose: mean error over brain points within one demo voxel (4 mm)."""
+    from scripts.preprocess.ct import preprocess_ct
+
+    raw, mni = native
+    row, flat = _rows(raw)[0], _rows(mni)[0]
+    out_raw, out_mni = str(tmp_path / "raw"), str(tmp_path / "mni")
+    qc = preprocess_ct(os.path.join(os.path.dirname(raw), row["ncct"]), out_raw, spacing=3.0)
+    preprocess_ct(os.path.join(os.path.dirname(mni), flat["ncct"]), out_mni, spacing=3.0)
+    output = np.asarray(nib.load(os.path.join(out_raw, "ncct.nii.gz")).dataobj)
+    mask = nib.load(os.path.join(out_raw, "brain_mask.nii.gz"))
+    assert (output[np.asarray(mask.dataobj) == 0] == -1024).all() and qc["flags"] == []  # headrest and skull gone
+    idx = np.argwhere(np.asarray(mask.dataobj) > 0)[::20]
+    points = (mask.affine @ np.c_[idx, np.ones(len(idx))].T)[:3].T
+    lps = np.array([-1.0, -1.0, 1.0])
+
+    def mapped(folder):  # ANTs maps fixed (MNI) points to moving (scanner) points, in LPS
+        transform = ants.read_transform(os.path.join(folder, "ncct_to_mni_0.mat"))
+        return np.array([np.array(transform.apply_to_point(tuple(p * lps))) * lps for p in points])
+
+    pose = np.array(json.load(open(os.path.join(os.path.dirname(raw), "manifest.json")))["truth"][
+        row["patient_id"]]["mni_to_scanner"]["ncct"])  # fmt: skip
+    expected = (pose @ np.c_[mapped(out_mni), np.ones(len(points))].T)[:3].T
+    error = np.linalg.norm(mapped(out_raw) - expected, axis=1)
+    assert error.mean() < 4.0, error.mean()
