@@ -6,8 +6,8 @@ The published MR pipeline (``original_code_facts.md``) without FSL, in ANTsPy:
 2. ADC = -ln(S_b1000 / S_b0) / b, in 1e-6 mm^2/s, when no ADC is given (0 where either signal is at noise level,
    so no log of zero).
 3. Field of view: the head (signal above 10 % of the 99th percentile, largest component, holes filled).
-4. N4 bias correction of b0 on its 2 mm copy (B-spline distance 300 mm, shrink 4, iterations 50/50/30/20); b1000 is divided by the
-   same field (same coil, same EPI readout).
+4. N4 bias correction of b0 on its 2 mm copy (B-spline distance 300 mm, shrink 4, iterations 50/50/30/20);
+   b0 and b1000 are divided by that smooth field at full resolution (same coil, same EPI readout).
 5. b0 -> Rorden's FLAIR template (2 mm MNI, with skull): 12-DOF affine, mutual information, on a 2 mm copy.
    FLAIR -> b0 rigid (mutual information), then carried by the b0 transform; perfusion maps (Tmax, CBF, CBV,
    MTT) rigid to b0 likewise. One resampling per sequence into the output MNI grid.
