@@ -102,3 +102,22 @@ def load_anatomy(spacing: float = 2.0, atlas_dir: Optional[str] = DEFAULT_ATLAS_
     else:
         anatomy.territories = _fallback_territories(anatomy.world(), anatomy.brain)
     return anatomy
+
+
+@functools.lru_cache(maxsize=8)
+def grid_maps(shape: Tuple[int, ...], affine_key: bytes, atlas_dir: Optional[str]) -> Tuple[np.ndarray, np.ndarray]:
+    """(MNI152 brain mask, territory labels 1-8) resampled to an MNI-space image grid given by ``shape`` and its
+    affine as float64 bytes (hashable, so cached per grid); the fallback territories without the atlas."""
+    from nilearn import datasets
+
+    affine = np.frombuffer(affine_key).reshape(4, 4)
+    brain = _resample(datasets.load_mni152_brain_mask(resolution=1), shape, affine, 0) > 0.5
+    path = os.path.join(atlas_dir, ATLAS_LEVEL2) if atlas_dir else ""
+    if path and os.path.isfile(path):
+        labels = _resample(atlas_image(path), shape, affine, 0).astype(np.int16)
+        territories = np.where(labels <= 8, labels, 0).astype(np.int16)
+    else:
+        ijk = np.indices(shape).reshape(3, -1)
+        world = (affine[:3, :3] @ ijk + affine[:3, 3:4]).T.reshape(*shape, 3)
+        territories = _fallback_territories(world, brain.astype(float))
+    return brain, territories

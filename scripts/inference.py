@@ -24,6 +24,8 @@ from scripts.io import atomic_write_text
 from scripts.kfold import load_weights, read_json
 from scripts.split import load_datalist
 
+CASE_INFO = ("location", "side")  # cohort columns carried into the items (the region mode needs them)
+
 
 def input_items(
     cohort: Optional[str],
@@ -31,9 +33,11 @@ def input_items(
     images: Dict[str, str],
     patient_id: str,
     image_keys: Sequence[str],
+    case_info: Optional[Dict[str, str]] = None,
 ) -> List[Dict[str, Any]]:
-    """Items ``{patient_id, <sequence>: path}`` from exactly one of: a cohort CSV (every patient), a datalist
-    (its prospective test set) or one image path per sequence."""
+    """Items ``{patient_id, <sequence>: path, location, side}`` from exactly one of: a cohort CSV (every patient),
+    a datalist (its prospective test set) or one image path per sequence (with ``case_info``: the occlusion
+    ``location`` and ``side`` from the command line, used by the region mode)."""
     given = [name for name, v in (("cohort", cohort), ("datalist_file", datalist_file), ("images", images)) if v]
     if len(given) != 1:
         raise BundleInputError(
@@ -50,10 +54,11 @@ def input_items(
         for key, path in images.items():
             if not os.path.exists(path):
                 raise BundleInputError(f"--{key} {path}: file not found")
-        rows = [{"patient_id": patient_id, **images}]
+        rows = [{"patient_id": patient_id, **images, **(case_info or {})}]
         source = "command line"
     require_sequences(rows, image_keys, source)
-    return [{"patient_id": r["patient_id"], **{k: r[k] for k in image_keys}} for r in rows]
+    keep = ("patient_id", *image_keys, *CASE_INFO)
+    return [{k: r[k] for k in keep if k in r} for r in rows]
 
 
 def fold_checkpoints(ckpt_dir: str) -> List[str]:

@@ -25,7 +25,6 @@ inner-validation patients, the outer fold is reported (:func:`scripts.evaluation
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -41,7 +40,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from scripts import BundleInputError
-from scripts.anatomy import DEFAULT_ATLAS_DIR, TERRITORIES
+from scripts.anatomy import DEFAULT_ATLAS_DIR, TERRITORIES, grid_maps
 
 logger = logging.getLogger(__name__)
 # intensity windows for histogram and grey-level binning (CT in HU; MR after z-scoring is not needed here)
@@ -50,28 +49,9 @@ LEVELS = 32
 GLCM_PROPS = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation", "ASM")
 
 
-@functools.lru_cache(maxsize=4)
-def _region_maps(shape: Tuple[int, ...], affine_key: bytes, atlas_dir: Optional[str]) -> Tuple[np.ndarray, ...]:
-    """Brain mask and territory labels resampled to an image grid (cached per grid)."""
-    from nilearn import datasets
-
-    from scripts.anatomy import ATLAS_LEVEL2, _fallback_territories, _resample, atlas_image
-
-    affine = np.frombuffer(affine_key).reshape(4, 4)
-    brain = _resample(datasets.load_mni152_brain_mask(resolution=1), shape, affine, 0) > 0.5
-    path = os.path.join(atlas_dir, ATLAS_LEVEL2) if atlas_dir else ""
-    if path and os.path.isfile(path):
-        territories = _resample(atlas_image(path), shape, affine, 0).astype(np.int16)
-    else:
-        ijk = np.indices(shape).reshape(3, -1)
-        world = (affine[:3, :3] @ ijk + affine[:3, 3:4]).T.reshape(*shape, 3)
-        territories = _fallback_territories(world, brain.astype(float))
-    return brain, territories
-
-
 def region_masks(shape: Tuple[int, ...], affine: np.ndarray, side: str, atlas_dir: Optional[str] = DEFAULT_ATLAS_DIR):
     """Masks (affected MCA territory, contralateral MCA territory, brain) in an MNI-space image grid."""
-    brain, territories = _region_maps(tuple(shape), np.asarray(affine, dtype=float).tobytes(), atlas_dir)
+    brain, territories = grid_maps(tuple(shape), np.asarray(affine, dtype=float).tobytes(), atlas_dir)
     right = side == "R"
     affected = territories == TERRITORIES["MCA_R" if right else "MCA_L"]
     contralateral = territories == TERRITORIES["MCA_L" if right else "MCA_R"]
