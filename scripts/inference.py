@@ -34,10 +34,12 @@ def input_items(
     patient_id: str,
     image_keys: Sequence[str],
     case_info: Optional[Dict[str, str]] = None,
+    optional_keys: Sequence[str] = (),
 ) -> List[Dict[str, Any]]:
     """Items ``{patient_id, <sequence>: path, location, side}`` from exactly one of: a cohort CSV (every patient),
     a datalist (its prospective test set) or one image path per sequence (with ``case_info``: the occlusion
-    ``location`` and ``side`` from the command line, used by the region mode)."""
+    ``location`` and ``side`` from the command line, used by the region mode). ``optional_keys``: further
+    sequences kept where present (raw-scan inference preprocesses them too)."""
     given = [name for name, v in (("cohort", cohort), ("datalist_file", datalist_file), ("images", images)) if v]
     if len(given) != 1:
         raise BundleInputError(
@@ -57,8 +59,8 @@ def input_items(
         rows = [{"patient_id": patient_id, **images, **(case_info or {})}]
         source = "command line"
     require_sequences(rows, image_keys, source)
-    keep = ("patient_id", *image_keys, *CASE_INFO)
-    return [{k: r[k] for k in keep if k in r} for r in rows]
+    keep = ("patient_id", *image_keys, *optional_keys, *CASE_INFO)
+    return [{k: r[k] for k in keep if r.get(k)} for r in rows]
 
 
 def fold_checkpoints(ckpt_dir: str) -> List[str]:

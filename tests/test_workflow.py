@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import nibabel as nib
 import numpy as np
 import pytest
 from ignite.engine import Events
@@ -154,6 +155,34 @@ def test_inference_one_patient_and_cohort(trained, demo_cohort, tmp_path):
     missing = subprocess.run(cmd + ["--output_dir", out1, *absent], cwd=ROOT, capture_output=True, text=True)
     assert missing.returncode == 2 and "--ncct /nonexistent.nii.gz: file not found" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_inference_on_raw_scans(trained, tmp_path):
+    """configs/inference_raw.json: raw scanner-space NCCT + CTA are preprocessed (case folder kept), then predicted
+    exactly as `monai.bundle run` inference on the preprocessed files."""
+    from scripts.demo_cohort import generate
+
+    ckpt, _ = trained
+    raw_csv = generate(str(tmp_path / "raw"), patients=20, seed=9, modalities="ct", spacing=4.0, native=True)
+    row = next(iter(csv.DictReader(open(raw_csv))))
+    base = os.path.dirname(raw_csv)
+    shape = [f"--{k}={json.dumps(TINY[k])}" for k in ("spatial_size", "num_slices", "widths", "num_heads", "dropout")]
+    common = ["--ckpt_dir", ckpt, "--device", "cpu", *shape, "--patient_id", row["patient_id"]]
+    raw_cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+               "['configs/inference.json','configs/inference_raw.json']", "--raw_spacing", "3", *common,
+               "--ncct", os.path.join(base, row["ncct"]), "--cta", os.path.join(base, row["cta"]),
+               "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    result = subprocess.run(raw_cmd, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    case = tmp_path / "out" / "preprocessed" / row["patient_id"] / "ct"
+    assert nib.load(str(case / "ncct.nii.gz")).shape == (60, 72, 60) and (case / "qc.json").is_file()
+    direct = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", *common,
+              "--ncct", str(case / "ncct.nii.gz"), "--cta", str(case / "cta.nii.gz"),
+              "--output_dir", str(tmp_path / "direct")]  # fmt: skip
+    assert subprocess.run(direct, cwd=ROOT, capture_output=True, text=True).returncode == 0
+    via_raw, via_files = (list(csv.DictReader(open(tmp_path / d / "predictions.csv"))) for d in ("out", "direct"))
+    assert via_raw[0]["patient_id"] == row["patient_id"]
+    assert float(via_raw[0]["probability"]) == pytest.approx(float(via_files[0]["probability"]), abs=1e-6)
 
 
 def test_monailabel_infer_task(trained, demo_cohort, tmp_path):

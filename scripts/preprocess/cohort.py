@@ -15,7 +15,7 @@ import io
 import logging
 import multiprocessing
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from scripts import BundleInputError
 from scripts.cohort import SEQUENCES
@@ -43,8 +43,8 @@ def read_rows(cohort: str) -> Tuple[List[str], List[Dict[str, str]]]:
     seen = set()
     for line, row in enumerate(rows, start=2):
         pid = row["patient_id"]
-        if not pid or pid in seen or os.sep in pid or pid.startswith("."):
-            raise BundleInputError(f"{cohort}: row {line}, column 'patient_id': empty, duplicate or not a folder name")
+        if not pid or pid in seen:
+            raise BundleInputError(f"{cohort}: row {line}, column 'patient_id': empty or duplicate")
         seen.add(pid)
         for key in set(columns) & set(SEQUENCES + MODALITY_INPUTS["mr"]):
             if row[key] and not os.path.isabs(row[key]):
@@ -52,6 +52,13 @@ def read_rows(cohort: str) -> Tuple[List[str], List[Dict[str, str]]]:
     if not rows:
         raise BundleInputError(f"{cohort}: the cohort table has no rows")
     return columns, rows
+
+
+def case_dir(output_dir: str, patient_id: str, modality: str) -> str:
+    """``output_dir/<patient_id>/<modality>``; the id must be usable as a folder name."""
+    if not patient_id or os.sep in patient_id or patient_id.startswith("."):
+        raise BundleInputError(f"patient_id '{patient_id}' cannot name a case folder")
+    return os.path.join(output_dir, patient_id, modality)
 
 
 def preprocess_case(row: Dict[str, str], modality: str, out: str, settings: Dict[str, Any]) -> Dict[str, Any]:
@@ -82,6 +89,59 @@ def _init_worker(threads: int) -> None:
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(threads)
 
 
+def run_cases(
+    rows: List[Dict[str, str]], modality: str, outs: Dict[str, str], settings: Dict[str, Any], workers: int = 0
+) -> Dict[str, Dict[str, Any]]:
+    """Preprocess ``rows`` into ``outs[patient_id]`` in parallel (``workers`` 0 = one per core, ITK threads shared
+    out); failures are logged as one line naming the patient. Returns patient_id -> QC dict with ``status``."""
+    cores = os.cpu_count() or 1
+    workers = min(int(workers) if int(workers) > 0 else cores, len(rows))
+    results: Dict[str, Dict[str, Any]] = {}
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),  # no forked ITK/torch thread state
+        initializer=_init_worker,
+        initargs=(max(1, cores // workers),),
+    ) as pool:
+        futures = {pool.submit(preprocess_case, r, modality, outs[r["patient_id"]], settings): r for r in rows}
+        for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
+            pid = futures[future]["patient_id"]
+            results[pid] = future.result()
+            if results[pid]["status"] == "failed":
+                logger.error("%s: %s", pid, results[pid]["error"])
+            logger.info("preprocessed %d/%d (%s %s)", done, len(rows), pid, results[pid]["status"])
+    return results
+
+
+def preprocess_items(
+    items: List[Dict[str, Any]],
+    output_dir: str,
+    image_keys: Sequence[str],
+    spacing: float = 1.0,
+    workers: int = 0,
+) -> List[Dict[str, Any]]:
+    """Inference on raw scans: preprocess each item (``{patient_id, <sequence>: raw path, ...}``) into
+    ``output_dir/<patient_id>/<modality>`` and return the items pointing at the model's ``image_keys`` there.
+    A failed patient is logged and left out; an error if none is left."""
+    modality = "ct" if set(image_keys) & set(MODALITY_INPUTS["ct"]) else "mr"
+    rows = [{k: str(v) for k, v in item.items()} for item in items]
+    outs = {r["patient_id"]: case_dir(output_dir, r["patient_id"], modality) for r in rows}
+    settings = {"spacing": float(spacing), "transform": "Affine", "histogram_reference": None}
+    results = run_cases(rows, modality, outs, settings, workers)
+    ready = []
+    for item in items:
+        pid = item["patient_id"]
+        produced = {k: os.path.join(outs[pid], f"{k}.nii.gz") for k in image_keys}
+        absent = [k for k, path in produced.items() if not os.path.isfile(path)]
+        if results[pid]["status"] == "ok" and absent:
+            logger.error("%s: no %s image given, the model needs it", pid, ", ".join(absent))
+        elif results[pid]["status"] == "ok":
+            ready.append({**item, **produced})
+    if not ready:
+        raise BundleInputError(f"no patient could be preprocessed (see the errors above; case folders in {output_dir})")
+    return ready
+
+
 def preprocess_cohort(
     cohort: str,
     output_dir: str,
@@ -101,25 +161,10 @@ def preprocess_cohort(
     columns, rows = read_rows(cohort)
     if not set(MODALITY_INPUTS[modality]) & set(columns):
         raise BundleInputError(f"{cohort}: no {modality.upper()} image column ({', '.join(MODALITY_INPUTS[modality])})")
-    os.makedirs(output_dir, exist_ok=True)
-    cores = os.cpu_count() or 1
-    workers = min(int(workers) if int(workers) > 0 else cores, len(rows))
     settings = {"spacing": float(spacing), "transform": transform, "histogram_reference": histogram_reference}
-    outs = {r["patient_id"]: os.path.join(output_dir, r["patient_id"], modality) for r in rows}
-    results: Dict[str, Dict[str, Any]] = {}
-    with concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),  # no forked ITK/torch thread state
-        initializer=_init_worker,
-        initargs=(max(1, cores // workers),),
-    ) as pool:
-        futures = {pool.submit(preprocess_case, r, modality, outs[r["patient_id"]], settings): r for r in rows}
-        for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
-            pid = futures[future]["patient_id"]
-            results[pid] = future.result()
-            if results[pid]["status"] == "failed":
-                logger.error("%s: %s", pid, results[pid]["error"])
-            logger.info("preprocessed %d/%d (%s %s)", done, len(rows), pid, results[pid]["status"])
+    outs = {r["patient_id"]: case_dir(output_dir, r["patient_id"], modality) for r in rows}
+    os.makedirs(output_dir, exist_ok=True)
+    results = run_cases(rows, modality, outs, settings, workers)
     _write_qc_table(os.path.join(output_dir, f"qc_{modality}.csv"), rows, results)
     path = _write_cohort(os.path.join(output_dir, "cohort.csv"), columns, rows, results, outs, modality)
     failed = [pid for pid, r in results.items() if r["status"] == "failed"]
