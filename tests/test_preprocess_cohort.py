@@ -54,15 +54,24 @@ def test_raw_scans_look_like_a_scanner_wrote_them(native):
 def test_cohort_run_with_dicom_case_and_a_failing_case(native, tmp_path):
     raw, _ = native
     base = os.path.dirname(raw)
-    rows = _rows(raw)[:4]
-    # patient 2: NCCT as a DICOM series folder; patient 3: an MR image where the NCCT should be
+    rows = _rows(raw)[:7]
+    # patient 2: NCCT as a DICOM series folder; patients 3-6 fail: an MR image where the NCCT should be, an empty
+    # series folder, a 2-D image, NaNs
     rows[2]["ncct"] = write_ct_series(os.path.join(base, rows[2]["ncct"]), str(tmp_path / "dicom" / "ncct"))
     mr = nib.Nifti1Image(np.random.default_rng(0).uniform(0, 500, (40, 40, 30)).astype(np.float32), np.eye(4))
     nib.save(mr, str(tmp_path / "mr.nii.gz"))
-    rows[3]["ncct"] = str(tmp_path / "mr.nii.gz")
+    os.makedirs(tmp_path / "empty_series")
+    nib.save(nib.Nifti1Image(np.zeros((64, 64, 1), np.int16), np.eye(4)), str(tmp_path / "flat.nii.gz"))
+    nan = np.asarray(nib.load(os.path.join(base, rows[6]["ncct"])).dataobj, dtype=np.float32)
+    nan[10, 10, 10] = np.nan
+    nib.save(nib.Nifti1Image(nan, nib.load(os.path.join(base, rows[6]["ncct"])).affine), str(tmp_path / "nan.nii.gz"))
+    broken = ["mr.nii.gz", "empty_series", "flat.nii.gz", "nan.nii.gz"]
+    for row, name in zip(rows[3:], broken):
+        row["ncct"] = str(tmp_path / name)
     for row in rows[:2]:
         row["ncct"], row["cta"] = os.path.join(base, row["ncct"]), os.path.join(base, row["cta"])
-    rows[2]["cta"] = rows[3]["cta"] = ""
+    for row in rows[2:]:
+        row["cta"] = ""
     cohort = str(tmp_path / "cohort.csv")
     with open(cohort, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
@@ -76,8 +85,12 @@ def test_cohort_run_with_dicom_case_and_a_failing_case(native, tmp_path):
     bad = rows[3]["patient_id"]
     assert f"{bad}: {tmp_path / 'mr.nii.gz'}: NCCT does not look like CT" in result.stderr + result.stdout
     qc = {r["patient_id"]: r for r in _rows(os.path.join(out, "qc_ct.csv"))}
-    assert [qc[r["patient_id"]]["status"] for r in rows] == ["ok", "ok", "ok", "failed"]
-    assert "does not look like CT" in qc[bad]["error"] and not os.path.exists(os.path.join(out, bad))
+    assert [qc[r["patient_id"]]["status"] for r in rows] == ["ok"] * 3 + ["failed"] * 4
+    causes = ["NCCT does not look like CT", "empty_series: NCCT cannot be read", "NCCT is not a 3-D volume",
+              "NCCT holds NaN"]  # fmt: skip
+    for row, cause in zip(rows[3:], causes):
+        assert cause in qc[row["patient_id"]]["error"] and not os.path.exists(os.path.join(out, row["patient_id"]))
+        assert len(qc[row["patient_id"]]["error"].splitlines()) == 1
     assert all(float(qc[r["patient_id"]]["dice_template_brain"]) > 0.85 for r in rows[:3])
     # the rewritten cohort: failed case left out, images in the MNI grid, still a valid cohort table
     rewritten = read_cohort(os.path.join(out, "cohort.csv"))
