@@ -7,7 +7,8 @@ One row per patient. Label rules (documented in docs/README.md, "Data"):
 * ``rlvo`` (refractory LVO) = final eTICI 0-2a, or ``stenosis_gt50`` = 1, or ``rescue`` = 1.
 
 Image columns hold one NIfTI file (or DICOM series directory) per sequence; a blank cell means
-the sequence is missing for that patient. Relative paths are relative to the CSV's folder.
+the sequence is missing for that patient. Relative paths are relative to the CSV's folder. Further
+columns (comorbidities, perfusion paths, ...) are kept as text for the components that use them.
 """
 
 from __future__ import annotations
@@ -159,6 +160,9 @@ def _validate_row(
             raise _fail(path, line, seq, f"file not found: {value}")
         row[seq] = full
     row.update(derive_labels(row))
+    for column, value in raw.items():  # further columns (e.g. comorbidities for the clinical branch) as text
+        if column not in row and column not in SEQUENCES:
+            row[column] = value
     return row
 
 

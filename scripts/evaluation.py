@@ -72,12 +72,14 @@ def predict(
     postprocessing: Callable | None = None,
     batch_size: int = 4,
 ) -> np.ndarray:
-    """Probabilities (N,) of a dataset of dicts with key ``image``, in dataset order."""
+    """Probabilities (N,) of a dataset of dicts with key ``image`` (and ``clinical`` for a multimodal network), in
+    dataset order."""
     network.eval()
     out: List[np.ndarray] = []
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
         image = batch["image"].to(device)
-        logits = inferer(image, network) if inferer is not None else network(image)
+        extra = [batch["clinical"].to(device)] if "clinical" in batch else []
+        logits = inferer(image, network, *extra) if inferer is not None else network(image, *extra)
         if postprocessing is not None:
             probs = torch.stack([postprocessing({"pred": lg})["pred"] for lg in logits])
         else:

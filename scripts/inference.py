@@ -24,8 +24,6 @@ from scripts.io import atomic_write_text
 from scripts.kfold import load_weights, read_json
 from scripts.split import load_datalist
 
-CASE_INFO = ("location", "side")  # cohort columns carried into the items (the region mode needs them)
-
 
 def input_items(
     cohort: Optional[str],
@@ -33,13 +31,12 @@ def input_items(
     images: Dict[str, str],
     patient_id: str,
     image_keys: Sequence[str],
-    case_info: Optional[Dict[str, str]] = None,
-    optional_keys: Sequence[str] = (),
+    case_info: Optional[Dict[str, Any]] = None,
 ) -> List[Dict[str, Any]]:
-    """Items ``{patient_id, <sequence>: path, location, side}`` from exactly one of: a cohort CSV (every patient),
-    a datalist (its prospective test set) or one image path per sequence (with ``case_info``: the occlusion
-    ``location`` and ``side`` from the command line, used by the region mode). ``optional_keys``: further
-    sequences kept where present (raw-scan inference preprocesses them too)."""
+    """Items ``{patient_id, <sequence>: path, ...}`` from exactly one of: a cohort CSV (every patient, all its
+    columns: the region mode needs ``location``/``side``, a multimodal model the clinical columns), a datalist (its
+    prospective test set) or one image path per sequence (with ``case_info``: such values from the command line).
+    ``image_keys``: the sequences every item must have."""
     given = [name for name, v in (("cohort", cohort), ("datalist_file", datalist_file), ("images", images)) if v]
     if len(given) != 1:
         raise BundleInputError(
@@ -59,8 +56,7 @@ def input_items(
         rows = [{"patient_id": patient_id, **images, **(case_info or {})}]
         source = "command line"
     require_sequences(rows, image_keys, source)
-    keep = ("patient_id", *image_keys, *optional_keys, *CASE_INFO)
-    return [{k: r[k] for k in keep if r.get(k)} for r in rows]
+    return [dict(r) for r in rows]
 
 
 def fold_checkpoints(ckpt_dir: str) -> List[str]:

@@ -79,6 +79,12 @@ class MNTDL(nn.Module):
 
     def slice_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W, D) -> slice features after neighbourhood attention, (B, D, F)."""
+        slices = self.slices(x)
+        feats = self.local(self.stem(slices)).reshape(x.shape[0], x.shape[-1], -1)
+        return self.attend(self.dropout(feats))
+
+    def slices(self, x: torch.Tensor) -> torch.Tensor:
+        """Check the input and fold the slices into the batch: (B, C, H, W, D) -> (B * D, C, H, W)."""
         if x.ndim != 5 or x.shape[1] != self.in_channels or x.shape[-1] != self.num_slices:
             raise ValueError(
                 "expected input (B, "
@@ -92,11 +98,13 @@ class MNTDL(nn.Module):
                 + " (e.g. monai.transforms.Resized)"
             )
         b, c, h, w, d = x.shape
-        slices = x.permute(0, 4, 1, 2, 3).reshape(b * d, c, h, w)
-        feats = self.local(self.stem(slices)).reshape(b, d, -1)
-        feats = self.dropout(feats)
+        return x.permute(0, 4, 1, 2, 3).reshape(b * d, c, h, w)
+
+    def attend(self, feats: torch.Tensor) -> torch.Tensor:
+        """Multi-head self-attention within each neighbourhood of slices, added residually: (B, D, F) -> (B, D, F)."""
         if self.attention_mode == "none":
             return feats
+        b, d = feats.shape[0], feats.shape[1]
         groups = feats.reshape(b * self.num_neighbourhoods, self.size, -1)
         if self.attention_mode == "shared":
             for attn in self.slice_attention:
@@ -170,8 +178,12 @@ class Res25Head(nn.Module):
     def linears(self) -> list:
         return [self.slice_score, self.fc]
 
+    def features(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, D, F) -> the slice weights (B, D) that ``fc`` combines."""
+        return torch.softmax(self.slice_score(feats).squeeze(-1), dim=1)
+
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.softmax(self.slice_score(feats).squeeze(-1), dim=1))
+        return self.fc(self.features(feats))
 
 
 class VolumeAttentionHead(nn.Module):
@@ -192,10 +204,14 @@ class VolumeAttentionHead(nn.Module):
     def linears(self) -> list:
         return [self.fc]
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+    def features(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, D, F) -> [attended; mean slice feature] (B, 2F), what ``fc`` combines."""
         query = self.norm_query(self.query.expand(feats.shape[0], -1, -1))
         pooled = query + self.attention(query, context=self.norm_slices(feats))
-        return self.fc(torch.cat([self.norm_out(pooled[:, 0]), feats.mean(dim=1)], dim=1))
+        return torch.cat([self.norm_out(pooled[:, 0]), feats.mean(dim=1)], dim=1)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(feats))
 
 
 class WithAuxiliaryLogits(nn.Module):
@@ -206,9 +222,10 @@ class WithAuxiliaryLogits(nn.Module):
         super().__init__()
         self.network = network
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        """``extra``: further network inputs (the clinical vector of a multimodal network)."""
         forward_all = getattr(self.network, "forward_all", None)
-        return forward_all(x) if forward_all is not None else self.network(x)
+        return forward_all(x, *extra) if forward_all is not None else self.network(x, *extra)
 
 
 def mnt_dl_res25(in_channels: int = 3, **kwargs) -> MNTDL:

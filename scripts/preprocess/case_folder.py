@@ -6,9 +6,22 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from typing import Any, Dict, Tuple
 
 import numpy as np
+
+
+class StageClock:
+    """Seconds per preprocessing stage (``lap(stage)`` closes the stage), recorded in ``qc.json``."""
+
+    def __init__(self) -> None:
+        self.seconds: Dict[str, float] = {}
+        self._start = time.time()
+
+    def lap(self, stage: str) -> None:
+        self.seconds[stage] = round(time.time() - self._start, 2)
+        self._start = time.time()
 
 
 def write_case(

@@ -19,13 +19,12 @@ ANTsPy, since the published code has none):
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Dict, Optional
 
 import numpy as np
 
 from scripts import BundleInputError
-from scripts.preprocess.case_folder import read_qc, transform_names, write_case
+from scripts.preprocess.case_folder import StageClock, read_qc, transform_names, write_case
 from scripts.preprocess.space import atlas_territories, dice, load_ct_template, mni_grid
 from scripts.preprocess.volumes import read_volume
 
@@ -72,17 +71,10 @@ def preprocess_ct(
     if transform not in ("Affine", "SyN"):
         raise BundleInputError(f"--transform '{transform}': use Affine or SyN")
     os.environ.setdefault("ANTS_RANDOM_SEED", str(seed))
-    times: Dict[str, float] = {}
-    clock = time.time()
-
-    def lap(stage: str) -> None:
-        nonlocal clock
-        times[stage] = round(time.time() - clock, 2)
-        clock = time.time()
-
+    clock = StageClock()
     image = read_volume(ncct, "NCCT", CT_RANGE)
     angio = read_volume(cta, "CTA", CT_RANGE) if cta else None
-    lap("read")
+    clock.lap("read")
     # masks and registrations on a 2 mm copy (4-8x fewer voxels; the outputs are resampled from the originals)
     coarse = ants.resample_image(image, (WORK_SPACING,) * 3, use_voxels=False, interp_type=0)
     head = head_mask(coarse)
@@ -90,7 +82,7 @@ def preprocess_ct(
     volume_native = float(brain.sum() * np.prod(brain.spacing) / 1000)
     if volume_native < 200:
         raise BundleInputError(f"{ncct}: skull stripping found only {volume_native:.0f} ml of brain; is it a head CT?")
-    lap("skull_strip")
+    clock.lap("skull_strip")
     template, template_mask = load_ct_template(templates)
     # the affine is fitted to the brain outline (smoothed masks, mean squares): on the real head CT the
     # intensity-driven affine (mutual information) varied from run to run (template-brain Dice 0.88-0.92),
@@ -101,7 +93,7 @@ def preprocess_ct(
         syn = ants.registration(fixed=template * template_mask, moving=coarse * brain, type_of_transform="SyNOnly",
                                 initial_transform=reg["fwdtransforms"][0], random_seed=seed)  # fmt: skip
         reg = {"fwdtransforms": syn["fwdtransforms"]}
-    lap("register_ncct")
+    clock.lap("register_ncct")
     cta_rigid = []
     if angio is not None:
         angio_coarse = ants.resample_image(angio, (WORK_SPACING,) * 3, use_voxels=False, interp_type=0)
@@ -117,7 +109,7 @@ def preprocess_ct(
                 f"{cta}: CTA does not overlap the NCCT after rigid registration (head Dice {overlap:.2f}); "
                 "different patients or a failed registration"
             )
-        lap("register_cta")
+        clock.lap("register_cta")
     grid = mni_grid(spacing)
     warped = ants.apply_transforms(grid, image, reg["fwdtransforms"], interpolator="linear", defaultvalue=-1024)
     warped_brain = ants.apply_transforms(grid, brain, reg["fwdtransforms"], interpolator="linear") > 0.5
@@ -128,7 +120,7 @@ def preprocess_ct(
     if angio is not None:
         moved = ants.apply_transforms(grid, angio, reg["fwdtransforms"] + cta_rigid, defaultvalue=-1024)
         outputs["cta"] = moved * mask + (mask * -1 + 1) * -1024
-    lap("resample")
+    clock.lap("resample")
     template_in_grid = ants.resample_image_to_target(template * template_mask, grid)
     qc = {
         "transform": transform,
@@ -142,7 +134,7 @@ def preprocess_ct(
     }
     qc["flags"] = [f for f, bad in (("registration", qc["dice_template_brain"] < 0.85),
                                     ("brain_volume", not 800 <= volume_native <= 2000)) if bad]  # fmt: skip
-    qc["seconds"] = times
+    qc["seconds"] = clock.seconds
     if angio is not None:
         qc["dice_cta_ncct_head"] = round(overlap, 4)
     images = {**outputs, "brain_mask": mask, "territories": territories}

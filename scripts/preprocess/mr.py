@@ -19,13 +19,12 @@ The published MR pipeline (``original_code_facts.md``) without FSL, in ANTsPy:
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Dict, Optional
 
 import numpy as np
 
 from scripts import BundleInputError
-from scripts.preprocess.case_folder import read_qc, transform_names, write_case
+from scripts.preprocess.case_folder import StageClock, read_qc, transform_names, write_case
 from scripts.preprocess.space import affine_volume_scale, atlas_territories, load_mr_template, mni_grid
 from scripts.preprocess.volumes import read_volume
 
@@ -107,14 +106,7 @@ def preprocess_mr(
     if histogram_reference and not os.path.isdir(histogram_reference):
         raise BundleInputError(f"{histogram_reference}: histogram reference case folder not found")
     os.environ.setdefault("ANTS_RANDOM_SEED", str(seed))
-    times: Dict[str, float] = {}
-    clock = time.time()
-
-    def lap(stage: str) -> None:
-        nonlocal clock
-        times[stage] = round(time.time() - clock, 2)
-        clock = time.time()
-
+    clock = StageClock()
     paths = {"b0": b0, "b1000": b1000, "adc": adc, "flair": flair, **perfusion}
     images = {name: read_volume(path, name) for name, path in paths.items() if path}
     for name in ("b0", "b1000", "flair"):
@@ -123,7 +115,7 @@ def preprocess_mr(
     if "adc" not in images and "b1000" in images:
         b1000_on_b0 = ants.resample_image_to_target(images["b1000"], images["b0"])
         images["adc"] = images["b0"].new_image_like(compute_adc(images["b0"].numpy(), b1000_on_b0.numpy()))
-    lap("read")
+    clock.lap("read")
     # head mask, bias field and registration on a 2 mm copy; the smooth field is then applied at full resolution
     coarse = ants.resample_image(images["b0"], (WORK_SPACING,) * 3, use_voxels=False, interp_type=0)
     head = mr_head_mask(coarse)
@@ -136,12 +128,12 @@ def preprocess_mr(
         if name in images:
             on_grid = ants.resample_image_to_target(bias, images[name], interp_type="linear").numpy()
             images[name] = images[name] / images[name].new_image_like(np.where(on_grid > 1e-3, on_grid, 1.0))
-    lap("bias_correct")
+    clock.lap("bias_correct")
     template, template_mask = load_mr_template(templates)
     reg = ants.registration(fixed=template, moving=coarse, type_of_transform="Affine", aff_metric="mattes",
                             random_seed=seed)  # fmt: skip
     to_mni = reg["fwdtransforms"]
-    lap("register_b0")
+    clock.lap("register_b0")
     to_b0: Dict[str, list] = {}
     for name in ("flair", *PERFUSION):
         if name in images:
@@ -149,7 +141,7 @@ def preprocess_mr(
             rigid = ants.registration(fixed=coarse, moving=moving, type_of_transform="Rigid", aff_metric="mattes",
                                       random_seed=seed)  # fmt: skip
             to_b0[name] = rigid["fwdtransforms"]
-    lap("register_others")
+    clock.lap("register_others")
     grid = mni_grid(spacing)
     warped_head = ants.apply_transforms(grid, head, to_mni, interpolator="linear") > 0.5
     prior = ants.resample_image_to_target(template_mask, grid, interp_type="nearestNeighbor")
@@ -161,7 +153,7 @@ def preprocess_mr(
         if histogram_reference and name in HISTOGRAM_MATCHED:
             outputs[name] = _match_histogram(outputs[name], os.path.join(histogram_reference, f"{name}.nii.gz"), mask)
     territories = atlas_territories(grid) * mask
-    lap("resample")
+    clock.lap("resample")
     template_in_grid = ants.resample_image_to_target(template * template_mask, grid)
     b0_mni = ants.apply_transforms(grid, coarse, to_mni, interpolator="linear")
     brain = (mask * prior).sum()  # the template brain, as far as imaged
@@ -179,7 +171,7 @@ def preprocess_mr(
     qc["coverage"] = round(float(brain / max(prior.sum(), 1)), 4)  # share of the template brain imaged
     qc["flags"] = [f for f, bad in (("coverage", qc["coverage"] < 0.8),
                                     ("brain_volume", not 800 <= native_ml <= 2000)) if bad]  # fmt: skip
-    qc["seconds"] = times
+    qc["seconds"] = clock.seconds
     files = transform_names("b0_to_mni", to_mni)
     for name, rigid in to_b0.items():
         files.update(transform_names(f"{name}_to_b0_rigid", rigid))
