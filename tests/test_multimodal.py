@@ -88,9 +88,8 @@ def test_multimodal_networks_use_the_clinical_vector(fusion):
     columns = {"age": "numeric", "sex": ["M", "F"]}
     x = torch.randn(2, 2, 24, 24, 10)
     a, b = torch.tensor([[60.0, 0.0], [60.0, 0.0]]), torch.tensor([[90.0, 1.0], [90.0, 1.0]])
-    for net in (MultimodalMNTDL(columns, fusion=fusion, in_channels=2, num_slices=10, widths=(4, 8, 8, 16),
-                                num_heads=2, dropout=0.0),
-                MultimodalResNet(columns, in_channels=2, widths=(4, 8, 8, 16), fusion=fusion, dropout=0.0)):  # fmt: skip
+    tiny = dict(in_channels=2, widths=(4, 8, 8, 16), fusion=fusion, dropout=0.0)
+    for net in (MultimodalMNTDL(columns, num_slices=10, num_heads=2, **tiny), MultimodalResNet(columns, **tiny)):
         net.tabular.fit(np.array([[50.0, 0], [80, 1]]))
         if fusion == "daft":
             torch.nn.init.normal_(net.daft.expand.weight)  # leave the identity start
@@ -141,10 +140,13 @@ def test_multimodal_training_through_the_bundle(side_datalist, tmp_path):
              "--ckpt_dir", ckpt, "--output_dir", str(tmp_path / "infer"), "--device", "cpu", *shape]  # fmt: skip
     result = subprocess.run(infer, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    predicted = {
-        r["patient_id"]: float(r["probability"]) for r in csv.DictReader(open(tmp_path / "infer" / "predictions.csv"))
-    }
-    evaluated = {r["patient_id"]: float(r["probability"]) for r in csv.DictReader(open(tmp_path / "eval" / "predictions.csv"))
+    predicted = {r["patient_id"]: float(r["probability"]) for r in _read(tmp_path / "infer" / "predictions.csv")}
+    evaluated = {r["patient_id"]: float(r["probability"]) for r in _read(tmp_path / "eval" / "predictions.csv")
                  if r["fold"] == "ensemble"}  # fmt: skip
-    assert predicted.keys() == evaluated.keys() and all(
-        predicted[k] == pytest.approx(evaluated[k], abs=1e-5) for k in predicted)  # fmt: skip
+    assert predicted.keys() == evaluated.keys()
+    assert all(predicted[k] == pytest.approx(evaluated[k], abs=1e-5) for k in predicted)
+
+
+def _read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
