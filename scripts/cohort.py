@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Sequence
 
 from scripts import BundleInputError
 
-SEQUENCES = ("ncct", "cta", "b0", "b1000", "adc", "flair")
+SEQUENCES = ("ncct", "cta", "b0", "b1000", "adc", "flair", "vessels", "tmax", "cbf", "cbv", "mtt")
 MODALITY_SEQUENCES = {"ct": ("ncct", "cta"), "mr": ("adc", "b1000", "flair")}
 LABELS = ("fpe", "mtici_2c", "rlvo")
 REQUIRED_COLUMNS = (

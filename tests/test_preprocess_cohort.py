@@ -79,7 +79,7 @@ def test_cohort_run_with_dicom_case_and_a_failing_case(native, tmp_path):
         writer.writerows(rows)
     out = str(tmp_path / "pre")
     cmd = [sys.executable, "-m", "monai.bundle", "run", "preprocess", "--config_file", "configs/preprocess.json",
-           "--cohort", cohort, "--output_dir", out, "--workers", "2", "--spacing", "3"]  # fmt: skip
+           "--cohort", cohort, "--output_dir", out, "--workers", "2", "--spacing", "3", "--vessels", "true"]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     bad = rows[3]["patient_id"]
@@ -99,6 +99,7 @@ def test_cohort_run_with_dicom_case_and_a_failing_case(native, tmp_path):
         img = nib.load(r["ncct"])
         assert img.shape == (60, 72, 60) and np.allclose(img.affine[:3, 3], ATLAS_AFFINE[:3, 3])
     assert "cta" not in rewritten[2] and os.path.isfile(rewritten[0]["cta"])
+    assert os.path.isfile(rewritten[0]["vessels"]) and "vessels" not in rewritten[2]  # vessel map only with a CTA
     # a rerun keeps finished cases (idempotent) and tries the failed one again
     stamp = os.path.getmtime(os.path.join(out, rows[0]["patient_id"], "ct", "qc.json"))
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)

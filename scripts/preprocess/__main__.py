@@ -1,6 +1,6 @@
 """One patient from the command line (NIfTI files or DICOM series folders), written atomically to ``--out``:
 
-``python -m scripts.preprocess ct --ncct PATH [--cta PATH] --out DIR [--transform SyN] [--spacing 1]``
+``python -m scripts.preprocess ct --ncct PATH [--cta PATH] --out DIR [--transform SyN] [--spacing 1] [--vessels]``
 ``python -m scripts.preprocess mr --b0 PATH [--b1000 PATH] [--adc PATH] [--flair PATH] [--tmax PATH ...] --out DIR``
 
 Bad input: one line on stderr naming the file and the cause, exit status 2 (``scripts`` excepthook).
@@ -14,9 +14,11 @@ from scripts.preprocess.ct import preprocess_ct
 from scripts.preprocess.mr import preprocess_mr
 
 
-def ct(ncct: str, out: str, cta: str = "", transform: str = "Affine", spacing: float = 1.0) -> None:
-    """Preprocess one CT patient (NCCT, optional CTA) into ``out``; prints the QC."""
-    print(json.dumps(preprocess_ct(ncct, out, cta or None, transform, spacing), indent=1))
+def ct(
+    ncct: str, out: str, cta: str = "", transform: str = "Affine", spacing: float = 1.0, vessels: bool = False
+) -> None:
+    """Preprocess one CT patient (NCCT, optional CTA, optional CTA vessel map) into ``out``; prints the QC."""
+    print(json.dumps(preprocess_ct(ncct, out, cta or None, transform, spacing, vessels=vessels), indent=1))
 
 
 def mr(

@@ -24,6 +24,8 @@ from scripts.io import atomic_write_text
 logger = logging.getLogger(__name__)
 
 MODALITY_INPUTS = {"ct": ("ncct", "cta"), "mr": ("b0", "b1000", "adc", "flair", "tmax", "cbf", "cbv", "mtt")}
+OUTPUT_IMAGES = {"ct": ("ncct", "cta", "vessels"), "mr": MODALITY_INPUTS["mr"]}
+IMAGE_COLUMNS = set(SEQUENCES) | set(MODALITY_INPUTS["mr"])
 QC_COLUMNS = ("patient_id", "status", "error", "brain_volume_ml", "dice_template_brain", "coverage", "similarity_mi",
               "flags", "seconds")  # fmt: skip
 
@@ -46,7 +48,7 @@ def read_rows(cohort: str) -> Tuple[List[str], List[Dict[str, str]]]:
         if not pid or pid in seen:
             raise BundleInputError(f"{cohort}: row {line}, column 'patient_id': empty or duplicate")
         seen.add(pid)
-        for key in set(columns) & set(SEQUENCES + MODALITY_INPUTS["mr"]):
+        for key in set(columns) & IMAGE_COLUMNS:
             if row[key] and not os.path.isabs(row[key]):
                 row[key] = os.path.join(base, row[key])
     if not rows:
@@ -71,7 +73,8 @@ def preprocess_case(row: Dict[str, str], modality: str, out: str, settings: Dict
         if not row.get(first):
             raise BundleInputError(f"no {first} image")
         if modality == "ct":
-            qc = preprocess_ct(row["ncct"], out, row.get("cta") or None, settings["transform"], settings["spacing"])
+            qc = preprocess_ct(row["ncct"], out, row.get("cta") or None, settings["transform"], settings["spacing"],
+                               vessels=settings.get("vessels", False))  # fmt: skip
         else:
             perfusion = {k: row.get(k, "") for k in PERFUSION}
             qc = preprocess_mr(row["b0"], out, row.get("b1000") or None, row.get("adc") or None,
@@ -126,7 +129,8 @@ def preprocess_items(
     modality = "ct" if set(image_keys) & set(MODALITY_INPUTS["ct"]) else "mr"
     rows = [{k: str(v) for k, v in item.items()} for item in items]
     outs = {r["patient_id"]: case_dir(output_dir, r["patient_id"], modality) for r in rows}
-    settings = {"spacing": float(spacing), "transform": "Affine", "histogram_reference": None}
+    settings = {"spacing": float(spacing), "transform": "Affine", "histogram_reference": None,
+                "vessels": "vessels" in image_keys}  # fmt: skip
     results = run_cases(rows, modality, outs, settings, workers)
     ready = []
     for item in items:
@@ -150,10 +154,11 @@ def preprocess_cohort(
     spacing: float = 1.0,
     transform: str = "Affine",
     histogram_reference: Optional[str] = None,
+    vessels: bool = False,
 ) -> str:
     """Preprocess every case of ``cohort`` into ``output_dir/<patient_id>/<modality>``; write
     ``output_dir/qc_<modality>.csv`` and ``output_dir/cohort.csv``; return the rewritten cohort's path.
-    ``workers`` 0 = one per core (ITK threads shared out)."""
+    ``workers`` 0 = one per core (ITK threads shared out); ``vessels``: CTA vessel maps too (CT)."""
     if modality not in MODALITY_INPUTS:
         raise BundleInputError(f"--modality '{modality}': use ct or mr")
     if transform not in ("Affine", "SyN"):
@@ -161,7 +166,8 @@ def preprocess_cohort(
     columns, rows = read_rows(cohort)
     if not set(MODALITY_INPUTS[modality]) & set(columns):
         raise BundleInputError(f"{cohort}: no {modality.upper()} image column ({', '.join(MODALITY_INPUTS[modality])})")
-    settings = {"spacing": float(spacing), "transform": transform, "histogram_reference": histogram_reference}
+    settings = {"spacing": float(spacing), "transform": transform, "histogram_reference": histogram_reference,
+                "vessels": bool(vessels)}  # fmt: skip
     outs = {r["patient_id"]: case_dir(output_dir, r["patient_id"], modality) for r in rows}
     os.makedirs(output_dir, exist_ok=True)
     results = run_cases(rows, modality, outs, settings, workers)
@@ -195,30 +201,29 @@ def _write_cohort(
     outs: Dict[str, str],
     modality: str,
 ) -> str:
-    """The cohort with this modality's image cells pointing at the case folders (relative to ``path``), plus
+    """The cohort with this modality's image cells pointing at the case folders (relative to ``path``): every
+    image the case folder holds (the modality's inputs, a computed ADC, a CTA vessel map), plus
     ``<modality>_brain_mask`` and ``<modality>_territories``; failed cases left out."""
-    extra = [f"{modality}_brain_mask", f"{modality}_territories"]
-    if any(r.get("adc_computed") for r in results.values()):
-        extra.append("adc")
-    fields = columns + [c for c in extra if c not in columns]
+    ok = [r for r in rows if results[r["patient_id"]]["status"] == "ok"]
+    images = {}
+    for r in ok:
+        candidates = {k: os.path.join(outs[r["patient_id"]], f"{k}.nii.gz") for k in OUTPUT_IMAGES[modality]}
+        images[r["patient_id"]] = {k: v for k, v in candidates.items() if os.path.isfile(v)}
+    produced = {k for found in images.values() for k in found}
+    masks = [f"{modality}_brain_mask", f"{modality}_territories"]
+    fields = columns + [c for c in sorted(produced) + masks if c not in columns]
     base = os.path.dirname(os.path.abspath(path))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, restval="", extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for row in rows:
-        result = results[row["patient_id"]]
-        if result["status"] != "ok":
-            continue
-        case = os.path.relpath(outs[row["patient_id"]], base)
-        new = dict(row)
-        for key in set(MODALITY_INPUTS[modality]) & set(fields):
-            produced = bool(row.get(key)) or (key == "adc" and result.get("adc_computed"))
-            new[key] = os.path.join(case, f"{key}.nii.gz") if produced else ""
-        new[extra[0]] = os.path.join(case, "brain_mask.nii.gz")
-        new[extra[1]] = os.path.join(case, "territories.nii.gz")
-        for key in set(columns) & set(SEQUENCES + MODALITY_INPUTS["mr"]) - set(MODALITY_INPUTS[modality]):
-            if new[key]:
-                new[key] = os.path.relpath(new[key], base)  # the other modality's raw paths, still valid
+    for row in ok:
+        case = outs[row["patient_id"]]
+        new = {k: (os.path.relpath(v, base) if v and k in IMAGE_COLUMNS else v) for k, v in row.items()}
+        for key in set(OUTPUT_IMAGES[modality]) & set(fields):
+            found = images[row["patient_id"]].get(key)
+            new[key] = os.path.relpath(found, base) if found else ""
+        new[masks[0]] = os.path.relpath(os.path.join(case, "brain_mask.nii.gz"), base)
+        new[masks[1]] = os.path.relpath(os.path.join(case, "territories.nii.gz"), base)
         writer.writerow(new)
     atomic_write_text(path, buf.getvalue())
     return path

@@ -27,6 +27,7 @@ from scripts import BundleInputError
 from scripts.preprocess.case_folder import StageClock, read_qc, transform_names, write_case
 from scripts.preprocess.space import atlas_territories, dice, load_ct_template, mni_grid
 from scripts.preprocess.volumes import read_volume
+from scripts.vessels import vesselness
 
 CT_RANGE = (-500.0, 30.0)  # the 1st percentile must be air-like, the 99th at least soft tissue
 WORK_SPACING = 2.0  # mm, the grid of the masks and registrations
@@ -60,8 +61,10 @@ def preprocess_ct(
     spacing: float = 1.0,
     templates: Optional[str] = None,
     seed: int = 0,
+    vessels: bool = False,
 ) -> Dict[str, Any]:
     """Preprocess one patient; write ``out`` atomically (all files or none) and return the QC dict.
+    ``vessels``: also write ``vessels.nii.gz``, the CTA's vesselness in the brain (:mod:`scripts.vessels`).
     An ``out`` that already holds ``qc.json`` is kept (idempotent)."""
     import ants
 
@@ -121,6 +124,9 @@ def preprocess_ct(
         moved = ants.apply_transforms(grid, angio, reg["fwdtransforms"] + cta_rigid, defaultvalue=-1024)
         outputs["cta"] = moved * mask + (mask * -1 + 1) * -1024
     clock.lap("resample")
+    if vessels and angio is not None:
+        outputs["vessels"] = mask.new_image_like(vesselness(outputs["cta"].numpy(), [spacing] * 3, mask.numpy()))
+        clock.lap("vessels")
     template_in_grid = ants.resample_image_to_target(template * template_mask, grid)
     qc = {
         "transform": transform,
