@@ -1,6 +1,6 @@
 """A demo cohort on real anatomy with known truth, written in the cohort contract (CSV + NIfTI).
 
-``python -m scripts.demo_cohort --out DIR --patients N --seed S [--modalities ct,mr] [--spacing 2]``
+``python -m scripts.demo_cohort --out DIR --patients N --seed S [--modalities ct,ctp,mr] [--spacing 2] [--native]``
 writes ``DIR/cohort.csv``, the NIfTI files it points to and ``DIR/manifest.json``; add ``--unlabeled``
 for an unlabeled pool (``DIR/unlabeled.csv``, patients ``pool0000``...) for SimSiam pretraining.
 
@@ -18,6 +18,11 @@ spans more branch origins) and whose CTA parenchymal enhancement is 30 HU x (0.1
 falls with G (hypodense on NCCT, bright on DWI b1000, low ADC, FLAIR-bright after 4.5 h). ADC is computed from
 the noisy b0/b1000 as -ln(S1000/S0)/1000 (stored in 1e-6 mm^2/s). Noise: NCCT 3 HU, CTA 6 HU, MR 2%
 of white matter; slices: NCCT, DWI and FLAIR 5 mm thick, CTA 1 mm (z blur of the thickness).
+
+CT perfusion maps (``ctp``): Tmax 2 s, delayed by 4-10 s in the hypoperfused region (more with poor
+collaterals); CBF 60/25 ml/100 g/min in grey/white matter, reduced there and in the core; CBV 4.5/2.2 ml/100 g,
+low in the core; MTT = 60 CBV/CBF. The refractory-LVO outcome with comorbidity columns (hypertension, diabetes,
+atrial fibrillation) is drawn by :mod:`scripts.demo_rlvo` (clinical variables carry most of its signal).
 
 Truth (the label rule, also in manifest.json): logit P(FPE) = 0.4 - 1.5 z_len + 0.4 z_dens
 + 1.6 z_coll + site (ICA -1.2, M1 0, M2 +0.5) - 0.15 z_age + 0.2 ivt, with z_len = (ln L - ln 12)/0.45,
@@ -44,7 +49,8 @@ from sklearn.metrics import roc_auc_score
 
 from scripts import BundleInputError
 from scripts.anatomy import DEFAULT_ATLAS_DIR, Anatomy, load_anatomy
-from scripts.cohort import SEQUENCES
+from scripts.cohort import SEQUENCES, derive_labels
+from scripts.demo_rlvo import RLVO_COEF, clinical_share, draw_rlvo
 from scripts.demo_scanner import ACQUISITIONS, add_headrest, session_poses, to_scanner
 from scripts.io import atomic_write, atomic_write_json, atomic_write_text
 
@@ -55,7 +61,8 @@ COEF = {"intercept": 0.4, "z_len": -1.5, "z_dens": 0.4, "z_coll": 1.6, "z_age": 
 CSV_COLUMNS = (
     "patient_id", "procedure_date", "passes", "mtici_first_pass", "mtici_final", "rescue", "stenosis_gt50",
     "location", "side", "age", "sex", "nihss", "onset_to_imaging_min", "ivt",
-    "ncct", "cta", "b0", "b1000", "adc", "flair",
+    "hypertension", "diabetes", "atrial_fibrillation",
+    "ncct", "cta", "b0", "b1000", "adc", "flair", "tmax", "cbf", "cbv", "mtt",
 )  # fmt: skip
 
 # schematic vessel centre lines in MNI mm for the RIGHT hemisphere (x mirrored for the left): radius mm
@@ -233,6 +240,21 @@ def render(
         cta = cta * (1 - occ["clot"]) + truth["clot_density_hu"] * occ["clot"]
         images["ncct"] = _slices(ncct, 5, s) + rng.normal(0, 3, gm.shape)
         images["cta"] = _slices(cta, 1, s) + rng.normal(0, 6, gm.shape)
+    if "ctp" in modalities:  # CT perfusion maps: delayed, reduced flow where hypoperfused, low volume in the core
+        g = truth["collaterals"] / 3
+        hypo_soft = ndimage.gaussian_filter(hypo.astype(np.float32), 1.0)
+        tissue_in = np.clip(brain, 0, 1)
+        maps = {
+            "tmax": tissue_in * (2 + hypo_soft * (4 + 6 * (1 - g))),  # s
+            "cbf": tissue_in
+            * (60 * gm + 25 * wm + 5 * csf)
+            * (1 - hypo_soft * (0.6 - 0.3 * g))
+            * (1 - 0.7 * core_soft),
+            "cbv": tissue_in * (4.5 * gm + 2.2 * wm + 0.5 * csf) * (1 - 0.65 * core_soft),  # ml/100 g
+        }
+        maps["mtt"] = np.where(maps["cbf"] > 1, 60 * maps["cbv"] / np.maximum(maps["cbf"], 1), 0)  # s
+        for name, noise in (("tmax", 0.3), ("cbf", 3.0), ("cbv", 0.2), ("mtt", 0.3)):
+            images[name] = np.clip(maps[name] + tissue_in * rng.normal(0, noise, gm.shape), 0, None)
     if "mr" in modalities:
         head = np.clip(brain + rim + scalp * 0.6, 0, 1)
         s0 = 850 * gm + 700 * wm + 1800 * (csf + rim) + 300 * scalp
@@ -290,8 +312,10 @@ def generate(
     with only ``patient_id`` and the image columns, and ``unlabeled_manifest.json`` with the settings.
     """
     mods = [m.strip() for m in (modalities.split(",") if isinstance(modalities, str) else modalities)]
-    if not mods or any(m not in ("ct", "mr") for m in mods):
-        raise BundleInputError(f"--modalities '{modalities}': use ct, mr or ct,mr")
+    if not mods or any(m not in ("ct", "ctp", "mr") for m in mods):
+        raise BundleInputError(f"--modalities '{modalities}': a list of ct, ctp (CT perfusion maps), mr")
+    if native and "ctp" in mods:
+        raise BundleInputError("--modalities ctp: perfusion maps are written in MNI space only (not with --native)")
     if int(patients) < 20:
         raise BundleInputError(f"--patients {patients}: at least 20 patients are needed for 5 folds")
     with warnings.catch_warnings():
@@ -306,6 +330,7 @@ def generate(
         if unlabeled:
             rng = np.random.default_rng([int(seed), i, 1])
         patient = draw_patient(rng, i, first, (last - first).days + 1, prefix="pool" if unlabeled else "demo")
+        draw_rlvo(np.random.default_rng([int(seed), i, 3]), patient)
         pid = patient["patient_id"]
         images = render(anatomy, patient, rng, mods)
         affines = {seq: anatomy.affine for seq in images}
@@ -358,6 +383,8 @@ def generate(
 def _manifest(rows: List[Dict], truth: Dict[str, Dict], locals_: Dict) -> Dict:
     prob = np.array([truth[r["patient_id"]]["probability"] for r in rows])
     fpe = np.array([r["mtici_first_pass"] in ("2b", "2c", "3") for r in rows], dtype=int)
+    rlvo = np.array([derive_labels(r)["rlvo"] for r in rows])
+    rlvo_prob = np.array([truth[r["patient_id"]]["rlvo_probability"] for r in rows])
     redraw = np.random.default_rng(12345).random((200, len(prob))) < prob
     expected = float(np.mean([roc_auc_score(y, prob) for y in redraw if 0 < y.sum() < len(y)]))
     return {
@@ -371,6 +398,9 @@ def _manifest(rows: List[Dict], truth: Dict[str, Dict], locals_: Dict) -> Dict:
         "coefficients": {**COEF, "site": SITE_EFFECT},
         "fpe_rate": float(fpe.mean()),
         "bayes_auc": float(roc_auc_score(fpe, prob)),
+        "bayes_auc_by_label": {"fpe": float(roc_auc_score(fpe, prob)), "rlvo": float(roc_auc_score(rlvo, rlvo_prob))},
+        "rlvo": {"coefficients": RLVO_COEF, "rate": float(rlvo.mean()), "clinical_share": clinical_share(
+            [{**r, "_truth": truth[r["patient_id"]]} for r in rows])},  # fmt: skip
         "bayes_auc_expected": expected,
         "truth": truth,
     }
