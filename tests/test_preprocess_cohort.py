@@ -79,7 +79,8 @@ def test_cohort_run_with_dicom_case_and_a_failing_case(native, tmp_path):
         writer.writerows(rows)
     out = str(tmp_path / "pre")
     cmd = [sys.executable, "-m", "monai.bundle", "run", "preprocess", "--config_file", "configs/preprocess.json",
-           "--cohort", cohort, "--output_dir", out, "--workers", "2", "--spacing", "3", "--vessels", "true"]  # fmt: skip
+           "--cohort", cohort, "--output_dir", out, "--workers", "2", "--spacing", "3",
+           "--vessels", "true"]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     bad = rows[3]["patient_id"]
