@@ -1,6 +1,7 @@
 """The papers' comparison on the demo cohort: every model on the same folds, one table.
 
 python benchmarks/model_comparison.py [--dataset_dir demo] [--out runs/comparison] [--models mnt_dl,scanet,...]
+python benchmarks/model_comparison.py --models mnt_dl,late,daft --label rlvo --out runs/rlvo   (clinical fusion)
 
 From the bundle root, after the demo cohort and its datalist exist (``python -m scripts.demo`` makes them). Each
 model is the ``monai.bundle`` command a user would type (printed before it runs), with ``configs/demo.json``
@@ -22,15 +23,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from scripts.compare import compare  # noqa: E402
 from scripts.demo import _bundle  # noqa: E402
 
-# model name -> (overlays between train.json and demo.json, table name)
+# model name -> (overlays between train.json and demo.json, table name, further overrides)
 MODELS = {
-    "mnt_dl": ([], "MNT-DL (NCCT + CTA)"),
-    "scanet": (["configs/scanet.json"], "SCANet (NCCT + CTA)"),
-    "resnet34": (["configs/resnet34.json"], "ResNet34, 3-D (NCCT + CTA)"),
-    "ncct": (["configs/ablation_ncct.json"], "MNT-DL, NCCT only"),
-    "cta": (["configs/ablation_cta.json"], "MNT-DL, CTA only"),
-    "radiomics": (["configs/radiomics.json"], "Radiomics (LR / RF)"),
-}
+    "mnt_dl": ([], "MNT-DL (NCCT + CTA)", []),
+    "scanet": (["configs/scanet.json"], "SCANet (NCCT + CTA)", []),
+    "resnet34": (["configs/resnet34.json"], "ResNet34, 3-D (NCCT + CTA)", []),
+    "ncct": (["configs/ablation_ncct.json"], "MNT-DL, NCCT only", []),
+    "cta": (["configs/ablation_cta.json"], "MNT-DL, CTA only", []),
+    "radiomics": (["configs/radiomics.json"], "Radiomics (LR / RF)", []),
+    "late": (["configs/multimodal.json", "configs/clinical_demo.json"], "MNT-DL + clinical, late fusion",
+             ["--fusion", "late"]),
+    "daft": (["configs/multimodal.json", "configs/clinical_demo.json"], "MNT-DL + clinical, DAFT", []),
+}  # fmt: skip
 
 
 def main(
@@ -45,14 +49,14 @@ def main(
     names = [m.strip() for m in (models.split(",") if isinstance(models, str) else models)]
     runs = {}
     for name in names:
-        overlays, title = MODELS[name]
+        overlays, title, extra = MODELS[name]
         eval_dir = os.path.join(out, name, "eval")
         runs[title] = eval_dir
         if os.path.isfile(os.path.join(eval_dir, "metrics.json")):
             continue
         files = "[" + ",".join(f"'{f}'" for f in ["configs/train.json", *overlays, "configs/demo.json"]) + "]"
         common = ["--dataset_dir", dataset_dir, "--datalist_file", datalist, "--label", label,
-                  "--ckpt_dir", os.path.join(out, name, "models"), "--output_dir", eval_dir]  # fmt: skip
+                  "--ckpt_dir", os.path.join(out, name, "models"), "--output_dir", eval_dir, *extra]  # fmt: skip
         t0 = time.time()
         if name == "radiomics":
             _bundle("run", "--config_file", files, *common)

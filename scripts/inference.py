@@ -7,6 +7,7 @@ Columns: ``patient_id``, ``probability`` (mean over the fold models), ``probabil
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import io
 import os
@@ -102,8 +103,11 @@ def predict_cohort(
     inferer: Optional[Callable] = None,
     postprocessing: Optional[Callable] = None,
     batch_size: int = 2,
+    explain: bool = False,
+    explain_mask_size: Sequence[int] = (12, 12, 5),
 ) -> str:
-    """Predict ``data`` with every fold model; write ``output_dir/predictions.csv``; return its path."""
+    """Predict ``data`` with every fold model; write ``output_dir/predictions.csv``; return its path. ``explain``:
+    also write per-patient explanations and their summary to ``output_dir/explanations`` (:mod:`scripts.explain`)."""
     mean, sd, cutoff = ensemble_predict(
         network, preprocessing, data, ckpt_dir, device, inferer, postprocessing, batch_size
     )
@@ -114,5 +118,13 @@ def predict_cohort(
         writer.writerow([item["patient_id"], f"{p:.6f}", f"{s:.6f}", int(p >= cutoff)])
     out = os.path.join(output_dir, "predictions.csv")
     atomic_write_text(out, buf.getvalue())
+    if explain:
+        from scripts.explain import explain_item, summarize
+
+        loaders = [functools.partial(load_weights, network, path, device) for path in fold_checkpoints(ckpt_dir)]
+        folder = os.path.join(output_dir, "explanations")
+        for item in data:
+            explain_item(loaders, preprocessing, item, folder, device, explain_mask_size)
+        summarize(folder)
     print(buf.getvalue(), end="", flush=True)
     return out

@@ -137,7 +137,8 @@ def test_multimodal_training_through_the_bundle(side_datalist, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     infer = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
              "['configs/inference.json','configs/multimodal.json']", "--datalist_file", side_datalist,
-             "--ckpt_dir", ckpt, "--output_dir", str(tmp_path / "infer"), "--device", "cpu", *shape]  # fmt: skip
+             "--ckpt_dir", ckpt, "--output_dir", str(tmp_path / "infer"), "--device", "cpu", *shape,
+             "--explain", "true"]  # fmt: skip
     result = subprocess.run(infer, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     predicted = {r["patient_id"]: float(r["probability"]) for r in _read(tmp_path / "infer" / "predictions.csv")}
@@ -145,6 +146,10 @@ def test_multimodal_training_through_the_bundle(side_datalist, tmp_path):
                  if r["fold"] == "ensemble"}  # fmt: skip
     assert predicted.keys() == evaluated.keys()
     assert all(predicted[k] == pytest.approx(evaluated[k], abs=1e-5) for k in predicted)
+    # explanations: one file per patient with clinical attributions, and the summary over the patients
+    summary = json.load(open(tmp_path / "infer" / "explanations" / "summary.json"))
+    assert summary["patients"] == len(predicted)
+    assert set(summary["mean_abs_clinical_attribution"]) == {"age", "sex", "nihss", "onset_to_imaging_min", "ivt"}
 
 
 def _read(path):
