@@ -99,8 +99,11 @@ def evaluate_folds(
     postprocessing: Callable | None = None,
     batch_size: int = 4,
     manifest: Dict[str, Any] | None = None,
+    explain: bool = False,
+    explain_mask_size: Sequence[int] = (12, 12, 5),
 ) -> Dict[str, Any]:
-    """Evaluate every fold model; write predictions, metrics and cut-offs. Returns the metrics dict."""
+    """Evaluate every fold model; write predictions, metrics and cut-offs. Returns the metrics dict. ``explain``:
+    also explain the test-set patients with the fold ensemble and summarise (``output_dir/explanations``)."""
     items = datalist["training"] + datalist["test"]
     data = CacheDataset(items, preprocessing, progress=False)
     index = {d["patient_id"]: i for i, d in enumerate(items)}
@@ -114,7 +117,14 @@ def evaluate_folds(
 
         return run
 
-    return evaluate_predictions(datalist, fold_predictor, ckpt_dir, output_dir, manifest)
+    metrics = evaluate_predictions(datalist, fold_predictor, ckpt_dir, output_dir, manifest)
+    if explain and datalist["test"]:
+        from scripts.explain import explain_cohort
+
+        summary = explain_cohort(network, preprocessing, datalist["test"], ckpt_dir,
+                                 os.path.join(output_dir, "explanations"), device, explain_mask_size)  # fmt: skip
+        print("explanations (test set): " + json.dumps(summary), flush=True)
+    return metrics
 
 
 def evaluate_predictions(

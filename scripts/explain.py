@@ -19,6 +19,7 @@ clinical attributions).
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
@@ -179,6 +180,25 @@ def _pictures(pid: str, saliency: np.ndarray, background: Optional[np.ndarray], 
         fig.tight_layout()
         atomic_write(os.path.join(out, f"{pid}_slices.png"), lambda tmp: fig.savefig(tmp, dpi=80), suffix=".png")
         plt.close(fig)
+
+
+def explain_cohort(
+    network: torch.nn.Module,
+    preprocessing: Callable,
+    items: Sequence[Dict[str, Any]],
+    ckpt_dir: str,
+    out_dir: str,
+    device: Any,
+    mask_size: Sequence[int] = (12, 12, 5),
+) -> Dict[str, Any]:
+    """Explain every item with the fold ensemble of ``ckpt_dir`` into ``out_dir``; write and return the summary."""
+    from scripts.inference import fold_checkpoints
+    from scripts.kfold import load_weights
+
+    loaders = [functools.partial(load_weights, network, path, device) for path in fold_checkpoints(ckpt_dir)]
+    for item in items:
+        explain_item(loaders, preprocessing, item, out_dir, device, mask_size)
+    return summarize(out_dir)
 
 
 def summarize(out_dir: str) -> Dict[str, Any]:

@@ -7,7 +7,6 @@ Columns: ``patient_id``, ``probability`` (mean over the fold models), ``probabil
 from __future__ import annotations
 
 import csv
-import functools
 import glob
 import io
 import os
@@ -119,12 +118,9 @@ def predict_cohort(
     out = os.path.join(output_dir, "predictions.csv")
     atomic_write_text(out, buf.getvalue())
     if explain:
-        from scripts.explain import explain_item, summarize
+        from scripts.explain import explain_cohort
 
-        loaders = [functools.partial(load_weights, network, path, device) for path in fold_checkpoints(ckpt_dir)]
-        folder = os.path.join(output_dir, "explanations")
-        for item in data:
-            explain_item(loaders, preprocessing, item, folder, device, explain_mask_size)
-        summarize(folder)
+        explain_cohort(network, preprocessing, data, ckpt_dir, os.path.join(output_dir, "explanations"), device,
+                       explain_mask_size)  # fmt: skip
     print(buf.getvalue(), end="", flush=True)
     return out

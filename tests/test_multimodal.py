@@ -132,7 +132,7 @@ def test_multimodal_training_through_the_bundle(side_datalist, tmp_path):
     shape = [f"--{k}={json.dumps(TINY[k])}" for k in ("spatial_size", "num_slices", "widths", "num_heads", "dropout")]
     config = "['configs/train.json','configs/multimodal.json','configs/evaluate.json']"
     evaluate = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, "--datalist_file", side_datalist,
-                "--ckpt_dir", ckpt, "--output_dir", str(tmp_path / "eval"), *shape]  # fmt: skip
+                "--ckpt_dir", ckpt, "--output_dir", str(tmp_path / "eval"), *shape, "--explain", "true"]  # fmt: skip
     result = subprocess.run(evaluate, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     infer = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
@@ -146,7 +146,9 @@ def test_multimodal_training_through_the_bundle(side_datalist, tmp_path):
                  if r["fold"] == "ensemble"}  # fmt: skip
     assert predicted.keys() == evaluated.keys()
     assert all(predicted[k] == pytest.approx(evaluated[k], abs=1e-5) for k in predicted)
-    # explanations: one file per patient with clinical attributions, and the summary over the patients
+    # explanations: one file per patient with clinical attributions, and the summary over the patients, written by
+    # inference (every patient given) and by the evaluation (the test set)
+    assert json.load(open(tmp_path / "eval" / "explanations" / "summary.json"))["patients"] == len(predicted)
     summary = json.load(open(tmp_path / "infer" / "explanations" / "summary.json"))
     assert summary["patients"] == len(predicted)
     assert set(summary["mean_abs_clinical_attribution"]) == {"age", "sex", "nihss", "onset_to_imaging_min", "ivt"}
