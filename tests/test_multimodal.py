@@ -12,7 +12,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from ignite.engine import Events
 
 from scripts import BundleInputError
 from scripts.clinical import fit_tabular, fold_training_rows, raw_clinical
@@ -20,7 +19,7 @@ from scripts.networks.daft import DAFT
 from scripts.networks.multimodal import MultimodalMNTDL, MultimodalResNet
 from scripts.networks.tabular import TabularEncoder
 from tests.conftest import ROOT
-from tests.test_workflow import TINY, _workflow
+from tests.test_workflow import FIT, TINY, train_recording_losses
 
 COLUMNS = {"age": "numeric", "sex": ["M", "F"], "nihss": "numeric"}
 
@@ -104,23 +103,8 @@ def test_multimodal_training_through_the_bundle(side_datalist, tmp_path):
     """DAFT MNT-DL through monai.bundle (train + evaluate + inference): the loss falls, the fold model holds the
     encoder fitted on that fold's training rows, and inference predicts from images and clinical values."""
     ckpt = str(tmp_path / "models")
-    os.chdir(ROOT)
-    configs = ["train.json", "multimodal.json"]
-    fit = {"learning_rate": 0.003, **{f"train#random_transforms#{i}#prob": 0.0 for i in (0, 2, 3)}}
-    losses = {}
-    for fold in (0, 1):
-        wf = _workflow("train_fold", configs, datalist_file=side_datalist, ckpt_dir=ckpt, fold=fold,
-                       max_epochs=20 if fold == 0 else 1, **{**TINY, **fit})  # fmt: skip
-        wf.initialize()
-        trainer = wf.parser.get_parsed_content("train#trainer")
-        epoch_losses: list = []
-        trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: epoch_losses.append([]))
-        trainer.add_event_handler(
-            Events.ITERATION_COMPLETED, lambda e: epoch_losses[-1].append(float(e.state.output[0]["loss"]))
-        )
-        wf.run()
-        wf.finalize()
-        losses[fold] = [float(np.mean(x)) for x in epoch_losses]
+    overrides = {0: {**TINY, **FIT, "max_epochs": 20}, 1: {**TINY, "max_epochs": 1}}
+    losses = train_recording_losses(["train.json", "multimodal.json"], side_datalist, ckpt, overrides)
     assert np.mean(losses[0][-3:]) < 0.8 * np.mean(losses[0][:3]), losses[0]
     from scripts.split import load_datalist
 

@@ -43,15 +43,13 @@ def _workflow(run_id: str, config_files, **override) -> ConfigWorkflow:
     )
 
 
-@pytest.fixture(scope="module")
-def trained(side_datalist, tmp_path_factory):
-    """Train both folds in-process (run id ``train_fold``); record the training losses per epoch."""
-    ckpt = str(tmp_path_factory.mktemp("models"))
+def train_recording_losses(config_files, datalist, ckpt, fold_overrides) -> dict:
+    """Train the folds in ``fold_overrides`` ({fold: overrides}) in-process (run id ``train_fold``); return the mean
+    training loss per epoch of each fold."""
     os.chdir(ROOT)
     losses = {}
-    for fold in (0, 1):
-        wf = _workflow("train_fold", ["train.json"], datalist_file=side_datalist, ckpt_dir=ckpt, fold=fold,
-                       max_epochs=30 if fold == 0 else 2, **{**TINY, **(FIT if fold == 0 else {})})  # fmt: skip
+    for fold, override in fold_overrides.items():
+        wf = _workflow("train_fold", config_files, datalist_file=datalist, ckpt_dir=ckpt, fold=fold, **override)
         wf.initialize()
         trainer = wf.parser.get_parsed_content("train#trainer")
         epoch_losses: list = []
@@ -62,7 +60,15 @@ def trained(side_datalist, tmp_path_factory):
         wf.run()
         wf.finalize()
         losses[fold] = [float(np.mean(x)) for x in epoch_losses]
-    return ckpt, losses
+    return losses
+
+
+@pytest.fixture(scope="module")
+def trained(side_datalist, tmp_path_factory):
+    """Train both folds in-process (run id ``train_fold``); record the training losses per epoch."""
+    ckpt = str(tmp_path_factory.mktemp("models"))
+    overrides = {0: {**TINY, **FIT, "max_epochs": 30}, 1: {**TINY, "max_epochs": 2}}
+    return ckpt, train_recording_losses(["train.json"], side_datalist, ckpt, overrides)
 
 
 def test_training_lowers_the_loss_and_records_the_fold(trained):
