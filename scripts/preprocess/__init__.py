@@ -1,4 +1,5 @@
-"""Raw scans to model-ready MNI-space volumes (ANTsPy/ITK): ``python -m scripts.preprocess ct ...``.
+"""Raw scans to model-ready MNI-space volumes (ANTsPy/ITK).
 
-So far the CT pipeline (:mod:`scripts.preprocess.ct`); the MR pipeline and the cohort-level config follow.
+One patient: ``python -m scripts.preprocess ct|mr ...`` (:mod:`scripts.preprocess.ct`, :mod:`scripts.preprocess.mr`);
+a cohort: ``python -m monai.bundle run preprocess --config_file configs/preprocess.json`` (:mod:`.cohort`).
 """
