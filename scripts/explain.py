@@ -139,7 +139,10 @@ def explain_item(
     if attributions:
         result["clinical_attributions"] = {k: float(np.mean([a[k] for a in attributions])) for k in attributions[0]}
     background = _background(item)
-    _pictures(pid, grid, background, np.asarray(result["slice_importance"]), out_dir)
+    canonical = nib.as_closest_canonical(nib.Nifti1Image(grid, affine))  # RAS for the picture
+    if background is not None and background.shape == grid.shape:
+        background = np.asarray(nib.as_closest_canonical(nib.Nifti1Image(background, affine)).dataobj)
+    _pictures(pid, np.asarray(canonical.dataobj), background, np.asarray(result["slice_importance"]), out_dir)
     atomic_write_json(os.path.join(out_dir, f"{pid}_explanation.json"), result)
     return result
 
@@ -166,8 +169,9 @@ def _pictures(pid: str, saliency: np.ndarray, background: Optional[np.ndarray], 
             ax.imshow(np.rot90(background[:, :, z]), cmap="gray", vmin=0, vmax=80)
         ax.imshow(np.rot90(saliency[:, :, z]), cmap="bwr", vmin=-limit, vmax=limit, alpha=0.5)
         ax.set_title(f"slice {z}")
+        ax.text(0.98, 0.02, "R", color="yellow", transform=ax.transAxes, ha="right", va="bottom")
         ax.axis("off")
-    fig.suptitle(f"{pid}: occlusion saliency (red: supports the prediction)")
+    fig.suptitle(f"{pid}: occlusion saliency (red: supports the prediction; patient's right on the right)")
     fig.tight_layout()
     atomic_write(os.path.join(out, f"{pid}_saliency.png"), lambda tmp: fig.savefig(tmp, dpi=80), suffix=".png")
     plt.close(fig)
