@@ -64,8 +64,9 @@ def _fail(path: str, line: int, column: str, message: str) -> BundleInputError:
     return BundleInputError(f"{path}: row {line}, column '{column}': {message}")
 
 
-def _patient_id(path: str, line: int, pid: str, seen: Dict[str, int]) -> str:
-    """A non-empty patient id not seen on an earlier row (``seen`` maps ids to their rows)."""
+def check_patient_id(path: str, line: int, pid: str, seen: Dict[str, int]) -> str:
+    """A non-empty patient id not seen on an earlier row (``seen`` maps ids to their rows); also used by the
+    cohort preprocessing."""
     if not pid:
         raise _fail(path, line, "patient_id", "empty")
     if pid in seen:
@@ -124,7 +125,7 @@ def read_cohort(path: str, check_files: bool = True) -> List[Dict[str, Any]]:
 def _validate_row(
     path: str, base: str, line: int, raw: Dict[str, str], seen: Dict[str, int], check_files: bool
 ) -> Dict[str, Any]:
-    row: Dict[str, Any] = {"patient_id": _patient_id(path, line, raw["patient_id"], seen)}
+    row: Dict[str, Any] = {"patient_id": check_patient_id(path, line, raw["patient_id"], seen)}
     try:
         row["procedure_date"] = dt.date.fromisoformat(raw["procedure_date"]).isoformat()
     except ValueError:
@@ -180,7 +181,7 @@ def read_image_table(path: str, sequences: Sequence[str]) -> List[Dict[str, Any]
         rows: List[Dict[str, Any]] = []
         seen: Dict[str, int] = {}
         for line, raw in enumerate(reader, start=2):
-            row: Dict[str, Any] = {"patient_id": _patient_id(path, line, (raw["patient_id"] or "").strip(), seen)}
+            row: Dict[str, Any] = {"patient_id": check_patient_id(path, line, (raw["patient_id"] or "").strip(), seen)}
             for seq in sequences:
                 value = (raw[seq] or "").strip()
                 full = value if os.path.isabs(value) else os.path.join(base, value)

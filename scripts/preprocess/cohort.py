@@ -18,14 +18,14 @@ import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from scripts import BundleInputError
-from scripts.cohort import SEQUENCES
+from scripts.cohort import SEQUENCES, check_patient_id
 from scripts.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 MODALITY_INPUTS = {"ct": ("ncct", "cta"), "mr": ("b0", "b1000", "adc", "flair", "tmax", "cbf", "cbv", "mtt")}
 OUTPUT_IMAGES = {"ct": ("ncct", "cta", "vessels"), "mr": MODALITY_INPUTS["mr"]}
-IMAGE_COLUMNS = set(SEQUENCES) | set(MODALITY_INPUTS["mr"])
+IMAGE_COLUMNS = set(SEQUENCES)
 QC_COLUMNS = ("patient_id", "status", "error", "brain_volume_ml", "dice_template_brain", "coverage", "similarity_mi",
               "flags", "seconds")  # fmt: skip
 
@@ -42,12 +42,9 @@ def read_rows(cohort: str) -> Tuple[List[str], List[Dict[str, str]]]:
         rows = [{k: (v or "").strip() for k, v in r.items() if k is not None} for r in reader]
     if "patient_id" not in columns:
         raise BundleInputError(f"{cohort}: no patient_id column")
-    seen = set()
+    seen: Dict[str, int] = {}
     for line, row in enumerate(rows, start=2):
-        pid = row["patient_id"]
-        if not pid or pid in seen:
-            raise BundleInputError(f"{cohort}: row {line}, column 'patient_id': empty or duplicate")
-        seen.add(pid)
+        check_patient_id(cohort, line, row["patient_id"], seen)
         for key in set(columns) & IMAGE_COLUMNS:
             if row[key] and not os.path.isabs(row[key]):
                 row[key] = os.path.join(base, row[key])
@@ -127,7 +124,7 @@ def preprocess_items(
     ``output_dir/<patient_id>/<modality>`` and return the items pointing at the model's ``image_keys`` there.
     A failed patient is logged and left out; an error if none is left."""
     modality = "ct" if set(image_keys) & set(MODALITY_INPUTS["ct"]) else "mr"
-    rows = [{k: str(v) for k, v in item.items()} for item in items]
+    rows = [{k: str(v) for k, v in item.items() if v is not None} for item in items]
     outs = {r["patient_id"]: case_dir(output_dir, r["patient_id"], modality) for r in rows}
     settings = {"spacing": float(spacing), "transform": "Affine", "histogram_reference": None,
                 "vessels": "vessels" in image_keys}  # fmt: skip

@@ -18,7 +18,6 @@ ANTsPy, since the published code has none):
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -26,7 +25,7 @@ import numpy as np
 from scripts import BundleInputError
 from scripts.preprocess.case_folder import StageClock, read_qc, transform_names, write_case
 from scripts.preprocess.space import atlas_territories, dice, load_ct_template, mni_grid
-from scripts.preprocess.volumes import read_volume
+from scripts.preprocess.volumes import read_volume, seed_ants
 from scripts.vessels import vesselness
 
 CT_RANGE = (-500.0, 30.0)  # the 1st percentile must be air-like, the 99th at least soft tissue
@@ -73,7 +72,7 @@ def preprocess_ct(
         return done
     if transform not in ("Affine", "SyN"):
         raise BundleInputError(f"--transform '{transform}': use Affine or SyN")
-    os.environ.setdefault("ANTS_RANDOM_SEED", str(seed))
+    seed_ants(seed)
     clock = StageClock()
     image = read_volume(ncct, "NCCT", CT_RANGE)
     angio = read_volume(cta, "CTA", CT_RANGE) if cta else None
@@ -91,17 +90,16 @@ def preprocess_ct(
     # intensity-driven affine (mutual information) varied from run to run (template-brain Dice 0.88-0.92),
     # the outline fit gave 0.923 every time, also with the head rotated by 15 degrees and shifted by 20 mm
     reg = ants.registration(fixed=ants.smooth_image(template_mask, 2), moving=ants.smooth_image(brain, 2),
-                            type_of_transform="Affine", aff_metric="meansquares", random_seed=seed)  # fmt: skip
+                            type_of_transform="Affine", aff_metric="meansquares")  # fmt: skip
     if transform == "SyN":  # deformable refinement on intensities, starting from the affine
         syn = ants.registration(fixed=template * template_mask, moving=coarse * brain, type_of_transform="SyNOnly",
-                                initial_transform=reg["fwdtransforms"][0], random_seed=seed)  # fmt: skip
+                                initial_transform=reg["fwdtransforms"][0])  # fmt: skip
         reg = {"fwdtransforms": syn["fwdtransforms"]}
     clock.lap("register_ncct")
     cta_rigid = []
     if angio is not None:
         angio_coarse = ants.resample_image(angio, (WORK_SPACING,) * 3, use_voxels=False, interp_type=0)
-        rigid = ants.registration(fixed=coarse, moving=angio_coarse, type_of_transform="Rigid", aff_metric="mattes",
-                                  random_seed=seed)  # fmt: skip
+        rigid = ants.registration(fixed=coarse, moving=angio_coarse, type_of_transform="Rigid", aff_metric="mattes")
         cta_rigid = rigid["fwdtransforms"]
         # head overlap within the field of view both scans cover (a CTA often reaches down to the aortic arch)
         angio_head = ants.apply_transforms(coarse, head_mask(angio_coarse), cta_rigid, interpolator="nearestNeighbor")

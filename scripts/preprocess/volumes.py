@@ -69,3 +69,11 @@ def nifti_to_ants(img: nib.Nifti1Image):
 def save_ants(image, path: str) -> None:
     """Write an ANTs image to ``path`` (NIfTI)."""
     image.to_file(path)
+
+
+def seed_ants(seed: int) -> None:
+    """Seed ANTsPy's registrations. ANTsPy 0.6.3 ignores ``ants.registration(random_seed=...)`` and passes
+    ``--random-seed`` only from ``ants.config._random_seed``."""
+    import ants
+
+    ants.config._random_seed = int(seed)
