@@ -7,7 +7,7 @@ From the bundle root, after the demo cohort and its datalist exist (``python -m 
 model is the ``monai.bundle`` command a user would type (printed before it runs), with ``configs/demo.json``
 last so every network gets the same demo budget (48 x 48 input, widths 8-64, at most 40 epochs, batch 8,
 lr 1e-3) and the same label (``--label fpe``); models with a ``metrics.json`` already are kept. Then
-``python -m scripts.compare`` writes the table to ``OUT/comparison.md`` and ``.csv``.
+``python -m scripts.evaluation.compare`` writes the table to ``OUT/comparison.md`` and ``.csv``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import fire
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scripts.compare import compare  # noqa: E402
-from scripts.demo import _bundle  # noqa: E402
+from scripts.demo.job import run_bundle  # noqa: E402
+from scripts.evaluation.compare import compare  # noqa: E402
 
 # model name -> (overlays between train.json and demo.json, table name, further overrides)
 MODELS = {
@@ -59,11 +59,11 @@ def main(
                   "--ckpt_dir", os.path.join(out, name, "models"), "--output_dir", eval_dir, *extra]  # fmt: skip
         t0 = time.time()
         if name == "radiomics":
-            _bundle("run", "--config_file", files, *common)
+            run_bundle("run", "--config_file", files, *common)
         else:
-            _bundle("run", "training", "--config_file", files, *common)
+            run_bundle("run", "training", "--config_file", files, *common)
             evaluate = files[:-1] + ",'configs/evaluate.json']"
-            _bundle("run", "--config_file", evaluate, *common)
+            run_bundle("run", "--config_file", evaluate, *common)
         print(f"{name}: {(time.time() - t0) / 60:.1f} min", flush=True)
     text = compare(runs, out=out)
     print(f"wall time {(time.time() - start) / 60:.1f} min")

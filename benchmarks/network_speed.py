@@ -16,9 +16,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scripts.losses import DeepSupervisionBCELoss  # noqa: E402
 from scripts.networks import MNTDL, WithAuxiliaryLogits, mnt_dl_res25  # noqa: E402
 from scripts.networks.mnt_dl import count_parameters  # noqa: E402
+from scripts.training.losses import DeepSupervisionBCELoss  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

@@ -25,10 +25,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scripts.demo import _bundle  # noqa: E402
-from scripts.demo_cohort import generate  # noqa: E402
-from scripts.io import atomic_write_text  # noqa: E402
-from scripts.split import write_datalist  # noqa: E402
+from scripts.data.io import atomic_write_text  # noqa: E402
+from scripts.data.split import write_datalist  # noqa: E402
+from scripts.demo.generator import generate  # noqa: E402
+from scripts.demo.job import run_bundle  # noqa: E402
 
 PRETRAIN = "['configs/pretrain.json','configs/demo.json']"
 TRAIN = "['configs/train.json','configs/demo.json']"
@@ -39,8 +39,8 @@ def _arm(cohort_dir: str, datalist: str, models: str, eval_dir: str, encoder: st
     common = ["--dataset_dir", cohort_dir, "--datalist_file", datalist, "--ckpt_dir", models]
     extra = ["--pretrained_encoder", encoder] if encoder else []
     if not os.path.isfile(os.path.join(eval_dir, "metrics.json")):
-        _bundle("run", "training", "--config_file", TRAIN, *common, *extra)
-        _bundle("run", "--config_file", EVALUATE, *common, "--output_dir", eval_dir)
+        run_bundle("run", "training", "--config_file", TRAIN, *common, *extra)
+        run_bundle("run", "--config_file", EVALUATE, *common, "--output_dir", eval_dir)
     with open(os.path.join(eval_dir, "metrics.json")) as f:
         return json.load(f)
 
@@ -71,7 +71,7 @@ def main(
             generate(cohort_dir, patients=labelled, seed=seed + 100 + r, modalities="ct", spacing=spacing)
         datalist = write_datalist(csv_path, os.path.join(cohort_dir, "datalist.json"), seed=seed)
         if r == 0:
-            _bundle(
+            run_bundle(
                 "run", "pretraining", "--config_file", PRETRAIN, "--dataset_dir", pool_dir,
                 "--datalist_file", datalist, "--ckpt_dir", os.path.join(out, "pretrained"),
                 "--ssl_epochs", str(ssl_epochs),

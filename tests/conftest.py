@@ -16,7 +16,7 @@ if ROOT not in sys.path:
 @pytest.fixture(scope="session")
 def demo_cohort(tmp_path_factory: pytest.TempPathFactory) -> str:
     """CSV path of a 40-patient CT+MR demo cohort on a 6 mm grid."""
-    from scripts.demo_cohort import generate
+    from scripts.demo.generator import generate
 
     out = tmp_path_factory.mktemp("cohort")
     return generate(str(out), patients=40, seed=3, modalities="ct,mr", spacing=6.0)
@@ -25,7 +25,7 @@ def demo_cohort(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def datalist_2fold(demo_cohort: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A 2-fold datalist of the demo cohort (test set: procedures from 2020-01-01)."""
-    from scripts.split import write_datalist
+    from scripts.data.split import write_datalist
 
     out = tmp_path_factory.mktemp("datalist") / "datalist.json"
     return write_datalist(demo_cohort, str(out), folds=2, seed=0, inner_val=0.25)
@@ -37,8 +37,8 @@ def side_datalist(demo_cohort: str, tmp_path_factory: pytest.TempPathFactory) ->
     hypoperfused hemisphere on CTA) that a tiny network fits within a test's budget."""
     import json
 
-    from scripts.cohort import read_cohort
-    from scripts.split import make_datalist
+    from scripts.data.cohort import read_cohort
+    from scripts.data.split import make_datalist
 
     rows = read_cohort(demo_cohort)
     for row in rows:

@@ -32,7 +32,7 @@ def main(datalist: str, ckpt_dir: str, out: str) -> None:
         num_heads=2,
     )
     wf.initialize()
-    from scripts.kfold import init_distributed
+    from scripts.training.kfold import init_distributed
 
     init_distributed("gloo", 0)  # before the trainer (its DistributedSampler needs the group); train_fold reuses it
     seen: list = []

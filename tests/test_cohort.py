@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from scripts import BundleInputError
-from scripts.cohort import derive_labels, read_cohort, read_image_table
+from scripts.data.cohort import derive_labels, read_cohort, read_image_table
 from tests.conftest import ROOT
 
 
@@ -62,7 +62,7 @@ def test_table_errors_name_row_and_column(demo_cohort, tmp_path, column, value, 
 def test_cli_error_is_one_line_with_exit_2(demo_cohort, tmp_path):
     path = _broken(demo_cohort, tmp_path, 0, "mtici_final", "9")
     result = subprocess.run(
-        [sys.executable, "-m", "scripts.split", "--cohort", path, "--out", str(tmp_path / "d.json")],
+        [sys.executable, "-m", "scripts.data.split", "--cohort", path, "--out", str(tmp_path / "d.json")],
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 2

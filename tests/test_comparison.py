@@ -14,9 +14,9 @@ from ignite.engine import Events
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from scripts import BundleInputError
-from scripts.compare import compare
+from scripts.data.split import load_datalist, with_label
+from scripts.evaluation.compare import compare
 from scripts.networks import SCANet
-from scripts.split import load_datalist, with_label
 from tests.conftest import ROOT
 
 TINY = {"spatial_size": [24, 24], "widths": [4, 8, 8, 16], "num_heads": 2, "dropout": 0.0}
@@ -135,7 +135,7 @@ def test_comparison_table(tmp_path):
     "base,ablation,channels", [([], "ablation_ncct.json", 2), (["mri.json"], "ablation_adc.json", 3)]
 )
 def test_single_sequence_ablation_fills_the_channels(demo_cohort, base, ablation, channels):
-    from scripts.cohort import read_cohort
+    from scripts.data.cohort import read_cohort
 
     row = read_cohort(demo_cohort)[0]
     images = {}

@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from scripts.demo_cohort import generate
+from scripts.demo.generator import generate
 
 
 def test_same_seed_same_files(tmp_path):

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from scripts.split import fold_data
+from scripts.data.split import fold_data
 from tests.conftest import ROOT
 
 

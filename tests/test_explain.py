@@ -13,8 +13,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from scripts.anatomy import DEFAULT_ATLAS_DIR, TERRITORIES, grid_maps
-from scripts.explain import explain_item, territory_mass
+from scripts.data.anatomy import DEFAULT_ATLAS_DIR, TERRITORIES, grid_maps
+from scripts.inference.explain import explain_item, territory_mass
 from scripts.networks import MNTDL
 from tests.conftest import ROOT
 
@@ -86,7 +86,7 @@ def test_slice_importance_comes_from_the_volume_head(lesion_cases, tmp_path):
 
 def test_clinical_attributions_measure_each_variable_against_missing():
     """A network that reads only age: age gets the whole attribution (value vs the training mean), sex none."""
-    from scripts.explain import clinical_attributions
+    from scripts.inference.explain import clinical_attributions
     from scripts.networks.tabular import TabularEncoder
 
     class AgeOnly(torch.nn.Module):

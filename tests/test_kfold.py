@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scripts import BundleInputError
-from scripts.kfold import _cli_arguments, fold_list, resume_checkpoint
+from scripts.training.kfold import _cli_arguments, fold_list, resume_checkpoint
 
 MAIN = "/env/lib/python3.11/site-packages/monai/bundle/__main__.py"
 

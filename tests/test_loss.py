@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from scripts.losses import DeepSupervisionBCELoss
+from scripts.training.losses import DeepSupervisionBCELoss
 
 
 def _bce(logit: float, y: float) -> float:

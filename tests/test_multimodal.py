@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from scripts import BundleInputError
-from scripts.clinical import fit_tabular, fold_training_rows, raw_clinical
+from scripts.data.clinical import fit_tabular, fold_training_rows, raw_clinical
 from scripts.networks.daft import DAFT
 from scripts.networks.multimodal import MultimodalMNTDL, MultimodalResNet
 from scripts.networks.tabular import TabularEncoder
@@ -106,7 +106,7 @@ def test_multimodal_training_through_the_bundle(side_datalist, tmp_path):
     overrides = {0: {**TINY, **FIT, "max_epochs": 20}, 1: {**TINY, "max_epochs": 1}}
     losses = train_recording_losses(["train.json", "multimodal.json"], side_datalist, ckpt, overrides)
     assert np.mean(losses[0][-3:]) < 0.8 * np.mean(losses[0][:3]), losses[0]
-    from scripts.split import load_datalist
+    from scripts.data.split import load_datalist
 
     datalist = load_datalist(side_datalist)
     state = torch.load(os.path.join(ckpt, "fold0", "model.pt"), map_location="cpu")

@@ -15,9 +15,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from scripts.anatomy import ATLAS_AFFINE
-from scripts.cohort import read_cohort
-from scripts.demo_cohort import generate
+from scripts.data.anatomy import ATLAS_AFFINE
+from scripts.data.cohort import read_cohort
+from scripts.demo.generator import generate
 from tests.conftest import ROOT
 from tests.dicom_series import write_ct_series
 

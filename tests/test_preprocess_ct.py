@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from scripts import BundleInputError
-from scripts.anatomy import ATLAS_AFFINE
+from scripts.data.anatomy import ATLAS_AFFINE
 from scripts.preprocess.ct import preprocess_ct
 from tests.conftest import ROOT, SHARED
 from tests.real_ct import cranium_nifti

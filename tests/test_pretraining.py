@@ -15,7 +15,7 @@ from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
 from scripts import BundleInputError
-from scripts.pretraining import encoder_state
+from scripts.training.pretraining import encoder_state
 from tests.conftest import ROOT
 
 TINY = {"spatial_size": [24, 24], "num_slices": 10, "widths": [4, 8, 8, 16], "num_heads": 2, "dropout": 0.0}
@@ -45,8 +45,8 @@ def _workflow(config: str, run_id: str, **override) -> ConfigWorkflow:
 def pool(demo_cohort, datalist_2fold, tmp_path_factory):
     """An unlabeled pool of 20 generated patients, plus two cohort patients (one of the test set, one of
     fold 0) that the leakage guard must remove."""
-    from scripts.demo_cohort import generate
-    from scripts.split import load_datalist
+    from scripts.data.split import load_datalist
+    from scripts.demo.generator import generate
 
     out = tmp_path_factory.mktemp("pool")
     path = generate(str(out), patients=20, seed=5, modalities="ct", spacing=6.0, unlabeled=True)
@@ -103,7 +103,7 @@ def test_collapsing_setup_is_caught_by_the_monitor(pool, datalist_2fold, tmp_pat
     wf = _workflow("pretrain.json", "pretraining", unlabeled_file=pool[0], datalist_file=datalist_2fold,
                    ckpt_dir=str(tmp_path), ssl_epochs=8, ssl_lr=0.5, use_predictor=False, stop_gradient=False,
                    output_bn=False, fix_predictor_lr=False, **SSL)  # fmt: skip
-    logger = logging.getLogger("scripts.pretraining")
+    logger = logging.getLogger("scripts.training.pretraining")
     logger.addHandler(caplog.handler)  # the bundle's logging.conf has replaced the root handlers
     try:
         wf.run()

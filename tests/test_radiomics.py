@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-import scripts.radiomics as radiomics
-from scripts.split import fold_data, load_datalist
+import scripts.evaluation.radiomics as radiomics
+from scripts.data.split import fold_data, load_datalist
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from monai.bundle import ConfigParser
 from monai.transforms import LoadImaged, Orientationd
 
 from scripts import BundleInputError
-from scripts.anatomy import TERRITORIES, grid_maps
-from scripts.territory_mask import TerritoryMaskd, territory_labels
+from scripts.data.anatomy import TERRITORIES, grid_maps
+from scripts.data.territory_mask import TerritoryMaskd, territory_labels
 from tests.conftest import ROOT
 
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from scripts import BundleInputError
-from scripts.losses import SimSiamLoss
 from scripts.networks import MNTDL
 from scripts.networks.simsiam import SimSiam, collapse_score
-from scripts.pretraining import encoder_state, leakage_guard, load_pretrained_encoder
+from scripts.training.losses import SimSiamLoss
+from scripts.training.pretraining import encoder_state, leakage_guard, load_pretrained_encoder
 
 
 def _cos(a, b):
@@ -88,7 +88,7 @@ def test_leakage_guard():
 def test_views_are_augmented_independently():
     from monai.transforms import Compose, CopyItemsd
 
-    from scripts.pretraining import view_transforms
+    from scripts.training.pretraining import view_transforms
 
     pipeline = Compose(
         [CopyItemsd("image", times=2, names=["view1", "view2"])]
@@ -105,7 +105,7 @@ def test_views_are_augmented_independently():
 def test_collapse_monitor_warns_only_on_collapse(caplog):
     from types import SimpleNamespace
 
-    from scripts.pretraining import CollapseMonitor
+    from scripts.training.pretraining import CollapseMonitor
 
     torch.manual_seed(0)
     for z, collapsed in ((torch.randn(16, 64), False), (torch.ones(16, 64) + 1e-5 * torch.randn(16, 64), True)):
@@ -123,7 +123,7 @@ def test_simsiam_iteration_in_a_monai_trainer_lowers_the_loss():
     from monai.data import DataLoader
     from monai.engines import SupervisedTrainer
 
-    from scripts.pretraining import CollapseMonitor, simsiam_iteration
+    from scripts.training.pretraining import CollapseMonitor, simsiam_iteration
 
     torch.manual_seed(0)
     base = torch.rand(16, 2, 24, 24, 10)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from scripts import BundleInputError
-from scripts.cohort import read_cohort
-from scripts.split import fold_data, make_datalist, write_datalist
+from scripts.data.cohort import read_cohort
+from scripts.data.split import fold_data, make_datalist, write_datalist
 
 
 def _synthetic_rows(n: int = 200, seed: int = 0):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scripts.vessels import vesselness
+from scripts.preprocess.vessels import vesselness
 
 
 def test_vesselness_is_high_on_a_tube_and_low_on_flat_tissue():

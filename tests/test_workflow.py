@@ -101,9 +101,9 @@ def test_evaluate_uses_inner_validation_cutoffs(trained, side_datalist, tmp_path
         assert float(r["cutoff"]) == pytest.approx(metrics["cutoffs"][r["fold"]], abs=1e-6)
     from monai.data import Dataset
 
-    from scripts.evaluation import predict, youden_cutoff
-    from scripts.kfold import load_weights
-    from scripts.split import fold_data
+    from scripts.data.split import fold_data
+    from scripts.evaluation.evaluate import predict, youden_cutoff
+    from scripts.training.kfold import load_weights
 
     # fold 0's cut-off is Youden's on its own model's inner-validation predictions, never on the outer fold
     network = load_weights(wf.parser.get_parsed_content("network"), os.path.join(ckpt, "fold0", "model.pt"))
@@ -166,7 +166,7 @@ def test_inference_one_patient_and_cohort(trained, demo_cohort, tmp_path):
 def test_inference_on_raw_scans(trained, tmp_path):
     """configs/inference_raw.json: raw scanner-space NCCT + CTA are preprocessed (case folder kept), then predicted
     exactly as `monai.bundle run` inference on the preprocessed files."""
-    from scripts.demo_cohort import generate
+    from scripts.demo.generator import generate
 
     ckpt, _ = trained
     raw_csv = generate(str(tmp_path / "raw"), patients=20, seed=9, modalities="ct", spacing=4.0, native=True)
@@ -307,7 +307,7 @@ def test_training_id_runs_every_fold_and_skips_finished_ones(side_datalist, tmp_
 
 
 def test_binary_metrics_by_hand():
-    from scripts.evaluation import binary_metrics
+    from scripts.evaluation.evaluate import binary_metrics
 
     m = binary_metrics([1, 1, 1, 0, 0], [0.9, 0.6, 0.2, 0.7, 0.1], cutoff=0.5)
     # at 0.5: TP 2, FN 1, FP 1, TN 1
@@ -322,8 +322,8 @@ def test_torchscript_export_matches_eager(trained, tmp_path):
     """``monai.bundle ckpt_export`` scripts a fold model; the TorchScript output equals the eager one."""
     import torch
 
-    from scripts.kfold import load_weights
     from scripts.networks import MNTDL
+    from scripts.training.kfold import load_weights
 
     ckpt, _ = trained
     ts_path = str(tmp_path / "model.ts")

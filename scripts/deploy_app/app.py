@@ -27,7 +27,7 @@ from monai.deploy.conditions import CountCondition
 from monai.deploy.core import AppContext, Application, Fragment, Operator, OperatorSpec
 
 from scripts import BundleInputError
-from scripts.io import atomic_write_json
+from scripts.data.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

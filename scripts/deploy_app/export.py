@@ -18,8 +18,8 @@ import torch
 from monai.bundle import ConfigParser, ckpt_export
 
 from scripts import BundleInputError
-from scripts.inference import fold_checkpoints
-from scripts.io import atomic_write
+from scripts.data.io import atomic_write
+from scripts.training.kfold import fold_checkpoints
 
 EXTRA_FILES = ("metadata.json", "inference.json", "cutoffs.json")
 

@@ -21,7 +21,8 @@ from monai.bundle import ConfigParser
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from scripts import BundleInputError
-from scripts.inference import ensemble_predict, fold_checkpoints
+from scripts.inference.predict import ensemble_predict
+from scripts.training.kfold import fold_checkpoints
 
 
 class OutcomeInferTask(InferTask):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List
 
 import numpy as np
 import torch
 from torch import nn
 
-ColumnSpec = Union[str, Sequence[str]]  # "numeric" or the list of categories
+from scripts.data.clinical import ColumnSpec
 
 
 class TabularEncoder(nn.Module):
@@ -16,7 +16,7 @@ class TabularEncoder(nn.Module):
     is saved and loaded with the fold model and inference applies the same transform.
 
     Raw input: one value per column (R columns, ``columns`` order): a number for a numeric column, the category's
-    index in its declared list for a categorical one, NaN when missing (:func:`scripts.clinical.raw_clinical`).
+    index in its declared list for a categorical one, NaN when missing (:func:`scripts.data.clinical.raw_clinical`).
     Output per numeric column: the value standardised with the training mean and SD (missing -> the training
     mean, i.e. 0) and a missing indicator; per categorical column: a one-hot over the declared categories, zero for
     categories never seen in training (no weight could have been learnt for them), and a missing indicator.

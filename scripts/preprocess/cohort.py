@@ -18,8 +18,8 @@ import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from scripts import BundleInputError
-from scripts.cohort import SEQUENCES, check_patient_id
-from scripts.io import atomic_write_text
+from scripts.data.cohort import SEQUENCES, check_patient_id
+from scripts.data.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ import numpy as np
 from scripts import BundleInputError
 from scripts.preprocess.case_folder import StageClock, read_qc, transform_names, write_case
 from scripts.preprocess.space import atlas_territories, dice, load_ct_template, mni_grid
+from scripts.preprocess.vessels import vesselness
 from scripts.preprocess.volumes import read_volume, seed_ants
-from scripts.vessels import vesselness
 
 CT_RANGE = (-500.0, 30.0)  # the 1st percentile must be air-like, the 99th at least soft tissue
 WORK_SPACING = 2.0  # mm, the grid of the masks and registrations
@@ -63,7 +63,7 @@ def preprocess_ct(
     vessels: bool = False,
 ) -> Dict[str, Any]:
     """Preprocess one patient; write ``out`` atomically (all files or none) and return the QC dict.
-    ``vessels``: also write ``vessels.nii.gz``, the CTA's vesselness in the brain (:mod:`scripts.vessels`).
+    ``vessels``: also write ``vessels.nii.gz``, the CTA's vesselness in the brain (:mod:`scripts.preprocess.vessels`).
     An ``out`` that already holds ``qc.json`` is kept (idempotent)."""
     import ants
 

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 
 from scripts import BundleInputError
-from scripts.anatomy import ATLAS_AFFINE, ATLAS_DIRS, ATLAS_LEVEL2, atlas_image
+from scripts.data.anatomy import ATLAS_AFFINE, ATLAS_DIRS, ATLAS_LEVEL2, atlas_image
 from scripts.preprocess.volumes import nifti_to_ants
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -2,11 +2,11 @@
 scikit-learn classifier tuned inside the training folds only, evaluated by the same protocol as the networks.
 
 ``python -m monai.bundle run radiomics --config_file "['configs/train.json','configs/radiomics.json']"``
-(or ``python -m scripts.radiomics --datalist_file D --output_dir eval/radiomics``).
+(or ``python -m scripts.evaluation.radiomics --datalist_file D --output_dir eval/radiomics``).
 
 Features, per sequence (scikit-image and scipy; pyradiomics does not install cleanly on current numpy), in
 three regions of the image grid: the MCA territory on the occlusion side, the mirrored contralateral MCA
-territory (arterial atlas of :mod:`scripts.anatomy`, resampled to the image grid, which must be MNI space as
+territory (arterial atlas of :mod:`scripts.data.anatomy`, resampled to the image grid, which must be MNI space as
 preprocessing writes it) and the brain (MNI152 mask):
 
 * first order: mean, SD, skewness, kurtosis, 10/50/90th percentiles, IQR, energy (mean square), entropy
@@ -20,7 +20,7 @@ preprocessing writes it) and the brain (MNI152 mask):
 Model selection per outer fold, on that fold's training portion only (its inner-validation patients and the
 outer fold are never seen): regularised logistic regression (C) and a random forest (depth, leaf size) by
 5-fold stratified cross-validated ROC-AUC (scikit-learn ``GridSearchCV``). The cut-off then comes from the
-inner-validation patients, the outer fold is reported (:func:`scripts.evaluation.evaluate_predictions`).
+inner-validation patients, the outer fold is reported (:func:`scripts.evaluation.evaluate.evaluate_predictions`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from scripts import BundleInputError
-from scripts.anatomy import DEFAULT_ATLAS_DIR, TERRITORIES, grid_maps
+from scripts.data.anatomy import DEFAULT_ATLAS_DIR, TERRITORIES, grid_maps
 
 logger = logging.getLogger(__name__)
 # intensity windows for histogram and grey-level binning (CT in HU; MR after z-scoring is not needed here)
@@ -155,8 +155,8 @@ def evaluate_radiomics(
     inner_folds: int = 5,
 ) -> Dict[str, Any]:
     """Extract features once, tune and fit per fold on its training portion, evaluate like the networks."""
-    from scripts.evaluation import evaluate_predictions
-    from scripts.split import fold_data
+    from scripts.data.split import fold_data
+    from scripts.evaluation.evaluate import evaluate_predictions
 
     items = datalist["training"] + datalist["test"]
     ids, names, x = feature_matrix(items, sequences, atlas_dir)
@@ -176,7 +176,7 @@ def evaluate_radiomics(
     os.makedirs(output_dir, exist_ok=True)
     os.makedirs(ckpt_dir, exist_ok=True)
     metrics = evaluate_predictions(datalist, fold_predictor, ckpt_dir, output_dir, manifest)
-    from scripts.io import atomic_write_json
+    from scripts.data.io import atomic_write_json
 
     atomic_write_json(os.path.join(output_dir, "radiomics_models.json"), {"features": names, "folds": chosen})
     return metrics
@@ -185,8 +185,8 @@ def evaluate_radiomics(
 def main(datalist_file: str, output_dir: str = "eval/radiomics", ckpt_dir: str = "models/radiomics",
          sequences: Sequence[str] = ("ncct", "cta"), label: Optional[str] = None) -> None:  # fmt: skip
     """CLI: evaluate the radiomics baseline on a recorded datalist."""
-    from scripts.evaluation import read_manifest
-    from scripts.split import load_datalist, with_label
+    from scripts.data.split import load_datalist, with_label
+    from scripts.evaluation.evaluate import read_manifest
 
     datalist = with_label(load_datalist(datalist_file), label)
     manifest = read_manifest(os.path.dirname(os.path.abspath(datalist_file)))

@@ -7,7 +7,7 @@ Per patient, from a seed stream of its own (the FPE draws and the images do not 
     logit P(rLVO) = -1.2 + 1.2 diabetes + 0.7 hypertension - 1.3 af + 0.5 z_age - 0.3 ivt   (clinical)
                     + 0.4 z_len + 0.5 [site ICA]                                          (image)
 
-with z_age and z_len as in the FPE model (:mod:`scripts.demo_cohort`). rLVO ~ Bernoulli(P). The outcome columns
+with z_age and z_len as in the FPE model (:mod:`scripts.demo.generator`). rLVO ~ Bernoulli(P). The outcome columns
 are then made consistent with the contract's rule (rLVO = final eTICI 0-2a, stenosis > 50 % or rescue
 treatment): an rLVO patient gets a stenosis or a rescue treatment (and, after a failed first pass, a final grade
 of 0-2a half of the time); a non-rLVO patient gets neither, and a final grade of at least 2b.

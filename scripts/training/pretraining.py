@@ -12,8 +12,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 
 from scripts import BundleInputError
-from scripts.cohort import read_image_table
-from scripts.io import atomic_write
+from scripts.data.cohort import read_image_table
+from scripts.data.io import atomic_write
 
 ENCODER_PREFIXES = ("stem.", "local.", "slice_attention.")
 logger = logging.getLogger(__name__)
@@ -52,8 +52,8 @@ def unlabeled_items(
     if not datalist_file:
         logger.warning("no datalist given: the unlabeled data is not checked against test patients")
         return items
-    from scripts.kfold import fold_list
-    from scripts.split import load_datalist
+    from scripts.data.split import load_datalist
+    from scripts.training.kfold import fold_list
 
     datalist = load_datalist(datalist_file)
     n = datalist["settings"]["folds"]
@@ -165,7 +165,8 @@ class EncoderWarmup:
         self.optimizer, self.epochs = optimizer, int(epochs)
         if self.epochs > 0 and optimizer.param_groups[0].get("name") != "encoder":
             raise BundleInputError(
-                "freeze_encoder_epochs needs an optimizer built with scripts.pretraining.encoder_parameter_groups"
+                "freeze_encoder_epochs needs an optimizer built with "
+                "scripts.training.pretraining.encoder_parameter_groups"
             )
         self.lr = optimizer.param_groups[0]["lr"]
 

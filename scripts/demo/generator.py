@@ -1,12 +1,12 @@
 """A demo cohort on real anatomy with known truth, written in the cohort contract (CSV + NIfTI).
 
-``python -m scripts.demo_cohort --out DIR --patients N --seed S [--modalities ct,ctp,mr] [--spacing 2] [--native]``
+``python -m scripts.demo.generator --out DIR --patients N --seed S [--modalities ct,ctp,mr] [--spacing 2] [--native]``
 writes ``DIR/cohort.csv``, the NIfTI files it points to and ``DIR/manifest.json``; add ``--unlabeled``
 for an unlabeled pool (``DIR/unlabeled.csv``, patients ``pool0000``...) for SimSiam pretraining.
 
 Anatomy: nilearn's MNI152 GM/WM/brain maps mapped to Hounsfield units (GM 38, WM 27, CSF 6 HU)
 with a CSF rim, a skull shell (1200 HU) and scalp; arterial territories from the JHU atlas (or the
-fallback in :mod:`scripts.anatomy`). A schematic circle of Willis / MCA tree is drawn as tubes.
+fallback in :mod:`scripts.data.anatomy`). A schematic circle of Willis / MCA tree is drawn as tubes.
 
 Per patient: occlusion site (ICA 20%, M1 55%, M2 25%) and side; a clot of length L (log-normal,
 median 12 mm, 4-40 mm) and density D (N(60, 10) HU, 40-90) drawn hyperdense on NCCT; CTA with
@@ -22,7 +22,7 @@ of white matter; slices: NCCT, DWI and FLAIR 5 mm thick, CTA 1 mm (z blur of the
 CT perfusion maps (``ctp``): Tmax 2 s, delayed by 4-10 s in the hypoperfused region (more with poor
 collaterals); CBF 60/25 ml/100 g/min in grey/white matter, reduced there and in the core; CBV 4.5/2.2 ml/100 g,
 low in the core; MTT = 60 CBV/CBF. The refractory-LVO outcome with comorbidity columns (hypertension, diabetes,
-atrial fibrillation) is drawn by :mod:`scripts.demo_rlvo` (clinical variables carry most of its signal).
+atrial fibrillation) is drawn by :mod:`scripts.demo.rlvo` (clinical variables carry most of its signal).
 
 Truth (the label rule, also in manifest.json): logit P(FPE) = 0.4 - 1.5 z_len + 0.4 z_dens
 + 1.6 z_coll + site (ICA -1.2, M1 0, M2 +0.5) - 0.15 z_age + 0.2 ivt, with z_len = (ln L - ln 12)/0.45,
@@ -48,11 +48,11 @@ from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
 from scripts import BundleInputError
-from scripts.anatomy import DEFAULT_ATLAS_DIR, Anatomy, load_anatomy
-from scripts.cohort import SEQUENCES, derive_labels
-from scripts.demo_rlvo import RLVO_COEF, clinical_share, draw_rlvo
-from scripts.demo_scanner import ACQUISITIONS, add_headrest, session_poses, to_scanner
-from scripts.io import atomic_write, atomic_write_json, atomic_write_text
+from scripts.data.anatomy import DEFAULT_ATLAS_DIR, Anatomy, load_anatomy
+from scripts.data.cohort import SEQUENCES, derive_labels
+from scripts.data.io import atomic_write, atomic_write_json, atomic_write_text
+from scripts.demo.rlvo import RLVO_COEF, clinical_share, draw_rlvo
+from scripts.demo.scanner import ACQUISITIONS, add_headrest, session_poses, to_scanner
 
 SITES = ("ICA", "M1", "M2")
 SITE_PROB = (0.2, 0.55, 0.25)
@@ -370,7 +370,7 @@ def generate(
     atomic_write_text(csv_path, buf.getvalue())
     if unlabeled:
         atomic_write_json(
-            os.path.join(out, "unlabeled_manifest.json"), {"generator": "scripts.demo_cohort", "settings": settings}
+            os.path.join(out, "unlabeled_manifest.json"), {"generator": "scripts.demo.generator", "settings": settings}
         )
         return csv_path
     atomic_write_json(
@@ -388,7 +388,7 @@ def _manifest(rows: List[Dict], truth: Dict[str, Dict], locals_: Dict) -> Dict:
     redraw = np.random.default_rng(12345).random((200, len(prob))) < prob
     expected = float(np.mean([roc_auc_score(y, prob) for y in redraw if 0 < y.sum() < len(y)]))
     return {
-        "generator": "scripts.demo_cohort",
+        "generator": "scripts.demo.generator",
         "settings": locals_,
         "label": "fpe",
         "label_rule": (__doc__ or "")

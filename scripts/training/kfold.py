@@ -21,7 +21,7 @@ import torch
 from ignite.engine import Events
 
 from scripts import BundleInputError
-from scripts.io import atomic_write_json
+from scripts.data.io import atomic_write_json
 
 DONE = "done.json"
 
@@ -167,3 +167,11 @@ def read_json(path: str) -> dict:
         raise BundleInputError(f"{path}: not found")
     with open(path) as f:
         return json.load(f)
+
+
+def fold_checkpoints(ckpt_dir: str) -> List[str]:
+    """``ckpt_dir/fold*/model.pt`` in fold order (error if there are none)."""
+    found = glob.glob(os.path.join(ckpt_dir, "fold*", "model.pt"))
+    if not found:
+        raise BundleInputError(f"{ckpt_dir}: no fold models (fold*/model.pt); train the bundle first")
+    return sorted(found, key=lambda p: int(re.search(r"fold(\d+)", p).group(1)))  # type: ignore[union-attr]

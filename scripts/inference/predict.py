@@ -7,22 +7,19 @@ Columns: ``patient_id``, ``probability`` (mean over the fold models), ``probabil
 from __future__ import annotations
 
 import csv
-import glob
 import io
 import os
-import re
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from monai.data import Dataset
+from monai.data import DataLoader, Dataset
 
 from scripts import BundleInputError
-from scripts.cohort import read_cohort, require_sequences
-from scripts.evaluation import predict
-from scripts.io import atomic_write_text
-from scripts.kfold import load_weights, read_json
-from scripts.split import load_datalist
+from scripts.data.cohort import read_cohort, require_sequences
+from scripts.data.io import atomic_write_text
+from scripts.data.split import load_datalist
+from scripts.training.kfold import fold_checkpoints, load_weights, read_json
 
 
 def input_items(
@@ -59,12 +56,29 @@ def input_items(
     return [dict(r) for r in rows]
 
 
-def fold_checkpoints(ckpt_dir: str) -> List[str]:
-    """``ckpt_dir/fold*/model.pt`` in fold order (error if there are none)."""
-    found = glob.glob(os.path.join(ckpt_dir, "fold*", "model.pt"))
-    if not found:
-        raise BundleInputError(f"{ckpt_dir}: no fold models (fold*/model.pt); train the bundle first")
-    return sorted(found, key=lambda p: int(re.search(r"fold(\d+)", p).group(1)))  # type: ignore[union-attr]
+@torch.no_grad()
+def predict(
+    network: torch.nn.Module,
+    dataset: torch.utils.data.Dataset,
+    device: Any,
+    inferer: Callable | None = None,
+    postprocessing: Callable | None = None,
+    batch_size: int = 4,
+) -> np.ndarray:
+    """Probabilities (N,) of a dataset of dicts with key ``image`` (and ``clinical`` for a multimodal network), in
+    dataset order."""
+    network.eval()
+    out: List[np.ndarray] = []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+        image = batch["image"].to(device)
+        extra = [batch["clinical"].to(device)] if "clinical" in batch else []
+        logits = inferer(image, network, *extra) if inferer is not None else network(image, *extra)
+        if postprocessing is not None:
+            probs = torch.stack([postprocessing({"pred": lg})["pred"] for lg in logits])
+        else:
+            probs = torch.sigmoid(logits)
+        out.append(probs.reshape(-1).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def ensemble_predict(
@@ -106,7 +120,9 @@ def predict_cohort(
     explain_mask_size: Sequence[int] = (12, 12, 5),
 ) -> str:
     """Predict ``data`` with every fold model; write ``output_dir/predictions.csv``; return its path. ``explain``:
-    also write per-patient explanations and their summary to ``output_dir/explanations`` (:mod:`scripts.explain`)."""
+    also write per-patient explanations and their summary to ``output_dir/explanations``
+    (:mod:`scripts.inference.explain`).
+    """
     mean, sd, cutoff = ensemble_predict(
         network, preprocessing, data, ckpt_dir, device, inferer, postprocessing, batch_size
     )
@@ -118,7 +134,7 @@ def predict_cohort(
     out = os.path.join(output_dir, "predictions.csv")
     atomic_write_text(out, buf.getvalue())
     if explain:
-        from scripts.explain import explain_cohort
+        from scripts.inference.explain import explain_cohort
 
         explain_cohort(network, preprocessing, data, ckpt_dir, os.path.join(output_dir, "explanations"), device,
                        explain_mask_size)  # fmt: skip

@@ -31,8 +31,9 @@ import torch
 from monai.transforms import Compose, EnsureTyped, Invertd
 from monai.visualize import OcclusionSensitivity
 
-from scripts.anatomy import DEFAULT_ATLAS_DIR, TERRITORIES, grid_maps
-from scripts.io import atomic_write, atomic_write_json
+from scripts.data.anatomy import DEFAULT_ATLAS_DIR, TERRITORIES, grid_maps
+from scripts.data.io import atomic_write, atomic_write_json
+from scripts.training.kfold import fold_checkpoints, load_weights
 
 
 class _WithClinical(torch.nn.Module):
@@ -196,9 +197,6 @@ def explain_cohort(
     mask_size: Sequence[int] = (12, 12, 5),
 ) -> Dict[str, Any]:
     """Explain every item with the fold ensemble of ``ckpt_dir`` into ``out_dir``; write and return the summary."""
-    from scripts.inference import fold_checkpoints
-    from scripts.kfold import load_weights
-
     loaders = [functools.partial(load_weights, network, path, device) for path in fold_checkpoints(ckpt_dir)]
     for item in items:
         explain_item(loaders, preprocessing, item, out_dir, device, mask_size)

@@ -18,12 +18,13 @@ from typing import Any, Callable, Dict, List, Sequence
 
 import numpy as np
 import torch
-from monai.data import CacheDataset, DataLoader
+from monai.data import CacheDataset
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, roc_auc_score, roc_curve
 
-from scripts.io import atomic_write, atomic_write_json, atomic_write_text
-from scripts.kfold import load_weights
-from scripts.split import fold_data
+from scripts.data.io import atomic_write, atomic_write_json, atomic_write_text
+from scripts.data.split import fold_data
+from scripts.inference.predict import predict
+from scripts.training.kfold import load_weights
 
 METRICS = ("roc_auc", "accuracy", "precision", "sensitivity", "specificity", "f1")
 
@@ -63,31 +64,6 @@ def mean_sd(rows: List[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
     }
 
 
-@torch.no_grad()
-def predict(
-    network: torch.nn.Module,
-    dataset: torch.utils.data.Dataset,
-    device: Any,
-    inferer: Callable | None = None,
-    postprocessing: Callable | None = None,
-    batch_size: int = 4,
-) -> np.ndarray:
-    """Probabilities (N,) of a dataset of dicts with key ``image`` (and ``clinical`` for a multimodal network), in
-    dataset order."""
-    network.eval()
-    out: List[np.ndarray] = []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
-        image = batch["image"].to(device)
-        extra = [batch["clinical"].to(device)] if "clinical" in batch else []
-        logits = inferer(image, network, *extra) if inferer is not None else network(image, *extra)
-        if postprocessing is not None:
-            probs = torch.stack([postprocessing({"pred": lg})["pred"] for lg in logits])
-        else:
-            probs = torch.sigmoid(logits)
-        out.append(probs.reshape(-1).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
-
-
 def evaluate_folds(
     network: torch.nn.Module,
     preprocessing: Callable,
@@ -119,7 +95,7 @@ def evaluate_folds(
 
     metrics = evaluate_predictions(datalist, fold_predictor, ckpt_dir, output_dir, manifest)
     if explain and datalist["test"]:
-        from scripts.explain import explain_cohort
+        from scripts.inference.explain import explain_cohort
 
         summary = explain_cohort(network, preprocessing, datalist["test"], ckpt_dir,
                                  os.path.join(output_dir, "explanations"), device, explain_mask_size)  # fmt: skip

@@ -18,7 +18,7 @@ from monai.transforms import MapTransform
 from scipy import ndimage
 
 from scripts import BundleInputError
-from scripts.anatomy import DEFAULT_ATLAS_DIR, TERRITORIES, grid_maps
+from scripts.data.anatomy import DEFAULT_ATLAS_DIR, TERRITORIES, grid_maps
 
 SITE_TERRITORIES = {"ICA": ("ACA", "MCA"), "M1": ("MCA",), "M2": ("MCA",), "M3": ("MCA",), "ACA": ("ACA",),
                     "PCA": ("PCA",), "BA": ("PCA", "VB"), "VA": ("PCA", "VB")}  # fmt: skip

@@ -8,7 +8,7 @@ fold's training rows only, saved with the fold model, and applied unchanged at i
 
 from __future__ import annotations
 
-from typing import Any, Dict, Hashable, Mapping, Sequence
+from typing import Any, Dict, Hashable, Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -16,7 +16,8 @@ from monai.transforms import Transform
 from torch import nn
 
 from scripts import BundleInputError
-from scripts.networks.tabular import ColumnSpec
+
+ColumnSpec = Union[str, Sequence[str]]  # "numeric" or the list of categories
 
 
 def raw_clinical(row: Mapping[str, Any], columns: Dict[str, ColumnSpec]) -> np.ndarray:
@@ -71,6 +72,6 @@ def fit_tabular(network: nn.Module, rows: Sequence[Mapping[str, Any]]) -> nn.Mod
 def fold_training_rows(datalist: Dict[str, Any], fold: Any) -> list:
     """The fold's training rows (its inner-validation patients and the outer fold excluded); none for
     ``fold == "all"`` (the parent process of a k-fold run builds no fold model)."""
-    from scripts.split import fold_data
+    from scripts.data.split import fold_data
 
     return [] if str(fold) == "all" else fold_data(datalist, int(fold), "train")

@@ -20,7 +20,7 @@ ATLAS_AFFINE = np.array([[-1.0, 0, 0, 90], [0, 1, 0, -126], [0, 0, 1, -72], [0, 
 ATLAS_LEVEL2 = "ArterialAtlas_level2.nii.gz"
 # level-2 labels of the atlas (and of territories.nii.gz written by this project)
 TERRITORIES = {"ACA_L": 1, "ACA_R": 2, "MCA_L": 3, "MCA_R": 4, "PCA_L": 5, "PCA_R": 6, "VB_L": 7, "VB_R": 8}
-_BUNDLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_BUNDLE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # models/large_files.yml downloads the atlas to data/atlas; tests and CI use ../shared/data/atlas
 ATLAS_DIRS = (os.path.join(_BUNDLE_ROOT, "data", "atlas"), os.path.join(_BUNDLE_ROOT, "..", "shared", "data", "atlas"))
 DEFAULT_ATLAS_DIR = next((d for d in ATLAS_DIRS if os.path.isfile(os.path.join(d, ATLAS_LEVEL2))), ATLAS_DIRS[0])

@@ -1,6 +1,6 @@
 """Split a cohort once into a prospective test set and stratified, patient-grouped folds.
 
-``python -m scripts.split --cohort CSV --out datalist.json [--label fpe] [--folds 5] [--seed 0]
+``python -m scripts.data.split --cohort CSV --out datalist.json [--label fpe] [--folds 5] [--seed 0]
 [--test_from 2020-01-01] [--inner_val 0.15]`` writes a MONAI-style datalist: ``training`` (each item
 carries its outer ``fold``), ``test`` (procedure_date >= test_from), ``inner_validation`` (per fold,
 the patient ids held out of that fold's training portion for early stopping, checkpoint choice and
@@ -20,8 +20,8 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from scripts import BundleInputError
-from scripts.cohort import LABELS, read_cohort
-from scripts.io import atomic_write_json
+from scripts.data.cohort import LABELS, read_cohort
+from scripts.data.io import atomic_write_json
 
 
 def make_datalist(
@@ -94,7 +94,9 @@ def with_label(datalist: Dict[str, Any], label: Optional[str] = None) -> Dict[st
 def load_datalist(path: str) -> Dict[str, Any]:
     """Read a datalist written by :func:`write_datalist` (clear error when absent or malformed)."""
     if not os.path.isfile(path):
-        raise BundleInputError(f"{path}: datalist not found (run `python -m scripts.split --cohort CSV --out {path}`)")
+        raise BundleInputError(
+            f"{path}: datalist not found (run `python -m scripts.data.split --cohort CSV --out {path}`)"
+        )
     try:
         with open(path) as f:
             data = json.load(f)

@@ -20,17 +20,15 @@ import subprocess
 import sys
 import time
 
-import fire
-
-from scripts.demo_cohort import generate
-from scripts.split import write_datalist
+from scripts.data.split import write_datalist
+from scripts.demo.generator import generate
 
 TRAIN = "['configs/train.json','configs/demo.json']"
 EVALUATE = "['configs/train.json','configs/demo.json','configs/evaluate.json']"
 INFER = "['configs/inference.json','configs/demo.json']"
 
 
-def _bundle(*args: str) -> None:
+def run_bundle(*args: str) -> None:
     cmd = [sys.executable, "-m", "monai.bundle", *args]
     print("\n$ python -m monai.bundle " + " ".join(shlex.quote(a) for a in args), flush=True)
     if subprocess.run(cmd).returncode != 0:
@@ -54,16 +52,16 @@ def main(
             print(f"generating {patients} demo patients in scanner space in {raw}/ ...", flush=True)
             generate(raw, patients=patients, seed=seed, modalities="ct", spacing=spacing, native=True)
         preprocess = ["--cohort", os.path.join(raw, "cohort.csv"), "--output_dir", out, "--spacing", str(spacing)]
-        _bundle("run", "preprocess", "--config_file", "configs/preprocess.json", *preprocess)
+        run_bundle("run", "preprocess", "--config_file", "configs/preprocess.json", *preprocess)
         shutil.copy(os.path.join(raw, "manifest.json"), os.path.join(out, "manifest.json"))  # truth for the report
     elif not os.path.isfile(csv_path):
         print(f"generating {patients} demo patients in {out}/ ...", flush=True)
         generate(out, patients=patients, seed=seed, modalities="ct", spacing=spacing)
     datalist = write_datalist(csv_path, os.path.join(out, "datalist.json"), seed=seed)
     common = ["--dataset_dir", out, "--datalist_file", datalist]
-    _bundle("run", "training", "--config_file", TRAIN, *common)
-    _bundle("run", "--config_file", EVALUATE, *common, "--output_dir", eval_dir)
-    _bundle(
+    run_bundle("run", "training", "--config_file", TRAIN, *common)
+    run_bundle("run", "--config_file", EVALUATE, *common, "--output_dir", eval_dir)
+    run_bundle(
         "run",
         "--config_file",
         INFER,
@@ -80,7 +78,3 @@ def main(
     verdict = "within" if bayes - cv <= 0.1 else "NOT within"
     print(f"CV ROC-AUC {cv:.3f} vs Bayes ROC-AUC {bayes:.3f}: {verdict} 0.1 ({(time.time() - start) / 60:.1f} min)")
     print(f"predictions: {eval_dir}/predictions.csv, test-set inference: {eval_dir}/test_inference/predictions.csv")
-
-
-if __name__ == "__main__":
-    fire.Fire(main)

@@ -1,10 +1,10 @@
 """The paper-style comparison table from the evaluation outputs of several runs.
 
-``python -m scripts.compare --runs "{'MNT-DL': 'eval/mnt_dl', 'SCANet': 'eval/scanet'}" --out eval/comparison``
-reads each run's ``metrics.json`` (written by ``configs/evaluate.json`` or the radiomics baseline) and writes
-``comparison.md`` and ``comparison.csv``: ROC-AUC, accuracy, precision, sensitivity, specificity and F1 as mean
-(SD) over the outer folds (sample SD), then the test-set fold-ensemble ROC-AUC. Runs must share label and folds;
-the cohort's Bayes ROC-AUC is added when the runs know it (demo cohort).
+``python -m scripts.evaluation.compare --runs "{'MNT-DL': 'eval/mnt_dl', 'SCANet': 'eval/scanet'}"
+--out eval/comparison`` reads each run's ``metrics.json`` (written by ``configs/evaluate.json`` or the radiomics
+baseline) and writes ``comparison.md`` and ``comparison.csv``: ROC-AUC, accuracy, precision, sensitivity,
+specificity and F1 as mean (SD) over the outer folds (sample SD), then the test-set fold-ensemble ROC-AUC. Runs must
+share label and folds; the cohort's Bayes ROC-AUC is added when the runs know it (demo cohort).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import fire
 import numpy as np
 
 from scripts import BundleInputError
-from scripts.evaluation import METRICS
-from scripts.io import atomic_write_text
+from scripts.data.io import atomic_write_text
+from scripts.evaluation.evaluate import METRICS
 
 NAMES = {"roc_auc": "ROC-AUC", "accuracy": "Accuracy", "precision": "Precision", "sensitivity": "Sensitivity",
          "specificity": "Specificity", "f1": "F1"}  # fmt: skip

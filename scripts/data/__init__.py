@@ -1,0 +1,7 @@
+"""Stage 0, data: the cohort contract and everything shared by the later stages.
+
+Owns the cohort table reader and label derivation (``cohort``), the patient-level fold split and datalist
+(``split``), clinical values as network input (``clinical``), the MNI grid and arterial-territory atlas
+(``anatomy``), the territory-mask transform (``territory_mask``) and atomic file writes (``io``). Imports only
+``scripts`` (``BundleInputError``) and third-party libraries: every other stage may import it.
+"""

@@ -1,0 +1,168 @@
+"""The package layout: stages import only earlier stages (no circles), and every config reference resolves."""
+
+from __future__ import annotations
+
+import ast
+import glob
+import importlib
+import json
+import os
+import re
+from typing import Dict, List, Set
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# pipeline order (scripts/<package>/__init__.py docstrings say the same); the root package holds BundleInputError
+STAGES = ["scripts", "data", "preprocess", "networks", "training", "inference", "evaluation", "demo"]
+APPS = ("deploy_app", "monailabel_app", "verify_bundle")  # on top of the pipeline, never imported by it
+
+
+def _module_name(path: str) -> str:
+    rel = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+    return rel[: -len(".__init__")] if rel.endswith(".__init__") else rel
+
+
+def _imports(path: str, name: str) -> Set[str]:
+    """Every ``scripts`` module imported anywhere in the file, function-level imports included."""
+    tree = ast.parse(open(path).read(), path)
+    package = name if path.endswith("__init__.py") else name.rsplit(".", 1)[0]
+    found: Set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "scripts")
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            if base.split(".")[0] != "scripts":
+                continue
+            for alias in node.names:  # "from scripts.x import y" may name a module y
+                sub = f"{base}.{alias.name}"
+                is_module = os.path.isfile(os.path.join(ROOT, *sub.split(".")) + ".py") or os.path.isdir(
+                    os.path.join(ROOT, *sub.split("."))
+                )
+                found.add(sub if is_module else base)
+    found.discard(name)
+    return found
+
+
+def import_graph() -> Dict[str, Set[str]]:
+    files = glob.glob(os.path.join(ROOT, "scripts", "**", "*.py"), recursive=True)
+    return {_module_name(f): _imports(f, _module_name(f)) for f in files}
+
+
+def _stage(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "scripts"
+
+
+def test_no_import_cycles_among_scripts_modules():
+    graph = import_graph()
+    assert "scripts.inference.predict" in graph and "scripts.evaluation.evaluate" in graph
+    state: Dict[str, int] = {}
+    cycles: List[List[str]] = []
+
+    def visit(node: str, path: List[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append(path[path.index(nxt) :] + [nxt] if nxt in path else [node, nxt])
+            elif nxt in graph and not state.get(nxt):
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if not state.get(module):
+            visit(module, [module])
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_each_stage_imports_only_earlier_stages():
+    order = {s: i for i, s in enumerate(STAGES)}
+    bad = []
+    for module, imported in import_graph().items():
+        stage = _stage(module)
+        for target in imported:
+            other = _stage(target)
+            if other in APPS and other != stage:
+                bad.append(f"{module} imports the app {target}")
+            elif stage in order and order[other] > order[stage]:
+                bad.append(f"{module} ({stage}) imports the later stage {target}")
+            elif stage in APPS and other == "demo":
+                bad.append(f"{module} imports the demo {target}")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_import_walker_sees_a_cycle(tmp_path):
+    # the checker itself: a function-level import back into a module that imports it is found
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("from scripts.training.kfold import fold_list\n")
+    b.write_text("def f():\n    from scripts.inference import predict\n")
+    assert _imports(str(a), "scripts.inference.predict") == {"scripts.training.kfold"}
+    assert _imports(str(b), "scripts.training.kfold") == {"scripts.inference.predict"}
+
+
+def _resolve(reference: str) -> object:
+    """Import the longest module prefix of a dotted name, then walk attributes."""
+    parts = reference.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ModuleNotFoundError(reference)
+
+
+def _walk(node: object, targets: List[str], expressions: List[str]) -> None:
+    if isinstance(node, dict):
+        if isinstance(node.get("_target_"), str):
+            targets.append(node["_target_"])
+        for value in node.values():
+            _walk(value, targets, expressions)
+    elif isinstance(node, list):
+        for value in node:
+            _walk(value, targets, expressions)
+    elif isinstance(node, str) and node.startswith("$"):
+        expressions.append(node)
+
+
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.json")))
+
+
+@pytest.mark.parametrize("config", [os.path.basename(c) for c in CONFIGS])
+def test_every_config_reference_resolves(config):
+    from monai.bundle.config_item import ComponentLocator
+
+    with open(os.path.join(ROOT, "configs", config)) as f:
+        content = json.load(f)
+    targets: List[str] = []
+    expressions: List[str] = []
+    _walk(content, targets, expressions)
+    locator = ComponentLocator()
+    unresolved = []
+    for target in targets:
+        if "." in target:
+            try:
+                _resolve(target)
+            except (ImportError, AttributeError):
+                unresolved.append(target)
+        elif locator.get_component_module_name(target) is None:
+            unresolved.append(target)
+    for expression in expressions:
+        for reference in re.findall(r"\bscripts(?:\.[A-Za-z_][A-Za-z0-9_]*)+", expression):
+            try:
+                _resolve(reference)
+            except (ImportError, AttributeError):
+                unresolved.append(reference)
+    assert not unresolved, f"{config}: unresolved {unresolved}"
+
+
+def test_reference_check_fails_on_an_old_module_path():
+    with pytest.raises((ImportError, AttributeError)):
+        _resolve("scripts.inference.predict_cohort")  # the pre-move path of scripts.inference.predict.predict_cohort
+    assert callable(_resolve("scripts.inference.predict.predict_cohort"))
