@@ -23,7 +23,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from scripts.demo.job import run_bundle  # noqa: E402
 from scripts.evaluation.compare import compare  # noqa: E402
 
-# model name -> (overlays between train.json and demo.json, table name, further overrides)
+# model name -> (overlays between train.json and demo.json, table name, further overrides); configs/vessel.json goes
+# after demo.json (its input size replaces the demo's whole-head 48 x 48)
+VESSEL = ["configs/demo.json", "configs/vessel.json"]
 MODELS = {
     "mnt_dl": ([], "MNT-DL (NCCT + CTA)", []),
     "scanet": (["configs/scanet.json"], "SCANet (NCCT + CTA)", []),
@@ -34,6 +36,11 @@ MODELS = {
     "late": (["configs/multimodal.json", "configs/clinical_demo.json"], "MNT-DL + clinical, late fusion",
              ["--fusion", "late"]),
     "daft": (["configs/multimodal.json", "configs/clinical_demo.json"], "MNT-DL + clinical, DAFT", []),
+    "slab": ([*VESSEL, "configs/slab_net.json"], "SlabNet, vessel box, mirrored (NCCT + CTA)", []),
+    "vessel": (VESSEL, "MNT-DL, vessel box, mirrored (NCCT + CTA)", []),
+    "vessel_nomirror": (VESSEL, "MNT-DL, vessel box, not mirrored", ["--mirror", "false"]),
+    "vessel_resnet": ([*VESSEL, "configs/vessel_resnet.json"], "ResNet10 3-D, vessel box, mirrored", []),
+    "vessel_paper_aug": ([*VESSEL, "configs/augment_paper.json"], "MNT-DL, vessel box, published augmentation", []),
 }  # fmt: skip
 
 
@@ -54,7 +61,8 @@ def main(
         runs[title] = eval_dir
         if os.path.isfile(os.path.join(eval_dir, "metrics.json")):
             continue
-        files = "[" + ",".join(f"'{f}'" for f in ["configs/train.json", *overlays, "configs/demo.json"]) + "]"
+        stack = ["configs/train.json", *overlays] + ([] if "configs/demo.json" in overlays else ["configs/demo.json"])
+        files = "[" + ",".join(f"'{f}'" for f in stack) + "]"
         common = ["--dataset_dir", dataset_dir, "--datalist_file", datalist, "--label", label,
                   "--ckpt_dir", os.path.join(out, name, "models"), "--output_dir", eval_dir, *extra]  # fmt: skip
         t0 = time.time()

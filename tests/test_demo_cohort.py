@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import filecmp
 import json
 import os
 
 import nibabel as nib
 import numpy as np
+import pytest
 from sklearn.metrics import roc_auc_score
 
-from scripts.demo.generator import generate
+from scripts.data.anatomy import load_anatomy
+from scripts.demo.generator import COEF, SITE_EFFECT, draw_patient, generate, hypoperfusion_extent, render
 
 
 def test_same_seed_same_files(tmp_path):
@@ -31,7 +34,7 @@ def test_manifest_truth_and_bayes_auc(demo_cohort):
     prob = [manifest["truth"][r["patient_id"]]["probability"] for r in rows]
     fpe = [r["mtici_first_pass"] in ("2b", "2c", "3") for r in rows]
     assert manifest["bayes_auc"] == roc_auc_score(fpe, prob)
-    assert 0.8 < manifest["bayes_auc_expected"] < 0.95  # learnable but not trivial
+    assert 0.7 < manifest["bayes_auc_expected"] < 0.9  # learnable but not trivial
     assert manifest["label"] == "fpe" and "logit P(FPE)" in manifest["label_rule"]
 
 
@@ -47,3 +50,45 @@ def test_adc_follows_the_b0_b1000_formula_and_core_is_visible(demo_cohort):
     assert ncct.min() <= -900 and ncct.max() >= 1000  # air and skull in Hounsfield units
     brain_hu = ncct[(ncct > 10) & (ncct < 60)]
     assert 20 < np.median(brain_hu) < 45
+
+
+def test_outcome_follows_the_clot_not_the_hypoperfusion_extent(demo_cohort):
+    """The label rule has no extent term, and the extent is a function of site and collaterals only: given those,
+    the outcome cannot depend on it (so a model reading the territory-wide picture learns site and collaterals, never
+    the clot's length, density or perviousness)."""
+    manifest = json.load(open(os.path.join(os.path.dirname(demo_cohort), "manifest.json")))
+    rows = {r["patient_id"]: r for r in csv.DictReader(open(demo_cohort))}
+    assert "extent" not in " ".join(manifest["coefficients"]) and "extent" not in manifest["label_rule"]
+    for pid, truth in manifest["truth"].items():
+        row = rows[pid]
+        assert truth["hypoperfusion_extent"] == round(hypoperfusion_extent(row["location"], truth["collaterals"]), 4)
+        z = {
+            "z_len": (np.log(truth["clot_length_mm"]) - np.log(12)) / 0.45,
+            "z_dens": (truth["clot_density_hu"] - 60) / 10,
+            "z_perv": (truth["clot_perviousness"] - 0.5) / 0.22,
+            "z_coll": (truth["collaterals"] - 1.6) / 0.95,
+            "z_age": (int(row["age"]) - 70) / 12,
+            "ivt": int(row["ivt"]),
+        }
+        logit = COEF["intercept"] + SITE_EFFECT[row["location"]] + sum(COEF[k] * v for k, v in z.items())
+        # the truth is written rounded to 4 decimals
+        assert truth["probability"] == pytest.approx(1 / (1 + np.exp(-logit)), abs=2e-3)
+
+
+def test_clot_length_changes_the_vessels_only():
+    """Two renderings of one patient that differ only in clot length differ near the vessel path, not in the
+    territory (the old demo grew the hypoperfused region with clot length: a shortcut without the clot)."""
+    anatomy = load_anatomy(4.0)
+    patient = draw_patient(np.random.default_rng([0, 1]), 1, dt.date(2020, 1, 1), 10)
+    patient.update(location="M1", side="R")
+    images = {}
+    for length in (6.0, 30.0):
+        p = {**patient, "_truth": {**patient["_truth"], "clot_length_mm": length}}
+        images[length] = render(anatomy, p, np.random.default_rng(5), ["ct"])
+    diff = np.abs(images[6.0]["cta"] - images[30.0]["cta"]) + np.abs(images[6.0]["ncct"] - images[30.0]["ncct"])
+    changed = np.argwhere(diff > 1e-3) * anatomy.spacing + anatomy.affine[:3, 3]
+    assert len(changed) > 0  # the clot itself differs
+    # every changed voxel lies in the right hemisphere's MCA / ICA region (x > 0), within reach of the vessel tree
+    assert (changed[:, 0] > 0).all()
+    territory_voxels = int((anatomy.territories == 4).sum())
+    assert len(changed) < 0.15 * territory_voxels

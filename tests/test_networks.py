@@ -71,3 +71,19 @@ def test_nonlocal_block_is_used_and_trainable():
     out.backward()
     theta = dict(net.named_modules())[names[0]]
     assert theta.weight.grad is not None
+
+
+def test_slab_net_shapes_and_input_check():
+    from scripts.networks.slab_net import SlabNet
+
+    net = SlabNet(sequences=2, num_slabs=5, features=4).eval()
+    x = torch.rand(3, 4, 20, 14, 10)
+    assert net(x).shape == (3, 1)
+    assert net.slab_features(x).shape == (3, 4 * 2 * 5, 20, 14)
+    with pytest.raises(ValueError, match="multiple of 5"):
+        net(torch.rand(1, 4, 20, 14, 12))
+    # the asymmetry channels see the clot side: swapping an image with its mirror changes the features
+    swapped = torch.cat([x[:, 2:], x[:, :2]], 1)
+    assert not torch.allclose(net.slab_features(x), net.slab_features(swapped))
+    # a left-right flip of the whole input (positions only) leaves the globally pooled output unchanged
+    assert torch.allclose(net(x), net(torch.flip(x, dims=[2])), atol=1e-5)

@@ -102,7 +102,8 @@ def test_evaluate_uses_inner_validation_cutoffs(trained, side_datalist, tmp_path
     from monai.data import Dataset
 
     from scripts.data.split import fold_data
-    from scripts.evaluation.evaluate import predict, youden_cutoff
+    from scripts.evaluation.evaluate import youden_cutoff
+    from scripts.inference.predict import predict
     from scripts.training.kfold import load_weights
 
     # fold 0's cut-off is Youden's on its own model's inner-validation predictions, never on the outer fold

@@ -9,26 +9,30 @@ with a CSF rim, a skull shell (1200 HU) and scalp; arterial territories from the
 fallback in :mod:`scripts.data.anatomy`). A schematic circle of Willis / MCA tree is drawn as tubes.
 
 Per patient: occlusion site (ICA 20%, M1 55%, M2 25%) and side; a clot of length L (log-normal,
-median 12 mm, 4-40 mm) and density D (N(60, 10) HU, 40-90) drawn hyperdense on NCCT; CTA with
-enhanced vessels (350 HU), the clot unenhanced, vessels distal to it filled only by collaterals
-(grade G in 0..3, fraction G/3 * 0.6); a hypoperfused region: the part of the territory nearest
-the clot, whose share of the territory grows with L (0.35 at 4 mm to 1 at 40 mm: a long thrombus
-spans more branch origins) and whose CTA parenchymal enhancement is 30 HU x (0.1 + 0.9 G/3) against
-30 HU in normal brain; an infarct core inside it whose volume fraction grows with onset time and
-falls with G (hypodense on NCCT, bright on DWI b1000, low ADC, FLAIR-bright after 4.5 h). ADC is computed from
-the noisy b0/b1000 as -ln(S1000/S0)/1000 (stored in 1e-6 mm^2/s). Noise: NCCT 3 HU, CTA 6 HU, MR 2%
-of white matter; slices: NCCT, DWI and FLAIR 5 mm thick, CTA 1 mm (z blur of the thickness).
+median 12 mm, 4-40 mm), density D (N(60, 10) HU, 40-90; red-cell-rich clots are hyperdense) drawn on NCCT and
+perviousness V (Beta(2, 2), 0..1: contrast penetrating the clot, which reads D + 60 V HU on CTA); CTA with
+enhanced vessels (350 HU), vessels distal to the clot filled later and fainter through collaterals (grade G in
+0..3, to 350 x (0.5 + 0.45 G/3) HU, always brighter than the clot, so its distal end is visible); a hypoperfused
+region: the part of the occluded territory (MCA; MCA and ACA for ICA) nearest the occlusion point, whose share of
+the territory follows site and collaterals only (ICA 0.6, M1 0.5, M2 0.3, plus 0.3 (1 - G/3)): never clot length,
+density or perviousness, so the territory-wide picture carries site and collaterals but none of the clot's own
+properties. Its CTA parenchymal enhancement is 30 HU x (0.6 + 0.4 G/3) against 30 HU in normal brain (a faint
+change); an infarct core inside it whose volume fraction grows with onset time and falls with G (hypodense on NCCT,
+bright on DWI b1000, low ADC, FLAIR-bright after 4.5 h). ADC is computed from the noisy b0/b1000 as
+-ln(S1000/S0)/1000 (stored in 1e-6 mm^2/s). Noise: NCCT 3 HU, CTA 6 HU, MR 2% of white matter; slices: NCCT, DWI
+and FLAIR 5 mm thick, CTA 1 mm (z blur of the thickness).
 
 CT perfusion maps (``ctp``): Tmax 2 s, delayed by 4-10 s in the hypoperfused region (more with poor
 collaterals); CBF 60/25 ml/100 g/min in grey/white matter, reduced there and in the core; CBV 4.5/2.2 ml/100 g,
 low in the core; MTT = 60 CBV/CBF. The refractory-LVO outcome with comorbidity columns (hypertension, diabetes,
 atrial fibrillation) is drawn by :mod:`scripts.demo.rlvo` (clinical variables carry most of its signal).
 
-Truth (the label rule, also in manifest.json): logit P(FPE) = 0.4 - 1.5 z_len + 0.4 z_dens
-+ 1.6 z_coll + site (ICA -1.2, M1 0, M2 +0.5) - 0.15 z_age + 0.2 ivt, with z_len = (ln L - ln 12)/0.45,
-z_dens = (D - 60)/10, z_coll = (G - 1.6)/0.95, z_age = (age - 70)/12. FPE ~ Bernoulli(P). FPE patients get
-one pass and first-pass mTICI 2b/2c/3; the others 2-5 passes, first-pass 0/1/2a and a final grade
-drawn from 0..3. ``bayes_auc`` is the ROC-AUC of the true P against the drawn labels (the best any
+Truth (the label rule, also in manifest.json): logit P(FPE) = 0.3 - 1.0 z_len + 0.6 z_dens + 0.6 z_perv
++ 0.6 z_coll + site (ICA -0.8, M1 0, M2 +0.3) - 0.15 z_age + 0.2 ivt, with z_len = (ln L - ln 12)/0.45,
+z_dens = (D - 60)/10, z_perv = (V - 0.5)/0.22, z_coll = (G - 1.6)/0.95, z_age = (age - 70)/12: the mechanisms of
+the first-pass literature (shorter, denser, more pervious clots and better collaterals are retrieved in one pass
+more often; ICA occlusions less often). FPE ~ Bernoulli(P). FPE patients get one pass and first-pass
+mTICI 2b/2c/3; the others 2-5 passes, first-pass 0/1/2a and a final grade drawn from 0..3. ``bayes_auc`` is the ROC-AUC of the true P against the drawn labels (the best any
 model can do on this cohort), ``bayes_auc_expected`` its mean over redrawn labels.
 """
 
@@ -56,8 +60,11 @@ from scripts.demo.scanner import ACQUISITIONS, add_headrest, session_poses, to_s
 
 SITES = ("ICA", "M1", "M2")
 SITE_PROB = (0.2, 0.55, 0.25)
-SITE_EFFECT = {"ICA": -1.2, "M1": 0.0, "M2": 0.5}
-COEF = {"intercept": 0.4, "z_len": -1.5, "z_dens": 0.4, "z_coll": 1.6, "z_age": -0.15, "ivt": 0.2}
+SITE_EFFECT = {"ICA": -0.8, "M1": 0.0, "M2": 0.3}
+COEF = {"intercept": 0.3, "z_len": -1.0, "z_dens": 0.6, "z_perv": 0.6, "z_coll": 0.6, "z_age": -0.15, "ivt": 0.2}
+# share of the occluded territory that is hypoperfused: site + 0.3 (1 - G/3); no clot property enters it
+EXTENT_SITE = {"ICA": 0.6, "M1": 0.5, "M2": 0.3}
+PERVIOUS_HU = 60.0  # CTA attenuation increase of a fully pervious clot
 CSV_COLUMNS = (
     "patient_id", "procedure_date", "passes", "mtici_first_pass", "mtici_final", "rescue", "stenosis_gt50",
     "location", "side", "age", "sex", "nihss", "onset_to_imaging_min", "ivt",
@@ -125,6 +132,7 @@ def draw_patient(rng: np.random.Generator, index: int, start: dt.date, days: int
     site = SITES[rng.choice(3, p=SITE_PROB)]
     length = float(np.clip(rng.lognormal(np.log(12), 0.45), 4, 40))
     density = float(np.clip(rng.normal(60, 10), 40, 90))
+    perviousness = float(rng.beta(2, 2))
     coll = int(rng.choice(4, p=(0.15, 0.3, 0.35, 0.2)))
     age = float(np.clip(rng.normal(70, 12), 30, 99))
     ivt = int(rng.random() < 0.4)
@@ -132,6 +140,7 @@ def draw_patient(rng: np.random.Generator, index: int, start: dt.date, days: int
     z = {
         "z_len": (np.log(length) - np.log(12)) / 0.45,
         "z_dens": (density - 60) / 10,
+        "z_perv": (perviousness - 0.5) / 0.22,
         "z_coll": (coll - 1.6) / 0.95,
         "z_age": (age - 70) / 12,
         "ivt": ivt,
@@ -162,8 +171,20 @@ def draw_patient(rng: np.random.Generator, index: int, start: dt.date, days: int
         "nihss": int(np.clip(rng.normal(14 + 3 * (site == "ICA") - 2 * (coll - 1.6), 5), 0, 42)),
         "onset_to_imaging_min": round(onset),
         "ivt": ivt,
-        "_truth": {"probability": prob, "clot_length_mm": length, "clot_density_hu": density, "collaterals": coll},
+        "_truth": {
+            "probability": prob,
+            "clot_length_mm": length,
+            "clot_density_hu": density,
+            "clot_perviousness": perviousness,
+            "collaterals": coll,
+            "hypoperfusion_extent": hypoperfusion_extent(site, coll),
+        },
     }
+
+
+def hypoperfusion_extent(site: str, collaterals: int) -> float:
+    """Share of the occluded territory that is hypoperfused: a function of site and collateral grade only."""
+    return float(min(EXTENT_SITE[site] + 0.3 * (1 - collaterals / 3), 1.0))
 
 
 def _territory_mask(anatomy: Anatomy, site: str, side: str) -> np.ndarray:
@@ -173,9 +194,18 @@ def _territory_mask(anatomy: Anatomy, site: str, side: str) -> np.ndarray:
 
 
 def render(
-    anatomy: Anatomy, patient: Dict, rng: np.random.Generator, modalities: Sequence[str]
+    anatomy: Anatomy,
+    patient: Dict,
+    rng: np.random.Generator,
+    modalities: Sequence[str],
+    hypoperfusion_contrast: float = 0.4,
 ) -> Dict[str, np.ndarray]:
-    """Images of one patient in the anatomy's grid: NCCT/CTA in HU, b0/b1000/ADC/FLAIR in scanner units."""
+    """Images of one patient in the anatomy's grid: NCCT/CTA in HU, b0/b1000/ADC/FLAIR in scanner units.
+
+    ``hypoperfusion_contrast`` c: the hypoperfused region's CTA enhancement is 30 HU x (1 - c + c G/3); the default
+    0.4 is a faint change; tests raise it to 0.9 so that the occlusion side is visible on a coarse grid (it never
+    carries the outcome, which does not depend on the region).
+    """
     world, s = anatomy.world(), anatomy.spacing
     truth, side, site = patient["_truth"], patient["side"], patient["location"]
     gm, wm, brain = anatomy.gm, anatomy.wm, anatomy.brain
@@ -208,13 +238,12 @@ def render(
             occ[name] = np.maximum(occ[name], _tube(world, s, pts, radius))
 
     territory = _territory_mask(anatomy, site, side) & (brain > 0.5)
-    # hypoperfused region: the part of the territory nearest the clot, larger for longer clots
-    # (a long thrombus spans more branch origins); fraction 0.35..1 of the territory
-    reach = ndimage.distance_transform_edt(occ["clot"] < 0.25, sampling=s)
-    extent = float(np.clip(0.35 + 0.65 * (np.log(truth["clot_length_mm"]) - np.log(4)) / np.log(10), 0.35, 1))
+    # hypoperfused region: the part of the territory nearest the occlusion point; its share follows site and
+    # collaterals only (hypoperfusion_extent), so it carries nothing of the clot's length, density or perviousness
+    reach = np.linalg.norm(world - _cut(path, offset, offset + 1)[0], axis=-1)
     hypo = np.zeros(gm.shape, bool)
     if territory.any():
-        hypo = territory & (reach <= np.quantile(reach[territory], extent))
+        hypo = territory & (reach <= np.quantile(reach[territory], truth["hypoperfusion_extent"]))
     onset_h = patient["onset_to_imaging_min"] / 60
     core_frac = float(np.clip(0.05 + 0.06 * onset_h * (1 - truth["collaterals"] / 4) + rng.normal(0, 0.02), 0.02, 0.7))
     field = ndimage.gaussian_filter(rng.standard_normal(gm.shape), 8 / s)
@@ -222,8 +251,9 @@ def render(
     if hypo.any():
         core = hypo & (field >= np.quantile(field[hypo], 1 - core_frac))
     core_soft = ndimage.gaussian_filter(core.astype(np.float32), 1.0)
-    # CTA parenchymal enhancement: 30 HU in normal brain, 30 * (0.1 + 0.9 G/3) HU where hypoperfused
-    perfusion = ndimage.gaussian_filter(np.where(hypo, 0.1 + 0.9 * truth["collaterals"] / 3, 1.0), 1.0)
+    # CTA parenchymal enhancement: 30 HU in normal brain, 30 * (1 - c + c G/3) HU where hypoperfused (c 0.4: faint)
+    c = hypoperfusion_contrast
+    perfusion = ndimage.gaussian_filter(np.where(hypo, 1 - c + c * truth["collaterals"] / 3, 1.0), 1.0)
 
     images: Dict[str, np.ndarray] = {}
     if "ct" in modalities:
@@ -235,9 +265,10 @@ def render(
         ncct = ncct * (1 - blood) + 42 * blood
         ncct = ncct * (1 - occ["clot"]) + truth["clot_density_hu"] * occ["clot"]
         cta = base + 30 * brain * perfusion
-        vessel = occ["open"] * 350 + occ["distal"] * 350 * 0.6 * truth["collaterals"] / 3
+        vessel = occ["open"] * 350 + occ["distal"] * 350 * (0.5 + 0.45 * truth["collaterals"] / 3)
         cta = cta * (1 - np.maximum(occ["open"], occ["distal"])) + vessel
-        cta = cta * (1 - occ["clot"]) + truth["clot_density_hu"] * occ["clot"]
+        clot_cta = truth["clot_density_hu"] + PERVIOUS_HU * truth["clot_perviousness"]
+        cta = cta * (1 - occ["clot"]) + clot_cta * occ["clot"]
         images["ncct"] = _slices(ncct, 5, s) + rng.normal(0, 3, gm.shape)
         images["cta"] = _slices(cta, 1, s) + rng.normal(0, 6, gm.shape)
     if "ctp" in modalities:  # CT perfusion maps: delayed, reduced flow where hypoperfused, low volume in the core
@@ -304,12 +335,14 @@ def generate(
     atlas_dir: str = DEFAULT_ATLAS_DIR,
     unlabeled: bool = False,
     native: bool = False,
+    hypoperfusion_contrast: float = 0.4,
 ) -> str:
     """Write a demo cohort to ``out``; the same arguments always give identical files. Returns the CSV path.
 
     ``unlabeled=True`` writes an unlabeled pool for self-supervised pretraining instead: patients
     ``pool0000``... (drawn from seed streams of their own, never a cohort patient) in ``unlabeled.csv``
     with only ``patient_id`` and the image columns, and ``unlabeled_manifest.json`` with the settings.
+    ``hypoperfusion_contrast``: see :func:`render` (tests only; the demo keeps the faint default).
     """
     mods = [m.strip() for m in (modalities.split(",") if isinstance(modalities, str) else modalities)]
     if not mods or any(m not in ("ct", "ctp", "mr") for m in mods):
@@ -332,7 +365,7 @@ def generate(
         patient = draw_patient(rng, i, first, (last - first).days + 1, prefix="pool" if unlabeled else "demo")
         draw_rlvo(np.random.default_rng([int(seed), i, 3]), patient)
         pid = patient["patient_id"]
-        images = render(anatomy, patient, rng, mods)
+        images = render(anatomy, patient, rng, mods, float(hypoperfusion_contrast))
         affines = {seq: anatomy.affine for seq in images}
         if native:
             poses = session_poses(np.random.default_rng([int(seed), i, 2]))
@@ -360,6 +393,7 @@ def generate(
         end=str(last),
         atlas_used=anatomy.atlas_used,
         native=bool(native),
+        hypoperfusion_contrast=float(hypoperfusion_contrast),
     )
     columns = ["patient_id"] + [c for c in CSV_COLUMNS if c in rows[0] and c in SEQUENCES] if unlabeled else CSV_COLUMNS
     buf = io.StringIO()
