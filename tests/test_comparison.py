@@ -19,7 +19,8 @@ from scripts.evaluation.compare import compare
 from scripts.networks import SCANet
 from tests.conftest import ROOT
 
-TINY = {"spatial_size": [24, 24], "widths": [4, 8, 8, 16], "num_heads": 2, "dropout": 0.0}
+# the parenchymal CTA window: the side_datalist task (occlusion side) shows as hypoperfusion
+TINY = {"spatial_size": [24, 24], "widths": [4, 8, 8, 16], "num_heads": 2, "dropout": 0.0, "cta_window": [0, 150]}
 
 
 def _network(overlay: str, **override) -> torch.nn.Module:

@@ -113,7 +113,8 @@ def test_multimodal_training_through_the_bundle(side_datalist, tmp_path):
     ages = [r["age"] for r in fold_training_rows(datalist, 0)]
     assert state["tabular.mean"][0].item() == pytest.approx(np.mean(ages), rel=1e-5)
     assert state["tabular.fitted"].item() == 1
-    shape = [f"--{k}={json.dumps(TINY[k])}" for k in ("spatial_size", "num_slices", "widths", "num_heads", "dropout")]
+    keys = ("spatial_size", "num_slices", "widths", "num_heads", "dropout", "cta_window")
+    shape = [f"--{k}={json.dumps(TINY[k])}" for k in keys]
     config = "['configs/train.json','configs/multimodal.json','configs/evaluate.json']"
     evaluate = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, "--datalist_file", side_datalist,
                 "--ckpt_dir", ckpt, "--output_dir", str(tmp_path / "eval"), *shape, "--explain", "true"]  # fmt: skip

@@ -25,7 +25,9 @@ from tests.conftest import ROOT
 from tests.test_workflow import FIT, train_recording_losses
 
 # a 6 mm vessel box (the demo_cohort fixture's grid), 10 slices in 5 slabs, a small SlabNet
-VESSEL_TINY = {"vessel_spacing": 6.0, "num_slices": 10, "slab_features": 4, "batch_size": 4, "patience": 50}
+# (and the parenchymal CTA window, so that the side_datalist task, the occlusion side, shows as hypoperfusion)
+VESSEL_TINY = {"vessel_spacing": 6.0, "num_slices": 10, "slab_features": 4, "batch_size": 4, "patience": 80,
+               "elastic_prob": 0.0, "cta_window": [0, 150]}  # fmt: skip
 SLAB = ["train.json", "vessel.json", "slab_net.json"]
 
 
@@ -89,7 +91,7 @@ def test_vessel_box_refuses_a_scan_outside_the_mni_grid():
 @pytest.fixture(scope="module")
 def vessel_trained(side_datalist, tmp_path_factory):
     ckpt = str(tmp_path_factory.mktemp("vessel_models"))
-    overrides = {0: {**VESSEL_TINY, **FIT, "max_epochs": 25}, 1: {**VESSEL_TINY, "max_epochs": 2}}
+    overrides = {0: {**VESSEL_TINY, **FIT, "max_epochs": 60}, 1: {**VESSEL_TINY, "max_epochs": 2}}
     return ckpt, train_recording_losses(SLAB, side_datalist, ckpt, overrides)
 
 
@@ -97,7 +99,8 @@ def test_vessel_configuration_lowers_the_loss_and_is_evaluated_and_inferred(
     vessel_trained, side_datalist, demo_cohort, tmp_path
 ):
     ckpt, losses = vessel_trained
-    assert np.mean(losses[0][-3:]) < 0.8 * np.mean(losses[0][:3])
+    assert len(losses[0]) == 60  # 3 batches of 4 an epoch: noisy, so compare 10-epoch means
+    assert np.mean(losses[0][-10:]) < 0.8 * np.mean(losses[0][:10]), np.round(losses[0], 3).tolist()
     overrides = [f"--{k} {json.dumps(v).replace(' ', '')}" for k, v in VESSEL_TINY.items()]
     args = " ".join(overrides).split()
     evaluate = [sys.executable, "-m", "monai.bundle", "run", "--config_file",

@@ -27,6 +27,7 @@ TINY = {
     "learning_rate": 0.003,
     "patience": 50,
     "elastic_prob": 0.0,
+    "cta_window": [0, 150],  # the parenchymal window: the side_datalist task (occlusion side) shows as hypoperfusion
 }
 # for the loss-lowering check: a higher learning rate and no augmentation, so 12 patients are fitted quickly
 FIT = {"learning_rate": 0.003, **{f"train#random_transforms#{i}#prob": 0.0 for i in (0, 2, 3)}}
