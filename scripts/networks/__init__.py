@@ -1,8 +1,8 @@
 """Stage 2, networks: the models, each a ``torch.nn.Module`` with its tensor shapes in its docstring.
 
-Owns MNT-DL (``mnt_dl``, the non-local block), SCANet, the multimodal fusion networks (DAFT, tabular encoder) and
-the SimSiam wrapper. Built by ``network_def`` in ``configs/inference.json`` and its overlays. May import
-``scripts.data`` (clinical column specs) only.
+Owns MNT-DL (``mnt_dl``, the non-local block), SCANet, SlabNet (``slab_net``), the multimodal fusion networks
+(DAFT, tabular encoder) and the SimSiam wrapper. Built by ``network_def`` in ``configs/inference.json`` and its
+overlays. May import ``scripts.data`` (clinical column specs) only.
 """
 
 from scripts.networks.mnt_dl import MNTDL, WithAuxiliaryLogits, mnt_dl_res25
