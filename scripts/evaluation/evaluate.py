@@ -23,9 +23,11 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from scripts.data.io import atomic_write, atomic_write_json, atomic_write_text
 from scripts.data.split import fold_data
+from scripts.evaluation.statistics import bootstrap_metric_cis, calibration, net_benefit
 from scripts.inference.predict import predict
 from scripts.training.kfold import load_weights
 
+BOOTSTRAP = 1000  # stratified patient-level resamples behind every 95% CI
 METRICS = ("roc_auc", "accuracy", "precision", "sensitivity", "specificity", "f1")
 
 
@@ -54,6 +56,17 @@ def binary_metrics(labels: Sequence[int], probabilities: Sequence[float], cutoff
         "specificity": float(tn / (tn + fp)) if tn + fp else float("nan"),
         "f1": float(f1_score(y, pred, zero_division=0)),
     }
+
+
+def pooled_metrics(labels: Sequence[int], probabilities: Sequence[float], predictions: Sequence[int]) -> Dict[str, Any]:
+    """Metrics of one set of patients (each with its own prediction), each with a bootstrap 95% CI (``ci95``),
+    and calibration (Brier, ECE, slope, intercept)."""
+    y, p, pred = np.asarray(labels, dtype=int), np.asarray(probabilities, dtype=float), np.asarray(predictions)
+    out: Dict[str, Any] = binary_metrics(y, pred.astype(float), 0.5)
+    out["roc_auc"] = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
+    out["ci95"] = bootstrap_metric_cis(y, p, pred, n=BOOTSTRAP) if 0 < y.sum() < len(y) else {}
+    out["calibration"] = calibration(y, p)
+    return out
 
 
 def mean_sd(rows: List[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
@@ -141,18 +154,26 @@ def evaluate_predictions(
     cutoffs["ensemble"] = youden_cutoff(pooled_inner_y, pooled_inner_p)
     cv_y = [r["label"] for r in rows if r["set"] == "cv"]
     cv_p = [r["probability"] for r in rows if r["set"] == "cv"]
+    cv_pred = [r["prediction"] for r in rows if r["set"] == "cv"]
     metrics: Dict[str, Any] = {
         "label": datalist["settings"]["label"],
-        "cv": {"folds": per_fold, "summary": mean_sd(per_fold), "pooled_roc_auc": float(roc_auc_score(cv_y, cv_p))},
+        "cv": {
+            "folds": per_fold,
+            "summary": mean_sd(per_fold),
+            "pooled_roc_auc": float(roc_auc_score(cv_y, cv_p)),
+            "pooled": pooled_metrics(cv_y, cv_p, cv_pred),
+        },
         "cutoffs": cutoffs,
+        "bootstrap": {"resamples": BOOTSTRAP, "seed": 0, "stratified_by": "label", "unit": "patient"},
     }
     if test:
         mean_p = np.mean(test_probs, axis=0)
         rows += [_row(d, "test", "ensemble", p, cutoffs["ensemble"]) for d, p in zip(test, mean_p)]
+        test_y = [d["label"] for d in test]
         metrics["test"] = {
             "folds": per_fold_test,
             "summary": mean_sd(per_fold_test),
-            "ensemble": binary_metrics([d["label"] for d in test], mean_p, cutoffs["ensemble"]),
+            "ensemble": pooled_metrics(test_y, mean_p, (mean_p >= cutoffs["ensemble"]).astype(int)),
         }
     if manifest is not None:  # the demo's Bayes AUC for the label being reported
         label = datalist.get("settings", {}).get("label", "fpe")
@@ -186,6 +207,71 @@ def _write_outputs(
     atomic_write_text(os.path.join(output_dir, "metrics.md"), metrics_markdown(metrics))
     atomic_write_json(os.path.join(ckpt_dir, "cutoffs.json"), cutoffs)
     atomic_write(os.path.join(output_dir, "roc.png"), lambda tmp: plot_roc(rows, metrics, tmp), suffix=".png")
+    sets = prediction_sets(rows)
+    curves = {name: net_benefit(y, p, THRESHOLDS) for name, (y, p) in sets.items()}
+    buf = io.StringIO()
+    buf.write("set,threshold,model,treat_all,treat_none\n")
+    for name, c in curves.items():
+        for i, t in enumerate(c["threshold"]):
+            buf.write(f"{name},{t:.2f},{c['model'][i]:.6f},{c['treat_all'][i]:.6f},{c['treat_none'][i]:.1f}\n")
+    atomic_write_text(os.path.join(output_dir, "decision_curve.csv"), buf.getvalue())
+    atomic_write(os.path.join(output_dir, "decision_curve.png"), lambda tmp: plot_decision(curves, tmp), suffix=".png")
+    atomic_write(os.path.join(output_dir, "calibration.png"), lambda tmp: plot_calibration(sets, tmp), suffix=".png")
+
+
+THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.01), 2)
+
+
+def prediction_sets(rows: List[Dict[str, Any]]) -> Dict[str, tuple]:
+    """(labels, probabilities) of the pooled out-of-fold predictions and of the test-set fold ensemble."""
+    sets = {
+        "cv_pooled": [r for r in rows if r["set"] == "cv"],
+        "test_ensemble": [r for r in rows if r["fold"] == "ensemble"],
+    }
+    return {
+        k: (np.array([r["label"] for r in v]), np.array([r["probability"] for r in v])) for k, v in sets.items() if v
+    }
+
+
+def plot_calibration(sets: Dict[str, tuple], path: str, bins: int = 10) -> None:
+    """Reliability diagram: observed outcome rate against mean prediction in equal-width bins, per set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, (y, p) in sets.items():
+        which = np.minimum((p * bins).astype(int), bins - 1)
+        used = [b for b in range(bins) if (which == b).any()]
+        mean_p = [p[which == b].mean() for b in used]
+        rate = [y[which == b].mean() for b in used]
+        cal = calibration(y, p)
+        ax.plot(mean_p, rate, marker="o", label=f"{name} (slope {cal['slope']:.2f}, ECE {cal['ece']:.3f})")
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8, label="perfect calibration")
+    ax.set(xlabel="mean predicted probability", ylabel="observed outcome rate", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left", fontsize=7)
+    fig.savefig(path, dpi=100, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def plot_decision(curves: Dict[str, Dict[str, list]], path: str) -> None:
+    """Decision curve: net benefit of the model per set, of treating all and of treating none."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, c in curves.items():
+        ax.plot(c["threshold"], c["model"], label=f"model, {name}")
+        ax.plot(c["threshold"], c["treat_all"], ls=":", label=f"treat all, {name}")
+    ax.axhline(0, color="black", lw=0.8, label="treat none")
+    low = min(min(c["model"]) for c in curves.values())
+    ax.set(xlabel="threshold probability", ylabel="net benefit", ylim=(max(low, -0.1) - 0.02, None))
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=100, bbox_inches="tight", format="png")
+    plt.close(fig)
 
 
 def plot_roc(rows: List[Dict[str, Any]], metrics: Dict[str, Any], path: str) -> None:
@@ -225,18 +311,35 @@ def plot_roc(rows: List[Dict[str, Any]], metrics: Dict[str, Any], path: str) -> 
 
 
 def metrics_markdown(metrics: Dict[str, Any]) -> str:
-    """Paper-style table: each metric as mean (SD) over folds; the test ensemble as single values."""
+    """Paper-style table: each metric as mean (SD) over folds; the test ensemble and the pooled out-of-fold
+    predictions with bootstrap 95% CIs; calibration lines."""
     head = "| set | " + " | ".join(METRICS) + " |\n|---|" + "---|" * len(METRICS) + "\n"
     lines = [f"Label: {metrics['label']}. Cut-offs chosen on inner validation (Youden).\n", head]
     lines.append(_summary_line("CV, outer folds", metrics["cv"]["summary"]))
     if "test" in metrics:
         lines.append(_summary_line("test, per-fold models", metrics["test"]["summary"]))
-        ens = metrics["test"]["ensemble"]
-        lines.append("| test, fold ensemble | " + " | ".join(f"{ens[m]:.4f}" for m in METRICS) + " |\n")
+        lines.append(_ci_line("test, fold ensemble", metrics["test"]["ensemble"]))
+    if "pooled" in metrics["cv"]:
+        lines.append(_ci_line("CV, pooled out-of-fold", metrics["cv"]["pooled"]))
     lines.append(f"\nPooled CV ROC-AUC: {metrics['cv']['pooled_roc_auc']:.4f}\n")
+    for name, part in (
+        ("CV pooled", metrics["cv"].get("pooled")),
+        ("test ensemble", metrics.get("test", {}).get("ensemble")),
+    ):
+        if part and "calibration" in part:
+            c = part["calibration"]
+            lines.append(f"Calibration, {name}: Brier {c['brier']:.3f}, ECE {c['ece']:.3f}, slope {c['slope']:.2f}, "
+                         f"intercept {c['intercept']:.2f}\n")  # fmt: skip
     if metrics.get("bayes_auc") is not None:
         lines.append(f"Bayes ROC-AUC of the cohort (true probabilities): {metrics['bayes_auc']:.4f}\n")
     return "".join(lines)
+
+
+def _ci_line(name: str, part: Dict[str, Any]) -> str:
+    """'0.8300 (95% CI 0.78-0.88)' cells (CIs omitted for runs written before they existed)."""
+    ci = part.get("ci95", {})
+    cells = [f"{part[m]:.4f}" + (f" (95% CI {ci[m][0]:.2f}-{ci[m][1]:.2f})" if m in ci else "") for m in METRICS]
+    return f"| {name} | " + " | ".join(cells) + " |\n"
 
 
 def _summary_line(name: str, summary: Dict[str, Dict[str, float]]) -> str:

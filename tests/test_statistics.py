@@ -1,0 +1,181 @@
+"""Bootstrap CIs, calibration, DeLong and net benefit against simulations, hand computations and direct formulas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn.metrics import roc_auc_score
+
+from scripts.evaluation.statistics import (
+    bootstrap_ci,
+    calibration,
+    delong,
+    expected_calibration_error,
+    fast_auc,
+    net_benefit,
+)
+
+
+def test_fast_auc_equals_sklearn_with_ties():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, size=(5, 40))
+    s = rng.integers(0, 6, size=(5, 40)).astype(float)  # many ties
+    np.testing.assert_allclose(fast_auc(y, s), [roc_auc_score(a, b) for a, b in zip(y, s)])
+
+
+def test_bootstrap_ci_covers_the_true_auc_about_95_percent():
+    """200 simulated score sets (binormal, 60 positives / 90 negatives, true AUC = Phi(1/sqrt 2) = 0.760)."""
+    true_auc = stats.norm.cdf(1 / np.sqrt(2))
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(60, int), np.zeros(90, int)]
+    covered = []
+    for k in range(200):
+        s = np.r_[rng.normal(1, 1, 60), rng.normal(0, 1, 90)]
+        low, high = bootstrap_ci(y, s, n=1000, seed=k)
+        covered.append(low <= true_auc <= high)
+    assert 0.92 <= np.mean(covered) <= 0.98
+
+
+def test_bootstrap_keeps_both_classes_and_is_seeded():
+    y = np.r_[np.ones(3, int), np.zeros(30, int)]  # rare outcome: an unstratified resample could hold no positive
+    s = np.linspace(0, 1, 33)
+    assert bootstrap_ci(y, s, seed=4) == bootstrap_ci(y, s, seed=4)
+    low, high = bootstrap_ci(y, s, seed=4)
+    assert 0 <= low <= high <= 1 and not np.isnan(low)
+
+
+def _delong_by_pairs(y, a, b):
+    """Direct placement values by comparing every positive with every negative (O(mn)), DeLong 1988 eq. 3-5."""
+    pos, neg = y == 1, y == 0
+
+    def place(s):
+        psi = (s[pos][:, None] > s[neg][None, :]) + 0.5 * (s[pos][:, None] == s[neg][None, :])
+        return psi.mean(), psi.mean(axis=1), psi.mean(axis=0)
+
+    (auc_a, v10a, v01a), (auc_b, v10b, v01b) = place(a), place(b)
+    m, n = pos.sum(), neg.sum()
+    var = (np.var(v10a, ddof=1) + np.var(v10b, ddof=1) - 2 * np.cov(v10a, v10b)[0, 1]) / m
+    var += (np.var(v01a, ddof=1) + np.var(v01b, ddof=1) - 2 * np.cov(v01a, v01b)[0, 1]) / n
+    z = (auc_a - auc_b) / np.sqrt(var)
+    return auc_a, auc_b, 2 * stats.norm.sf(abs(z))
+
+
+def test_delong_equals_the_placement_computation_and_is_symmetric():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 80)
+    a = y * 0.8 + rng.normal(0, 1, 80)
+    b = np.round(y * 0.4 + rng.normal(0, 1, 80), 1)  # ties within b
+    result = delong(y, a, b)
+    auc_a, auc_b, p = _delong_by_pairs(y, a, b)
+    assert result["auc_a"] == pytest.approx(auc_a) and result["auc_b"] == pytest.approx(auc_b)
+    assert result["auc_a"] == pytest.approx(roc_auc_score(y, a))
+    assert result["p"] == pytest.approx(p, rel=1e-9)
+    back = delong(y, b, a)
+    assert back["p"] == pytest.approx(result["p"]) and back["difference"] == pytest.approx(-result["difference"])
+    assert result["ci95"][0] < result["difference"] < result["ci95"][1]
+    assert delong(y, a, a + 1)["p"] == 1.0  # same ranking, no difference
+
+
+def test_delong_rejects_about_5_percent_under_the_null():
+    rng = np.random.default_rng(5)
+    y = np.r_[np.ones(50, int), np.zeros(50, int)]
+    rejections = []
+    for _ in range(300):
+        latent = y * 1.0 + rng.normal(0, 1, 100)
+        a, b = latent + rng.normal(0, 0.7, 100), latent + rng.normal(0, 0.7, 100)  # equal true AUCs, correlated
+        rejections.append(delong(y, a, b)["p"] < 0.05)
+    assert 0.02 <= np.mean(rejections) <= 0.09
+
+
+def test_brier_and_ece_by_hand():
+    y = [1, 0, 1, 1, 0, 0]
+    p = [0.9, 0.15, 0.55, 0.35, 0.32, 0.05]
+    out = calibration(y, p)
+    assert out["brier"] == pytest.approx((0.01 + 0.0225 + 0.2025 + 0.4225 + 0.1024 + 0.0025) / 6)
+    # bins of width 0.1: [0.9] -> |1-0.9|; [0.15] -> 0.15; [0.55] -> 0.45; [0.35, 0.32] -> |0.5-0.335|; [0.05] -> 0.05
+    hand = (0.1 + 0.15 + 0.45 + 2 * 0.165 + 0.05) / 6
+    assert expected_calibration_error(y, p) == pytest.approx(hand)
+    assert out["ece"] == pytest.approx(hand)
+
+
+def test_slope_and_intercept_recover_a_known_miscalibration():
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1.5, 20000)
+    y = rng.random(20000) < 1 / (1 + np.exp(-z))  # the truth
+    calibrated = calibration(y, 1 / (1 + np.exp(-z)))
+    assert calibrated["slope"] == pytest.approx(1, abs=0.05) and calibrated["intercept"] == pytest.approx(0, abs=0.05)
+    overconfident = calibration(y, 1 / (1 + np.exp(-(2 * z + 0.5))))  # logit doubled and shifted
+    assert overconfident["slope"] == pytest.approx(0.5, abs=0.03)
+    assert overconfident["intercept"] < -0.2  # predictions too high on average
+
+
+def test_net_benefit_by_hand():
+    y = [1, 1, 0, 0, 0]
+    p = [0.9, 0.4, 0.6, 0.2, 0.1]
+    out = net_benefit(y, p, [0.5, 0.3])
+    # t=0.5: treated {0.9 (TP), 0.6 (FP)} -> 1/5 - 1/5 * 1 = 0; t=0.3: + 0.4 (TP) -> 2/5 - 1/5 * 3/7
+    assert out["model"] == pytest.approx([0.0, 0.4 - 0.2 * 3 / 7])
+    assert out["treat_all"] == pytest.approx([0.4 - 0.6, 0.4 - 0.6 * 3 / 7])
+    assert out["treat_none"] == [0.0, 0.0]
+
+
+def test_metric_cis_agree_with_sklearn_on_each_resample():
+    """The vectorised CIs equal percentiles of scikit-learn metrics computed resample by resample."""
+    from sklearn.metrics import f1_score, precision_score
+
+    from scripts.evaluation.statistics import bootstrap_indices, bootstrap_metric_cis
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 60)
+    p = np.clip(y * 0.3 + rng.random(60) * 0.7, 0, 1)
+    pred = (p >= 0.5).astype(int)
+    cis = bootstrap_metric_cis(y, p, pred, n=200, seed=7)
+    idx = bootstrap_indices(y, 200, 7)
+    direct = {
+        "roc_auc": [roc_auc_score(y[i], p[i]) for i in idx],
+        "precision": [precision_score(y[i], pred[i], zero_division=0) for i in idx],
+        "f1": [f1_score(y[i], pred[i], zero_division=0) for i in idx],
+        "sensitivity": [pred[i][y[i] == 1].mean() for i in idx],
+    }
+    for name, values in direct.items():
+        np.testing.assert_allclose(cis[name], np.quantile(values, [0.025, 0.975]))
+
+
+def test_evaluation_writes_cis_calibration_and_decision_curve(demo_cohort, tmp_path):
+    """The evaluation protocol on a known score (label + seeded noise per patient): every pooled and ensemble
+    metric carries a CI around its value, calibration and the decision curve are written and agree by hand."""
+    import csv
+    import json
+    import zlib
+
+    from scripts.data.cohort import read_cohort
+    from scripts.data.split import make_datalist
+    from scripts.evaluation.evaluate import evaluate_predictions
+
+    data = make_datalist(read_cohort(demo_cohort), label="fpe", folds=2, seed=0, inner_val=0.25)
+
+    def fold_predictor(k):
+        def run(items):
+            noise = [np.random.default_rng(zlib.crc32(f"{d['patient_id']}{k}".encode())).normal() for d in items]
+            return 1 / (1 + np.exp(-(np.array([d["label"] for d in items]) * 1.0 - 0.5 + 1.5 * np.array(noise))))
+
+        return run
+
+    metrics = evaluate_predictions(data, fold_predictor, str(tmp_path / "models"), str(tmp_path / "eval"))
+    for part in (metrics["cv"]["pooled"], metrics["test"]["ensemble"]):
+        for name in ("roc_auc", "sensitivity", "specificity", "f1"):
+            low, high = part["ci95"][name]
+            assert low <= part[name] <= high and high - low > 0.01
+        assert set(part["calibration"]) == {"brier", "ece", "slope", "intercept"}
+    assert metrics["cv"]["pooled"]["roc_auc"] == pytest.approx(metrics["cv"]["pooled_roc_auc"])
+    saved = json.load(open(tmp_path / "eval" / "metrics.json"))
+    assert saved["test"]["ensemble"]["ci95"] == metrics["test"]["ensemble"]["ci95"]
+    text = (tmp_path / "eval" / "metrics.md").read_text()
+    assert "(95% CI " in text and "Calibration, CV pooled: Brier" in text
+    rows = [r for r in csv.DictReader(open(tmp_path / "eval" / "decision_curve.csv")) if r["set"] == "test_ensemble"]
+    prevalence = np.mean([d["label"] for d in data["test"]])
+    at_20 = next(r for r in rows if r["threshold"] == "0.20")
+    assert float(at_20["treat_all"]) == pytest.approx(prevalence - (1 - prevalence) * 0.25, abs=1e-6)
+    for image in ("calibration.png", "decision_curve.png"):
+        assert (tmp_path / "eval" / image).read_bytes()[:4] == b"\x89PNG"
