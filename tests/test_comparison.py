@@ -158,3 +158,38 @@ def test_resnet34_trains_one_epoch_through_the_bundle(side_datalist, tmp_path):
     wf.finalize()
     state = torch.load(os.path.join(str(tmp_path), "fold1", "model.pt"), weights_only=True)
     assert "fc.weight" in state and state["fc.weight"].shape == (1, 16)  # MONAI ResNet head on the last width
+
+
+def _predictions(path, ids, labels, cv_scores, test_scores):
+    with open(os.path.join(path, "predictions.csv"), "w") as f:
+        f.write("patient_id,set,fold,probability,label,cutoff,prediction\n")
+        for i, (pid, y, p) in enumerate(zip(ids, labels, cv_scores)):
+            f.write(f"{pid},cv,{i % 2},{p},{y},0.5,{int(p >= 0.5)}\n")
+        for pid, y, p in zip(ids, labels, test_scores):
+            f.write(f"t{pid},test,0,{p},{y},0.5,{int(p >= 0.5)}\n")  # a fold model's row: not the ensemble
+            f.write(f"t{pid},test,ensemble,{p},{y},0.5,{int(p >= 0.5)}\n")
+
+
+def test_comparison_pairs_runs_with_delong(tmp_path):
+    from scripts.evaluation.statistics import delong
+
+    keys = ("roc_auc", "accuracy", "precision", "sensitivity", "specificity", "f1")
+    folds = [dict.fromkeys(keys, 0.7), dict.fromkeys(keys, 0.8)]
+    rng = np.random.default_rng(0)
+    ids, y = [f"p{i:03d}" for i in range(60)], rng.integers(0, 2, 60)
+    scores = {name: np.clip(y * w + rng.random(60), 0, 1.5) / 1.5 for name, w in (("A", 0.8), ("B", 0.2))}
+    runs = {}
+    for name, s in scores.items():
+        runs[name] = _metrics(tmp_path / name, folds, 0.7)
+        _predictions(runs[name], ids, y, s, s[::-1])
+    compare(runs, out=str(tmp_path / "cmp"))
+    rows = json.load(open(tmp_path / "cmp" / "comparison.json"))["rows"]
+    expected = delong(y, scores["B"], scores["A"])
+    assert rows[1]["cv_delong_p"] == pytest.approx(expected["p"]) and rows[1]["cv_auc_diff"] < 0
+    assert rows[1]["test_delong_p"] == pytest.approx(delong(y, scores["B"][::-1], scores["A"][::-1])["p"])
+    assert rows[0]["cv_delong_p"] is None  # the reference itself
+    assert "Paired against A (DeLong)" in open(tmp_path / "cmp" / "comparison.md").read()
+    other = _metrics(tmp_path / "C", folds, 0.7)
+    _predictions(other, ids[:-1] + ["p999"], y, scores["B"], scores["B"])
+    with pytest.raises(BundleInputError, match="run 'C': cv patients differ from run 'A'"):
+        compare({"A": runs["A"], "C": other}, out=str(tmp_path / "cmp2"))
