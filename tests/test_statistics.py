@@ -179,3 +179,6 @@ def test_evaluation_writes_cis_calibration_and_decision_curve(demo_cohort, tmp_p
     assert float(at_20["treat_all"]) == pytest.approx(prevalence - (1 - prevalence) * 0.25, abs=1e-6)
     for image in ("calibration.png", "decision_curve.png"):
         assert (tmp_path / "eval" / image).read_bytes()[:4] == b"\x89PNG"
+    table = (tmp_path / "eval" / "table1.md").read_text()
+    n_pos = sum(d["label"] for d in data["training"] + data["test"])
+    assert f"| Patients | n | {n_pos} |" in table

@@ -3,8 +3,10 @@
 For each fold k the fold model predicts its inner-validation patients (the Youden cut-off is chosen
 there), its outer fold (reported) and the prospective test set. The test set is also predicted by
 the fold ensemble (mean probability) at the cut-off chosen on the pooled inner-validation
-predictions. Outputs: ``predictions.csv``, ``metrics.json``, ``metrics.md``, ``roc.png`` in ``output_dir`` and
-``cutoffs.json`` beside the fold models (used by inference).
+predictions. The pooled out-of-fold predictions and the test ensemble get bootstrap 95% CIs and calibration
+(``scripts.evaluation.statistics``). Outputs: ``predictions.csv``, ``metrics.json``, ``metrics.md``, ``roc.png``,
+``calibration.png``, ``decision_curve.csv``/``.png``, ``table1.md`` in ``output_dir`` and ``cutoffs.json`` beside
+the fold models (used by inference).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from scripts.data.io import atomic_write, atomic_write_json, atomic_write_text
 from scripts.data.split import fold_data
 from scripts.evaluation.statistics import bootstrap_metric_cis, calibration, net_benefit
+from scripts.evaluation.table1 import table1_markdown, table1_rows
 from scripts.inference.predict import predict
 from scripts.training.kfold import load_weights
 
@@ -127,7 +130,8 @@ def evaluate_predictions(
     items to probabilities. Per fold, the cut-off (Youden) comes from the inner-validation items only; the
     outer fold and the test set are then predicted with it; the test set also by the fold ensemble (mean
     probability, cut-off from the pooled inner-validation predictions). Writes predictions.csv, metrics.json,
-    metrics.md, roc.png to ``output_dir`` and cutoffs.json to ``ckpt_dir``; returns the metrics."""
+    metrics.md, roc.png, calibration.png, decision_curve.csv/.png and table1.md (the cohort by label) to
+    ``output_dir`` and cutoffs.json to ``ckpt_dir``; returns the metrics."""
     rows: List[Dict[str, Any]] = []
     per_fold, per_fold_test = [], []
     pooled_inner_y: List[int] = []
@@ -179,6 +183,8 @@ def evaluate_predictions(
         label = datalist.get("settings", {}).get("label", "fpe")
         metrics["bayes_auc"] = manifest.get("bayes_auc_by_label", {}).get(label, manifest.get("bayes_auc"))
     _write_outputs(rows, metrics, cutoffs, ckpt_dir, output_dir)
+    cohort = datalist["training"] + datalist["test"]
+    atomic_write_text(os.path.join(output_dir, "table1.md"), table1_markdown(table1_rows(cohort, "label"), "label"))
     print(metrics_markdown(metrics), flush=True)
     return metrics
 
