@@ -182,3 +182,53 @@ def test_evaluation_writes_cis_calibration_and_decision_curve(demo_cohort, tmp_p
     table = (tmp_path / "eval" / "table1.md").read_text()
     n_pos = sum(d["label"] for d in data["training"] + data["test"])
     assert f"| Patients | n | {n_pos} |" in table
+
+
+def test_platt_recovers_a_known_scaling_and_combine_folds_applies_it():
+    from scripts.evaluation.statistics import fit_platt
+    from scripts.inference.predict import apply_platt, combine_folds
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.02, 0.98, 20000)
+    y = rng.random(20000) < apply_platt(p, (0.5, -0.3))
+    a, b = fit_platt(y, p)
+    assert a == pytest.approx(0.5, abs=0.03) and b == pytest.approx(-0.3, abs=0.05)
+    assert fit_platt([1, 1, 1], [0.2, 0.5, 0.9]) == (1.0, 0.0)  # one class: identity
+    probs = [[0.2, 0.8], [0.6, 0.9]]
+    mean, sd = combine_folds(probs, {"ensemble": 0.5})
+    np.testing.assert_allclose(mean, [0.4, 0.85])
+    scaled = {"ensemble": 0.5, "platt": {"0": [1.0, 0.0], "1": [2.0, -1.0]}}
+    mean, _ = combine_folds(probs, scaled)
+    np.testing.assert_allclose(mean, [(0.2 + apply_platt(0.6, (2, -1))) / 2, (0.8 + apply_platt(0.9, (2, -1))) / 2])
+
+
+def test_platt_recalibration_aligns_folds_of_different_scale(demo_cohort, tmp_path):
+    """Fold k's model ranks patients well but outputs on its own scale (logit x 2^k, shifted by 2.5k): pooled ROC-AUC
+    suffers until each fold is Platt-scaled on its inner validation; parameters go to cutoffs.json."""
+    import json
+    import zlib
+
+    from scripts.data.cohort import read_cohort
+    from scripts.data.split import make_datalist
+    from scripts.evaluation.evaluate import evaluate_predictions
+
+    data = make_datalist(read_cohort(demo_cohort), label="fpe", folds=2, seed=0, inner_val=0.4)
+
+    def fold_predictor(k):
+        def run(items):
+            noise = np.array([np.random.default_rng(zlib.crc32(d["patient_id"].encode())).normal() for d in items])
+            z = np.array([d["label"] for d in items]) - 0.5 + 0.8 * noise
+            return 1 / (1 + np.exp(-(z * 2.0**k + 2.5 * k)))
+
+        return run
+
+    plain = evaluate_predictions(data, fold_predictor, str(tmp_path / "m1"), str(tmp_path / "e1"))
+    platt = evaluate_predictions(
+        data, fold_predictor, str(tmp_path / "m2"), str(tmp_path / "e2"), recalibration="platt"
+    )
+    assert platt["cv"]["summary"]["roc_auc"]["mean"] == pytest.approx(plain["cv"]["summary"]["roc_auc"]["mean"])
+    assert platt["cv"]["pooled_uncalibrated"]["roc_auc"] == pytest.approx(plain["cv"]["pooled_roc_auc"])
+    assert platt["cv"]["pooled_roc_auc"] > plain["cv"]["pooled_roc_auc"] + 0.02  # 0.690 -> 0.722
+    stored = json.load(open(tmp_path / "m2" / "cutoffs.json"))
+    assert stored["platt"]["1"][0] < stored["platt"]["0"][0] / 2  # the steeper fold is flattened
+    assert "platt" not in json.load(open(tmp_path / "m1" / "cutoffs.json"))

@@ -18,9 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from typing import Any, Dict, List
 
-import numpy as np
 import torch
 from monai.bundle import ConfigParser
 from monai.deploy.conditions import CountCondition
@@ -28,6 +28,7 @@ from monai.deploy.core import AppContext, Application, Fragment, Operator, Opera
 
 from scripts import BundleInputError
 from scripts.data.io import atomic_write_json
+from scripts.inference.predict import combine_folds
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +57,10 @@ class OutcomeInferenceOperator(Operator):
             raise BundleInputError(
                 f"{self.app_context.model_path}: no models (export them with scripts.deploy_app.export)"
             )
-        named = [m for _, m in sorted(models.items())] if hasattr(models, "items") else [models]
-        return named
+        if not hasattr(models, "items"):
+            return [models]
+        # fold order (fold2 before fold10): evaluation's Platt parameters are per fold
+        return [m for _, m in sorted(models.items(), key=lambda kv: int(re.sub(r"\D", "", kv[0]) or 0))]
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         models = self._fold_models()
@@ -73,9 +76,11 @@ class OutcomeInferenceOperator(Operator):
             device = next(net.parameters()).device
             with torch.no_grad():
                 probs.append(float(torch.sigmoid(net(image.to(device))).reshape(-1)[0]))
-        cutoff = float(json.loads(extra["cutoffs.json"])["ensemble"])
-        p = float(np.mean(probs))
-        result = {"probability": p, "probability_sd": float(np.std(probs, ddof=1)) if len(probs) > 1 else 0.0,
+        stored = json.loads(extra["cutoffs.json"])
+        cutoff = float(stored["ensemble"])
+        mean, sd = combine_folds([[q] for q in probs], stored)  # Platt-scaled per fold when evaluation fitted it
+        p = float(mean[0])
+        result = {"probability": p, "probability_sd": float(sd[0]),
                   "prediction": int(p >= cutoff), "cutoff": cutoff, "folds": len(probs)}  # fmt: skip
         logger.info("outcome probability %.4f (%d fold models)", p, len(probs))
         op_output.emit(result, "result")

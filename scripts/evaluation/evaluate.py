@@ -23,9 +23,10 @@ import torch
 from monai.data import CacheDataset
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, roc_auc_score, roc_curve
 
+from scripts import BundleInputError
 from scripts.data.io import atomic_write, atomic_write_json, atomic_write_text
 from scripts.data.split import fold_data
-from scripts.evaluation.statistics import bootstrap_metric_cis, calibration, net_benefit
+from scripts.evaluation.statistics import apply_platt, bootstrap_metric_cis, calibration, fit_platt, net_benefit
 from scripts.evaluation.table1 import table1_markdown, table1_rows
 from scripts.inference.predict import predict
 from scripts.training.kfold import load_weights
@@ -93,9 +94,11 @@ def evaluate_folds(
     manifest: Dict[str, Any] | None = None,
     explain: bool = False,
     explain_mask_size: Sequence[int] = (12, 12, 5),
+    recalibration: str = "none",
 ) -> Dict[str, Any]:
     """Evaluate every fold model; write predictions, metrics and cut-offs. Returns the metrics dict. ``explain``:
-    also explain the test-set patients with the fold ensemble and summarise (``output_dir/explanations``)."""
+    also explain the test-set patients with the fold ensemble and summarise (``output_dir/explanations``).
+    ``recalibration``: "none" or "platt" (see :func:`evaluate_predictions`)."""
     items = datalist["training"] + datalist["test"]
     data = CacheDataset(items, preprocessing, progress=False)
     index = {d["patient_id"]: i for i, d in enumerate(items)}
@@ -109,7 +112,7 @@ def evaluate_folds(
 
         return run
 
-    metrics = evaluate_predictions(datalist, fold_predictor, ckpt_dir, output_dir, manifest)
+    metrics = evaluate_predictions(datalist, fold_predictor, ckpt_dir, output_dir, manifest, recalibration)
     if explain and datalist["test"]:
         from scripts.inference.explain import explain_cohort
 
@@ -125,13 +128,22 @@ def evaluate_predictions(
     ckpt_dir: str,
     output_dir: str,
     manifest: Dict[str, Any] | None = None,
+    recalibration: str = "none",
 ) -> Dict[str, Any]:
     """The evaluation protocol for any model: ``fold_predictor(k)`` gives fold k's model as a function from
     items to probabilities. Per fold, the cut-off (Youden) comes from the inner-validation items only; the
     outer fold and the test set are then predicted with it; the test set also by the fold ensemble (mean
     probability, cut-off from the pooled inner-validation predictions). Writes predictions.csv, metrics.json,
     metrics.md, roc.png, calibration.png, decision_curve.csv/.png and table1.md (the cohort by label) to
-    ``output_dir`` and cutoffs.json to ``ckpt_dir``; returns the metrics."""
+    ``output_dir`` and cutoffs.json to ``ckpt_dir``; returns the metrics.
+
+    ``recalibration="platt"``: each fold model's probabilities are Platt-scaled with parameters fitted on its own
+    inner-validation patients (stored in cutoffs.json under ``platt`` and applied by inference) before cut-offs,
+    pooling and the ensemble; the uncalibrated pooled and ensemble metrics are reported beside them."""
+    if recalibration not in ("none", "platt"):
+        raise BundleInputError(f"recalibration: '{recalibration}' is unknown (allowed: none, platt)")
+    raw: Dict[str, Any] = {"cv": [], "test": []}
+    platt: Dict[str, List[float]] = {}
     rows: List[Dict[str, Any]] = []
     per_fold, per_fold_test = [], []
     pooled_inner_y: List[int] = []
@@ -140,10 +152,15 @@ def evaluate_predictions(
     test_probs = []
     test = datalist["test"]
     for k in range(datalist["settings"]["folds"]):
-        run = fold_predictor(k)
+        model = fold_predictor(k)
         inner, outer = fold_data(datalist, k, "inner_val"), fold_data(datalist, k, "outer")
-        p_inner = run(inner)
+        p_inner = model(inner)
         y_inner = [d["label"] for d in inner]
+        run = model
+        if recalibration == "platt":
+            params = platt[str(k)] = list(fit_platt(y_inner, p_inner))
+            p_inner = apply_platt(p_inner, params)
+            run = _platt_scaled(model, params, calls := [])
         cutoffs[str(k)] = cut = youden_cutoff(y_inner, p_inner)
         pooled_inner_y += y_inner
         pooled_inner_p += p_inner.tolist()
@@ -155,7 +172,12 @@ def evaluate_predictions(
             test_probs.append(p_test)
             per_fold_test.append(binary_metrics([d["label"] for d in test], p_test, cut))
             rows += [_row(d, "test", k, p, cut) for d, p in zip(test, p_test)]
+        if recalibration == "platt":  # the unscaled outer-fold (and test) probabilities, for "before"
+            raw["cv"].append(calls[0])
+            raw["test"] += calls[1:]
     cutoffs["ensemble"] = youden_cutoff(pooled_inner_y, pooled_inner_p)
+    if platt:
+        cutoffs["platt"] = platt  # type: ignore[assignment]
     cv_y = [r["label"] for r in rows if r["set"] == "cv"]
     cv_p = [r["probability"] for r in rows if r["set"] == "cv"]
     cv_pred = [r["prediction"] for r in rows if r["set"] == "cv"]
@@ -179,6 +201,16 @@ def evaluate_predictions(
             "summary": mean_sd(per_fold_test),
             "ensemble": pooled_metrics(test_y, mean_p, (mean_p >= cutoffs["ensemble"]).astype(int)),
         }
+    if platt:
+        metrics["recalibration"] = "platt, per fold, fitted on its inner-validation patients"
+        order = [r["label"] for r in rows if r["set"] == "cv"]
+        raw_cv = np.concatenate(raw["cv"])
+        metrics["cv"]["pooled_uncalibrated"] = {"roc_auc": float(roc_auc_score(order, raw_cv)),
+                                                "calibration": calibration(order, raw_cv)}  # fmt: skip
+        if test:
+            raw_mean = np.mean(raw["test"], axis=0)
+            metrics["test"]["ensemble_uncalibrated"] = {"roc_auc": float(roc_auc_score(test_y, raw_mean)),
+                                                        "calibration": calibration(test_y, raw_mean)}  # fmt: skip
     if manifest is not None:  # the demo's Bayes AUC for the label being reported
         label = datalist.get("settings", {}).get("label", "fpe")
         metrics["bayes_auc"] = manifest.get("bayes_auc_by_label", {}).get(label, manifest.get("bayes_auc"))
@@ -187,6 +219,17 @@ def evaluate_predictions(
     atomic_write_text(os.path.join(output_dir, "table1.md"), table1_markdown(table1_rows(cohort, "label"), "label"))
     print(metrics_markdown(metrics), flush=True)
     return metrics
+
+
+def _platt_scaled(model: Callable, params: List[float], raw: List[np.ndarray]) -> Callable:
+    """``model`` followed by Platt scaling; the unscaled probabilities of each call are appended to ``raw``."""
+
+    def run(part: List[Dict[str, Any]]) -> np.ndarray:
+        p = model(part)
+        raw.append(p)
+        return apply_platt(p, params)
+
+    return run
 
 
 def _row(item: Dict[str, Any], part: str, fold: Any, prob: float, cut: float) -> Dict[str, Any]:
@@ -328,6 +371,10 @@ def metrics_markdown(metrics: Dict[str, Any]) -> str:
     if "pooled" in metrics["cv"]:
         lines.append(_ci_line("CV, pooled out-of-fold", metrics["cv"]["pooled"]))
     lines.append(f"\nPooled CV ROC-AUC: {metrics['cv']['pooled_roc_auc']:.4f}\n")
+    if "recalibration" in metrics:
+        before = metrics["cv"]["pooled_uncalibrated"]
+        lines.append(f"Recalibration: {metrics['recalibration']}. Before it: pooled CV ROC-AUC "
+                     f"{before['roc_auc']:.4f}, calibration slope {before['calibration']['slope']:.2f}\n")  # fmt: skip
     for name, part in (
         ("CV pooled", metrics["cv"].get("pooled")),
         ("test ensemble", metrics.get("test", {}).get("ensemble")),

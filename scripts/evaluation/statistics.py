@@ -7,6 +7,7 @@
   offset, slope fixed at 1), both with statsmodels.
 - :func:`delong`: the fast DeLong test of two correlated ROC-AUCs on the same patients (Sun & Xu 2014, IEEE
   Signal Processing Letters 21:1389); scipy and scikit-learn have none.
+- :func:`fit_platt` / :func:`apply_platt`: Platt scaling of a model's logit (fitted on inner validation only).
 - :func:`net_benefit`: decision-curve net benefit (Vickers & Elkin 2006) of the model, treat-all, treat-none.
 """
 
@@ -18,7 +19,7 @@ from typing import Callable, Dict, Sequence, Tuple
 import numpy as np
 from scipy import stats
 
-EPS = 1e-6
+from scripts.inference.predict import apply_platt, logit  # noqa: F401 (the scaling that inference applies)
 
 
 def fast_auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -92,12 +93,6 @@ def bootstrap_metric_cis(
     return {k: [float(q) for q in np.nanquantile(v, [alpha, 1 - alpha])] for k, v in values.items()}
 
 
-def logit(p: np.ndarray) -> np.ndarray:
-    """Log-odds of probabilities clipped to [1e-6, 1 - 1e-6]."""
-    p = np.clip(np.asarray(p, dtype=float), EPS, 1 - EPS)
-    return np.log(p / (1 - p))
-
-
 def expected_calibration_error(labels: Sequence[int], probabilities: Sequence[float], bins: int = 10) -> float:
     """Sum over equal-width probability bins of (bin share) x |observed rate - mean prediction|."""
     y = np.asarray(labels, dtype=float)
@@ -130,6 +125,21 @@ def calibration(labels: Sequence[int], probabilities: Sequence[float], bins: int
     else:
         out.update(slope=float("nan"), intercept=float("nan"))
     return out
+
+
+def fit_platt(labels: Sequence[int], probabilities: Sequence[float]) -> Tuple[float, float]:
+    """Platt scaling on the logit: (slope a, intercept b) of the logistic regression of the outcome on
+    logit(p), so that sigmoid(a logit(p) + b) is calibrated on these patients; (1, 0) for a single class."""
+    import statsmodels.api as sm
+    from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
+
+    y = np.asarray(labels, dtype=float)
+    if not 0 < y.sum() < len(y):
+        return 1.0, 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PerfectSeparationWarning)
+        params = sm.GLM(y, sm.add_constant(logit(probabilities)), family=sm.families.Binomial()).fit().params
+    return float(params[1]), float(params[0])
 
 
 def _placements(labels: np.ndarray, scores: np.ndarray) -> Tuple[float, np.ndarray, np.ndarray]:

@@ -81,6 +81,30 @@ def predict(
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def logit(p: Any) -> np.ndarray:
+    """Log-odds of probabilities clipped to [1e-6, 1 - 1e-6]."""
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def apply_platt(probabilities: Any, params: Sequence[float]) -> np.ndarray:
+    """Platt scaling sigmoid(a logit(p) + b) for ``params`` = (a, b) (fitted by evaluation on inner validation)."""
+    return 1 / (1 + np.exp(-(params[0] * logit(probabilities) + params[1])))
+
+
+def combine_folds(probs: Sequence[Any], cutoffs: Dict[str, Any]) -> Tuple[np.ndarray, np.ndarray]:
+    """Fold-ensemble probability (N,) and SD over folds (N,) of per-fold probabilities (F, N), each fold first
+    Platt-scaled when evaluation stored its parameters (``cutoffs["platt"]``, recalibration="platt")."""
+    stack = np.asarray(probs, dtype=float).reshape(len(probs), -1)
+    platt = cutoffs.get("platt")
+    if platt:
+        if len(platt) != len(stack):
+            raise BundleInputError(f"cutoffs.json: Platt parameters for {len(platt)} folds, {len(stack)} fold models")
+        stack = np.stack([apply_platt(p, platt[str(k)]) for k, p in enumerate(stack)])
+    sd = stack.std(axis=0, ddof=1) if len(stack) > 1 else np.zeros(stack.shape[1])
+    return stack.mean(axis=0), sd
+
+
 def ensemble_predict(
     network: torch.nn.Module,
     preprocessing: Callable,
@@ -95,15 +119,14 @@ def ensemble_predict(
     cutoffs = os.path.join(ckpt_dir, "cutoffs.json")
     if not os.path.isfile(cutoffs):
         raise BundleInputError(f"{cutoffs}: not found; run the evaluation (configs/evaluate.json) after training")
-    cutoff = float(read_json(cutoffs)["ensemble"])
+    stored = read_json(cutoffs)
     dataset = Dataset(data, preprocessing)
     probs = []
     for path in fold_checkpoints(ckpt_dir):
         load_weights(network, path, device)
         probs.append(predict(network, dataset, device, inferer, postprocessing, batch_size))
-    stack = np.stack(probs)
-    sd = stack.std(axis=0, ddof=1) if len(stack) > 1 else np.zeros(stack.shape[1])
-    return stack.mean(axis=0), sd, cutoff
+    mean, sd = combine_folds(probs, stored)
+    return mean, sd, float(stored["ensemble"])
 
 
 def predict_cohort(
