@@ -232,3 +232,19 @@ def test_platt_recalibration_aligns_folds_of_different_scale(demo_cohort, tmp_pa
     stored = json.load(open(tmp_path / "m2" / "cutoffs.json"))
     assert stored["platt"]["1"][0] < stored["platt"]["0"][0] / 2  # the steeper fold is flattened
     assert "platt" not in json.load(open(tmp_path / "m1" / "cutoffs.json"))
+
+
+def test_subgroup_metrics_by_site_and_side():
+    from scripts.evaluation.evaluate import subgroup_metrics
+
+    items = [{"patient_id": f"p{i}", "location": ("ICA", "M1")[i % 2], "side": "L"} for i in range(40)]
+    labels = [int(i % 4 < 2) for i in range(40)]
+    probs = [0.9 if y else 0.1 for y in labels]
+    probs[1] = 0.05  # one M1 positive ranked below every negative
+    rows = [{"patient_id": f"p{i}", "set": "cv", "fold": 0, "label": y, "probability": p}
+            for i, (y, p) in enumerate(zip(labels, probs))]  # fmt: skip
+    out = subgroup_metrics(rows, items)["cv_pooled"]
+    assert out["location"]["ICA"] == {"n": 20, "positives": 10, "roc_auc": 1.0, "ci95": [1.0, 1.0]}
+    m1 = [(y, p) for i, (y, p) in enumerate(zip(labels, probs)) if i % 2]
+    assert out["location"]["M1"]["roc_auc"] == pytest.approx(roc_auc_score(*zip(*m1)))
+    assert out["side"]["L"]["n"] == 40 and "test_ensemble" not in subgroup_metrics(rows, items)

@@ -26,7 +26,14 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from scripts import BundleInputError
 from scripts.data.io import atomic_write, atomic_write_json, atomic_write_text
 from scripts.data.split import fold_data
-from scripts.evaluation.statistics import apply_platt, bootstrap_metric_cis, calibration, fit_platt, net_benefit
+from scripts.evaluation.statistics import (
+    apply_platt,
+    bootstrap_ci,
+    bootstrap_metric_cis,
+    calibration,
+    fit_platt,
+    net_benefit,
+)
 from scripts.evaluation.table1 import table1_markdown, table1_rows
 from scripts.inference.predict import predict
 from scripts.training.kfold import load_weights
@@ -214,11 +221,39 @@ def evaluate_predictions(
     if manifest is not None:  # the demo's Bayes AUC for the label being reported
         label = datalist.get("settings", {}).get("label", "fpe")
         metrics["bayes_auc"] = manifest.get("bayes_auc_by_label", {}).get(label, manifest.get("bayes_auc"))
+    metrics["subgroups"] = subgroup_metrics(rows, datalist["training"] + datalist["test"])
     _write_outputs(rows, metrics, cutoffs, ckpt_dir, output_dir)
     cohort = datalist["training"] + datalist["test"]
     atomic_write_text(os.path.join(output_dir, "table1.md"), table1_markdown(table1_rows(cohort, "label"), "label"))
     print(metrics_markdown(metrics), flush=True)
     return metrics
+
+
+SUBGROUPS = ("location", "side")
+
+
+def subgroup_metrics(rows: List[Dict[str, Any]], items: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """ROC-AUC with bootstrap 95% CI and n per occlusion site and per side, for the pooled out-of-fold predictions
+    and the test-set fold ensemble: {set: {variable: {level: {...}}}} (AUC null when a group holds one class)."""
+    by_id = {d["patient_id"]: d for d in items}
+    out: Dict[str, Any] = {}
+    for name, part in (("cv_pooled", [r for r in rows if r["set"] == "cv"]),
+                       ("test_ensemble", [r for r in rows if r["fold"] == "ensemble"])):  # fmt: skip
+        if not part:
+            continue
+        out[name] = {}
+        for var in SUBGROUPS:
+            levels = sorted({str(by_id[r["patient_id"]].get(var)) for r in part})
+            out[name][var] = {}
+            for level in levels:
+                group = [r for r in part if str(by_id[r["patient_id"]].get(var)) == level]
+                y = [r["label"] for r in group]
+                p = [r["probability"] for r in group]
+                both = 0 < sum(y) < len(y)
+                out[name][var][level] = {"n": len(group), "positives": int(sum(y)),
+                                         "roc_auc": float(roc_auc_score(y, p)) if both else None,
+                                         "ci95": list(bootstrap_ci(y, p, n=BOOTSTRAP)) if both else None}  # fmt: skip
+    return out
 
 
 def _platt_scaled(model: Callable, params: List[float], raw: List[np.ndarray]) -> Callable:
@@ -383,6 +418,13 @@ def metrics_markdown(metrics: Dict[str, Any]) -> str:
             c = part["calibration"]
             lines.append(f"Calibration, {name}: Brier {c['brier']:.3f}, ECE {c['ece']:.3f}, slope {c['slope']:.2f}, "
                          f"intercept {c['intercept']:.2f}\n")  # fmt: skip
+    for name, variables in metrics.get("subgroups", {}).items():
+        cells = []
+        for var, levels in variables.items():
+            for level, g in levels.items():
+                auc = "n/a" if g["roc_auc"] is None else f"{g['roc_auc']:.2f} ({g['ci95'][0]:.2f}-{g['ci95'][1]:.2f})"
+                cells.append(f"{var} {level} (n {g['n']}): {auc}")
+        lines.append(f"Subgroup ROC-AUC (95% CI), {name}: " + "; ".join(cells) + "\n")
     if metrics.get("bayes_auc") is not None:
         lines.append(f"Bayes ROC-AUC of the cohort (true probabilities): {metrics['bayes_auc']:.4f}\n")
     return "".join(lines)
