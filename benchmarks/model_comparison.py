@@ -33,6 +33,7 @@ MODELS = {
     "ncct": (["configs/ablation_ncct.json"], "MNT-DL, NCCT only", []),
     "cta": (["configs/ablation_cta.json"], "MNT-DL, CTA only", []),
     "radiomics": (["configs/radiomics.json"], "Radiomics (LR / RF)", []),
+    "clinical": (["configs/clinical_demo.json", "configs/clinical_baseline.json"], "Clinical only (LR)", []),
     "late": (["configs/multimodal.json", "configs/clinical_demo.json"], "MNT-DL + clinical, late fusion",
              ["--fusion", "late"]),
     "daft": (["configs/multimodal.json", "configs/clinical_demo.json"], "MNT-DL + clinical, DAFT", []),
@@ -66,7 +67,7 @@ def main(
         common = ["--dataset_dir", dataset_dir, "--datalist_file", datalist, "--label", label,
                   "--ckpt_dir", os.path.join(out, name, "models"), "--output_dir", eval_dir, *extra]  # fmt: skip
         t0 = time.time()
-        if name == "radiomics":
+        if name in ("radiomics", "clinical"):  # no network: their config's run id fits and evaluates
             run_bundle("run", "--config_file", files, *common)
         else:
             run_bundle("run", "training", "--config_file", files, *common)
