@@ -182,6 +182,16 @@ def test_evaluation_writes_cis_calibration_and_decision_curve(demo_cohort, tmp_p
     table = (tmp_path / "eval" / "table1.md").read_text()
     n_pos = sum(d["label"] for d in data["training"] + data["test"])
     assert f"| Patients | n | {n_pos} |" in table
+    report = (tmp_path / "eval" / "report.md").read_text()
+    for part in (
+        "## Table 1",
+        "inner validation",
+        "(95% CI ",
+        "[reliability diagram](calibration.png)",
+        "Calibration, CV",
+    ):
+        assert part in report
+    assert "2 stratified outer folds of the patients before 2020-01-01" in report
 
 
 def test_platt_recovers_a_known_scaling_and_combine_folds_applies_it():

@@ -5,7 +5,7 @@ there), its outer fold (reported) and the prospective test set. The test set is 
 the fold ensemble (mean probability) at the cut-off chosen on the pooled inner-validation
 predictions. The pooled out-of-fold predictions and the test ensemble get bootstrap 95% CIs and calibration
 (``scripts.evaluation.statistics``). Outputs: ``predictions.csv``, ``metrics.json``, ``metrics.md``, ``roc.png``,
-``calibration.png``, ``decision_curve.csv``/``.png``, ``table1.md`` in ``output_dir`` and ``cutoffs.json`` beside
+``calibration.png``, ``decision_curve.csv``/``.png``, ``table1.md``, ``report.md`` in ``output_dir`` and ``cutoffs.json`` beside
 the fold models (used by inference).
 """
 
@@ -141,7 +141,7 @@ def evaluate_predictions(
     items to probabilities. Per fold, the cut-off (Youden) comes from the inner-validation items only; the
     outer fold and the test set are then predicted with it; the test set also by the fold ensemble (mean
     probability, cut-off from the pooled inner-validation predictions). Writes predictions.csv, metrics.json,
-    metrics.md, roc.png, calibration.png, decision_curve.csv/.png and table1.md (the cohort by label) to
+    metrics.md, roc.png, calibration.png, decision_curve.csv/.png, table1.md (the cohort by label) and report.md to
     ``output_dir`` and cutoffs.json to ``ckpt_dir``; returns the metrics.
 
     ``recalibration="platt"``: each fold model's probabilities are Platt-scaled with parameters fitted on its own
@@ -224,7 +224,9 @@ def evaluate_predictions(
     metrics["subgroups"] = subgroup_metrics(rows, datalist["training"] + datalist["test"])
     _write_outputs(rows, metrics, cutoffs, ckpt_dir, output_dir)
     cohort = datalist["training"] + datalist["test"]
-    atomic_write_text(os.path.join(output_dir, "table1.md"), table1_markdown(table1_rows(cohort, "label"), "label"))
+    table1 = table1_markdown(table1_rows(cohort, "label"), "label")
+    atomic_write_text(os.path.join(output_dir, "table1.md"), table1)
+    atomic_write_text(os.path.join(output_dir, "report.md"), report_markdown(datalist, metrics, table1))
     print(metrics_markdown(metrics), flush=True)
     return metrics
 
@@ -428,6 +430,32 @@ def metrics_markdown(metrics: Dict[str, Any]) -> str:
     if metrics.get("bayes_auc") is not None:
         lines.append(f"Bayes ROC-AUC of the cohort (true probabilities): {metrics['bayes_auc']:.4f}\n")
     return "".join(lines)
+
+
+def report_markdown(datalist: Dict[str, Any], metrics: Dict[str, Any], table1: str) -> str:
+    """One report to paste from: label rule, split protocol, where cut-offs and calibration were fitted, Table 1,
+    discrimination with CIs, calibration, decision curve and subgroups (figures linked)."""
+    settings = datalist.get("settings", {})
+    n_test = len(datalist["test"])
+    recal = metrics.get("recalibration", "none (the fold models' own probabilities)")
+    lines = [
+        "# Evaluation report", "",
+        f"- Label: `{metrics['label']}` (derived from the cohort table by the rule in docs/README.md, Data).",
+        f"- Split: {settings.get('folds', '?')} stratified outer folds of the patients before "
+        f"{settings.get('test_from', '?')} (one row per patient, no patient in two folds), seed "
+        f"{settings.get('seed', '?')}; per fold an inner validation of {settings.get('inner_val', '?')} of its "
+        f"training portion; {n_test} patients from {settings.get('test_from', '?')} on as the prospective test set.",
+        "- Checkpoint (early stopping), Youden cut-off and recalibration were fitted on each fold's inner validation "
+        "only; outer folds and the test set were only predicted. Test set: the mean probability of the fold models at "
+        "the cut-off from the pooled inner-validation predictions.",
+        f"- Recalibration: {recal}.",
+        f"- 95% CIs: {BOOTSTRAP} patient-level bootstrap resamples stratified by outcome (seed 0), percentile.",
+        "", "## Table 1", "", table1, "## Discrimination and calibration", "", metrics_markdown(metrics),
+        "Figures: [ROC curves](roc.png), [reliability diagram](calibration.png), "
+        "[decision curve](decision_curve.png) ([net benefit table](decision_curve.csv)); per-patient predictions "
+        "in [predictions.csv](predictions.csv).", "",
+    ]  # fmt: skip
+    return "\n".join(lines)
 
 
 def _ci_line(name: str, part: Dict[str, Any]) -> str:
