@@ -5,8 +5,8 @@ there), its outer fold (reported) and the prospective test set. The test set is 
 the fold ensemble (mean probability) at the cut-off chosen on the pooled inner-validation
 predictions. The pooled out-of-fold predictions and the test ensemble get bootstrap 95% CIs and calibration
 (``scripts.evaluation.statistics``). Outputs: ``predictions.csv``, ``metrics.json``, ``metrics.md``, ``roc.png``,
-``calibration.png``, ``decision_curve.csv``/``.png``, ``table1.md``, ``report.md`` in ``output_dir`` and ``cutoffs.json`` beside
-the fold models (used by inference).
+``calibration.png``, ``decision_curve.csv``/``.png``, ``table1.md``, ``report.md`` in ``output_dir`` and
+``cutoffs.json`` beside the fold models (used by inference).
 """
 
 from __future__ import annotations
