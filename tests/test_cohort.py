@@ -113,3 +113,20 @@ def test_image_table(demo_cohort, tmp_path):
         read_image_table(str(path), ["ncct"])
     with pytest.raises(BundleInputError, match="missing column"):
         read_image_table(str(path), ["ncct", "cta"])
+
+
+def test_blank_nihss_and_onset_are_missing_not_errors(demo_cohort, tmp_path):
+    """Registries have gaps: a blank NIHSS or onset reads as None, the clinical input gets NaN, Table 1 counts it."""
+    import numpy as np
+
+    from scripts.data.clinical import raw_clinical
+    from scripts.evaluation.table1 import table1_rows
+
+    rows = _rows(demo_cohort)
+    rows[0]["nihss"], rows[1]["onset_to_imaging_min"] = "", " "
+    cohort = read_cohort(_write(str(tmp_path / "gaps.csv"), rows), check_files=False)
+    assert cohort[0]["nihss"] is None and cohort[1]["onset_to_imaging_min"] is None and cohort[2]["nihss"] is not None
+    values = raw_clinical(cohort[0], {"age": "numeric", "nihss": "numeric"})
+    assert np.isnan(values[1]) and not np.isnan(values[0])
+    names = [r["variable"] for r in table1_rows(cohort, "fpe")]
+    assert "NIHSS (missing 1)" in names and "Onset to imaging, min (missing 1)" in names

@@ -149,8 +149,11 @@ def _validate_row(
         raise _fail(path, line, "sex", f"'{raw['sex']}' must be M or F")
     row["sex"] = raw["sex"].upper()
     row["age"] = _number(path, line, "age", raw["age"], 0, 120)
-    row["nihss"] = _number(path, line, "nihss", raw["nihss"], 0, 42, integer=True)
-    row["onset_to_imaging_min"] = _number(path, line, "onset_to_imaging_min", raw["onset_to_imaging_min"], 0, 10080)
+    # registries have gaps (a quarter of the AJNR cohort had an unknown onset): blank = missing (None); image-only
+    # models ignore it, the clinical encoders impute it with a missing indicator, Table 1 counts it
+    nihss, onset = raw["nihss"].strip(), raw["onset_to_imaging_min"].strip()
+    row["nihss"] = _number(path, line, "nihss", nihss, 0, 42, integer=True) if nihss else None
+    row["onset_to_imaging_min"] = _number(path, line, "onset_to_imaging_min", onset, 0, 10080) if onset else None
     row["ivt"] = _flag(path, line, "ivt", raw["ivt"])
     for seq in SEQUENCES:
         value = raw.get(seq, "")
