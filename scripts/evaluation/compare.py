@@ -123,7 +123,7 @@ def comparison_markdown(rows: List[Dict[str, Any]]) -> str:
                     diff = (
                         f"{r[f'{part}_auc_diff']:+.3f} ({r[f'{part}_diff_low']:+.3f} to {r[f'{part}_diff_high']:+.3f})"
                     )
-                    cells += [diff, f"{r[f'{part}_delong_p']:.3f}"]
+                    cells += [diff, "<0.001" if r[f"{part}_delong_p"] < 0.001 else f"{r[f'{part}_delong_p']:.3f}"]
             lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     bayes = [r["bayes_auc"] for r in rows if not np.isnan(r["bayes_auc"])]
     if bayes:
