@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
-from typing import Any, Callable
+from typing import Any, Callable, Dict, List
 
 
 def atomic_write(path: str, write: Callable[[str], None], suffix: str = "") -> None:
@@ -40,3 +42,12 @@ def atomic_write_text(path: str, text: str) -> None:
             f.write(text)
 
     atomic_write(path, _write)
+
+
+def atomic_write_csv(path: str, rows: List[Dict[str, Any]]) -> None:
+    """Write dict rows (columns from the first row) as a CSV file atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())

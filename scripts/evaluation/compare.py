@@ -15,7 +15,6 @@ Runs on different patients or labels are refused.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
@@ -25,7 +24,7 @@ import fire
 import numpy as np
 
 from scripts import BundleInputError
-from scripts.data.io import atomic_write_json, atomic_write_text
+from scripts.data.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from scripts.evaluation.evaluate import METRICS
 from scripts.evaluation.statistics import delong
 
@@ -137,12 +136,7 @@ def compare(runs: Union[Dict[str, str], str], out: str = "eval/comparison") -> s
         raise BundleInputError("--runs: give a mapping, e.g. \"{'MNT-DL': 'eval/mnt_dl', 'SCANet': 'eval/scanet'}\"")
     rows = comparison_rows(runs)
     text = comparison_markdown(rows)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    os.makedirs(out, exist_ok=True)
-    atomic_write_text(os.path.join(out, "comparison.csv"), buf.getvalue())
+    atomic_write_csv(os.path.join(out, "comparison.csv"), rows)
     atomic_write_text(os.path.join(out, "comparison.md"), text)
     atomic_write_json(
         os.path.join(out, "comparison.json"),

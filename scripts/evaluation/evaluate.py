@@ -11,7 +11,6 @@ predictions. The pooled out-of-fold predictions and the test ensemble get bootst
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -24,18 +23,11 @@ from monai.data import CacheDataset
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, roc_auc_score, roc_curve
 
 from scripts import BundleInputError
-from scripts.data.io import atomic_write, atomic_write_json, atomic_write_text
+from scripts.data.io import atomic_write, atomic_write_csv, atomic_write_json, atomic_write_text
 from scripts.data.split import fold_data
-from scripts.evaluation.statistics import (
-    apply_platt,
-    bootstrap_ci,
-    bootstrap_metric_cis,
-    calibration,
-    fit_platt,
-    net_benefit,
-)
+from scripts.evaluation.statistics import bootstrap_ci, bootstrap_metric_cis, calibration, fit_platt, net_benefit
 from scripts.evaluation.table1 import table1_markdown, table1_rows
-from scripts.inference.predict import predict
+from scripts.inference.predict import apply_platt, predict
 from scripts.training.kfold import load_weights
 
 BOOTSTRAP = 1000  # stratified patient-level resamples behind every 95% CI
@@ -284,11 +276,7 @@ def _row(item: Dict[str, Any], part: str, fold: Any, prob: float, cut: float) ->
 def _write_outputs(
     rows: List[Dict[str, Any]], metrics: Dict[str, Any], cutoffs: Dict[str, float], ckpt_dir: str, output_dir: str
 ) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(os.path.join(output_dir, "predictions.csv"), buf.getvalue())
+    atomic_write_csv(os.path.join(output_dir, "predictions.csv"), rows)
     atomic_write_json(os.path.join(output_dir, "metrics.json"), metrics)
     atomic_write_text(os.path.join(output_dir, "metrics.md"), metrics_markdown(metrics))
     atomic_write_json(os.path.join(ckpt_dir, "cutoffs.json"), cutoffs)

@@ -7,7 +7,8 @@
   offset, slope fixed at 1), both with statsmodels.
 - :func:`delong`: the fast DeLong test of two correlated ROC-AUCs on the same patients (Sun & Xu 2014, IEEE
   Signal Processing Letters 21:1389); scipy and scikit-learn have none.
-- :func:`fit_platt` / :func:`apply_platt`: Platt scaling of a model's logit (fitted on inner validation only).
+- :func:`fit_platt`: Platt scaling of a model's logit, fitted on inner validation only (inference applies it with
+  :func:`scripts.inference.predict.apply_platt`).
 - :func:`net_benefit`: decision-curve net benefit (Vickers & Elkin 2006) of the model, treat-all, treat-none.
 """
 
@@ -19,7 +20,7 @@ from typing import Callable, Dict, Sequence, Tuple
 import numpy as np
 from scipy import stats
 
-from scripts.inference.predict import apply_platt, logit  # noqa: F401 (the scaling that inference applies)
+from scripts.inference.predict import logit
 
 
 def fast_auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:

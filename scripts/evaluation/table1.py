@@ -13,8 +13,6 @@ and ``table1.csv``. Per outcome group (label 1 / label 0) and overall:
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from typing import Any, Dict, List, Sequence
 
@@ -23,7 +21,7 @@ import numpy as np
 from scipy import stats
 
 from scripts.data.cohort import read_cohort
-from scripts.data.io import atomic_write_text
+from scripts.data.io import atomic_write_csv, atomic_write_text
 
 CONTINUOUS = (("age", "Age, years"), ("nihss", "NIHSS"), ("onset_to_imaging_min", "Onset to imaging, min"))
 CATEGORICAL = (("sex", "Sex"), ("location", "Occlusion site"), ("side", "Side"), ("ivt", "IV thrombolysis"),
@@ -106,12 +104,7 @@ def table1(cohort: str, label: str = "fpe", out: str = "eval/table1") -> str:
     """Write ``out/table1.md`` and ``out/table1.csv`` for a cohort CSV; return the markdown."""
     rows = table1_rows(read_cohort(cohort, check_files=False), label)
     text = table1_markdown(rows, label)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    os.makedirs(out, exist_ok=True)
-    atomic_write_text(os.path.join(out, "table1.csv"), buf.getvalue())
+    atomic_write_csv(os.path.join(out, "table1.csv"), rows)
     atomic_write_text(os.path.join(out, "table1.md"), text)
     print(text)
     return text
