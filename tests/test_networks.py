@@ -87,3 +87,30 @@ def test_slab_net_shapes_and_input_check():
     assert not torch.allclose(net.slab_features(x), net.slab_features(swapped))
     # a left-right flip of the whole input (positions only) leaves the globally pooled output unchanged
     assert torch.allclose(net(x), net(torch.flip(x, dims=[2])), atol=1e-5)
+
+
+def test_vessel_mask_net_picks_iodine_not_bone_and_reads_the_clot():
+    from scripts.networks.vessel_mask import VesselMaskNet
+
+    net = VesselMaskNet(points=16, masks=2, hidden=4).eval()
+    x = torch.zeros(2, 4, 10, 8, 6)
+    x[:, 0] = 0.3  # brain on NCCT
+    x[:, 1, :4, 0, 0] = 0.9  # open vessel on CTA (NCCT 0.3)
+    x[:, 1, 9, 7, 5] = x[:, 0, 9, 7, 5] = 1.0  # bone: bright on NCCT and CTA
+    x[:, 3, 6, 2, 2] = 0.9  # clot: dark on CTA where the mirror vessel is bright
+    points = net.vessel_points(x)
+    assert points.shape == (2, 6, 16)
+    assert not ((points[:, 0] == 1.0) & (points[:, 1] == 1.0)).any()  # the bone voxel is not in the vessel set
+    assert ((points[:, 1] == 0) & (points[:, 3] == 0.9)).any()  # the clot voxel (its mirror enhanced) is
+    assert torch.allclose(points[:, 5], points[:, 1] - points[:, 3]) and torch.allclose(
+        points[:, 4], points[:, 0] - points[:, 2]
+    )
+    assert net(x).shape == (2, 1) and net.measurements(x).shape == (2, 2 * 7)
+    with pytest.raises(ValueError, match="expected input"):
+        net(x[:, :2])
+    with pytest.raises(ValueError, match="fewer than points"):
+        VesselMaskNet(points=10_000)(x)
+    clinical = VesselMaskNet(points=16, masks=2, clinical_columns={"location": ["ICA", "M1", "M2"], "age": "numeric"})
+    assert clinical.eval()(x, torch.tensor([[0.0, 70.0], [2.0, float("nan")]])).shape == (2, 1)
+    with pytest.raises(ValueError, match="clinical values"):
+        clinical(x)

@@ -258,3 +258,26 @@ def test_subgroup_metrics_by_site_and_side():
     m1 = [(y, p) for i, (y, p) in enumerate(zip(labels, probs)) if i % 2]
     assert out["location"]["M1"]["roc_auc"] == pytest.approx(roc_auc_score(*zip(*m1)))
     assert out["side"]["L"]["n"] == 40 and "test_ensemble" not in subgroup_metrics(rows, items)
+
+
+def test_bayes_reference_on_the_reported_patients():
+    from scripts.evaluation.evaluate import bayes_on_reported
+
+    rng = np.random.default_rng(0)
+    truth = {f"p{i}": {"probability": float(p)} for i, p in enumerate(rng.uniform(0, 1, 60))}
+    labels = {pid: int(rng.random() < t["probability"]) for pid, t in truth.items()}
+    ids = list(truth)
+    rows = [{"patient_id": p, "set": "cv", "fold": i % 3, "label": labels[p]} for i, p in enumerate(ids[:45])]
+    rows += [
+        {"patient_id": p, "set": "test", "fold": f, "label": labels[p]} for p in ids[45:] for f in (0, 1, "ensemble")
+    ]
+    same = bayes_on_reported({"truth": truth}, rows, "fpe")
+    score = {p: truth[p]["probability"] for p in ids}
+    folds = [[p for i, p in enumerate(ids[:45]) if i % 3 == k] for k in range(3)]
+    expected = np.mean([roc_auc_score([labels[p] for p in f], [score[p] for p in f]) for f in folds])
+    assert same["cv_fold_mean"] == pytest.approx(expected)
+    assert same["cv_pooled"] == pytest.approx(
+        roc_auc_score([labels[p] for p in ids[:45]], [score[p] for p in ids[:45]])
+    )
+    assert same["test"] == pytest.approx(roc_auc_score([labels[p] for p in ids[45:]], [score[p] for p in ids[45:]]))
+    assert bayes_on_reported({}, rows, "fpe") == {} and bayes_on_reported({"truth": truth}, rows, "mtici_2c") == {}

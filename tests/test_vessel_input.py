@@ -121,3 +121,42 @@ def test_vessel_configuration_lowers_the_loss_and_is_evaluated_and_inferred(
     assert result.returncode == 0, result.stderr[-2000:]
     (pred,) = list(csv.DictReader(open(tmp_path / "infer" / "predictions.csv")))
     assert pred["patient_id"] == "P1" and 0.0 < float(pred["probability"]) < 1.0
+
+
+# VesselMaskNet with the occlusion site, age, IVT and NIHSS (configs/vessel_mask.json) on the same 6 mm box
+MASK_TINY = {"vessel_spacing": 6.0, "num_slices": 10, "batch_size": 4, "patience": 80, "elastic_prob": 0.0,
+             "cta_window": [0, 150], "network_def#points": 256}  # fmt: skip
+MASK = ["train.json", "vessel.json", "vessel_mask.json", "select_log_loss.json"]
+
+
+def test_vessel_mask_configuration_lowers_the_loss_and_is_evaluated_and_inferred(side_datalist, demo_cohort, tmp_path):
+    ckpt = str(tmp_path / "models")
+    overrides = {0: {**MASK_TINY, **FIT, "max_epochs": 60}, 1: {**MASK_TINY, "max_epochs": 2}}
+    losses = train_recording_losses(MASK, side_datalist, ckpt, overrides)
+    assert np.mean(losses[0][-10:]) < 0.8 * np.mean(losses[0][:10]), np.round(losses[0], 3).tolist()
+    done = json.load(open(os.path.join(ckpt, "fold0", "done.json")))
+    assert 0.0 < done["best_inner_val_metric"] < 2.0  # the checkpoint is chosen on inner-validation log loss
+    state = torch.load(os.path.join(ckpt, "fold0", "model.pt"), map_location="cpu")
+    assert state["tabular.fitted"].item() == 1
+    args = [f"--{k}={json.dumps(v).replace(' ', '')}" for k, v in MASK_TINY.items()]
+    configs = "['configs/train.json','configs/vessel.json','configs/vessel_mask.json','configs/evaluate.json']"
+    evaluate = [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs, "--datalist_file",
+                side_datalist, "--ckpt_dir", ckpt, "--output_dir", str(tmp_path / "eval"), *args]  # fmt: skip
+    result = subprocess.run(evaluate, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    evaluated = {r["patient_id"]: float(r["probability"]) for r in csv.DictReader(open(tmp_path / "eval" /
+                 "predictions.csv")) if r["fold"] == "ensemble"}  # fmt: skip
+    row = next(r for r in csv.DictReader(open(demo_cohort)) if r["patient_id"] in evaluated)  # a test-set patient
+    base = os.path.dirname(demo_cohort)
+    clinical = json.dumps({"age": float(row["age"]), "ivt": int(row["ivt"]), "nihss": int(row["nihss"])})
+    infer = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+             "['configs/inference.json','configs/vessel.json','configs/vessel_mask.json']", "--ckpt_dir", ckpt,
+             "--ncct", os.path.join(base, row["ncct"]), "--cta", os.path.join(base, row["cta"]), "--patient_id", "P1",
+             "--location", row["location"], "--clinical", clinical.replace(" ", ""),
+             "--output_dir", str(tmp_path / "infer"), *args]  # fmt: skip
+    result = subprocess.run(infer, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (pred,) = list(csv.DictReader(open(tmp_path / "infer" / "predictions.csv")))
+    assert pred["patient_id"] == "P1" and 0.0 < float(pred["probability"]) < 1.0
+    # the same patient, images and clinical values, through evaluation and single-patient inference
+    assert float(pred["probability"]) == pytest.approx(evaluated[row["patient_id"]], abs=1e-5)

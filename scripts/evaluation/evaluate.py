@@ -213,6 +213,9 @@ def evaluate_predictions(
     if manifest is not None:  # the demo's Bayes AUC for the label being reported
         label = datalist.get("settings", {}).get("label", "fpe")
         metrics["bayes_auc"] = manifest.get("bayes_auc_by_label", {}).get(label, manifest.get("bayes_auc"))
+        same = bayes_on_reported(manifest, rows, label)
+        if same:
+            metrics["bayes_same_patients"] = same
     metrics["subgroups"] = subgroup_metrics(rows, datalist["training"] + datalist["test"])
     _write_outputs(rows, metrics, cutoffs, ckpt_dir, output_dir)
     cohort = datalist["training"] + datalist["test"]
@@ -417,7 +420,37 @@ def metrics_markdown(metrics: Dict[str, Any]) -> str:
         lines.append(f"Subgroup ROC-AUC (95% CI), {name}: " + "; ".join(cells) + "\n")
     if metrics.get("bayes_auc") is not None:
         lines.append(f"Bayes ROC-AUC of the cohort (true probabilities): {metrics['bayes_auc']:.4f}\n")
+    same = metrics.get("bayes_same_patients", {})
+    if same:
+        cells = [f"{name.replace('_', ' ')} {value:.4f}" for name, value in same.items()]
+        lines.append("Bayes ROC-AUC on the reported patients: " + ", ".join(cells) + "\n")
     return "".join(lines)
+
+
+def bayes_on_reported(manifest: Dict[str, Any], rows: List[Dict[str, Any]], label: str) -> Dict[str, float]:
+    """The demo's Bayes ROC-AUC on exactly the reported patients and folds (the true probabilities in the
+    manifest as the score): ``cv_fold_mean``, ``cv_pooled`` and ``test``. A cohort-wide Bayes value includes the
+    test set and averages over other patients; this is the like-for-like reference. Empty without per-patient
+    truth."""
+    key = {"fpe": "probability", "rlvo": "rlvo_probability"}.get(label)
+    truth = manifest.get("truth", {})
+    if key is None or not truth:
+        return {}
+    out: Dict[str, float] = {}
+    cv = [r for r in rows if r["set"] == "cv"]
+    folds = sorted({r["fold"] for r in cv})
+    per_fold = []
+    for fold in folds:
+        part = [r for r in cv if r["fold"] == fold]
+        if len({r["label"] for r in part}) == 2:
+            per_fold.append(roc_auc_score([r["label"] for r in part], [truth[r["patient_id"]][key] for r in part]))
+    if per_fold:
+        out["cv_fold_mean"] = float(np.mean(per_fold))
+        out["cv_pooled"] = float(roc_auc_score([r["label"] for r in cv], [truth[r["patient_id"]][key] for r in cv]))
+    test = {r["patient_id"]: r["label"] for r in rows if r["set"] == "test"}
+    if len(set(test.values())) == 2:
+        out["test"] = float(roc_auc_score(list(test.values()), [truth[p][key] for p in test]))
+    return out
 
 
 def report_markdown(datalist: Dict[str, Any], metrics: Dict[str, Any], table1: str) -> str:
