@@ -281,3 +281,5 @@ def test_bayes_reference_on_the_reported_patients():
     )
     assert same["test"] == pytest.approx(roc_auc_score([labels[p] for p in ids[45:]], [score[p] for p in ids[45:]]))
     assert bayes_on_reported({}, rows, "fpe") == {} and bayes_on_reported({"truth": truth}, rows, "mtici_2c") == {}
+    del truth["p3"]  # a reported patient without truth: no like-for-like reference rather than a partial one
+    assert bayes_on_reported({"truth": truth}, rows, "fpe") == {}

@@ -431,10 +431,10 @@ def bayes_on_reported(manifest: Dict[str, Any], rows: List[Dict[str, Any]], labe
     """The demo's Bayes ROC-AUC on exactly the reported patients and folds (the true probabilities in the
     manifest as the score): ``cv_fold_mean``, ``cv_pooled`` and ``test``. A cohort-wide Bayes value includes the
     test set and averages over other patients; this is the like-for-like reference. Empty without per-patient
-    truth."""
+    truth for every reported patient."""
     key = {"fpe": "probability", "rlvo": "rlvo_probability"}.get(label)
     truth = manifest.get("truth", {})
-    if key is None or not truth:
+    if key is None or any(key not in truth.get(r["patient_id"], {}) for r in rows):
         return {}
     out: Dict[str, float] = {}
     cv = [r for r in rows if r["set"] == "cv"]
