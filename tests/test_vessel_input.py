@@ -14,15 +14,17 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from ignite.engine import Events
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
+from sklearn.metrics import log_loss
 
 from scripts import BundleInputError
 from scripts.data.anatomy import load_anatomy
 from scripts.data.mni_box import VESSEL_BOX_MM, MNIBoxd
 from scripts.demo.generator import ICA, M1, M2, _mirror, draw_patient, render
 from tests.conftest import ROOT
-from tests.test_workflow import FIT, train_recording_losses
+from tests.test_workflow import FIT, _workflow, train_recording_losses
 
 # a 6 mm vessel box (the demo_cohort fixture's grid), 10 slices in 5 slabs, a small SlabNet
 # (and the parenchymal CTA window, so that the side_datalist task, the occlusion side, shows as hypoperfusion)
@@ -134,10 +136,24 @@ def test_vessel_mask_configuration_lowers_the_loss_and_is_evaluated_and_inferred
     overrides = {0: {**MASK_TINY, **FIT, "max_epochs": 60}, 1: {**MASK_TINY, "max_epochs": 2}}
     losses = train_recording_losses(MASK, side_datalist, ckpt, overrides)
     assert np.mean(losses[0][-10:]) < 0.8 * np.mean(losses[0][:10]), np.round(losses[0], 3).tolist()
-    done = json.load(open(os.path.join(ckpt, "fold0", "done.json")))
-    assert 0.0 < done["best_inner_val_metric"] < 2.0  # the checkpoint is chosen on inner-validation log loss
     state = torch.load(os.path.join(ckpt, "fold0", "model.pt"), map_location="cpu")
     assert state["tabular.fitted"].item() == 1
+    # the kept checkpoint is the one with the recorded best inner-validation log loss: rerun the fold's evaluator
+    # on it and compare with scikit-learn's log loss and with done.json
+    done = json.load(open(os.path.join(ckpt, "fold0", "done.json")))
+    wf = _workflow("train_fold", MASK, datalist_file=side_datalist, ckpt_dir=str(tmp_path / "check"), fold=0,
+                   **MASK_TINY)  # fmt: skip
+    wf.initialize()
+    wf.parser.get_parsed_content("network").load_state_dict(state)
+    evaluator = wf.parser.get_parsed_content("validate#evaluator")
+    wf.parser.get_parsed_content("validate#handlers")[0].set_trainer(wf.parser.get_parsed_content("train#trainer"))
+    outputs: list = []
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.extend(e.state.output))
+    evaluator.run()
+    probs = [float(o["pred"].reshape(-1)[0]) for o in outputs]
+    labels = [int(o["label"]) for o in outputs]
+    assert evaluator.state.metrics["val_bce"] == pytest.approx(log_loss(labels, probs), rel=1e-4)
+    assert evaluator.state.metrics["val_bce"] == pytest.approx(done["best_inner_val_metric"], rel=1e-4)
     args = [f"--{k}={json.dumps(v).replace(' ', '')}" for k, v in MASK_TINY.items()]
     configs = "['configs/train.json','configs/vessel.json','configs/vessel_mask.json','configs/evaluate.json']"
     evaluate = [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs, "--datalist_file",
