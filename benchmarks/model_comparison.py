@@ -42,7 +42,10 @@ MODELS = {
     "vessel_nomirror": (VESSEL, "MNT-DL, vessel box, not mirrored", ["--mirror", "false"]),
     "vessel_resnet": ([*VESSEL, "configs/vessel_resnet.json"], "ResNet10 3-D, vessel box, mirrored", []),
     "vessel_paper_aug": ([*VESSEL, "configs/augment_paper.json"], "MNT-DL, vessel box, published augmentation", []),
+    "vessel_mask": ([*VESSEL, "configs/vessel_mask.json"], "VesselMaskNet + clinical (the main job)", []),
 }  # fmt: skip
+# overlays for training only (after the model's own; the evaluation stack leaves them out)
+TRAIN_ONLY = {"vessel_mask": ["configs/select_log_loss.json"]}
 
 
 def main(
@@ -70,7 +73,8 @@ def main(
         if name in ("radiomics", "clinical"):  # no network: their config's run id fits and evaluates
             run_bundle("run", "--config_file", files, *common)
         else:
-            run_bundle("run", "training", "--config_file", files, *common)
+            train = files[:-1] + "".join(f",'{f}'" for f in TRAIN_ONLY.get(name, [])) + "]"
+            run_bundle("run", "training", "--config_file", train, *common)
             evaluate = files[:-1] + ",'configs/evaluate.json']"
             run_bundle("run", "--config_file", evaluate, *common)
         print(f"{name}: {(time.time() - t0) / 60:.1f} min", flush=True)

@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tests.conftest import SHARED  # noqa: E402
-from tests.real_ct import cranium_nifti  # noqa: E402
+from tests.real_ct import cranium_nifti, cta_standin  # noqa: E402
 
 
 def _moved_copy(path: str, out: str, scale: float = 1.0) -> str:
@@ -57,7 +57,7 @@ def main(repeats: int = 3, syn: bool = True, threads: int = 2) -> None:
     if ncct is None:
         print("CT case skipped: apt-get install -y invesalius-examples")
     else:
-        cta = _moved_copy(ncct, os.path.join(work, "cta.nii.gz"))
+        cta = cta_standin(ncct, os.path.join(work, "cta.nii.gz"))  # moved copy with contrast-filled vessels
         runs["CT NCCT+CTA, affine"] = lambda out: preprocess_ct(ncct, out, cta=cta)
         if syn:
             runs["CT NCCT+CTA, affine+SyN"] = lambda out: preprocess_ct(ncct, out, cta=cta, transform="SyN")

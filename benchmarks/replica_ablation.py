@@ -1,7 +1,9 @@
 """Ablations of the demo's main-job model in minutes: an in-process replica of the bundle's fold training.
 
 ``python benchmarks/replica_ablation.py --dataset_dir DIR --model vessel_mask [--clinical true] [--select loss]
-[--learning_rate 0.003] [--max_epochs 60] [--patience 25] [--seed 0] [--threads 1]``
+[--learning_rate 0.003] [--max_epochs 60] [--patience 25] [--first_epoch 1] [--seed 0] [--threads 1]``
+(``--first_epoch N``: inner validation, checkpoint choice and early stopping from epoch N on, as
+``checkpoint_first_epoch`` in ``configs/select_log_loss.json``)
 
 The inputs are the bundle's own: every patient of ``DIR/datalist.json`` through the parsed
 ``validate#preprocessing`` of train.json + demo.json + vessel.json (+ slab_net.json for 40 slices), cached once
@@ -96,6 +98,7 @@ def main(
     learning_rate: float = 0.003,
     max_epochs: int = 60,
     patience: int = 25,
+    first_epoch: int = 1,
     seed: int = 0,
     threads: int = 1,
 ) -> float:
@@ -128,6 +131,8 @@ def main(
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+            if epoch + 1 < first_epoch:
+                continue
             with torch.no_grad():
                 logit = net.eval()(*args(val))[:, 0]
             if select == "auc":
@@ -147,7 +152,8 @@ def main(
         print(f"fold {k}: outer ROC-AUC {scores[-1]:.3f} (stopped at epoch {epoch + 1}, {time.time() - start:.0f} s)")
     cv = fold >= 0
     print(
-        f"RESULT {model} clinical={bool(columns)} select={select} lr={learning_rate} seed={seed}: CV ROC-AUC "
+        f"RESULT {model} clinical={bool(columns)} select={select} lr={learning_rate} first_epoch={first_epoch} "
+        f"seed={seed}: CV ROC-AUC "
         f"{np.mean(scores):.3f} ({np.std(scores, ddof=1):.3f}), folds {np.round(scores, 3).tolist()}, pooled "
         f"{roc_auc_score(y[cv], pooled[cv]):.3f}",
         flush=True,

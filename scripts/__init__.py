@@ -1,6 +1,8 @@
 """Custom components of the thrombectomy-outcome bundle (referenced from configs/)."""
 
+import os
 import sys
+import warnings
 from types import TracebackType
 from typing import Optional, Type
 
@@ -27,8 +29,16 @@ def _input_error_hook(
         _default_hook(exc_type, exc, tb)
         return
     print(f"error: {found}", file=sys.stderr)
-    sys.exit(2)
+    # leave without interpreter teardown: compiled extensions (ANTsPy's nanobind) report leaked objects at exit,
+    # and the error line must stay the last line a user or a log scraper sees
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(2)
 
+
+# holoscan (MONAI Deploy's runtime, imported by MONAI) warns about the thread stack size on every import; it is
+# irrelevant to the bundle's CPU work and would be the first line of every error output
+warnings.filterwarnings("ignore", message="Current stack size", category=RuntimeWarning)
 
 _default_hook = sys.excepthook
 sys.excepthook = _input_error_hook

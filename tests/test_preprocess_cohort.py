@@ -87,8 +87,8 @@ def test_cohort_run_with_dicom_case_and_a_failing_case(native, tmp_path):
     assert f"{bad}: {tmp_path / 'mr.nii.gz'}: NCCT does not look like CT" in result.stderr + result.stdout
     qc = {r["patient_id"]: r for r in _rows(os.path.join(out, "qc_ct.csv"))}
     assert [qc[r["patient_id"]]["status"] for r in rows] == ["ok"] * 3 + ["failed"] * 4
-    causes = ["NCCT does not look like CT", "empty_series: NCCT cannot be read", "NCCT is not a 3-D volume",
-              "NCCT holds NaN"]  # fmt: skip
+    causes = ["NCCT does not look like CT", "empty_series: NCCT cannot be read",
+              "NCCT has 64 x 64 x 1 voxels: too small", "NCCT holds NaN"]  # fmt: skip
     for row, cause in zip(rows[3:], causes):
         assert cause in qc[row["patient_id"]]["error"] and not os.path.exists(os.path.join(out, row["patient_id"]))
         assert len(qc[row["patient_id"]]["error"].splitlines()) == 1
@@ -98,7 +98,7 @@ def test_cohort_run_with_dicom_case_and_a_failing_case(native, tmp_path):
     assert [r["patient_id"] for r in rewritten] == [r["patient_id"] for r in rows[:3]]
     for r in rewritten:
         img = nib.load(r["ncct"])
-        assert img.shape == (60, 72, 60) and np.allclose(img.affine[:3, 3], ATLAS_AFFINE[:3, 3])
+        assert img.shape == (61, 73, 61) and np.allclose(img.affine[:3, 3], ATLAS_AFFINE[:3, 3])
     assert "cta" not in rewritten[2] and os.path.isfile(rewritten[0]["cta"])
     assert os.path.isfile(rewritten[0]["vessels"]) and "vessels" not in rewritten[2]  # vessel map only with a CTA
     # a rerun keeps finished cases (idempotent) and tries the failed one again

@@ -16,7 +16,7 @@ from scripts import BundleInputError
 from scripts.data.anatomy import ATLAS_AFFINE
 from scripts.preprocess.ct import preprocess_ct
 from tests.conftest import ROOT, SHARED
-from tests.real_ct import cranium_nifti
+from tests.real_ct import cranium_nifti, cta_standin
 
 pytestmark = pytest.mark.skipif(
     not os.path.isfile("/usr/share/doc/invesalius-examples/examples/Cranium.inv3"),
@@ -28,15 +28,8 @@ pytestmark = pytest.mark.skipif(
 def case(tmp_path_factory):
     base = tmp_path_factory.mktemp("ct")
     ncct = cranium_nifti(str(base / "ncct.nii.gz"))
-    # a CTA stand-in: the same head moved by a known offset, with other contrast and noise
-    img = nib.load(ncct)
-    rng = np.random.default_rng(0)
-    data = np.asarray(img.dataobj).astype(np.float32)
-    data = np.where(data > 0, data * 1.3 + rng.normal(0, 5, data.shape), data).astype(np.int16)
-    moved = img.affine.copy()
-    moved[:3, 3] += [6.0, -4.0, 3.0]
-    cta = str(base / "cta.nii.gz")
-    nib.save(nib.Nifti1Image(data, moved), cta)
+    # a CTA stand-in: the same head moved by a known offset, with other contrast, noise and contrast-filled vessels
+    cta = cta_standin(ncct, str(base / "cta.nii.gz"))
     out = str(base / "out")
     return ncct, cta, out, preprocess_ct(ncct, out, cta=cta)
 
@@ -77,7 +70,7 @@ def test_rotated_and_shifted_head_still_registers(tmp_path):
     moved = cranium_nifti(str(tmp_path / "moved.nii.gz"), rotate_deg=15.0, shift_mm=20.0)
     qc = preprocess_ct(moved, str(tmp_path / "out"), spacing=2.0)
     assert qc["dice_template_brain"] >= 0.90, qc
-    assert nib.load(str(tmp_path / "out" / "ncct.nii.gz")).shape == (90, 108, 90)
+    assert nib.load(str(tmp_path / "out" / "ncct.nii.gz")).shape == (91, 109, 91)
 
 
 def test_bad_input(tmp_path):
@@ -85,7 +78,7 @@ def test_bad_input(tmp_path):
         preprocess_ct(os.path.join(SHARED, "cases", "T2.nii"), str(tmp_path / "mr"))
     flat = tmp_path / "flat.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((64, 64, 1), np.int16), np.eye(4)), str(flat))
-    with pytest.raises(BundleInputError, match="not a 3-D volume"):
+    with pytest.raises(BundleInputError, match="too small for a head scan"):
         preprocess_ct(str(flat), str(tmp_path / "flat"))
     assert not os.path.exists(tmp_path / "mr") and not os.path.exists(tmp_path / "flat")  # nothing half-written
     cli = [sys.executable, "-m", "scripts.preprocess", "ct", "--ncct", str(tmp_path / "none.nii.gz"), "--out", "x"]

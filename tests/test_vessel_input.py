@@ -141,6 +141,7 @@ def test_vessel_mask_configuration_lowers_the_loss_and_is_evaluated_and_inferred
     # the kept checkpoint is the one with the recorded best inner-validation log loss: rerun the fold's evaluator
     # on it and compare with scikit-learn's log loss and with done.json
     done = json.load(open(os.path.join(ckpt, "fold0", "done.json")))
+    assert done["best_epoch"] >= 10  # select_log_loss.json: checkpoints chosen from epoch 10 on
     wf = _workflow("train_fold", MASK, datalist_file=side_datalist, ckpt_dir=str(tmp_path / "check"), fold=0,
                    **MASK_TINY)  # fmt: skip
     wf.initialize()

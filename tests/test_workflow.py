@@ -166,8 +166,8 @@ def test_inference_one_patient_and_cohort(trained, demo_cohort, tmp_path):
 
 
 def test_inference_on_raw_scans(trained, tmp_path):
-    """configs/inference_raw.json: raw scanner-space NCCT + CTA are preprocessed (case folder kept), then predicted
-    exactly as `monai.bundle run` inference on the preprocessed files."""
+    """configs/inference_raw.json: raw scanner-space NCCT + CTA are preprocessed (case folder kept) into the fold
+    models' grid, then predicted exactly as `monai.bundle run` inference on the preprocessed files."""
     from scripts.demo.generator import generate
 
     ckpt, _ = trained
@@ -177,13 +177,14 @@ def test_inference_on_raw_scans(trained, tmp_path):
     shape = [f"--{k}={json.dumps(TINY[k])}" for k in ("spatial_size", "num_slices", "widths", "num_heads", "dropout")]
     common = ["--ckpt_dir", ckpt, "--device", "cpu", *shape, "--patient_id", row["patient_id"]]
     raw_cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-               "['configs/inference.json','configs/inference_raw.json']", "--raw_spacing", "3", *common,
+               "['configs/inference.json','configs/inference_raw.json']", *common,
                "--ncct", os.path.join(base, row["ncct"]), "--cta", os.path.join(base, row["cta"]),
                "--output_dir", str(tmp_path / "out")]  # fmt: skip
     result = subprocess.run(raw_cmd, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     case = tmp_path / "out" / "preprocessed" / row["patient_id"] / "ct"
-    assert nib.load(str(case / "ncct.nii.gz")).shape == (60, 72, 60) and (case / "qc.json").is_file()
+    # preprocessed into the grid the fold models were trained on (grid.json beside them: the 6 mm demo grid)
+    assert nib.load(str(case / "ncct.nii.gz")).shape == (31, 37, 31) and (case / "qc.json").is_file()
     direct = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", *common,
               "--ncct", str(case / "ncct.nii.gz"), "--cta", str(case / "cta.nii.gz"),
               "--output_dir", str(tmp_path / "direct")]  # fmt: skip

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import os
 from typing import Any, Dict, List, Sequence
 
@@ -95,6 +96,12 @@ def _flag(path: str, line: int, column: str, value: str) -> int:
     return int(value)
 
 
+def text_line(path: str, offset: int) -> int:
+    """The 1-based line of byte ``offset`` in file ``path``."""
+    with open(path, "rb") as f:
+        return f.read(offset).count(b"\n") + 1
+
+
 def read_cohort(path: str, check_files: bool = True) -> List[Dict[str, Any]]:
     """Read and validate a cohort CSV; return one dict per patient with derived labels added.
 
@@ -104,7 +111,13 @@ def read_cohort(path: str, check_files: bool = True) -> List[Dict[str, Any]]:
     if not os.path.isfile(path):
         raise BundleInputError(f"{path}: cohort table not found")
     base = os.path.dirname(os.path.abspath(path))
-    with open(path, newline="") as f:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            text = f.read()
+    except UnicodeDecodeError as error:
+        line = text_line(path, error.start)
+        raise BundleInputError(f"{path}: line {line} is not UTF-8 text (save the table as UTF-8 CSV)") from None
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
@@ -176,7 +189,13 @@ def read_image_table(path: str, sequences: Sequence[str]) -> List[Dict[str, Any]
     if not os.path.isfile(path):
         raise BundleInputError(f"{path}: image table not found")
     base = os.path.dirname(os.path.abspath(path))
-    with open(path, newline="") as f:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            text = f.read()
+    except UnicodeDecodeError as error:
+        line = text_line(path, error.start)
+        raise BundleInputError(f"{path}: line {line} is not UTF-8 text (save the table as UTF-8 CSV)") from None
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in ("patient_id", *sequences) if c not in (reader.fieldnames or [])]
         if missing:

@@ -39,6 +39,10 @@ def make_datalist(
     test = [dict(r) for r in rows if r["procedure_date"] >= cut]
     dev = [dict(r) for r in rows if r["procedure_date"] < cut]
     y = np.array([r[label] for r in dev])
+    if len(dev) and len(set(y.tolist())) == 1:
+        raise BundleInputError(
+            f"all {len(dev)} patients before {cut} have {label}={int(y[0])}: one outcome class, nothing to learn"
+        )
     if len(dev) < 2 * folds or min(np.bincount(y, minlength=2)) < folds:
         raise BundleInputError(
             f"only {len(dev)} patients before {cut} ({int(y.sum())} with {label}=1): "
@@ -119,7 +123,12 @@ def write_datalist(
     overwrite: bool = False,
 ) -> str:
     """Split ``cohort`` and record the datalist at ``out`` once; return its path."""
-    data = make_datalist(read_cohort(cohort), label, folds, seed, str(test_from), inner_val)
+    try:
+        data = make_datalist(read_cohort(cohort), label, folds, seed, str(test_from), inner_val)
+    except BundleInputError as error:
+        if str(error).startswith(cohort):
+            raise
+        raise BundleInputError(f"{cohort}: {error}") from None
     if os.path.exists(out) and not overwrite:
         old = load_datalist(out)
         if old["settings"] != data["settings"] or _ids(old) != _ids(data):

@@ -18,6 +18,7 @@ import torch
 from monai.bundle import ConfigParser, ckpt_export
 
 from scripts import BundleInputError
+from scripts.data.checks import read_grid
 from scripts.data.io import atomic_write
 from scripts.training.kfold import fold_checkpoints
 
@@ -49,7 +50,8 @@ def export(
         extra = {name: "" for name in EXTRA_FILES[:2]}
         module = torch.jit.load(tmp, _extra_files=extra)
         # the embedded config must carry the overrides (ckpt_export embeds the files as written)
-        extra["inference.json"] = json.dumps(config.get())
+        # and the grid the fold models were trained on (the app checks its input against it)
+        extra["inference.json"] = json.dumps({**config.get(), "input_grid": read_grid(ckpt_dir)})
         extra["cutoffs.json"] = json.dumps(json.load(open(cutoffs)))
         atomic_write(target, lambda path: torch.jit.save(module, path, _extra_files=extra), suffix=".ts")
         os.remove(tmp)

@@ -39,10 +39,11 @@ class OutcomeInferTask(InferTask):
         self.bundle_root = os.path.abspath(bundle_root)
         self.parser = ConfigParser()
         self.parser.read_config([os.path.join(self.bundle_root, f) for f in config_files])
-        self.parser.update(
-            {"bundle_root": self.bundle_root, "device": f"$torch.device('{device}')", **(overrides or {})}
-        )
         self.ckpt_dir = ckpt_dir or os.path.join(self.bundle_root, "models")
+        self.parser.update(  # ckpt_dir: the input checks read the fold models' grid.json from it
+            {"bundle_root": self.bundle_root, "ckpt_dir": self.ckpt_dir, "device": f"$torch.device('{device}')",
+             **(overrides or {})}  # fmt: skip
+        )
         self.image_keys = list(self.parser.get_parsed_content("image_keys"))
         meta_file = os.path.join(self.bundle_root, "configs", "metadata.json")
         meta = ConfigParser.load_config_file(meta_file) if os.path.isfile(meta_file) else {}

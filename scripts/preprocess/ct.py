@@ -23,12 +23,13 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from scripts import BundleInputError
+from scripts.data.anatomy import mni_grid as ras_grid
+from scripts.data.checks import check_contrast
 from scripts.preprocess.case_folder import StageClock, read_qc, transform_names, write_case
 from scripts.preprocess.space import atlas_territories, dice, load_ct_template, mni_grid
 from scripts.preprocess.vessels import vesselness
 from scripts.preprocess.volumes import read_volume, seed_ants
 
-CT_RANGE = (-500.0, 30.0)  # the 1st percentile must be air-like, the 99th at least soft tissue
 WORK_SPACING = 2.0  # mm, the grid of the masks and registrations
 MIN_CTA_OVERLAP = 0.93  # head-mask Dice of CTA (after rigid) and NCCT below which they are not the same head
 
@@ -74,8 +75,8 @@ def preprocess_ct(
         raise BundleInputError(f"--transform '{transform}': use Affine or SyN")
     seed_ants(seed)
     clock = StageClock()
-    image = read_volume(ncct, "NCCT", CT_RANGE)
-    angio = read_volume(cta, "CTA", CT_RANGE) if cta else None
+    image = read_volume(ncct, "NCCT", ct=True)
+    angio = read_volume(cta, "CTA", ct=True) if cta else None
     clock.lap("read")
     # masks and registrations on a 2 mm copy (4-8x fewer voxels; the outputs are resampled from the originals)
     coarse = ants.resample_image(image, (WORK_SPACING,) * 3, use_voxels=False, interp_type=0)
@@ -121,6 +122,11 @@ def preprocess_ct(
     if angio is not None:
         moved = ants.apply_transforms(grid, angio, reg["fwdtransforms"] + cta_rigid, defaultvalue=-1024)
         outputs["cta"] = moved * mask + (mask * -1 + 1) * -1024
+    # no vessel contrast in the NCCT, contrast in the CTA (judged in the MNI grid, where the vessels are known)
+    ras_affine = ras_grid(spacing)[1]
+    for name, path in (("ncct", ncct), ("cta", cta)):
+        if name in outputs:
+            check_contrast(outputs[name].numpy()[::-1], ras_affine, str(path), name)
     clock.lap("resample")
     if vessels and angio is not None:
         outputs["vessels"] = mask.new_image_like(vesselness(outputs["cta"].numpy(), [spacing] * 3, mask.numpy()))

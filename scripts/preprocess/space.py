@@ -9,7 +9,8 @@ import nibabel as nib
 import numpy as np
 
 from scripts import BundleInputError
-from scripts.data.anatomy import ATLAS_AFFINE, ATLAS_DIRS, ATLAS_LEVEL2, atlas_image
+from scripts.data.anatomy import ATLAS_DIRS, ATLAS_LEVEL2, atlas_image
+from scripts.data.anatomy import mni_grid as demo_grid
 from scripts.preprocess.volumes import nifti_to_ants
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -61,11 +62,14 @@ def load_mr_template(folder: Optional[str] = None):
 
 
 def mni_grid(spacing: float = 1.0):
-    """The output grid as an empty ANTs image: at 1 mm the atlas grid (181 x 217 x 181, LAS)."""
+    """The output grid as an empty ANTs image, LAS like the atlas: at 1 mm the atlas grid (181 x 217 x 181); at
+    every spacing the voxel centres of the demo's RAS grid (:func:`scripts.data.anatomy.mni_grid`), so preprocessed
+    scans and demo scans of one spacing share one grid (``grid.json`` of the fold models)."""
     scale = float(spacing)
-    shape = tuple(int(round(n / scale)) for n in (181, 217, 181))
-    affine = ATLAS_AFFINE.copy()
-    affine[:3, :3] *= scale
+    shape, ras = demo_grid(scale)
+    affine = ras.copy()
+    affine[0, 0] = -scale
+    affine[0, 3] = ras[0, 3] + scale * (shape[0] - 1)
     return nifti_to_ants(nib.Nifti1Image(np.zeros(shape, np.float32), affine))
 
 

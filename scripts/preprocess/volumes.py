@@ -4,37 +4,35 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Optional, Tuple
 
 import nibabel as nib
 import numpy as np
 
 from scripts import BundleInputError
+from scripts.data.checks import check_volume, unreadable
 
 
-def read_volume(path: str, what: str, hu_range: Optional[Tuple[float, float]] = None):
-    """``path`` (NIfTI, or a folder with one DICOM series, with the rescale to HU applied) as a
-    float32 ANTs image. ``hu_range``: the 1st-99th percentile span a CT must reach (MR given as CT fails it)."""
+def read_volume(path: str, what: str, ct: bool = False):
+    """``path`` (NIfTI, or a folder with one DICOM series, with the rescale to HU applied) as a float32 ANTs image,
+    checked by :func:`scripts.data.checks.check_volume` (3-D, finite, not constant; with ``ct`` a CT in HU,
+    else an MR image or map, not HU). ``what``: the sequence's name in the error line (NCCT, CTA, b0, ...)."""
     import ants
 
     if not os.path.exists(path):
         raise BundleInputError(f"{path}: {what} not found")
+    problem = None if os.path.isdir(path) else unreadable(path)  # ITK reads some truncated files without a word
+    if problem:
+        raise BundleInputError(f"{path}: {what} {problem}")
     try:
         image = _dicom_series(path) if os.path.isdir(path) else ants.image_read(path)
     except Exception as error:  # ITK raises RuntimeError/ValueError with long messages
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise BundleInputError(f"{path}: {what} cannot be read ({first[:150]})") from None
-    if image.dimension != 3 or min(image.shape) < 2:
+    if image.dimension != 3:
         raise BundleInputError(f"{path}: {what} is not a 3-D volume (shape {tuple(image.shape)})")
-    data = image.numpy()
-    if not np.isfinite(data).all() or (not os.path.isdir(path) and not _finite_nifti(path)):
+    if not os.path.isdir(path) and not _finite_nifti(path):
         raise BundleInputError(f"{path}: {what} holds NaN or infinite values")
-    if hu_range is not None:
-        low, high = np.percentile(data, [1, 99])
-        if low > hu_range[0] or high < hu_range[1]:
-            raise BundleInputError(
-                f"{path}: {what} does not look like CT in Hounsfield units (1st-99th percentile {low:.0f}..{high:.0f})"
-            )
+    check_volume(image.numpy(), path, "ncct" if ct else what.lower(), what=what)
     return image.astype("float32")
 
 

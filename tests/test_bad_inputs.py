@@ -1,0 +1,253 @@
+"""A catalogue of bad inputs, generated at test time, through the CLIs a user runs: preprocessing, inference,
+the split, evaluation and the MONAI Deploy app.
+
+Each case must end with exit status 2, one line ``error: ...`` naming the file or field and the cause as the last
+line of stderr, no traceback, and nothing written to the output folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import subprocess
+import sys
+from typing import Callable, Dict, List
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+
+TINY = {"spatial_size": [24, 24], "num_slices": 10, "widths": [4, 8, 8, 16], "num_heads": 2, "dropout": 0.0}
+SHAPE = [f"--{k}={json.dumps(v).replace(' ', '')}" for k, v in TINY.items()]
+BUNDLE = [sys.executable, "-m", "monai.bundle", "run"]
+
+
+def _run(cmd: List[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def models(side_datalist, tmp_path_factory):
+    """Two tiny fold models (one epoch each), evaluated (cut-offs), and their MONAI Deploy export."""
+    ckpt = str(tmp_path_factory.mktemp("bad_models"))
+    common = ["--datalist_file", side_datalist, "--ckpt_dir", ckpt, *SHAPE, "--batch_size", "4"]
+    train = _run([*BUNDLE, "training", "--config_file", "configs/train.json", *common, "--max_epochs", "1"])
+    assert train.returncode == 0, train.stderr[-2000:]
+    files = "['configs/train.json','configs/evaluate.json']"
+    evaluate = _run([*BUNDLE, "--config_file", files, *common, "--output_dir", os.path.join(ckpt, "eval")])
+    assert evaluate.returncode == 0, evaluate.stderr[-2000:]
+    from scripts.deploy_app.export import export
+
+    export(ckpt_dir=ckpt, out=os.path.join(ckpt, "deploy"), **TINY)
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def good(demo_cohort):
+    """Paths of one demo patient's images (MNI 6 mm) and its cohort row."""
+    base = os.path.dirname(demo_cohort)
+    row = list(csv.DictReader(open(demo_cohort)))[1]
+    return {**row, **{k: os.path.join(base, row[k]) for k in ("ncct", "cta", "b0", "b1000", "adc", "flair")}}
+
+
+def _save(path: str, array: np.ndarray, affine: np.ndarray) -> str:
+    nib.save(nib.Nifti1Image(array, affine), path)
+    return path
+
+
+def bad_image(kind: str, good: Dict[str, str], folder: str) -> str:
+    """Write the bad NCCT ``kind`` into ``folder`` (or return a good file of the wrong kind); return its path."""
+    img = nib.load(good["ncct"])
+    data, affine = np.asarray(img.dataobj, dtype=np.float32), img.affine
+    path = os.path.join(folder, f"{kind}.nii.gz")
+    raw = open(good["ncct"], "rb").read()
+    if kind == "truncated":
+        open(path, "wb").write(raw[: len(raw) // 2])
+    elif kind == "empty":
+        open(path, "wb").write(b"")
+    elif kind == "not_nifti":
+        open(path, "wb").write(gzip.compress(b"this is a report, not an image\n"))
+    elif kind == "nan":
+        _save(path, np.where(data > 40, np.nan, data).astype(np.float32), affine)
+    elif kind == "constant":
+        _save(path, np.full(data.shape, 30, np.int16), affine)
+    elif kind == "two_d":
+        _save(path, data[:, :, data.shape[2] // 2].astype(np.int16), affine)
+    elif kind == "four_d":
+        _save(path, np.stack([data] * 4, -1).astype(np.int16), affine)
+    elif kind == "tiny":
+        _save(path, data[:4, :4, :4].astype(np.int16), affine)
+    elif kind == "shifted":
+        moved = affine.copy()
+        moved[:3, 3] += 400
+        _save(path, data.astype(np.int16), moved)
+    elif kind == "other_grid":
+        finer = affine.copy()
+        finer[:3, :3] /= 2
+        _save(path, np.repeat(data, 2, axis=0).astype(np.int16)[:, ::1], finer)
+    elif kind == "mr":
+        return good["b1000"]
+    elif kind == "cta":
+        return good["cta"]
+    else:
+        raise ValueError(kind)
+    return path
+
+
+# kind -> the words the error line must hold (after the file's path)
+IMAGE_CASES = {
+    "truncated": "NCCT cannot be read as a NIfTI image",
+    "empty": "NCCT empty file",
+    "not_nifti": "NCCT cannot be read as a NIfTI image",
+    "nan": "NCCT holds NaN or infinite values",
+    "constant": "NCCT is constant",
+    "two_d": "NCCT is 2-D",
+    "four_d": "NCCT is 4-D with 4 volumes",
+    "tiny": "too small for a head scan",
+    "mr": "NCCT does not look like CT in Hounsfield units",
+    "cta": "NCCT shows vessel contrast",
+    "shifted": "not on the grid the models were trained on",
+    "other_grid": "not on the grid the models were trained on",
+}
+
+
+def _assert_refused(result: subprocess.CompletedProcess, words: str, out: str) -> None:
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert lines and lines[-1].startswith("error: ") and words in lines[-1], lines[-3:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert not os.path.exists(out) or not os.listdir(out), os.listdir(out)  # nothing half-written
+
+
+@pytest.mark.parametrize("kind", sorted(IMAGE_CASES))
+def test_inference_refuses(kind, models, good, tmp_path):
+    ncct = bad_image(kind, good, str(tmp_path))
+    out = str(tmp_path / "out")
+    cmd = [*BUNDLE, "--config_file", "configs/inference.json", "--ckpt_dir", models, *SHAPE,
+           "--ncct", ncct, "--cta", good["cta"], "--output_dir", out]  # fmt: skip
+    result = _run(cmd)
+    _assert_refused(result, IMAGE_CASES[kind], out)
+    assert ncct in result.stderr.strip().splitlines()[-1]  # the file is named
+
+
+def test_inference_refuses_an_ncct_given_as_the_cta(models, good, tmp_path):
+    out = str(tmp_path / "out")
+    cmd = [*BUNDLE, "--config_file", "configs/inference.json", "--ckpt_dir", models, *SHAPE,
+           "--ncct", good["ncct"], "--cta", good["ncct"], "--output_dir", out]  # fmt: skip
+    _assert_refused(_run(cmd), f"{good['ncct']}: CTA shows no vessel contrast", out)
+
+
+@pytest.fixture(scope="module")
+def fine(tmp_path_factory):
+    """A demo patient at 2 mm: preprocessing resamples into its output grid, and 6 mm inputs would lose the vessel
+    contrast there (a scanner's CTA has 1 mm or less)."""
+    from scripts.demo.generator import generate
+
+    cohort = generate(str(tmp_path_factory.mktemp("fine")), patients=20, seed=5, modalities="ct", spacing=2.0)
+    row = next(iter(csv.DictReader(open(cohort))))
+    return {k: os.path.join(os.path.dirname(cohort), row[k]) for k in ("ncct", "cta")}
+
+
+@pytest.mark.parametrize("kind", ["truncated", "nan", "mr", "two_d", "constant", "cta"])
+def test_preprocessing_refuses(kind, good, fine, tmp_path):
+    ncct = fine["cta"] if kind == "cta" else bad_image(kind, good, str(tmp_path))
+    out = str(tmp_path / "case")
+    cmd = [sys.executable, "-m", "scripts.preprocess", "ct", "--ncct", ncct, "--cta", fine["cta"], "--out", out,
+           "--spacing", "6"]  # fmt: skip
+    words = IMAGE_CASES[kind].replace("NCCT is 2-D", "NCCT is not a 3-D volume")
+    result = _run(cmd)
+    _assert_refused(result, words, out)
+    assert ncct in result.stderr.strip().splitlines()[-1]
+
+
+def _table(good: Dict[str, str], demo_cohort: str, change: Callable[[List[Dict[str, str]]], None]) -> List[Dict]:
+    rows = list(csv.DictReader(open(demo_cohort)))
+    base = os.path.dirname(demo_cohort)
+    for row in rows:
+        for key in ("ncct", "cta", "b0", "b1000", "adc", "flair"):
+            if row.get(key):
+                row[key] = os.path.join(base, row[key])
+    change(rows)
+    return rows
+
+
+def _write_table(rows: List[Dict], path: str, encoding: str = "utf-8") -> str:
+    columns = list(rows[0]) if rows else ["patient_id"]
+    with open(path, "w", newline="", encoding=encoding) as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _set(row: Dict, **values) -> None:
+    row.update(values)
+
+
+SPLIT_CASES = {
+    "duplicate_id": (lambda rows: _set(rows[1], patient_id=rows[0]["patient_id"]), "patient_id"),
+    "mtici_2d": (lambda rows: _set(rows[3], mtici_final="2d"), "mtici_final"),
+    "impossible_date": (lambda rows: _set(rows[2], procedure_date="2019-02-30"), "procedure_date"),
+    "missing_label_columns": (lambda rows: [r.pop(k) for r in rows for k in ("mtici_final", "passes")],
+                              "missing column(s)"),
+    "header_only": (lambda rows: rows.__setitem__(slice(1, None), []) or rows[0].update({}), ""),
+    "one_outcome_class": (lambda rows: [_set(r, passes="1", mtici_first_pass="3", mtici_final="3") for r in rows],
+                          "one outcome class, nothing to learn"),
+    "missing_image": (lambda rows: _set(rows[4], ncct="/nonexistent/ncct.nii.gz"), "ncct"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(SPLIT_CASES) + ["not_utf8"])
+def test_split_refuses(case, good, demo_cohort, tmp_path):
+    if case == "not_utf8":
+        rows = _table(good, demo_cohort, lambda rows: _set(rows[5], sex="M\u00e4nnlich"))
+        path, words = _write_table(rows, str(tmp_path / "cohort.csv"), encoding="latin-1"), "is not UTF-8 text"
+    elif case == "header_only":
+        rows = _table(good, demo_cohort, lambda rows: None)
+        path = str(tmp_path / "cohort.csv")
+        with open(path, "w") as f:
+            f.write(",".join(rows[0]) + "\n")
+        words = "no rows"
+    else:
+        change, words = SPLIT_CASES[case]
+        path = _write_table(_table(good, demo_cohort, change), str(tmp_path / "cohort.csv"))
+    out = str(tmp_path / "out")
+    result = _run([sys.executable, "-m", "scripts.data.split", "--cohort", path, "--out", f"{out}/datalist.json"])
+    _assert_refused(result, words, out)
+    assert path in result.stderr.strip().splitlines()[-1]
+
+
+def test_evaluation_refuses_a_bad_test_image(models, side_datalist, good, tmp_path):
+    data = json.load(open(side_datalist))
+    data["test"][0]["ncct"] = bad_image("nan", good, str(tmp_path))
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps(data))
+    out = str(tmp_path / "eval")
+    cmd = [*BUNDLE, "--config_file", "['configs/train.json','configs/evaluate.json']", "--datalist_file",
+           str(datalist), "--ckpt_dir", models, *SHAPE, "--output_dir", out]  # fmt: skip
+    _assert_refused(_run(cmd), f"{tmp_path / 'nan.nii.gz'}: NCCT holds NaN or infinite values", out)
+
+
+def test_evaluation_refuses_a_folder_without_fold_models(side_datalist, tmp_path):
+    out = str(tmp_path / "eval")
+    cmd = [*BUNDLE, "--config_file", "['configs/train.json','configs/evaluate.json']", "--datalist_file",
+           side_datalist, "--ckpt_dir", str(tmp_path / "no_models"), *SHAPE, "--output_dir", out]  # fmt: skip
+    _assert_refused(_run(cmd), "no_models", out)
+
+
+@pytest.mark.parametrize("kind", ["nan", "cta", "shifted"])
+def test_deploy_app_refuses(kind, models, good, tmp_path):
+    pytest.importorskip("monai.deploy.core", reason="pip install -r requirements-deploy.txt")
+    inputs = tmp_path / "input"
+    inputs.mkdir()
+    bad = bad_image(kind, good, str(tmp_path))
+    (inputs / "ncct.nii.gz").write_bytes(open(bad, "rb").read())
+    (inputs / "cta.nii.gz").write_bytes(open(good["cta"], "rb").read())
+    out = str(tmp_path / "output")
+    cmd = [sys.executable, "-m", "scripts.deploy_app", "-i", str(inputs), "-o", out, "-m",
+           os.path.join(models, "deploy"), "-w", str(tmp_path / "work")]  # fmt: skip
+    _assert_refused(_run(cmd), IMAGE_CASES[kind], out)
