@@ -251,3 +251,25 @@ def test_deploy_app_refuses(kind, models, good, tmp_path):
     cmd = [sys.executable, "-m", "scripts.deploy_app", "-i", str(inputs), "-o", out, "-m",
            os.path.join(models, "deploy"), "-w", str(tmp_path / "work")]  # fmt: skip
     _assert_refused(_run(cmd), IMAGE_CASES[kind], out)
+
+
+def test_inference_warns_on_a_scan_unlike_the_training_cohort(models, good, side_datalist, tmp_path):
+    """Training recorded the cohort's image statistics (input_profile.json); an NCCT calibrated 40 HU too high
+    passes every check but gets a warning naming the statistic, the unchanged scan none."""
+    profile = json.load(open(os.path.join(models, "input_profile.json")))
+    assert profile["patients"] == len(json.load(open(side_datalist))["training"])
+    low, high = profile["ranges"]["ncct_tissue_hu"]
+    assert 20 < low <= high < 50
+    img = nib.load(good["ncct"])
+    data = np.asarray(img.dataobj, dtype=np.int16)
+    offset = _save(str(tmp_path / "offset.nii.gz"), np.where(data > -200, data + 40, data).astype(np.int16), img.affine)
+    rows = {}
+    for name, ncct in (("good", good["ncct"]), ("offset", offset)):
+        cmd = [*BUNDLE, "--config_file", "configs/inference.json", "--ckpt_dir", models, *SHAPE, "--patient_id", name,
+               "--ncct", ncct, "--cta", good["cta"], "--output_dir", str(tmp_path / name)]  # fmt: skip
+        result = _run(cmd)
+        assert result.returncode == 0, result.stderr[-2000:]
+        (rows[name],) = list(csv.DictReader(open(tmp_path / name / "predictions.csv")))
+    assert rows["good"]["warning"] == ""
+    warning = rows["offset"]["warning"]
+    assert warning.startswith("ncct_tissue_hu") and "outside the training range" in warning, warning

@@ -141,7 +141,7 @@ def test_inference_one_patient_and_cohort(trained, demo_cohort, tmp_path):
     assert many.returncode == 0, many.stderr[-2000:]
     single = list(csv.DictReader(open(os.path.join(out1, "predictions.csv"))))
     cohort = list(csv.DictReader(open(os.path.join(out2, "predictions.csv"))))
-    assert list(single[0]) == ["patient_id", "probability", "probability_sd", "prediction"]
+    assert list(single[0]) == ["patient_id", "probability", "probability_sd", "prediction", "warning"]
     assert len(cohort) == len(rows) and cohort[0]["patient_id"] == single[0]["patient_id"]
     assert float(cohort[0]["probability"]) == pytest.approx(float(single[0]["probability"]), abs=1e-5)
     cutoff = json.load(open(os.path.join(ckpt, "cutoffs.json")))["ensemble"]

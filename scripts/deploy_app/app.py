@@ -28,6 +28,7 @@ from monai.deploy.core import AppContext, Application, Fragment, Operator, Opera
 
 from scripts import BundleInputError
 from scripts.data.io import atomic_write_json
+from scripts.data.profile import case_profile, ood_warning
 from scripts.inference.predict import combine_folds
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class OutcomeInferenceOperator(Operator):
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         models = self._fold_models()
-        extra = {"inference.json": "", "cutoffs.json": ""}
+        extra = {"inference.json": "", "cutoffs.json": "", "input_profile.json": ""}
         torch.jit.load(models[0].path, map_location="cpu", _extra_files=extra)
         parser = ConfigParser(json.loads(extra["inference.json"]))
         keys = parser.get_parsed_content("image_keys")
@@ -80,8 +81,11 @@ class OutcomeInferenceOperator(Operator):
         cutoff = float(stored["ensemble"])
         mean, sd = combine_folds([[q] for q in probs], stored)  # Platt-scaled per fold when evaluation fitted it
         p = float(mean[0])
-        result = {"probability": p, "probability_sd": float(sd[0]),
-                  "prediction": int(p >= cutoff), "cutoff": cutoff, "folds": len(probs)}  # fmt: skip
+        profile = json.loads(extra["input_profile.json"] or "null")  # absent from models exported before 0.6
+        result = {"probability": p, "probability_sd": float(sd[0]), "prediction": int(p >= cutoff), "cutoff": cutoff,
+                  "folds": len(probs), "warning": ood_warning(case_profile(item, keys), profile)}  # fmt: skip
+        if result["warning"]:
+            logger.warning("input unlike the training cohort: %s", result["warning"])
         logger.info("outcome probability %.4f (%d fold models)", p, len(probs))
         op_output.emit(result, "result")
 

@@ -1,7 +1,8 @@
 """Fold-ensemble inference: one patient (paths per sequence), a cohort CSV or a datalist -> predictions.csv.
 
-Columns: ``patient_id``, ``probability`` (mean over the fold models), ``probability_sd`` and
-``prediction`` (probability >= the ensemble cut-off stored by evaluation in ``cutoffs.json``).
+Columns: ``patient_id``, ``probability`` (mean over the fold models), ``probability_sd``, ``prediction``
+(probability >= the ensemble cut-off stored by evaluation in ``cutoffs.json``) and ``warning`` (empty, or the
+image statistics outside the training cohort's range: :mod:`scripts.data.profile`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import torch
 from monai.data import DataLoader, Dataset
 
 from scripts import BundleInputError
-from scripts.data.cohort import read_cohort, require_sequences
+from scripts.data.cohort import SEQUENCES, read_cohort, require_sequences
 from scripts.data.io import atomic_write_text
+from scripts.data.profile import case_profile, ood_warning, read_profile
 from scripts.data.split import load_datalist
 from scripts.training.kfold import fold_checkpoints, load_weights, read_json
 
@@ -151,9 +153,11 @@ def predict_cohort(
     )
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["patient_id", "probability", "probability_sd", "prediction"])
+    writer.writerow(["patient_id", "probability", "probability_sd", "prediction", "warning"])
+    profile = read_profile(ckpt_dir)
     for item, p, s in zip(data, mean, sd):
-        writer.writerow([item["patient_id"], f"{p:.6f}", f"{s:.6f}", int(p >= cutoff)])
+        warning = ood_warning(case_profile(item, [k for k in SEQUENCES if k in item]), profile)
+        writer.writerow([item["patient_id"], f"{p:.6f}", f"{s:.6f}", int(p >= cutoff), warning])
     out = os.path.join(output_dir, "predictions.csv")
     atomic_write_text(out, buf.getvalue())
     if explain:

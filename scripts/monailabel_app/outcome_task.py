@@ -21,6 +21,7 @@ from monai.bundle import ConfigParser
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from scripts import BundleInputError
+from scripts.data.profile import case_profile, ood_warning, read_profile
 from scripts.inference.predict import ensemble_predict
 from scripts.training.kfold import fold_checkpoints
 
@@ -88,4 +89,6 @@ class OutcomeInferTask(InferTask):
             batch_size=1,
         )
         p = float(mean[0])
-        return None, {"label": int(p >= cutoff), "score": p, "score_sd": float(sd[0]), "cutoff": cutoff}
+        warning = ood_warning(case_profile(item, self.image_keys), read_profile(self.ckpt_dir))
+        return None, {"label": int(p >= cutoff), "score": p, "score_sd": float(sd[0]), "cutoff": cutoff,
+                      "warning": warning}  # fmt: skip
