@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Dict, Optional
 
 import nibabel as nib
 import numpy as np
@@ -10,8 +11,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 
-def write_ct_series(nifti: str, out_dir: str) -> str:
-    """One file per slice (third voxel axis) of a NIfTI, oblique allowed, in Hounsfield units via RescaleIntercept."""
+def write_ct_series(nifti: str, out_dir: str, patient: Optional[Dict[str, str]] = None) -> str:
+    """One file per slice (third voxel axis) of a NIfTI, oblique allowed, in Hounsfield units via RescaleIntercept.
+    ``patient``: DICOM attributes to set on every file (e.g. PatientName, PatientID, PatientBirthDate) instead of
+    the anonymous default."""
     img = nib.as_closest_canonical(nib.load(nifti))
     vol = np.round(np.asarray(img.dataobj)).astype(np.int32)
     aff = img.affine
@@ -28,6 +31,8 @@ def write_ct_series(nifti: str, out_dir: str) -> str:
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality, ds.PatientID = study, series, "CT", "anonymous"
+        for keyword, value in (patient or {}).items():
+            setattr(ds, keyword, value)
         ds.InstanceNumber = k + 1
         x, y, z, _ = aff @ np.array([0, 0, k, 1.0])
         ds.ImagePositionPatient = [float(-x), float(-y), float(z)]  # RAS -> LPS

@@ -273,3 +273,121 @@ def test_inference_warns_on_a_scan_unlike_the_training_cohort(models, good, side
     assert rows["good"]["warning"] == ""
     warning = rows["offset"]["warning"]
     assert warning.startswith("ncct_tissue_hu") and "outside the training range" in warning, warning
+
+
+def _copy_models(models: str, target: str) -> str:
+    import shutil
+
+    return shutil.copytree(models, target, ignore=shutil.ignore_patterns("eval", "deploy", ".lock"))
+
+
+def test_inference_refuses_a_corrupted_or_mismatched_checkpoint(models, good, tmp_path):
+    ckpt = _copy_models(models, str(tmp_path / "models"))
+    path = os.path.join(ckpt, "fold1", "model.pt")
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    out = str(tmp_path / "out")
+    cmd = [*BUNDLE, "--config_file", "configs/inference.json", "--ckpt_dir", ckpt, *SHAPE,
+           "--ncct", good["ncct"], "--cta", good["cta"], "--output_dir", out]  # fmt: skip
+    _assert_refused(_run(cmd), f"{path}: corrupted or not a model checkpoint", out)
+    other = [*cmd[:-2], "--widths", "[8,8,16,16]", "--output_dir", out]
+    _assert_refused(_run([c.replace(ckpt, models) for c in other]), "does not fit the configured network", out)
+
+
+def test_a_second_run_on_a_locked_model_folder_is_refused(models, side_datalist, tmp_path):
+    """While one run holds the model folder's lock, evaluation and training on it stop with one line."""
+    from scripts.data.io import folder_lock
+
+    ckpt = _copy_models(models, str(tmp_path / "models"))
+    before = {f: os.path.getmtime(os.path.join(ckpt, f)) for f in ("cutoffs.json",)}
+    common = ["--datalist_file", side_datalist, "--ckpt_dir", ckpt, *SHAPE]
+    evaluate = [*BUNDLE, "--config_file", "['configs/train.json','configs/evaluate.json']", *common,
+                "--output_dir", str(tmp_path / "eval")]  # fmt: skip
+    train = [*BUNDLE, "training", "--config_file", "configs/train.json", *common, "--max_epochs", "1"]
+    with folder_lock(ckpt, "test"):
+        _assert_refused(_run(evaluate), f"{ckpt}: in use by another run (.lock is locked); evaluation not started",
+                        str(tmp_path / "eval"))  # fmt: skip
+        _assert_refused(_run(train), "training not started", str(tmp_path / "none"))
+    assert {f: os.path.getmtime(os.path.join(ckpt, f)) for f in before} == before
+    assert _run(evaluate).returncode == 0  # the lock is released with its holder
+
+
+def test_evaluation_that_cannot_write_keeps_the_earlier_outputs(models, side_datalist, tmp_path):
+    """A full disk, simulated by a file size limit (RLIMIT_FSIZE, EFBIG): one line, earlier outputs unchanged."""
+    import resource
+    import signal
+
+    ckpt = _copy_models(models, str(tmp_path / "models"))
+    out = str(tmp_path / "eval")
+    cmd = [*BUNDLE, "--config_file", "['configs/train.json','configs/evaluate.json']", "--datalist_file",
+           side_datalist, "--ckpt_dir", ckpt, *SHAPE, "--output_dir", out]  # fmt: skip
+    assert _run(cmd).returncode == 0
+    before = {f: open(os.path.join(out, f), "rb").read() for f in sorted(os.listdir(out)) if os.path.isfile(
+        os.path.join(out, f))}  # fmt: skip
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (512, 512))
+
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, preexec_fn=limit)
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert (
+        result.returncode == 2 and lines[-1].startswith("error: ") and "cannot be written (File too large)" in lines[-1]
+    )
+    assert "Traceback" not in result.stderr
+    after = {f: open(os.path.join(out, f), "rb").read() for f in sorted(os.listdir(out)) if os.path.isfile(
+        os.path.join(out, f))}  # fmt: skip
+    assert after == before  # every earlier output intact, no temporary file left
+
+
+PHI = {"PatientName": "Doe^Jane", "PatientID": "MRN4711PHI", "PatientBirthDate": "19510203",
+       "AccessionNumber": "ACC998877", "InstitutionName": "St Example Stroke Unit"}  # fmt: skip
+
+
+def _leaks(texts: List[bytes]) -> List[str]:
+    words = [v.encode() for v in (*PHI.values(), "Doe", "Jane", "1951-02-03")]
+    return sorted({w.decode() for w in words for t in texts if w in t})
+
+
+def _folder_bytes(folder: str) -> List[bytes]:
+    out = []
+    for root, _, files in os.walk(folder):
+        for name in files:
+            out.append(os.path.join(root, name).encode())  # file names too
+            out.append(open(os.path.join(root, name), "rb").read())
+    return out
+
+
+def test_no_patient_identifiers_in_any_output(models, good, fine, side_datalist, tmp_path):
+    """DICOM series carrying a name, ID, birth date, accession number and institution: inference with
+    explanations, preprocessing and a training epoch with TensorBoard leave none of them in any output or log."""
+    from tests.dicom_series import write_ct_series
+
+    series = {k: write_ct_series(good[k], str(tmp_path / "dicom" / k), PHI) for k in ("ncct", "cta")}
+    texts: List[bytes] = []
+    out = str(tmp_path / "infer")
+    cmd = [*BUNDLE, "--config_file", "configs/inference.json", "--ckpt_dir", models, *SHAPE, "--ncct", series["ncct"],
+           "--cta", series["cta"], "--explain", "true", "--output_dir", out]  # fmt: skip
+    result = _run(cmd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert os.path.isfile(os.path.join(out, "predictions.csv")) and os.path.isdir(os.path.join(out, "explanations"))
+    texts += [result.stdout.encode(), result.stderr.encode(), *_folder_bytes(out)]
+    fine_series = {k: write_ct_series(fine[k], str(tmp_path / "fine" / k), PHI) for k in ("ncct", "cta")}
+    case = str(tmp_path / "case")
+    result = _run([sys.executable, "-m", "scripts.preprocess", "ct", "--ncct", fine_series["ncct"], "--cta",
+                   fine_series["cta"], "--out", case, "--spacing", "6"])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    texts += [result.stdout.encode(), result.stderr.encode(), *_folder_bytes(case)]
+    data = json.load(open(side_datalist))
+    for item in data["training"][:4]:
+        item.update(series)
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps(data))
+    ckpt = str(tmp_path / "models")
+    result = _run([*BUNDLE, "training", "--config_file", "configs/train.json", "--datalist_file", str(datalist),
+                   "--ckpt_dir", ckpt, *SHAPE, "--fold", "0", "--max_epochs", "1"])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert any("tfevents" in name for _, _, files in os.walk(ckpt) for name in files)  # TensorBoard written
+    texts += [result.stdout.encode(), result.stderr.encode(), *_folder_bytes(ckpt)]
+    assert _leaks([b"".join(open(os.path.join(series["ncct"], f), "rb").read() for f in os.listdir(series["ncct"]))])
+    assert _leaks(texts) == []

@@ -23,7 +23,7 @@ from monai.data import CacheDataset
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, roc_auc_score, roc_curve
 
 from scripts import BundleInputError
-from scripts.data.io import atomic_write, atomic_write_csv, atomic_write_json, atomic_write_text
+from scripts.data.io import atomic_write, atomic_write_csv, atomic_write_json, atomic_write_text, locked
 from scripts.data.split import fold_data
 from scripts.evaluation.statistics import bootstrap_ci, bootstrap_metric_cis, calibration, fit_platt, net_benefit
 from scripts.evaluation.table1 import table1_markdown, table1_rows
@@ -80,6 +80,7 @@ def mean_sd(rows: List[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
     }
 
 
+@locked("ckpt_dir", "evaluation")  # evaluation writes cutoffs.json beside the fold models
 def evaluate_folds(
     network: torch.nn.Module,
     preprocessing: Callable,

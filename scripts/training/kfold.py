@@ -21,7 +21,7 @@ import torch
 from ignite.engine import Events
 
 from scripts import BundleInputError
-from scripts.data.io import atomic_write_json
+from scripts.data.io import atomic_write_json, folder_lock
 
 DONE = "done.json"
 
@@ -62,7 +62,14 @@ def _cli_arguments(argv: Sequence[str]) -> List[str]:
 
 
 def train_folds(fold: object, num_folds: int, ckpt_dir: str, argv: Optional[Sequence[str]] = None) -> List[int]:
-    """Train the requested folds one after another in child processes; return the folds trained now."""
+    """Train the requested folds one after another in child processes; return the folds trained now. Holds the lock
+    of ``ckpt_dir`` meanwhile: a second training or evaluation on the same folder is refused."""
+    os.makedirs(ckpt_dir, exist_ok=True)
+    with folder_lock(ckpt_dir, "training"):
+        return _train_folds(fold, num_folds, ckpt_dir, argv)
+
+
+def _train_folds(fold: object, num_folds: int, ckpt_dir: str, argv: Optional[Sequence[str]] = None) -> List[int]:
     folds = fold_list(fold, num_folds)
     args = _cli_arguments(sys.argv if argv is None else argv)
     trained = []
@@ -155,9 +162,19 @@ def load_weights(network: torch.nn.Module, path: str, device: object = "cpu") ->
     """Load a CheckpointSaver file (``{"model": state_dict}``) or a raw state dict, strictly."""
     if not os.path.isfile(path):
         raise BundleInputError(f"{path}: model checkpoint not found (train the folds first)")
-    state = torch.load(path, map_location=device, weights_only=True)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # truncated or overwritten files: UnpicklingError, RuntimeError, EOFError ...
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise BundleInputError(f"{path}: corrupted or not a model checkpoint ({first[:100]})") from None
     state = state.get("model", state) if isinstance(state, dict) else state
-    network.load_state_dict(state, strict=True)
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError:
+        raise BundleInputError(
+            f"{path}: does not fit the configured network (other layers or sizes); give the config overlays and "
+            "overrides it was trained with"
+        ) from None
     return network
 
 
