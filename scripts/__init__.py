@@ -11,7 +11,8 @@ class BundleInputError(ValueError):
     """Bad user input (cohort table, datalist, paths): reported as one line, exit status 2."""
 
 
-def _find_input_error(exc: Optional[BaseException]) -> Optional[BundleInputError]:
+def find_input_error(exc: Optional[BaseException]) -> Optional[BundleInputError]:
+    """The :class:`BundleInputError` that caused ``exc`` (itself, or along its cause/context chain), or None."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, BundleInputError):
@@ -24,7 +25,7 @@ def _find_input_error(exc: Optional[BaseException]) -> Optional[BundleInputError
 def _input_error_hook(
     exc_type: Type[BaseException], exc: BaseException, tb: Optional[TracebackType]
 ) -> None:  # pragma: no cover - exercised through subprocess tests
-    found = _find_input_error(exc)
+    found = find_input_error(exc)
     if found is None:
         _default_hook(exc_type, exc, tb)
         return

@@ -391,3 +391,20 @@ def test_no_patient_identifiers_in_any_output(models, good, fine, side_datalist,
     texts += [result.stdout.encode(), result.stderr.encode(), *_folder_bytes(ckpt)]
     assert _leaks([b"".join(open(os.path.join(series["ncct"], f), "rb").read() for f in os.listdir(series["ncct"]))])
     assert _leaks(texts) == []
+
+
+@pytest.mark.parametrize("kind", ["nan", "cta", "other_grid"])
+def test_monailabel_task_refuses(kind, models, good, tmp_path):
+    """The MONAI Label task (in process: its server needs torchvision, which has no build for the pinned CPU torch
+    here) refuses a bad scan with the same line, and warns on none of the good ones."""
+    pytest.importorskip("monailabel", reason="pip install --no-deps -r requirements-monailabel.txt")
+    from scripts import BundleInputError
+    from scripts.monailabel_app.outcome_task import OutcomeInferTask
+
+    task = OutcomeInferTask(ROOT, ckpt_dir=models, overrides=TINY)
+    ok = task({"image": good["ncct"], "cta": good["cta"]})[1]
+    assert 0 < ok["score"] < 1 and ok["warning"] == ""
+    bad = str(tmp_path / f"{kind}_scan.nii.gz")  # a copy: the task looks for the CTA beside the image
+    open(bad, "wb").write(open(bad_image(kind, good, str(tmp_path)), "rb").read())
+    with pytest.raises(BundleInputError, match=f"{bad}: {IMAGE_CASES[kind]}"):
+        task({"image": bad, "cta": good["cta"]})

@@ -67,7 +67,7 @@ def test_region_overlay_masks_the_network_input(row):
 
 def test_region_mode_without_the_site_is_a_clear_error(row):
     """Through the composed preprocessing (MONAI wraps transform errors): the cause is the one-line input error."""
-    from scripts import _find_input_error
+    from scripts import find_input_error
 
     os.chdir(ROOT)
     parser = ConfigParser()
@@ -75,5 +75,5 @@ def test_region_mode_without_the_site_is_a_clear_error(row):
     parser["image_keys"] = ["ncct"]
     with pytest.raises(Exception) as raised:
         parser.get_parsed_content("preprocessing")({"patient_id": "p7", "ncct": row["ncct"]})
-    found = _find_input_error(raised.value)
+    found = find_input_error(raised.value)
     assert found is not None and str(found) == "patient p7: region mode needs the cohort column(s) location, side"

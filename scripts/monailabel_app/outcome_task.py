@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 from monai.bundle import ConfigParser
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from scripts import BundleInputError
+from scripts import BundleInputError, find_input_error
 from scripts.data.profile import case_profile, ood_warning, read_profile
 from scripts.inference.predict import ensemble_predict
 from scripts.training.kfold import fold_checkpoints
@@ -78,7 +78,20 @@ class OutcomeInferTask(InferTask):
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[None, Dict[str, Any]]:
         item = self._item(request)
-        mean, sd, cutoff = ensemble_predict(
+        try:
+            mean, sd, cutoff = self._predict(item)
+        except Exception as error:  # MONAI wraps transform errors: give the server the input error itself
+            found = find_input_error(error)
+            if found is None:
+                raise
+            raise found from None
+        p = float(mean[0])
+        warning = ood_warning(case_profile(item, self.image_keys), read_profile(self.ckpt_dir))
+        return None, {"label": int(p >= cutoff), "score": p, "score_sd": float(sd[0]), "cutoff": cutoff,
+                      "warning": warning}  # fmt: skip
+
+    def _predict(self, item: Dict[str, Any]) -> Tuple[Any, Any, float]:
+        return ensemble_predict(
             network=self.parser.get_parsed_content("network"),
             preprocessing=self.parser.get_parsed_content("preprocessing"),
             data=[item],
@@ -88,7 +101,3 @@ class OutcomeInferTask(InferTask):
             postprocessing=self.parser.get_parsed_content("postprocessing"),
             batch_size=1,
         )
-        p = float(mean[0])
-        warning = ood_warning(case_profile(item, self.image_keys), read_profile(self.ckpt_dir))
-        return None, {"label": int(p >= cutoff), "score": p, "score_sd": float(sd[0]), "cutoff": cutoff,
-                      "warning": warning}  # fmt: skip

@@ -140,6 +140,25 @@ def track_best(saver: object, evaluator: object, fold_dir: str) -> None:
     evaluator.add_event_handler(Events.EPOCH_COMPLETED, _record)  # type: ignore[attr-defined]
 
 
+def reseed_each_epoch(trainer: object, seed: int, transform: object) -> None:
+    """Draw every epoch's randomness (shuffling, augmentation, dropout) from ``seed + epoch`` alone.
+
+    At each epoch start the global generators (``monai.utils.set_determinism``) and the random transforms of the
+    training chain (``Compose.set_random_state``) are reseeded; ignite creates the epoch's data iterator (and its
+    shuffle order, and the DataLoader workers' seeds) after that event. A fold resumed from its epoch-k checkpoint
+    therefore trains epochs k+1, k+2, ... exactly as an uninterrupted run does (tested with SIGKILL on CPU).
+    """
+    from monai.utils import set_determinism
+
+    def _reseed(engine: object) -> None:
+        value = int(seed) + int(engine.state.epoch)  # type: ignore[attr-defined]
+        set_determinism(seed=value)
+        if hasattr(transform, "set_random_state"):
+            transform.set_random_state(seed=value)  # type: ignore[attr-defined]
+
+    trainer.add_event_handler(Events.EPOCH_STARTED, _reseed)  # type: ignore[attr-defined]
+
+
 def mark_done(fold_dir: str, trainer: object, evaluator: object) -> None:
     """Write ``done.json`` (epochs run, best inner-validation metric) and drop the resume checkpoints."""
     state = evaluator.state  # type: ignore[attr-defined]
