@@ -408,3 +408,23 @@ def test_monailabel_task_refuses(kind, models, good, tmp_path):
     open(bad, "wb").write(open(bad_image(kind, good, str(tmp_path)), "rb").read())
     with pytest.raises(BundleInputError, match=f"{bad}: {IMAGE_CASES[kind]}"):
         task({"image": bad, "cta": good["cta"]})
+
+
+@pytest.mark.parametrize("form", ["cohort", "datalist_file"])
+def test_inference_refuses_a_cohort_or_datalist_with_one_bad_scan(
+    form, models, good, demo_cohort, side_datalist, tmp_path
+):
+    """The other two input forms of configs/inference.json: one bad scan among many stops the run, naming it."""
+    bad = bad_image("nan", good, str(tmp_path))
+    if form == "cohort":
+        rows = _table(good, demo_cohort, lambda rows: _set(rows[2], ncct=bad))
+        source = _write_table(rows, str(tmp_path / "cohort.csv"))
+    else:
+        data = json.load(open(side_datalist))
+        data["test"][-1]["ncct"] = bad
+        source = str(tmp_path / "datalist.json")
+        open(source, "w").write(json.dumps(data))
+    out = str(tmp_path / "out")
+    cmd = [*BUNDLE, "--config_file", "configs/inference.json", "--ckpt_dir", models, *SHAPE, f"--{form}", source,
+           "--output_dir", out]  # fmt: skip
+    _assert_refused(_run(cmd), f"{bad}: NCCT holds NaN or infinite values", out)
