@@ -428,3 +428,26 @@ def test_inference_refuses_a_cohort_or_datalist_with_one_bad_scan(
     cmd = [*BUNDLE, "--config_file", "configs/inference.json", "--ckpt_dir", models, *SHAPE, f"--{form}", source,
            "--output_dir", out]  # fmt: skip
     _assert_refused(_run(cmd), f"{bad}: NCCT holds NaN or infinite values", out)
+
+
+def test_models_of_another_datalist_are_refused(models, side_datalist, datalist_2fold, tmp_path):
+    """Fold models remember the datalist they were trained on (trained_on.json): training (which would skip the
+    finished folds) and evaluation (whose outer folds would hold the models' own training patients) on another
+    datalist stop with one line."""
+    ckpt = _copy_models(models, str(tmp_path / "models"))
+    recorded = json.load(open(os.path.join(ckpt, "trained_on.json")))
+    assert recorded["patients"] == len(json.load(open(side_datalist))["training"])
+    common = ["--datalist_file", datalist_2fold, "--ckpt_dir", ckpt, *SHAPE]
+    train = [*BUNDLE, "training", "--config_file", "configs/train.json", *common, "--max_epochs", "1"]
+    _assert_refused(_run(train), f"{ckpt}: holds fold models trained on another datalist", str(tmp_path / "none"))
+    out = str(tmp_path / "eval")
+    evaluate = [
+        *BUNDLE,
+        "--config_file",
+        "['configs/train.json','configs/evaluate.json']",
+        *common,
+        "--output_dir",
+        out,
+    ]
+    _assert_refused(_run(evaluate), "holds fold models trained on another datalist", out)
+    assert json.load(open(os.path.join(ckpt, "trained_on.json"))) == recorded

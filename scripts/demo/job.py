@@ -1,13 +1,14 @@
 """The main job on the built-in demo cohort: generate -> split -> train all folds -> evaluate -> infer -> report.
 
-``python -m scripts.demo [--out demo] [--patients 300] [--seed 0] [--spacing 2] [--native]`` runs each step as the
-``monai.bundle`` command a user would type (printed before it runs), with ``configs/demo.json`` (the CPU budget),
-``configs/vessel.json`` (the vessel-box input, mirrored) and ``configs/vessel_mask.json`` (VesselMaskNet with the
+``python -m scripts.demo [--out demo] [--patients 300] [--seed 0] [--spacing 2] [--native] [--ckpt_dir DIR]`` runs
+each step as the ``monai.bundle`` command a user would type (printed before it runs), with ``configs/demo.json``
+(the CPU budget), ``configs/vessel.json`` (the vessel-box input, mirrored) and ``configs/vessel_mask.json`` (VesselMaskNet with the
 occlusion site, age, IVT and NIHSS) on top of the paper-size configs; training chooses each fold's checkpoint on
 inner-validation log loss (``configs/select_log_loss.json``); evaluation Platt-scales each fold model on its inner
 validation (``--recalibration platt``).
 Steps whose outputs exist are kept (folds already trained are skipped), so an interrupted demo continues where it
-stopped. Remove ``--out`` and ``models/`` to start over.
+stopped. Remove ``--out`` and the fold models to start over: ``models/`` for the built-in demo (``--out demo``),
+``OUT/models`` for any other folder (``--ckpt_dir`` chooses another).
 
 ``--native`` starts from scanner-space scans (``OUT/raw``, random head pose, thick slices, headrest) and
 preprocesses them into MNI space first (``configs/preprocess.json``, output grid = ``--spacing``): raw ->
@@ -23,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import Optional
 
 from scripts.data.split import write_datalist
 from scripts.demo.generator import generate
@@ -54,6 +56,7 @@ def main(
     spacing: float = 2.0,
     eval_dir: str = "eval",
     native: bool = False,
+    ckpt_dir: Optional[str] = None,
 ) -> None:
     """Run the whole demo from the bundle root and print the metrics table against the Bayes AUC."""
     start = time.time()
@@ -70,7 +73,10 @@ def main(
         print(f"generating {patients} demo patients in {out}/ ...", flush=True)
         generate(out, patients=patients, seed=seed, modalities="ct", spacing=spacing)
     datalist = write_datalist(csv_path, os.path.join(out, "datalist.json"), seed=seed)
-    common = ["--dataset_dir", out, "--datalist_file", datalist]
+    # the bundle's models/ for the built-in demo; beside the cohort for any other folder, so that a second cohort
+    # never meets the first one's fold models (training refuses models of another datalist)
+    ckpt_dir = ckpt_dir or ("models" if os.path.normpath(out) == "demo" else os.path.join(out, "models"))
+    common = ["--dataset_dir", out, "--datalist_file", datalist, "--ckpt_dir", ckpt_dir]
     run_bundle("run", "training", "--config_file", TRAIN, *common)
     # each fold model Platt-scaled on its own inner validation: the fold models disagree in scale (measured)
     run_bundle("run", "--config_file", EVALUATE, *common, "--output_dir", eval_dir, "--recalibration", "platt")
@@ -80,6 +86,8 @@ def main(
         INFER,
         "--datalist_file",
         datalist,
+        "--ckpt_dir",
+        ckpt_dir,
         "--output_dir",
         os.path.join(eval_dir, "test_inference"),
     )

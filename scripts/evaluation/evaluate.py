@@ -28,7 +28,7 @@ from scripts.data.split import fold_data
 from scripts.evaluation.statistics import bootstrap_ci, bootstrap_metric_cis, calibration, fit_platt, net_benefit
 from scripts.evaluation.table1 import table1_markdown, table1_rows
 from scripts.inference.predict import apply_platt, predict
-from scripts.training.kfold import load_weights
+from scripts.training.kfold import check_trained_on, load_weights
 
 BOOTSTRAP = 1000  # stratified patient-level resamples behind every 95% CI
 METRICS = ("roc_auc", "accuracy", "precision", "sensitivity", "specificity", "f1")
@@ -99,6 +99,7 @@ def evaluate_folds(
     """Evaluate every fold model; write predictions, metrics and cut-offs. Returns the metrics dict. ``explain``:
     also explain the test-set patients with the fold ensemble and summarise (``output_dir/explanations``).
     ``recalibration``: "none" or "platt" (see :func:`evaluate_predictions`)."""
+    check_trained_on(ckpt_dir, datalist)  # fold models of another datalist would see their own training patients
     items = datalist["training"] + datalist["test"]
     data = CacheDataset(items, preprocessing, progress=False)
     index = {d["patient_id"]: i for i, d in enumerate(items)}

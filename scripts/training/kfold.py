@@ -10,12 +10,13 @@ exists are skipped; delete the fold folder to retrain it.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from ignite.engine import Events
@@ -24,6 +25,7 @@ from scripts import BundleInputError
 from scripts.data.io import atomic_write_json, folder_lock
 
 DONE = "done.json"
+TRAINED_ON = "trained_on.json"
 
 
 def fold_list(fold: object, num_folds: int) -> List[int]:
@@ -61,11 +63,46 @@ def _cli_arguments(argv: Sequence[str]) -> List[str]:
     return args
 
 
-def train_folds(fold: object, num_folds: int, ckpt_dir: str, argv: Optional[Sequence[str]] = None) -> List[int]:
+def datalist_fingerprint(datalist: Dict[str, Any]) -> Dict[str, Any]:
+    """What fold models depend on: the label and every development patient's outer fold (SHA-256 of the sorted
+    (patient_id, fold, label) triples)."""
+    triples = sorted((str(d["patient_id"]), int(d["fold"]), int(d["label"])) for d in datalist["training"])
+    digest = hashlib.sha256(json.dumps(triples).encode()).hexdigest()
+    return {"label": datalist["settings"]["label"], "patients": len(triples), "sha256": digest}
+
+
+def check_trained_on(ckpt_dir: str, datalist: Optional[Dict[str, Any]], record: bool = False) -> None:
+    """Refuse fold models in ``ckpt_dir`` that were trained on another datalist (other patients, folds or label):
+    finished folds would be skipped or evaluated on patients they were trained on. ``record``: write the
+    fingerprint when the folder has none (training)."""
+    if datalist is None:
+        return
+    path = os.path.join(ckpt_dir, TRAINED_ON)
+    mine = datalist_fingerprint(datalist)
+    if os.path.isfile(path):
+        theirs = read_json(path)
+        if theirs != mine:
+            raise BundleInputError(
+                f"{ckpt_dir}: holds fold models trained on another datalist ({theirs['patients']} patients, label "
+                f"{theirs['label']}; this one: {mine['patients']}, {mine['label']}); choose another --ckpt_dir"
+            )
+    elif record:
+        atomic_write_json(path, mine)
+
+
+def train_folds(
+    fold: object,
+    num_folds: int,
+    ckpt_dir: str,
+    argv: Optional[Sequence[str]] = None,
+    datalist: Optional[Dict[str, Any]] = None,
+) -> List[int]:
     """Train the requested folds one after another in child processes; return the folds trained now. Holds the lock
-    of ``ckpt_dir`` meanwhile: a second training or evaluation on the same folder is refused."""
+    of ``ckpt_dir`` meanwhile: a second training or evaluation on the same folder is refused; models of another
+    ``datalist`` in it are refused (:func:`check_trained_on`)."""
     os.makedirs(ckpt_dir, exist_ok=True)
     with folder_lock(ckpt_dir, "training"):
+        check_trained_on(ckpt_dir, datalist, record=True)
         return _train_folds(fold, num_folds, ckpt_dir, argv)
 
 
