@@ -57,7 +57,7 @@ def unreadable(path: str) -> Optional[str]:
 
 
 def _describe(sequence: str) -> str:
-    return sequence.upper() if sequence in CT_SEQUENCES or sequence in ("adc", "b0") else sequence
+    return sequence.upper() if sequence in (*CT_SEQUENCES, "adc") else sequence
 
 
 def check_volume(
