@@ -119,7 +119,7 @@ def test_comparison_table(tmp_path):
     assert "| A | 0.7000 (0.100) | 0.7000 (0.100) |" in text
     row_b = "| B | 0.6000 (0.141) | 0.5500 (0.071) | 0.5000 (0.141) | 0.7500 (0.354) | 0.3500 (0.495) | "
     row_b += "0.5750 (0.035) |"
-    assert row_b + " 0.6500 |" in text
+    assert row_b + " n/a | 0.650 |" in text  # no predictions.csv: no pooled value, no CI
     assert "Bayes ROC-AUC of the cohort (true probabilities): 0.9000" in text
     with open(tmp_path / "cmp" / "comparison.csv") as f:
         rows = list(csv.DictReader(f))
@@ -193,3 +193,37 @@ def test_comparison_pairs_runs_with_delong(tmp_path):
     _predictions(other, ids[:-1] + ["p999"], y, scores["B"], scores["B"])
     with pytest.raises(BundleInputError, match="run 'C': cv patients differ from run 'A'"):
         compare({"A": runs["A"], "C": other}, out=str(tmp_path / "cmp2"))
+
+
+def test_comparison_cis_test_fold_table_and_test_roc_overlay(tmp_path):
+    """Pooled and test-ensemble ROC-AUCs with the stratified bootstrap CI of their predictions; the test set as mean
+    (SD) over the fold models; the mean test-set ROC of each run's fold models drawn (AJNR Fig 4 layout)."""
+    from sklearn.metrics import roc_auc_score
+
+    from scripts.evaluation.statistics import bootstrap_ci
+
+    keys = ("roc_auc", "accuracy", "precision", "sensitivity", "specificity", "f1")
+    rng = np.random.default_rng(1)
+    ids, y = [f"p{i:03d}" for i in range(80)], rng.integers(0, 2, 80)
+    runs = {}
+    for name, w in (("CT", 0.8), ("MR", 0.3)):
+        test_folds = [dict.fromkeys(keys, v) for v in (0.6, 0.8)]
+        path = _metrics(tmp_path / name, [dict.fromkeys(keys, 0.7)] * 2, 0.7)
+        metrics = json.load(open(os.path.join(path, "metrics.json")))
+        metrics["test"]["folds"] = test_folds
+        json.dump(metrics, open(os.path.join(path, "metrics.json"), "w"))
+        s = np.clip(y * w + rng.random(80), 0, 1.5) / 1.5
+        _predictions(path, ids, y, s, s[::-1])
+        runs[name] = path
+    text = compare(runs, out=str(tmp_path / "cmp"))
+    rows = json.load(open(tmp_path / "cmp" / "comparison.json"))["rows"]
+    cv = [r for r in csv.DictReader(open(os.path.join(runs["CT"], "predictions.csv"))) if r["set"] == "cv"]
+    y_cv, p_cv = [int(r["label"]) for r in cv], [float(r["probability"]) for r in cv]
+    assert rows[0]["cv_pooled_roc_auc"] == pytest.approx(roc_auc_score(y_cv, p_cv))
+    assert [rows[0]["cv_ci_low"], rows[0]["cv_ci_high"]] == pytest.approx(list(bootstrap_ci(y_cv, p_cv)))
+    assert rows[0]["cv_ci_low"] < rows[0]["cv_pooled_roc_auc"] < rows[0]["cv_ci_high"]
+    assert rows[0]["test_roc_auc_mean"] == pytest.approx(0.7)
+    assert rows[0]["test_roc_auc_sd"] == pytest.approx(np.std([0.6, 0.8], ddof=1))
+    assert "Test set: mean (SD) over the fold models" in text and "| CT | 0.7000 (0.141) |" in text
+    assert f"| {rows[0]['cv_pooled_roc_auc']:.3f} ({rows[0]['cv_ci_low']:.3f}-{rows[0]['cv_ci_high']:.3f}) |" in text
+    assert (tmp_path / "cmp" / "roc_test.png").read_bytes()[:4] == b"\x89PNG" and "roc_test.png" in text

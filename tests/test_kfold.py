@@ -33,3 +33,36 @@ def test_resume_checkpoint_is_the_latest_epoch(tmp_path):
     for epoch in (2, 10, 9):
         (tmp_path / f"resume_checkpoint_epoch={epoch}.pt").write_bytes(b"")
     assert resume_checkpoint(str(tmp_path)).endswith("epoch=10.pt")
+
+
+def test_optimistic_overlay_validates_on_the_outer_fold_and_never_mixes(datalist_2fold, tmp_path):
+    """``configs/optimistic.json`` (the papers' protocol) chooses the checkpoint on the reported outer fold and keeps
+    its models apart; a folder whose finished folds were validated otherwise is refused."""
+    import json
+    import os
+
+    from monai.bundle import ConfigParser
+
+    from scripts.data.split import fold_data, load_datalist
+    from scripts.training.kfold import train_folds, validated_on
+    from tests.conftest import ROOT
+
+    def parsed(*overlays):
+        parser = ConfigParser()
+        parser.read_config([os.path.join(ROOT, "configs", f) for f in ("train.json", *overlays)])
+        parser.update({"datalist_file": datalist_2fold, "fold": 1, "bundle_root": str(tmp_path)})
+        return parser
+
+    datalist = load_datalist(datalist_2fold)
+    outer = sorted(d["patient_id"] for d in fold_data(datalist, 1, "outer"))
+    inner = sorted(d["patient_id"] for d in fold_data(datalist, 1, "inner_val"))
+    for overlays, expected, folder in (((), inner, "models"), (("optimistic.json",), outer, "models_optimistic")):
+        parser = parsed(*overlays)
+        assert sorted(d["patient_id"] for d in parser.get_parsed_content("validate#dataset#data")) == expected
+        assert parser.get_parsed_content("ckpt_dir") == os.path.join(str(tmp_path), folder)
+    ckpt = tmp_path / "mixed"
+    (ckpt / "fold0").mkdir(parents=True)
+    (ckpt / "fold0" / "done.json").write_text(json.dumps({"epochs": 1, "validated_on": "inner_val"}))
+    assert validated_on(str(ckpt), 2) == ["inner_val", "inner_val"]
+    with pytest.raises(BundleInputError, match="validated on 'inner_val', this training validates on 'outer'"):
+        train_folds(0, 2, str(ckpt), argv=[MAIN, "run", "training"], validation_part="outer")

@@ -192,6 +192,11 @@ def test_evaluation_writes_cis_calibration_and_decision_curve(demo_cohort, tmp_p
     ):
         assert part in report
     assert "2 stratified outer folds of the patients before 2020-01-01" in report
+    from scripts.evaluation.evaluate import report_markdown
+
+    held_out = make_datalist(read_cohort(demo_cohort), folds=2, seed=0, test_fraction=0.3)
+    split_line = next(line for line in report_markdown(held_out, metrics, "").splitlines() if "- Split:" in line)
+    assert "random hold-out of 0.3 of the patients stratified by outcome" in split_line and "before" not in split_line
 
 
 def test_platt_recovers_a_known_scaling_and_combine_folds_applies_it():
@@ -244,7 +249,7 @@ def test_platt_recalibration_aligns_folds_of_different_scale(demo_cohort, tmp_pa
     assert "platt" not in json.load(open(tmp_path / "m1" / "cutoffs.json"))
 
 
-def test_subgroup_metrics_by_site_and_side():
+def test_subgroup_metrics_by_site_side_and_modality():
     from scripts.evaluation.evaluate import subgroup_metrics
 
     items = [{"patient_id": f"p{i}", "location": ("ICA", "M1")[i % 2], "side": "L"} for i in range(40)]
@@ -258,6 +263,13 @@ def test_subgroup_metrics_by_site_and_side():
     m1 = [(y, p) for i, (y, p) in enumerate(zip(labels, probs)) if i % 2]
     assert out["location"]["M1"]["roc_auc"] == pytest.approx(roc_auc_score(*zip(*m1)))
     assert out["side"]["L"]["n"] == 40 and "test_ensemble" not in subgroup_metrics(rows, items)
+    assert "modality" not in out  # every patient has the same imaging (none here)
+    for i, item in enumerate(items):  # a mixed cohort: even patients with CT, odd ones with MR, p0 with both
+        item.update({"ncct": "a.nii.gz"} if i % 2 == 0 else {"adc": "b.nii.gz", "cta": ""})
+    items[0]["flair"] = "c.nii.gz"
+    by_modality = subgroup_metrics(rows, items)["cv_pooled"]["modality"]
+    assert {k: v["n"] for k, v in by_modality.items()} == {"CT": 19, "CT+MR": 1, "MR": 20}
+    assert by_modality["MR"]["roc_auc"] == out["location"]["M1"]["roc_auc"]  # the odd patients again
 
 
 def test_bayes_reference_on_the_reported_patients():
@@ -283,3 +295,55 @@ def test_bayes_reference_on_the_reported_patients():
     assert bayes_on_reported({}, rows, "fpe") == {} and bayes_on_reported({"truth": truth}, rows, "mtici_2c") == {}
     del truth["p3"]  # a reported patient without truth: no like-for-like reference rather than a partial one
     assert bayes_on_reported({"truth": truth}, rows, "fpe") == {}
+
+
+def test_optimistic_protocol_is_reported_beside_and_labelled(demo_cohort, tmp_path):
+    """``optimistic``: the papers' Youden cut-off on each reported set, beside the inner-validation protocol and
+    labelled; fold models whose checkpoint was chosen on the outer fold label every output OPTIMISTIC."""
+    import json
+    import os
+    import zlib
+
+    from scripts.data.cohort import read_cohort
+    from scripts.data.split import fold_data, make_datalist
+    from scripts.evaluation.evaluate import binary_metrics, evaluate_predictions, youden_cutoff
+
+    data = make_datalist(read_cohort(demo_cohort), label="fpe", folds=2, seed=0, inner_val=0.25)
+
+    def fold_predictor(k):
+        def run(items):
+            noise = [np.random.default_rng(zlib.crc32(f"{d['patient_id']}{k}".encode())).normal() for d in items]
+            return 1 / (1 + np.exp(-(np.array([d["label"] for d in items]) * 1.0 - 0.5 + 1.5 * np.array(noise))))
+
+        return run
+
+    honest = evaluate_predictions(data, fold_predictor, str(tmp_path / "m1"), str(tmp_path / "e1"))
+    assert "optimistic" not in honest and "protocol" not in honest
+    metrics = evaluate_predictions(data, fold_predictor, str(tmp_path / "m2"), str(tmp_path / "e2"), optimistic=True)
+    assert metrics["cv"] == honest["cv"]  # the honest protocol is unchanged beside it
+    for k in range(2):
+        outer = fold_data(data, k, "outer")
+        y, p = [d["label"] for d in outer], fold_predictor(k)(outer)
+        assert metrics["optimistic"]["cv"]["folds"][k] == pytest.approx(binary_metrics(y, p, youden_cutoff(y, p)))
+        paper, inner = metrics["optimistic"]["cv"]["folds"][k], metrics["cv"]["folds"][k]
+        assert paper["sensitivity"] + paper["specificity"] >= inner["sensitivity"] + inner["specificity"] - 1e-9
+    assert "OPTIMISTIC cut-offs" in (tmp_path / "e2" / "metrics.md").read_text()
+    assert "OPTIMISTIC" not in (tmp_path / "e1" / "report.md").read_text()
+    for k in range(2):  # fold models trained with configs/optimistic.json
+        os.makedirs(tmp_path / "m3" / f"fold{k}")
+        (tmp_path / "m3" / f"fold{k}" / "done.json").write_text(json.dumps({"validated_on": "outer"}))
+    labelled = evaluate_predictions(data, fold_predictor, str(tmp_path / "m3"), str(tmp_path / "e3"))
+    assert labelled["protocol"].startswith("OPTIMISTIC: the checkpoint of 2 of 2 fold models")
+    for name in ("metrics.md", "report.md"):
+        assert "**OPTIMISTIC: the checkpoint" in (tmp_path / "e3" / name).read_text()
+    assert json.load(open(tmp_path / "e3" / "metrics.json"))["protocol"] == labelled["protocol"]
+    from scripts.evaluation.compare import compare
+
+    text = compare({"A": str(tmp_path / "e1"), "B": str(tmp_path / "e2"), "C": str(tmp_path / "e3")},
+                   out=str(tmp_path / "cmp"))  # fmt: skip
+    rows = {r["model"]: r for r in json.load(open(tmp_path / "cmp" / "comparison.json"))["rows"]}
+    assert list(rows) == ["A", "B", "B, OPTIMISTIC cut-offs", "C (OPTIMISTIC checkpoints)"]
+    paper = metrics["optimistic"]["cv"]["summary"]["sensitivity"]["mean"]
+    assert rows["B, OPTIMISTIC cut-offs"]["sensitivity_mean"] == pytest.approx(paper)
+    assert rows["B, OPTIMISTIC cut-offs"]["cv_pooled_roc_auc"] == rows["A"]["cv_pooled_roc_auc"]
+    assert "| C (OPTIMISTIC checkpoints) |" in text

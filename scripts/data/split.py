@@ -1,8 +1,10 @@
 """Split a cohort once into a prospective test set and stratified, patient-grouped folds.
 
 ``python -m scripts.data.split --cohort CSV --out datalist.json [--label fpe] [--folds 5] [--seed 0]
-[--test_from 2020-01-01] [--inner_val 0.15]`` writes a MONAI-style datalist: ``training`` (each item
-carries its outer ``fold``), ``test`` (procedure_date >= test_from), ``inner_validation`` (per fold,
+[--test_from 2020-01-01 | --test_fraction 0.2] [--inner_val 0.15]`` writes a MONAI-style datalist: ``training`` (each
+item carries its outer ``fold``), ``test`` (procedure_date >= test_from, the prospective protocol of the FPE papers;
+or with ``--test_fraction`` a random hold-out of that share of the patients, stratified by the label, as the rLVO
+paper used), ``inner_validation`` (per fold,
 the patient ids held out of that fold's training portion for early stopping, checkpoint choice and
 the cut-off) and ``settings``. Rerunning with the same settings keeps the recorded file; different
 settings are refused unless ``--overwrite``.
@@ -31,22 +33,28 @@ def make_datalist(
     seed: int = 0,
     test_from: str = "2020-01-01",
     inner_val: float = 0.15,
+    test_fraction: Optional[float] = None,
 ) -> Dict[str, Any]:
-    """Assign outer folds, the test set and per-fold inner-validation ids (deterministic in ``seed``)."""
+    """Assign outer folds, the test set (by date, or a stratified random ``test_fraction``) and per-fold
+    inner-validation ids (deterministic in ``seed``)."""
     if label not in LABELS:
         raise BundleInputError(f"label '{label}' is unknown (allowed: {', '.join(LABELS)})")
-    cut = dt.date.fromisoformat(str(test_from)).isoformat()
-    test = [dict(r) for r in rows if r["procedure_date"] >= cut]
-    dev = [dict(r) for r in rows if r["procedure_date"] < cut]
+    if test_fraction is None:
+        cut = dt.date.fromisoformat(str(test_from)).isoformat()
+        test = [dict(r) for r in rows if r["procedure_date"] >= cut]
+        dev = [dict(r) for r in rows if r["procedure_date"] < cut]
+        where = f"before {cut}"
+    else:
+        dev, test = _random_hold_out(rows, label, float(test_fraction), seed)
+        where = "outside the test set"
     y = np.array([r[label] for r in dev])
     if len(dev) and len(set(y.tolist())) == 1:
         raise BundleInputError(
-            f"all {len(dev)} patients before {cut} have {label}={int(y[0])}: one outcome class, nothing to learn"
+            f"all {len(dev)} patients {where} have {label}={int(y[0])}: one outcome class, nothing to learn"
         )
     if len(dev) < 2 * folds or min(np.bincount(y, minlength=2)) < folds:
         raise BundleInputError(
-            f"only {len(dev)} patients before {cut} ({int(y.sum())} with {label}=1): "
-            f"too few for {folds} stratified folds"
+            f"only {len(dev)} patients {where} ({int(y.sum())} with {label}=1): too few for {folds} stratified folds"
         )
     # the table holds one row per patient (duplicates are refused), so splitting rows groups by patient
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -60,8 +68,29 @@ def make_datalist(
         inner[str(k)] = sorted(dev[i]["patient_id"] for i in val_idx)
     for item in dev + test:
         item["label"] = item[label]
-    settings = {"label": label, "folds": folds, "seed": seed, "test_from": cut, "inner_val": inner_val}
+    settings: Dict[str, Any] = {"label": label, "folds": folds, "seed": seed, "test_from": None, "inner_val": inner_val}
+    if test_fraction is None:
+        settings["test_from"] = cut
+    else:
+        settings["test_fraction"] = float(test_fraction)
     return {"settings": settings, "training": dev, "test": test, "inner_validation": inner}
+
+
+def _random_hold_out(
+    rows: List[Dict[str, Any]], label: str, fraction: float, seed: int
+) -> tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """(development, test) rows: a random test share ``fraction`` of the patients, stratified by ``label``."""
+    if not 0 < fraction < 1:
+        raise BundleInputError(f"test_fraction must be between 0 and 1 (exclusive), got {fraction}")
+    y = [r[label] for r in rows]
+    n_test = int(round(fraction * len(rows)))
+    if n_test < 2 or len(rows) - n_test < 2 or min(y.count(0), y.count(1)) < 2:
+        raise BundleInputError(
+            f"test_fraction {fraction}: {len(rows)} patients ({sum(y)} with {label}=1) are too few for a stratified "
+            "hold-out"
+        )
+    dev_idx, test_idx = train_test_split(list(range(len(rows))), test_size=n_test, stratify=y, random_state=seed)
+    return [dict(rows[i]) for i in sorted(dev_idx)], [dict(rows[i]) for i in sorted(test_idx)]
 
 
 def fold_data(datalist: Dict[str, Any], fold: int, part: str) -> List[Dict[str, Any]]:
@@ -120,11 +149,12 @@ def write_datalist(
     seed: int = 0,
     test_from: str = "2020-01-01",
     inner_val: float = 0.15,
+    test_fraction: Optional[float] = None,
     overwrite: bool = False,
 ) -> str:
     """Split ``cohort`` and record the datalist at ``out`` once; return its path."""
     try:
-        data = make_datalist(read_cohort(cohort), label, folds, seed, str(test_from), inner_val)
+        data = make_datalist(read_cohort(cohort), label, folds, seed, str(test_from), inner_val, test_fraction)
     except BundleInputError as error:
         if str(error).startswith(cohort):
             raise

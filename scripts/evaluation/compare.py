@@ -22,11 +22,14 @@ from typing import Any, Dict, List, Tuple, Union
 
 import fire
 import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from scripts import BundleInputError
-from scripts.data.io import atomic_write_csv, atomic_write_json, atomic_write_text
-from scripts.evaluation.evaluate import METRICS
-from scripts.evaluation.statistics import delong
+from scripts.data.io import atomic_write, atomic_write_csv, atomic_write_json, atomic_write_text
+from scripts.evaluation.evaluate import BOOTSTRAP, METRICS
+from scripts.evaluation.statistics import bootstrap_ci, delong
+
+Predictions = Dict[str, Dict[str, Tuple[int, float]]]
 
 NAMES = {"roc_auc": "ROC-AUC", "accuracy": "Accuracy", "precision": "Precision", "sensitivity": "Sensitivity",
          "specificity": "Specificity", "f1": "F1"}  # fmt: skip
@@ -41,46 +44,84 @@ def _read(name: str, run: str) -> Dict[str, Any]:
 
 
 def comparison_rows(runs: Dict[str, str]) -> List[Dict[str, Any]]:
-    """One row per run: mean and SD over folds of every metric, the test ensemble ROC-AUC, label, folds."""
-    rows, labels = [], set()
-    for name, run in runs.items():
-        metrics = _read(name, run)
-        folds = metrics["cv"]["folds"]
+    """One row per run: mean and SD over folds of every metric (outer folds, and the fold models on the test set),
+    pooled out-of-fold and test-ensemble ROC-AUC with 95% CIs, DeLong against the first run, label, folds."""
+    rows, labels, predictions = [], set(), {}
+    for name, run, metrics in _entries(runs):
         labels.add(metrics.get("label"))
-        row: Dict[str, Any] = {"model": name, "label": metrics.get("label"), "folds": len(folds)}
-        for m in METRICS:
-            values = np.array([f[m] for f in folds], dtype=float)
-            row[f"{m}_mean"] = float(np.nanmean(values))
-            row[f"{m}_sd"] = float(np.nanstd(values, ddof=1)) if len(values) > 1 else float("nan")
+        row: Dict[str, Any] = {"model": name, "label": metrics.get("label"), "folds": len(metrics["cv"]["folds"])}
+        for prefix, folds in (("", metrics["cv"]["folds"]), ("test_", metrics.get("test", {}).get("folds", []))):
+            for m in METRICS:
+                values = np.array([f[m] for f in folds], dtype=float)
+                row[f"{prefix}{m}_mean"] = float(np.nanmean(values)) if len(values) else float("nan")
+                row[f"{prefix}{m}_sd"] = float(np.nanstd(values, ddof=1)) if len(values) > 1 else float("nan")
         row["test_roc_auc"] = metrics.get("test", {}).get("ensemble", {}).get("roc_auc", float("nan"))
         row["bayes_auc"] = metrics.get("bayes_auc", float("nan"))
+        predictions[name] = _predictions(run)
+        _add_cis(row, metrics, predictions[name])
         rows.append(row)
     if len(labels) > 1:
         raise BundleInputError(f"the runs have different labels ({', '.join(sorted(map(str, labels)))})")
-    _paired_tests(runs, rows)
+    _paired_tests(predictions, rows)
     return rows
 
 
-def _predictions(run: str) -> Dict[str, Dict[str, Tuple[int, float]]] | None:
-    """{'cv': {patient_id: (label, probability)}, 'test': {...}} from a run's predictions.csv (None if absent)."""
-    path = os.path.join(os.path.dirname(run) if run.endswith(".json") else run, "predictions.csv")
-    if not os.path.isfile(path):
-        return None
-    out: Dict[str, Dict[str, Tuple[int, float]]] = {"cv": {}, "test": {}}
-    with open(path) as f:
-        for r in csv.DictReader(f):
-            if r["set"] == "cv" or r["fold"] == "ensemble":
-                out["cv" if r["set"] == "cv" else "test"][r["patient_id"]] = (int(r["label"]), float(r["probability"]))
+def _entries(runs: Dict[str, str]) -> List[Tuple[str, str, Dict[str, Any]]]:
+    """(name, run, metrics) per run; a run evaluated with the papers' optimistic cut-offs adds a second entry with
+    them, and a run whose checkpoints were chosen on the reported folds is named OPTIMISTIC."""
+    out = []
+    for name, run in runs.items():
+        metrics = _read(name, run)
+        if metrics.get("protocol", "").startswith("OPTIMISTIC"):
+            name = f"{name} (OPTIMISTIC checkpoints)"
+        out.append((name, run, metrics))
+        paper = metrics.get("optimistic")
+        if paper:
+            cv, test = {**metrics["cv"], **paper["cv"]}, {**metrics.get("test", {}), **paper.get("test", {})}
+            out.append((f"{name}, OPTIMISTIC cut-offs", run, {**metrics, "cv": cv, "test": test}))
     return out
 
 
-def _paired_tests(runs: Dict[str, str], rows: List[Dict[str, Any]]) -> None:
+def _add_cis(row: Dict[str, Any], metrics: Dict[str, Any], preds: Predictions | None) -> None:
+    """Pooled out-of-fold and test-ensemble ROC-AUC with a stratified bootstrap 95% CI: from the predictions (so runs
+    evaluated before CIs existed get them too), else from metrics.json."""
+    recorded = {"cv": metrics["cv"].get("pooled", {}), "test": metrics.get("test", {}).get("ensemble", {})}
+    for part, auc_key in (("cv", "cv_pooled_roc_auc"), ("test", "test_roc_auc")):
+        row.setdefault(auc_key, float("nan"))
+        row[f"{part}_ci_low"] = row[f"{part}_ci_high"] = float("nan")
+        pairs = list((preds or {}).get(part, {}).values())
+        if len({y for y, _ in pairs}) == 2:
+            y, p = [y for y, _ in pairs], [p for _, p in pairs]
+            row[auc_key] = float(roc_auc_score(y, p))
+            row[f"{part}_ci_low"], row[f"{part}_ci_high"] = bootstrap_ci(y, p, n=BOOTSTRAP)
+        elif "ci95" in recorded[part]:
+            row[auc_key] = recorded[part]["roc_auc"]
+            row[f"{part}_ci_low"], row[f"{part}_ci_high"] = recorded[part]["ci95"]["roc_auc"]
+        elif part == "cv" and "pooled_roc_auc" in metrics["cv"]:
+            row[auc_key] = metrics["cv"]["pooled_roc_auc"]
+
+
+def _predictions(run: str) -> Predictions | None:
+    """{'cv': {patient_id: (label, probability)}, 'test': {...} (fold ensemble), 'test_fold{k}': {...} (each fold
+    model on the test set)} from a run's predictions.csv (None if absent)."""
+    path = os.path.join(os.path.dirname(run) if run.endswith(".json") else run, "predictions.csv")
+    if not os.path.isfile(path):
+        return None
+    out: Predictions = {"cv": {}, "test": {}}
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            part = "cv" if r["set"] == "cv" else "test" if r["fold"] == "ensemble" else f"test_fold{r['fold']}"
+            out.setdefault(part, {})[r["patient_id"]] = (int(r["label"]), float(r["probability"]))
+    return out
+
+
+def _paired_tests(predictions: Dict[str, Predictions | None], rows: List[Dict[str, Any]]) -> None:
     """Add DeLong's test against the first run (pooled CV and test ensemble) to each row; NaN without
     predictions.csv. Refuses runs whose patients or labels differ from the first run's."""
-    names = list(runs)
-    first = _predictions(runs[names[0]])
+    names = list(predictions)
+    first = predictions[names[0]]
     for name, row in zip(names, rows):
-        preds = _predictions(runs[name])
+        preds = predictions[name]
         for part in ("cv", "test"):
             row[f"{part}_auc_diff"] = row[f"{part}_diff_low"] = row[f"{part}_diff_high"] = float("nan")
             row[f"{part}_delong_p"] = float("nan")
@@ -102,14 +143,35 @@ def _paired_tests(runs: Dict[str, str], rows: List[Dict[str, Any]]) -> None:
             row[f"{part}_delong_p"] = test["p"]
 
 
+def _auc(row: Dict[str, Any], key: str, part: str) -> str:
+    if math.isnan(row[key]):
+        return "n/a"
+    if math.isnan(row[f"{part}_ci_low"]):
+        return f"{row[key]:.3f}"
+    return f"{row[key]:.3f} ({row[f'{part}_ci_low']:.3f}-{row[f'{part}_ci_high']:.3f})"
+
+
 def comparison_markdown(rows: List[Dict[str, Any]]) -> str:
-    """The table as markdown: metric columns as 'mean (SD)'."""
-    head = "| Model | " + " | ".join(NAMES[m] for m in METRICS) + " | Test ensemble ROC-AUC |"
-    lines = [f"Label: {rows[0]['label']}; mean (SD) over {rows[0]['folds']} outer folds.", "", head,
-             "|---" * (len(METRICS) + 2) + "|"]  # fmt: skip
+    """The tables as markdown: metric columns as 'mean (SD)', ROC-AUCs of pooled predictions with 95% CIs."""
+    head = (
+        "| Model | "
+        + " | ".join(NAMES[m] for m in METRICS)
+        + " | CV pooled ROC-AUC (95% CI) | Test ensemble ROC-AUC (95% CI) |"
+    )
+    lines = [f"Label: {rows[0]['label']}; mean (SD) over {rows[0]['folds']} outer folds; pooled out-of-fold and test "
+             f"fold-ensemble ROC-AUC with {BOOTSTRAP} stratified bootstrap resamples.", "", head,
+             "|---" * (len(METRICS) + 3) + "|"]  # fmt: skip
     for r in rows:
         cells = [f"{r[f'{m}_mean']:.4f} ({r[f'{m}_sd']:.3f})" for m in METRICS]
-        lines.append(f"| {r['model']} | " + " | ".join(cells) + f" | {r['test_roc_auc']:.4f} |")
+        cells += [_auc(r, "cv_pooled_roc_auc", "cv"), _auc(r, "test_roc_auc", "test")]
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    if any(not math.isnan(r["test_roc_auc_mean"]) for r in rows):
+        names = " | ".join(NAMES[m] for m in METRICS)
+        lines += ["", "Test set: mean (SD) over the fold models, each at its own cut-off (AJNR Table 4 layout).", "",
+                  f"| Model | {names} |", "|---" * (len(METRICS) + 1) + "|"]  # fmt: skip
+        for r in rows:
+            cells = [f"{r[f'test_{m}_mean']:.4f} ({r[f'test_{m}_sd']:.3f})" for m in METRICS]
+            lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     if any(not math.isnan(r.get("cv_delong_p", float("nan"))) for r in rows):
         lines += ["", f"Paired against {rows[0]['model']} (DeLong): ROC-AUC difference (95% CI), p.", "",
                   "| Model | CV, pooled out-of-fold | p | Test ensemble | p |", "|---|---|---|---|---|"]  # fmt: skip
@@ -130,12 +192,54 @@ def comparison_markdown(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_test_roc(predictions: Dict[str, Predictions | None], path: str) -> bool:
+    """Each run's mean test-set ROC curve over its fold models, +/- SD (AJNR Fig 4: MR and CT overlaid); False
+    when no run has per-fold test predictions."""
+    curves = {}
+    grid = np.linspace(0, 1, 101)
+    for name, preds in predictions.items():
+        folds = [v for k, v in sorted((preds or {}).items()) if k.startswith("test_fold")]
+        folds = [f for f in folds if len({y for y, _ in f.values()}) == 2]
+        if folds:
+            tprs, aucs = [], []
+            for fold in folds:
+                y, p = [y for y, _ in fold.values()], [p for _, p in fold.values()]
+                fpr, tpr, _ = roc_curve(y, p)
+                tprs.append(np.interp(grid, fpr, tpr))
+                aucs.append(roc_auc_score(y, p))
+            curves[name] = (np.mean(tprs, axis=0), np.std(tprs, axis=0), float(np.mean(aucs)), float(np.std(aucs)))
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def _draw(tmp: str) -> None:
+        fig, ax = plt.subplots(figsize=(5, 5))
+        for name, (mean, sd, auc, auc_sd) in curves.items():
+            line = ax.plot(grid, mean, lw=2, label=f"{name} (AUC {auc:.2f} +/- {auc_sd:.2f})")[0]
+            ax.fill_between(
+                grid, np.clip(mean - sd, 0, 1), np.clip(mean + sd, 0, 1), color=line.get_color(), alpha=0.15
+            )
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+        ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="Test set: mean ROC of the fold models")
+        ax.legend(loc="lower right", fontsize=7)
+        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
+        plt.close(fig)
+
+    atomic_write(path, _draw, suffix=".png")
+    return True
+
+
 def compare(runs: Union[Dict[str, str], str], out: str = "eval/comparison") -> str:
     """Write ``out/comparison.md`` and ``out/comparison.csv``; return the markdown."""
     if isinstance(runs, str):
         raise BundleInputError("--runs: give a mapping, e.g. \"{'MNT-DL': 'eval/mnt_dl', 'SCANet': 'eval/scanet'}\"")
     rows = comparison_rows(runs)
     text = comparison_markdown(rows)
+    if plot_test_roc({name: _predictions(run) for name, run in runs.items()}, os.path.join(out, "roc_test.png")):
+        text += "\nFigure: [mean test-set ROC of each run's fold models](roc_test.png)\n"
     atomic_write_csv(os.path.join(out, "comparison.csv"), rows)
     atomic_write_text(os.path.join(out, "comparison.md"), text)
     atomic_write_json(
@@ -149,5 +253,9 @@ def compare(runs: Union[Dict[str, str], str], out: str = "eval/comparison") -> s
     return text
 
 
+def _cli(runs: Union[Dict[str, str], str], out: str = "eval/comparison") -> None:
+    compare(runs, out)  # prints the tables itself
+
+
 if __name__ == "__main__":
-    fire.Fire(compare)
+    fire.Fire(_cli)

@@ -23,14 +23,19 @@ from monai.data import CacheDataset
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, roc_auc_score, roc_curve
 
 from scripts import BundleInputError
+from scripts.data.cohort import MODALITY_SEQUENCES
 from scripts.data.io import atomic_write, atomic_write_csv, atomic_write_json, atomic_write_text, locked
 from scripts.data.split import fold_data
 from scripts.evaluation.statistics import bootstrap_ci, bootstrap_metric_cis, calibration, fit_platt, net_benefit
 from scripts.evaluation.table1 import table1_markdown, table1_rows
 from scripts.inference.predict import apply_platt, predict
-from scripts.training.kfold import check_trained_on, load_weights
+from scripts.training.kfold import check_trained_on, load_weights, validated_on
 
 BOOTSTRAP = 1000  # stratified patient-level resamples behind every 95% CI
+OPTIMISTIC_NOTE = (
+    "OPTIMISTIC (the papers' protocol): Youden cut-offs chosen on the set being reported (each outer fold, the test "
+    "set); for comparison with published tables only"
+)
 METRICS = ("roc_auc", "accuracy", "precision", "sensitivity", "specificity", "f1")
 
 
@@ -95,10 +100,12 @@ def evaluate_folds(
     explain: bool = False,
     explain_mask_size: Sequence[int] = (12, 12, 5),
     recalibration: str = "none",
+    optimistic: bool = False,
 ) -> Dict[str, Any]:
     """Evaluate every fold model; write predictions, metrics and cut-offs. Returns the metrics dict. ``explain``:
     also explain the test-set patients with the fold ensemble and summarise (``output_dir/explanations``).
-    ``recalibration``: "none" or "platt" (see :func:`evaluate_predictions`)."""
+    ``recalibration``: "none" or "platt"; ``optimistic``: also the papers' cut-offs (see :func:`evaluate_predictions`).
+    """
     check_trained_on(ckpt_dir, datalist)  # fold models of another datalist would see their own training patients
     items = datalist["training"] + datalist["test"]
     data = CacheDataset(items, preprocessing, progress=False)
@@ -113,7 +120,7 @@ def evaluate_folds(
 
         return run
 
-    metrics = evaluate_predictions(datalist, fold_predictor, ckpt_dir, output_dir, manifest, recalibration)
+    metrics = evaluate_predictions(datalist, fold_predictor, ckpt_dir, output_dir, manifest, recalibration, optimistic)
     if explain and datalist["test"]:
         from scripts.inference.explain import explain_cohort
 
@@ -130,6 +137,7 @@ def evaluate_predictions(
     output_dir: str,
     manifest: Dict[str, Any] | None = None,
     recalibration: str = "none",
+    optimistic: bool = False,
 ) -> Dict[str, Any]:
     """The evaluation protocol for any model: ``fold_predictor(k)`` gives fold k's model as a function from
     items to probabilities. Per fold, the cut-off (Youden) comes from the inner-validation items only; the
@@ -140,13 +148,19 @@ def evaluate_predictions(
 
     ``recalibration="platt"``: each fold model's probabilities are Platt-scaled with parameters fitted on its own
     inner-validation patients (stored in cutoffs.json under ``platt`` and applied by inference) before cut-offs,
-    pooling and the ensemble; the uncalibrated pooled and ensemble metrics are reported beside them."""
+    pooling and the ensemble; the uncalibrated pooled and ensemble metrics are reported beside them.
+
+    ``optimistic``: also the papers' own protocol beside the honest one, labelled OPTIMISTIC (``metrics["optimistic"]``,
+    metrics.md, report.md): each fold's metrics at the Youden cut-off of its reported outer fold, and on the test set
+    at the test set's own. Fold models whose checkpoint was chosen on the outer fold (``configs/optimistic.json``,
+    recorded in done.json) label every output OPTIMISTIC (``metrics["protocol"]``)."""
     if recalibration not in ("none", "platt"):
         raise BundleInputError(f"recalibration: '{recalibration}' is unknown (allowed: none, platt)")
     raw: Dict[str, Any] = {"cv": [], "test": []}
     platt: Dict[str, List[float]] = {}
     rows: List[Dict[str, Any]] = []
     per_fold, per_fold_test = [], []
+    paper: Dict[str, List[Dict[str, float]]] = {"cv": [], "test": []}  # the papers' cut-offs (``optimistic``)
     pooled_inner_y: List[int] = []
     pooled_inner_p: List[float] = []
     cutoffs: Dict[str, float] = {}
@@ -166,12 +180,18 @@ def evaluate_predictions(
         pooled_inner_y += y_inner
         pooled_inner_p += p_inner.tolist()
         p_outer = run(outer)
-        per_fold.append(binary_metrics([d["label"] for d in outer], p_outer, cut))
+        y_outer = [d["label"] for d in outer]
+        per_fold.append(binary_metrics(y_outer, p_outer, cut))
+        if optimistic:
+            paper["cv"].append(binary_metrics(y_outer, p_outer, youden_cutoff(y_outer, p_outer)))
         rows += [_row(d, "cv", k, p, cut) for d, p in zip(outer, p_outer)]
         if test:
             p_test = run(test)
             test_probs.append(p_test)
             per_fold_test.append(binary_metrics([d["label"] for d in test], p_test, cut))
+            if optimistic:
+                y_test = [d["label"] for d in test]
+                paper["test"].append(binary_metrics(y_test, p_test, youden_cutoff(y_test, p_test)))
             rows += [_row(d, "test", k, p, cut) for d, p in zip(test, p_test)]
         if recalibration == "platt":  # the unscaled outer-fold (and test) probabilities, for "before"
             raw["cv"].append(calls[0])
@@ -202,6 +222,22 @@ def evaluate_predictions(
             "summary": mean_sd(per_fold_test),
             "ensemble": pooled_metrics(test_y, mean_p, (mean_p >= cutoffs["ensemble"]).astype(int)),
         }
+    checkpoint_parts = validated_on(ckpt_dir, datalist["settings"]["folds"])
+    if "outer" in checkpoint_parts:
+        metrics["protocol"] = (
+            f"OPTIMISTIC: the checkpoint of {checkpoint_parts.count('outer')} of {len(checkpoint_parts)} fold models "
+            "was chosen on its reported outer fold (configs/optimistic.json); not an estimate for new patients"
+        )
+    if optimistic:
+        metrics["optimistic"] = {
+            "note": OPTIMISTIC_NOTE,
+            "cv": {"folds": paper["cv"], "summary": mean_sd(paper["cv"])},
+        }
+        if test:
+            metrics["optimistic"]["test"] = {
+                "folds": paper["test"], "summary": mean_sd(paper["test"]),
+                "ensemble": binary_metrics(test_y, mean_p, youden_cutoff(test_y, mean_p)),
+            }  # fmt: skip
     if platt:
         metrics["recalibration"] = "platt, per fold, fitted on its inner-validation patients"
         order = [r["label"] for r in rows if r["set"] == "cv"]
@@ -228,13 +264,20 @@ def evaluate_predictions(
     return metrics
 
 
-SUBGROUPS = ("location", "side")
+SUBGROUPS = ("location", "side", "modality")
+
+
+def modality(item: Dict[str, Any]) -> str:
+    """'CT', 'MR' or 'CT+MR': the imaging a patient has in the datalist (non-empty sequence entries)."""
+    found = [name.upper() for name, keys in MODALITY_SEQUENCES.items() if any(item.get(k) for k in keys)]
+    return "+".join(found) or "none"
 
 
 def subgroup_metrics(rows: List[Dict[str, Any]], items: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """ROC-AUC with bootstrap 95% CI and n per occlusion site and per side, for the pooled out-of-fold predictions
-    and the test-set fold ensemble: {set: {variable: {level: {...}}}} (AUC null when a group holds one class)."""
-    by_id = {d["patient_id"]: d for d in items}
+    """ROC-AUC with bootstrap 95% CI and n per occlusion site, per side and per imaging modality (only when the
+    reported patients have more than one), for the pooled out-of-fold predictions and the test-set fold ensemble:
+    {set: {variable: {level: {...}}}} (AUC null when a group holds one class)."""
+    by_id = {d["patient_id"]: {**d, "modality": modality(d)} for d in items}
     out: Dict[str, Any] = {}
     for name, part in (("cv_pooled", [r for r in rows if r["set"] == "cv"]),
                        ("test_ensemble", [r for r in rows if r["fold"] == "ensemble"])):  # fmt: skip
@@ -243,6 +286,8 @@ def subgroup_metrics(rows: List[Dict[str, Any]], items: List[Dict[str, Any]]) ->
         out[name] = {}
         for var in SUBGROUPS:
             levels = sorted({str(by_id[r["patient_id"]].get(var)) for r in part})
+            if var == "modality" and len(levels) == 1:
+                continue
             out[name][var] = {}
             for level in levels:
                 group = [r for r in part if str(by_id[r["patient_id"]].get(var)) == level]
@@ -380,7 +425,8 @@ def plot_roc(rows: List[Dict[str, Any]], metrics: Dict[str, Any], path: str) -> 
         auc = metrics["test"]["ensemble"]["roc_auc"]
         ax.plot(fpr, tpr, lw=2, color="black", label=f"test, fold ensemble (AUC {auc:.2f})")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
-    title = f"{metrics['label']}: CV AUC {metrics['cv']['summary']['roc_auc']['mean']:.2f}"
+    title = ("OPTIMISTIC " if metrics.get("protocol") else "") + f"{metrics['label']}: CV AUC "
+    title += f"{metrics['cv']['summary']['roc_auc']['mean']:.2f}"
     if metrics.get("bayes_auc") is not None:
         title += f", Bayes AUC {metrics['bayes_auc']:.2f}"
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title)
@@ -394,10 +440,18 @@ def metrics_markdown(metrics: Dict[str, Any]) -> str:
     predictions with bootstrap 95% CIs; calibration lines."""
     head = "| set | " + " | ".join(METRICS) + " |\n|---|" + "---|" * len(METRICS) + "\n"
     lines = [f"Label: {metrics['label']}. Cut-offs chosen on inner validation (Youden).\n", head]
+    if metrics.get("protocol"):
+        lines.insert(0, f"**{metrics['protocol']}.**\n\n")
     lines.append(_summary_line("CV, outer folds", metrics["cv"]["summary"]))
     if "test" in metrics:
         lines.append(_summary_line("test, per-fold models", metrics["test"]["summary"]))
         lines.append(_ci_line("test, fold ensemble", metrics["test"]["ensemble"]))
+    paper = metrics.get("optimistic")
+    if paper:
+        lines.append(_summary_line("CV, outer folds, OPTIMISTIC cut-offs", paper["cv"]["summary"]))
+        if "test" in paper:
+            lines.append(_summary_line("test, per-fold models, OPTIMISTIC cut-offs", paper["test"]["summary"]))
+            lines.append(_ci_line("test, fold ensemble, OPTIMISTIC cut-off", paper["test"]["ensemble"]))
     if "pooled" in metrics["cv"]:
         lines.append(_ci_line("CV, pooled out-of-fold", metrics["cv"]["pooled"]))
     lines.append(f"\nPooled CV ROC-AUC: {metrics['cv']['pooled_roc_auc']:.4f}\n")
@@ -420,6 +474,8 @@ def metrics_markdown(metrics: Dict[str, Any]) -> str:
                 auc = "n/a" if g["roc_auc"] is None else f"{g['roc_auc']:.2f} ({g['ci95'][0]:.2f}-{g['ci95'][1]:.2f})"
                 cells.append(f"{var} {level} (n {g['n']}): {auc}")
         lines.append(f"Subgroup ROC-AUC (95% CI), {name}: " + "; ".join(cells) + "\n")
+    if paper:
+        lines.append(f"{paper['note']}.\n")
     if metrics.get("bayes_auc") is not None:
         lines.append(f"Bayes ROC-AUC of the cohort (true probabilities): {metrics['bayes_auc']:.4f}\n")
     same = metrics.get("bayes_same_patients", {})
@@ -461,16 +517,26 @@ def report_markdown(datalist: Dict[str, Any], metrics: Dict[str, Any], table1: s
     settings = datalist.get("settings", {})
     n_test = len(datalist["test"])
     recal = metrics.get("recalibration", "none (the fold models' own probabilities)")
+    if settings.get("test_fraction") is not None:
+        development = "the patients outside the test set"
+        test = f"a random hold-out of {settings['test_fraction']} of the patients stratified by outcome ({n_test})"
+    else:
+        development = f"the patients before {settings.get('test_from', '?')}"
+        test = f"{n_test} patients from {settings.get('test_from', '?')} on as the prospective test set"
+    checkpoint_line = (
+        "- Checkpoint (early stopping), Youden cut-off and recalibration were fitted on each fold's inner validation "
+        "only; outer folds and the test set were only predicted. Test set: the mean probability of the fold models at "
+        "the cut-off from the pooled inner-validation predictions."
+    )
+    if metrics.get("protocol"):
+        checkpoint_line = f"- **{metrics['protocol']}.** Cut-offs and recalibration: inner validation."
     lines = [
         "# Evaluation report", "",
         f"- Label: `{metrics['label']}` (derived from the cohort table by the rule in docs/README.md, Data).",
-        f"- Split: {settings.get('folds', '?')} stratified outer folds of the patients before "
-        f"{settings.get('test_from', '?')} (one row per patient, no patient in two folds), seed "
-        f"{settings.get('seed', '?')}; per fold an inner validation of {settings.get('inner_val', '?')} of its "
-        f"training portion; {n_test} patients from {settings.get('test_from', '?')} on as the prospective test set.",
-        "- Checkpoint (early stopping), Youden cut-off and recalibration were fitted on each fold's inner validation "
-        "only; outer folds and the test set were only predicted. Test set: the mean probability of the fold models at "
-        "the cut-off from the pooled inner-validation predictions.",
+        f"- Split: {settings.get('folds', '?')} stratified outer folds of {development} (one row per patient, no "
+        f"patient in two folds), seed {settings.get('seed', '?')}; per fold an inner validation of "
+        f"{settings.get('inner_val', '?')} of its training portion; test set: {test}.",
+        checkpoint_line,
         f"- Recalibration: {recal}.",
         f"- 95% CIs: {BOOTSTRAP} patient-level bootstrap resamples stratified by outcome (seed 0), percentile.",
         "", "## Table 1", "", table1, "## Discrimination and calibration", "", metrics_markdown(metrics),

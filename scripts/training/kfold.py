@@ -96,21 +96,35 @@ def train_folds(
     ckpt_dir: str,
     argv: Optional[Sequence[str]] = None,
     datalist: Optional[Dict[str, Any]] = None,
+    validation_part: str = "inner_val",
 ) -> List[int]:
     """Train the requested folds one after another in child processes; return the folds trained now. Holds the lock
     of ``ckpt_dir`` meanwhile: a second training or evaluation on the same folder is refused; models of another
-    ``datalist`` in it are refused (:func:`check_trained_on`)."""
+    ``datalist`` in it are refused (:func:`check_trained_on`), and so are finished folds validated on another part
+    (the optimistic protocol's models never mix with the inner-validation protocol's)."""
     os.makedirs(ckpt_dir, exist_ok=True)
     with folder_lock(ckpt_dir, "training"):
         check_trained_on(ckpt_dir, datalist, record=True)
-        return _train_folds(fold, num_folds, ckpt_dir, argv)
+        return _train_folds(fold, num_folds, ckpt_dir, argv, validation_part)
 
 
-def _train_folds(fold: object, num_folds: int, ckpt_dir: str, argv: Optional[Sequence[str]] = None) -> List[int]:
+def _train_folds(
+    fold: object,
+    num_folds: int,
+    ckpt_dir: str,
+    argv: Optional[Sequence[str]] = None,
+    validation_part: str = "inner_val",
+) -> List[int]:
     folds = fold_list(fold, num_folds)
     args = _cli_arguments(sys.argv if argv is None else argv)
     trained = []
     for k in folds:
+        done = os.path.join(ckpt_dir, f"fold{k}", DONE)
+        if os.path.exists(done) and read_json(done).get("validated_on", "inner_val") != validation_part:
+            raise BundleInputError(
+                f"{done}: fold {k} was validated on '{read_json(done).get('validated_on', 'inner_val')}', this "
+                f"training validates on '{validation_part}'; choose another --ckpt_dir"
+            )
         if os.path.exists(os.path.join(ckpt_dir, f"fold{k}", DONE)):
             print(f"fold {k}: already trained ({os.path.join(ckpt_dir, f'fold{k}', DONE)}), skipped", flush=True)
             continue
@@ -196,8 +210,9 @@ def reseed_each_epoch(trainer: object, seed: int, transform: object) -> None:
     trainer.add_event_handler(Events.EPOCH_STARTED, _reseed)  # type: ignore[attr-defined]
 
 
-def mark_done(fold_dir: str, trainer: object, evaluator: object) -> None:
-    """Write ``done.json`` (epochs run, best inner-validation metric) and drop the resume checkpoints."""
+def mark_done(fold_dir: str, trainer: object, evaluator: object, validated_on: str = "inner_val") -> None:
+    """Write ``done.json`` (epochs run, best validation metric, the datalist part validated on: ``inner_val``, or
+    ``outer`` under the papers' optimistic protocol) and drop the resume checkpoints."""
     state = evaluator.state  # type: ignore[attr-defined]
     atomic_write_json(
         os.path.join(fold_dir, DONE),
@@ -205,6 +220,7 @@ def mark_done(fold_dir: str, trainer: object, evaluator: object) -> None:
             "epochs": trainer.state.epoch,  # type: ignore[attr-defined]
             "best_inner_val_metric": float(state.best_metric),
             "best_epoch": int(state.best_metric_epoch),
+            "validated_on": validated_on,
         },
     )
     for path in glob.glob(os.path.join(fold_dir, "resume_checkpoint_epoch=*.pt")) + [
@@ -212,6 +228,15 @@ def mark_done(fold_dir: str, trainer: object, evaluator: object) -> None:
     ]:
         if os.path.exists(path):
             os.remove(path)
+
+
+def validated_on(ckpt_dir: str, folds: int) -> List[str]:
+    """The datalist part each fold's checkpoint was chosen on (``done.json``; ``inner_val`` when not recorded)."""
+    parts = []
+    for k in range(folds):
+        path = os.path.join(ckpt_dir, f"fold{k}", DONE)
+        parts.append(read_json(path).get("validated_on", "inner_val") if os.path.isfile(path) else "inner_val")
+    return parts
 
 
 def load_weights(network: torch.nn.Module, path: str, device: object = "cpu") -> torch.nn.Module:
