@@ -37,6 +37,22 @@ def test_bootstrap_ci_covers_the_true_auc_about_95_percent():
     assert 0.92 <= np.mean(covered) <= 0.98
 
 
+def test_hanley_mcneil_interval_by_hand_and_against_the_bootstrap():
+    from scripts.evaluation.statistics import hanley_mcneil_ci
+
+    # A 0.8, 50 + 50: Q1 = 0.8 / 1.2, Q2 = 1.28 / 1.8; SE^2 = (0.16 + 49 (Q1 - 0.64) + 49 (Q2 - 0.64)) / 2500
+    se = np.sqrt((0.16 + 49 * (0.8 / 1.2 - 0.64) + 49 * (1.28 / 1.8 - 0.64)) / 2500)
+    assert se == pytest.approx(0.044502, abs=1e-6)
+    assert hanley_mcneil_ci(0.8, 50, 50) == pytest.approx((0.8 - 1.959964 * se, 0.8 + 1.959964 * se), abs=1e-6)
+    assert hanley_mcneil_ci(0.99, 10, 10)[1] == 1.0
+    rng = np.random.default_rng(5)
+    y = np.repeat([0, 1], 120)
+    p = rng.normal(y * 1.2, 1.0)
+    low, high = bootstrap_ci(y, p, n=2000)
+    hm_low, hm_high = hanley_mcneil_ci(roc_auc_score(y, p), 120, 120)
+    assert abs((hm_high - hm_low) - (high - low)) < 0.2 * (high - low)  # the same width within 20%
+
+
 def test_bootstrap_keeps_both_classes_and_is_seeded():
     y = np.r_[np.ones(3, int), np.zeros(30, int)]  # rare outcome: an unstratified resample could hold no positive
     s = np.linspace(0, 1, 33)

@@ -2,6 +2,8 @@
 
 - :func:`bootstrap_ci`: patient-level bootstrap stratified by outcome (each resample keeps the numbers of
   positives and negatives), percentile 95% interval, seeded.
+- :func:`hanley_mcneil_ci`: the analytic 95% interval of a ROC-AUC from its value and the class counts alone
+  (Hanley & McNeil 1982, Radiology 143:29), for results whose predictions were not kept.
 - :func:`calibration`: Brier score, expected calibration error (equal-width bins), calibration slope (logistic
   regression of the outcome on the predicted logit) and intercept (calibration-in-the-large: the logit as an
   offset, slope fixed at 1), both with statsmodels.
@@ -62,6 +64,18 @@ def bootstrap_ci(
     alpha = (1 - level) / 2
     low, high = np.nanquantile(values, [alpha, 1 - alpha])
     return float(low), float(high)
+
+
+def hanley_mcneil_ci(auc: float, positives: int, negatives: int, level: float = 0.95) -> Tuple[float, float]:
+    """Normal-approximation interval of a ROC-AUC from Hanley & McNeil's standard error (exponential
+    approximation Q1 = A / (2 - A), Q2 = 2 A^2 / (1 + A)), clipped to [0, 1]."""
+    a = float(auc)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    se = np.sqrt(
+        (a * (1 - a) + (positives - 1) * (q1 - a * a) + (negatives - 1) * (q2 - a * a)) / (positives * negatives)
+    )
+    z = stats.norm.ppf(1 - (1 - level) / 2)
+    return float(max(0.0, a - z * se)), float(min(1.0, a + z * se))
 
 
 def bootstrap_metric_cis(
