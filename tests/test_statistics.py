@@ -363,3 +363,9 @@ def test_optimistic_protocol_is_reported_beside_and_labelled(demo_cohort, tmp_pa
     assert rows["B, OPTIMISTIC cut-offs"]["sensitivity_mean"] == pytest.approx(paper)
     assert rows["B, OPTIMISTIC cut-offs"]["cv_pooled_roc_auc"] == rows["A"]["cv_pooled_roc_auc"]
     assert "| C (OPTIMISTIC checkpoints) |" in text
+    report = (tmp_path / "cmp" / "report.md").read_text()  # the first run's report with the comparison added
+    assert report.startswith("# Evaluation report") and "## Model comparison" in report and "Paired against A" in report
+    import re
+
+    links = re.findall(r"\]\(([^)]+\.png)\)", report)
+    assert "../e1/roc.png" in links and all((tmp_path / "cmp" / link).exists() for link in links)

@@ -18,6 +18,7 @@ import csv
 import json
 import math
 import os
+import re
 from typing import Any, Dict, List, Tuple, Union
 
 import fire
@@ -233,7 +234,8 @@ def plot_test_roc(predictions: Dict[str, Predictions | None], path: str) -> bool
 
 
 def compare(runs: Union[Dict[str, str], str], out: str = "eval/comparison") -> str:
-    """Write ``out/comparison.md`` and ``out/comparison.csv``; return the markdown."""
+    """Write ``out/comparison.md``, ``.csv``, ``.json``, ``roc_test.png`` and, when the first run has one, its
+    ``report.md`` with the comparison added (``out/report.md``); return the markdown."""
     if isinstance(runs, str):
         raise BundleInputError("--runs: give a mapping, e.g. \"{'MNT-DL': 'eval/mnt_dl', 'SCANet': 'eval/scanet'}\"")
     rows = comparison_rows(runs)
@@ -242,6 +244,9 @@ def compare(runs: Union[Dict[str, str], str], out: str = "eval/comparison") -> s
         text += "\nFigure: [mean test-set ROC of each run's fold models](roc_test.png)\n"
     atomic_write_csv(os.path.join(out, "comparison.csv"), rows)
     atomic_write_text(os.path.join(out, "comparison.md"), text)
+    report = _report_with_comparison(runs[next(iter(runs))], out, text)
+    if report is not None:
+        atomic_write_text(os.path.join(out, "report.md"), report)
     atomic_write_json(
         os.path.join(out, "comparison.json"),
         {
@@ -251,6 +256,24 @@ def compare(runs: Union[Dict[str, str], str], out: str = "eval/comparison") -> s
     )
     print(text)
     return text
+
+
+def _report_with_comparison(run: str, out: str, comparison: str) -> str | None:
+    """The first run's ``report.md`` (links re-pointed from ``out``) with a "Model comparison" section, or None when
+    that run has no report (e.g. the radiomics baseline)."""
+    folder = os.path.dirname(run) if run.endswith(".json") else run
+    path = os.path.join(folder, "report.md")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        text = f.read()
+
+    def _relink(match: "re.Match[str]") -> str:
+        target = os.path.join(folder, match.group(2))
+        return f"[{match.group(1)}]({os.path.relpath(target, out)})" if os.path.exists(target) else match.group(0)
+
+    text = re.sub(r"\[([^\]]+)\]\(([^)\s:]+)\)", _relink, text)
+    return text.rstrip() + "\n\n## Model comparison\n\n" + comparison
 
 
 def _cli(runs: Union[Dict[str, str], str], out: str = "eval/comparison") -> None:
