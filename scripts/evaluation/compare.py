@@ -2,9 +2,13 @@
 
 ``python -m scripts.evaluation.compare --runs "{'MNT-DL': 'eval/mnt_dl', 'SCANet': 'eval/scanet'}"
 --out eval/comparison`` reads each run's ``metrics.json`` (written by ``configs/evaluate.json`` or the radiomics
-baseline) and writes ``comparison.md`` and ``comparison.csv``: ROC-AUC, accuracy, precision, sensitivity,
-specificity and F1 as mean (SD) over the outer folds (sample SD), then the test-set fold-ensemble ROC-AUC. Runs must
-share label and folds; the cohort's Bayes ROC-AUC is added when the runs know it (demo cohort).
+baseline) and writes ``comparison.md``, ``.csv`` and ``.json``: ROC-AUC, accuracy, precision, sensitivity,
+specificity and F1 as mean (SD) over the outer folds (sample SD); the pooled out-of-fold and the test-set
+fold-ensemble ROC-AUC with stratified bootstrap 95% CIs from each run's ``predictions.csv``; the test set as mean (SD)
+over the fold models (AJNR Table 4 layout). ``roc_test.png`` overlays each run's mean test-set ROC over its fold
+models (+/- SD; an MR and a CT run give AJNR Fig 4); ``report.md`` is the first run's evaluation report with a "Model
+comparison" section added. Runs must share label and folds; the cohort's Bayes ROC-AUC is added when the runs know it
+(demo cohort). Runs evaluated with the papers' optimistic protocol are named OPTIMISTIC.
 
 Each run after the first is also compared with the first on the same patients (DeLong's paired test,
 ``scripts.evaluation.statistics.delong``) from the runs' ``predictions.csv``: the pooled out-of-fold predictions and
