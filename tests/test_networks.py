@@ -114,3 +114,47 @@ def test_vessel_mask_net_picks_iodine_not_bone_and_reads_the_clot():
     assert clinical.eval()(x, torch.tensor([[0.0, 70.0], [2.0, float("nan")]])).shape == (2, 1)
     with pytest.raises(ValueError, match="clinical values"):
         clinical(x)
+
+
+def test_autocast_forward_runs_bf16_and_keeps_the_module():
+    """bf16 by forward hooks: the same module (state_dict keys and checkpoints unchanged), float32 outputs close to
+    fp32 but not equal, fp32 a no-op; fp16 on CPU and unknown names refused with one line."""
+    import torch
+
+    from scripts import BundleInputError
+    from scripts.networks.precision import autocast_forward
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1))
+    keys = list(net.state_dict())
+    x = torch.randn(8, 64)
+    exact = net(x)
+    assert autocast_forward(net, "fp32") is net and torch.equal(net(x), exact)
+    assert autocast_forward(net, "bf16") is net and list(net.state_dict()) == keys
+    low = net(x)
+    assert low.dtype == torch.float32 and not torch.equal(low, exact)
+    assert torch.allclose(low, exact, atol=0.05)
+    assert not torch.is_autocast_enabled("cpu")  # the context is closed after the call
+    with pytest.raises(BundleInputError, match="fp16 needs a CUDA device"):
+        autocast_forward(torch.nn.Linear(2, 1), "fp16")(torch.randn(1, 2))
+    with pytest.raises(BundleInputError, match="precision: 'int4' is unknown"):
+        autocast_forward(net, "int4")
+
+
+def test_vessel_mask_net_measures_in_fp32_under_bf16_autocast():
+    """The masked means sum over a thousand vessel points: under bf16 autocast they stay fp32 (without it their
+    error was 0.007 here and the demo test-set probabilities moved by up to 0.018; docs/performance.md)."""
+    from scripts.networks.precision import autocast_forward
+    from scripts.networks.vessel_mask import VesselMaskNet
+
+    torch.manual_seed(0)
+    net = VesselMaskNet(points=1024, masks=4, hidden=8).eval()
+    x = torch.rand(8, 4, 40, 30, 20) * 0.4
+    x[:, 1] += (torch.rand(8, 40, 30, 20) > 0.97) * 0.6  # contrast-filled vessels on CTA
+    with torch.inference_mode():
+        exact, p = net.measurements(x), torch.sigmoid(net(x))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = net.measurements(x)
+        p_low = torch.sigmoid(autocast_forward(net, "bf16")(x))
+    assert low.dtype == torch.float32 and 0 < (exact - low).abs().max() < 0.002
+    assert (p - p_low).abs().max() < 0.01

@@ -428,3 +428,34 @@ def test_a_resumed_fold_keeps_its_early_stopping_state(datalist_2fold, tmp_path)
     assert first["best_score"] is not None  # validated at epochs 1 and 2
     assert os.path.isfile(tmp_path / "fold0" / "resume_checkpoint_epoch=2.pt")
     assert state_at_epoch_3() == first
+
+
+def test_bf16_inference_agrees_with_fp32(trained, demo_cohort, tmp_path):
+    """``--precision bf16`` (autocast on CPU; also with ``--channels_last true``) against fp32 through the inference
+    CLI on the demo cohort with the trained fold models: bf16 did run (probabilities not bit-equal) and every
+    probability is within 0.01. (The tiny test models barely rank; the main job's models on the demo test set are
+    measured in docs/performance.md.)"""
+    import shutil
+
+    ckpt = str(tmp_path / "models")
+    shutil.copytree(trained[0], ckpt)
+    if not os.path.isfile(os.path.join(ckpt, "cutoffs.json")):  # written by the evaluation test when it ran first
+        with open(os.path.join(ckpt, "cutoffs.json"), "w") as f:
+            json.dump({"0": 0.5, "1": 0.5, "ensemble": 0.5}, f)
+    keys = ("spatial_size", "num_slices", "widths", "num_heads", "dropout", "cta_window")
+    shape = [f"--{k}={json.dumps(TINY[k]).replace(' ', '')}" for k in keys]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--ckpt_dir", ckpt]
+    cmd += ["--device", "cpu", "--cohort", demo_cohort, *shape]
+    probabilities = {}
+    for precision, layout in (("fp32", "false"), ("bf16", "false"), ("bf16", "true")):
+        out = str(tmp_path / f"{precision}{layout}")
+        options = ["--output_dir", out, "--precision", precision, "--channels_last", layout]
+        done = subprocess.run(cmd + options, cwd=ROOT, capture_output=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        rows = list(csv.DictReader(open(os.path.join(out, "predictions.csv"))))
+        probabilities[precision + layout] = {r["patient_id"]: float(r["probability"]) for r in rows}
+    ids = sorted(probabilities["fp32false"])
+    exact = np.array([probabilities["fp32false"][i] for i in ids])
+    for run in ("bf16false", "bf16true"):
+        low = np.array([probabilities[run][i] for i in ids])
+        assert 0 < np.abs(exact - low).max() < 0.01  # bf16 did run (not bit-equal) and agrees

@@ -1,11 +1,13 @@
 """Stage 2, networks: the models, each a ``torch.nn.Module`` with its tensor shapes in its docstring.
 
 Owns MNT-DL (``mnt_dl``, the non-local block), SCANet, SlabNet (``slab_net``), the multimodal fusion networks
-(DAFT, tabular encoder) and the SimSiam wrapper. Built by ``network_def`` in ``configs/inference.json`` and its
-overlays. May import ``scripts.data`` (clinical column specs) only.
+(DAFT, tabular encoder), the SimSiam wrapper and reduced-precision forward passes (``precision``). Built by
+``network_def`` in ``configs/inference.json`` and its overlays. May import ``scripts.data`` (clinical column specs)
+only.
 """
 
+from scripts.networks import precision
 from scripts.networks.mnt_dl import MNTDL, WithAuxiliaryLogits, mnt_dl_res25
 from scripts.networks.scanet import SCANet
 
-__all__ = ["MNTDL", "SCANet", "WithAuxiliaryLogits", "mnt_dl_res25"]
+__all__ = ["MNTDL", "SCANet", "WithAuxiliaryLogits", "mnt_dl_res25", "precision"]

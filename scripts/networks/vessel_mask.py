@@ -87,9 +87,10 @@ class VesselMaskNet(nn.Module):
     def measurements(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 4, H, W, D) -> per mask log soft size and masked channel means, (B, masks x 7)."""
         points = self.vessel_points(x)
-        weight = torch.sigmoid(self.mask_mlp(points))  # (B, masks, points)
+        weight = torch.sigmoid(self.mask_mlp(points)).float()  # (B, masks, points)
         size = weight.mean(-1)
-        means = torch.einsum("bmk,bck->bmc", weight, points) / (weight.sum(-1, keepdim=True) + 1e-3)
+        with torch.autocast(x.device.type, enabled=False):  # sums over thousands of points: fp32 under bf16 autocast
+            means = torch.einsum("bmk,bck->bmc", weight, points.float()) / (weight.sum(-1, keepdim=True) + 1e-3)
         return torch.cat([torch.log(size + 1e-3), means.flatten(1)], 1)
 
     def forward(self, x: torch.Tensor, clinical: Optional[torch.Tensor] = None) -> torch.Tensor:
