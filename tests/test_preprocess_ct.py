@@ -66,9 +66,15 @@ def test_cta_rigid_recovers_the_offset(case):
     assert np.corrcoef(ncct_mni[brain], cta_mni[brain])[0, 1] > 0.8
 
 
-def test_rotated_and_shifted_head_still_registers(tmp_path):
+def test_rotated_and_shifted_head_still_registers(tmp_path, monkeypatch):
+    import tempfile
+
     moved = cranium_nifti(str(tmp_path / "moved.nii.gz"), rotate_deg=15.0, shift_mm=20.0)
-    qc = preprocess_ct(moved, str(tmp_path / "out"), spacing=2.0)
+    system_temp = tmp_path / "system_temp"
+    system_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_temp))  # where ANTsPy would leave its transform files
+    qc = preprocess_ct(moved, str(tmp_path / "out"), spacing=2.0, transform="SyN")
+    assert not list(system_temp.iterdir())  # the affine and the SyN warp fields went with the call
     assert qc["dice_template_brain"] >= 0.90, qc
     assert nib.load(str(tmp_path / "out" / "ncct.nii.gz")).shape == (91, 109, 91)
 

@@ -28,7 +28,7 @@ from scripts.data.checks import check_contrast
 from scripts.preprocess.case_folder import StageClock, read_qc, transform_names, write_case
 from scripts.preprocess.space import atlas_territories, dice, load_ct_template, mni_grid
 from scripts.preprocess.vessels import vesselness
-from scripts.preprocess.volumes import read_volume, seed_ants
+from scripts.preprocess.volumes import ants_scratch, read_volume, register, seed_ants
 
 WORK_SPACING = 2.0  # mm, the grid of the masks and registrations
 MIN_CTA_OVERLAP = 0.93  # head-mask Dice of CTA (after rigid) and NCCT below which they are not the same head
@@ -53,6 +53,7 @@ def ct_brain_mask(ct, head=None):
     return ants.iMath(ants.iMath(brain, "MD", 3), "FillHoles")
 
 
+@ants_scratch
 def preprocess_ct(
     ncct: str,
     out: str,
@@ -90,17 +91,17 @@ def preprocess_ct(
     # the affine is fitted to the brain outline (smoothed masks, mean squares): on the real head CT the
     # intensity-driven affine (mutual information) varied from run to run (template-brain Dice 0.88-0.92),
     # the outline fit gave 0.923 every time, also with the head rotated by 15 degrees and shifted by 20 mm
-    reg = ants.registration(fixed=ants.smooth_image(template_mask, 2), moving=ants.smooth_image(brain, 2),
-                            type_of_transform="Affine", aff_metric="meansquares")  # fmt: skip
+    reg = register(fixed=ants.smooth_image(template_mask, 2), moving=ants.smooth_image(brain, 2),
+                   type_of_transform="Affine", aff_metric="meansquares")  # fmt: skip
     if transform == "SyN":  # deformable refinement on intensities, starting from the affine
-        syn = ants.registration(fixed=template * template_mask, moving=coarse * brain, type_of_transform="SyNOnly",
-                                initial_transform=reg["fwdtransforms"][0])  # fmt: skip
+        syn = register(fixed=template * template_mask, moving=coarse * brain, type_of_transform="SyNOnly",
+                       initial_transform=reg["fwdtransforms"][0])  # fmt: skip
         reg = {"fwdtransforms": syn["fwdtransforms"]}
     clock.lap("register_ncct")
     cta_rigid = []
     if angio is not None:
         angio_coarse = ants.resample_image(angio, (WORK_SPACING,) * 3, use_voxels=False, interp_type=0)
-        rigid = ants.registration(fixed=coarse, moving=angio_coarse, type_of_transform="Rigid", aff_metric="mattes")
+        rigid = register(fixed=coarse, moving=angio_coarse, type_of_transform="Rigid", aff_metric="mattes")
         cta_rigid = rigid["fwdtransforms"]
         # head overlap within the field of view both scans cover (a CTA often reaches down to the aortic arch)
         angio_head = ants.apply_transforms(coarse, head_mask(angio_coarse), cta_rigid, interpolator="nearestNeighbor")

@@ -26,7 +26,7 @@ import numpy as np
 from scripts import BundleInputError
 from scripts.preprocess.case_folder import StageClock, read_qc, transform_names, write_case
 from scripts.preprocess.space import affine_volume_scale, atlas_territories, load_mr_template, mni_grid
-from scripts.preprocess.volumes import read_volume, seed_ants
+from scripts.preprocess.volumes import ants_scratch, read_volume, register, seed_ants
 
 PERFUSION = ("tmax", "cbf", "cbv", "mtt")
 HISTOGRAM_MATCHED = ("b0", "b1000", "flair")
@@ -78,6 +78,7 @@ def _match_histogram(image, reference_path: str, mask):
     return image.new_image_like(matched.astype(np.float32))
 
 
+@ants_scratch
 def preprocess_mr(
     b0: str,
     out: str,
@@ -128,14 +129,14 @@ def preprocess_mr(
             images[name] = images[name] / images[name].new_image_like(np.where(on_grid > 1e-3, on_grid, 1.0))
     clock.lap("bias_correct")
     template, template_mask = load_mr_template(templates)
-    reg = ants.registration(fixed=template, moving=coarse, type_of_transform="Affine", aff_metric="mattes")
+    reg = register(fixed=template, moving=coarse, type_of_transform="Affine", aff_metric="mattes")
     to_mni = reg["fwdtransforms"]
     clock.lap("register_b0")
     to_b0: Dict[str, list] = {}
     for name in ("flair", *PERFUSION):
         if name in images:
             moving = ants.resample_image(images[name], (WORK_SPACING,) * 3, use_voxels=False, interp_type=0)
-            rigid = ants.registration(fixed=coarse, moving=moving, type_of_transform="Rigid", aff_metric="mattes")
+            rigid = register(fixed=coarse, moving=moving, type_of_transform="Rigid", aff_metric="mattes")
             to_b0[name] = rigid["fwdtransforms"]
     clock.lap("register_others")
     grid = mni_grid(spacing)

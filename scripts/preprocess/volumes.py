@@ -1,9 +1,13 @@
-"""Reading scans for preprocessing: a NIfTI file or a DICOM series folder -> an ANTs image, validated."""
+"""Reading scans for preprocessing: a NIfTI file or a DICOM series folder -> an ANTs image, validated; ANTs
+registrations whose transform files do not outlive the preprocessing call."""
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
+from contextvars import ContextVar
+from typing import Any, Callable, Optional
 
 import nibabel as nib
 import numpy as np
@@ -75,3 +79,33 @@ def seed_ants(seed: int) -> None:
     import ants
 
     ants.config._random_seed = int(seed)
+
+
+_SCRATCH: ContextVar[Optional[str]] = ContextVar("ants_scratch", default=None)
+
+
+def ants_scratch(function: Callable) -> Callable:
+    """Decorator: the transform files of :func:`register` calls made during ``function`` go to a temporary folder
+    that is removed when it returns or fails. (ANTsPy writes them to the system temp folder and never deletes them: an
+    affine per scan and, with SyN, two warp fields; a registry of thousands of scans would fill the disk.)"""
+
+    @functools.wraps(function)
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        with tempfile.TemporaryDirectory(prefix="ants-") as folder:
+            token = _SCRATCH.set(folder)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                _SCRATCH.reset(token)
+
+    return inner
+
+
+def register(**kwargs: Any) -> dict:
+    """``ants.registration`` with its transform files in the :func:`ants_scratch` folder of the running call."""
+    import ants
+
+    folder = _SCRATCH.get()
+    if folder is not None:
+        kwargs.setdefault("outprefix", tempfile.mkdtemp(dir=folder) + os.sep)
+    return ants.registration(**kwargs)
