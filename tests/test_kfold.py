@@ -66,3 +66,37 @@ def test_optimistic_overlay_validates_on_the_outer_fold_and_never_mixes(datalist
     assert validated_on(str(ckpt), 2) == ["inner_val", "inner_val"]
     with pytest.raises(BundleInputError, match="validated on 'inner_val', this training validates on 'outer'"):
         train_folds(0, 2, str(ckpt), argv=[MAIN, "run", "training"], validation_part="outer")
+
+
+def test_ensemble_preprocesses_each_case_once_for_all_fold_models(tmp_path):
+    """Raw-scan inference time: the fold models are loaded once and every case's transforms run once for all of them
+    (they ran once per fold model); the ensemble equals the mean of the folds' own predictions."""
+    import json
+    import os
+
+    import numpy as np
+    import torch
+
+    from scripts.inference.predict import ensemble_predict, predict
+    from scripts.training.kfold import load_weights
+
+    def network() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 1))
+
+    for k in range(3):
+        torch.manual_seed(k)
+        os.makedirs(tmp_path / f"fold{k}")
+        torch.save({"model": network().state_dict()}, tmp_path / f"fold{k}" / "model.pt")
+    (tmp_path / "cutoffs.json").write_text(json.dumps({"0": 0.5, "1": 0.5, "2": 0.5, "ensemble": 0.4}))
+    calls = []
+
+    def preprocessing(item: dict) -> dict:
+        calls.append(item["patient_id"])
+        return {"image": torch.full((1, 4), float(item["value"]))}
+
+    data = [{"patient_id": f"p{i}", "value": i - 2.0} for i in range(5)]
+    mean, sd, cutoff = ensemble_predict(network(), preprocessing, data, str(tmp_path), "cpu", batch_size=2)
+    assert sorted(calls) == [d["patient_id"] for d in data] and cutoff == 0.4
+    folds = [predict(load_weights(network(), str(tmp_path / f"fold{k}" / "model.pt")),
+                     [preprocessing(d) for d in data], "cpu") for k in range(3)]  # fmt: skip
+    assert np.allclose(mean, np.mean(folds, axis=0)) and np.allclose(sd, np.std(folds, axis=0, ddof=1))

@@ -7,6 +7,7 @@ image statistics outside the training cohort's range: :mod:`scripts.data.profile
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import os
@@ -58,6 +59,23 @@ def input_items(
     return [dict(r) for r in rows]
 
 
+def _probabilities(
+    network: torch.nn.Module,
+    batch: Dict[str, Any],
+    device: Any,
+    inferer: Callable | None,
+    postprocessing: Callable | None,
+) -> np.ndarray:
+    image = batch["image"].to(device)
+    extra = [batch["clinical"].to(device)] if "clinical" in batch else []
+    logits = inferer(image, network, *extra) if inferer is not None else network(image, *extra)
+    if postprocessing is not None:
+        probs = torch.stack([postprocessing({"pred": lg})["pred"] for lg in logits])
+    else:
+        probs = torch.sigmoid(logits)
+    return probs.reshape(-1).float().cpu().numpy()
+
+
 @torch.no_grad()
 def predict(
     network: torch.nn.Module,
@@ -69,18 +87,26 @@ def predict(
 ) -> np.ndarray:
     """Probabilities (N,) of a dataset of dicts with key ``image`` (and ``clinical`` for a multimodal network), in
     dataset order."""
-    network.eval()
-    out: List[np.ndarray] = []
+    return predict_many([network], dataset, device, inferer, postprocessing, batch_size)[0]
+
+
+@torch.no_grad()
+def predict_many(
+    networks: Sequence[torch.nn.Module],
+    dataset: torch.utils.data.Dataset,
+    device: Any,
+    inferer: Callable | None = None,
+    postprocessing: Callable | None = None,
+    batch_size: int = 4,
+) -> List[np.ndarray]:
+    """Probabilities (N,) of every network, the dataset's transforms run once per batch for all of them."""
+    for network in networks:
+        network.eval()
+    out: List[List[np.ndarray]] = [[] for _ in networks]
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
-        image = batch["image"].to(device)
-        extra = [batch["clinical"].to(device)] if "clinical" in batch else []
-        logits = inferer(image, network, *extra) if inferer is not None else network(image, *extra)
-        if postprocessing is not None:
-            probs = torch.stack([postprocessing({"pred": lg})["pred"] for lg in logits])
-        else:
-            probs = torch.sigmoid(logits)
-        out.append(probs.reshape(-1).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
+        for k, network in enumerate(networks):
+            out[k].append(_probabilities(network, batch, device, inferer, postprocessing))
+    return [np.concatenate(o) if o else np.zeros(0) for o in out]
 
 
 def logit(p: Any) -> np.ndarray:
@@ -117,16 +143,14 @@ def ensemble_predict(
     postprocessing: Optional[Callable] = None,
     batch_size: int = 2,
 ) -> Tuple[np.ndarray, np.ndarray, float]:
-    """Fold-ensemble probabilities of ``data``: (mean (N,), SD over folds (N,), the ensemble cut-off)."""
+    """Fold-ensemble probabilities of ``data``: (mean (N,), SD over folds (N,), the ensemble cut-off). The fold
+    models are loaded once (copies of ``network``) and each batch is preprocessed once for all of them."""
     cutoffs = os.path.join(ckpt_dir, "cutoffs.json")
     if not os.path.isfile(cutoffs):
         raise BundleInputError(f"{cutoffs}: not found; run the evaluation (configs/evaluate.json) after training")
     stored = read_json(cutoffs)
-    dataset = Dataset(data, preprocessing)
-    probs = []
-    for path in fold_checkpoints(ckpt_dir):
-        load_weights(network, path, device)
-        probs.append(predict(network, dataset, device, inferer, postprocessing, batch_size))
+    models = [load_weights(copy.deepcopy(network), path, device) for path in fold_checkpoints(ckpt_dir)]
+    probs = predict_many(models, Dataset(data, preprocessing), device, inferer, postprocessing, batch_size)
     mean, sd = combine_folds(probs, stored)
     return mean, sd, float(stored["ensemble"])
 

@@ -61,7 +61,8 @@ def case_dir(output_dir: str, patient_id: str, modality: str) -> str:
 
 
 def preprocess_case(row: Dict[str, str], modality: str, out: str, settings: Dict[str, Any]) -> Dict[str, Any]:
-    """One case (runs in a worker process); returns the QC dict with ``status`` and ``error``."""
+    """One case (in a worker process, or in this one for a single case); returns the QC dict with ``status`` and
+    ``error``."""
     from scripts.preprocess.ct import preprocess_ct
     from scripts.preprocess.mr import PERFUSION, preprocess_mr
 
@@ -93,10 +94,18 @@ def run_cases(
     rows: List[Dict[str, str]], modality: str, outs: Dict[str, str], settings: Dict[str, Any], workers: int = 0
 ) -> Dict[str, Dict[str, Any]]:
     """Preprocess ``rows`` into ``outs[patient_id]`` in parallel (``workers`` 0 = one per core, ITK threads shared
-    out); failures are logged as one line naming the patient. Returns patient_id -> QC dict with ``status``."""
+    out; a single row runs in this process); failures are logged as one line naming the patient. Returns patient_id
+    -> QC dict with ``status``."""
     cores = os.cpu_count() or 1
     workers = min(int(workers) if int(workers) > 0 else cores, len(rows))
     results: Dict[str, Dict[str, Any]] = {}
+    if len(rows) == 1:  # one case (raw-scan inference): in this process, without a worker's start and imports
+        row = rows[0]
+        results[row["patient_id"]] = preprocess_case(row, modality, outs[row["patient_id"]], settings)
+        if results[row["patient_id"]]["status"] == "failed":
+            logger.error("%s: %s", row["patient_id"], results[row["patient_id"]]["error"])
+        logger.info("preprocessed 1/1 (%s %s)", row["patient_id"], results[row["patient_id"]]["status"])
+        return results
     with concurrent.futures.ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),  # no forked ITK/torch thread state

