@@ -37,6 +37,26 @@ def _seconds(fn: Callable[[], None], repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def _timed(net: torch.nn.Module, x: torch.Tensor, loss: Callable[[], torch.Tensor]) -> Dict[str, Callable[[], None]]:
+    """The two timed operations: an eval-mode forward of ``x`` and an AdamW step on ``loss()`` (same optimiser for
+    both models)."""
+    opt = torch.optim.AdamW(net.parameters(), 5e-4, weight_decay=0.05)
+
+    def forward() -> None:
+        net.eval()
+        with torch.inference_mode():
+            net(x)
+
+    def step() -> None:
+        net.train()
+        value = loss()
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+
+    return {"forward": forward, "step": step}
+
+
 def _peer(peer_dir: str, size: int, slices: int) -> Dict[str, Callable[[], None]]:
     sys.path.insert(0, peer_dir)  # its model package and the timm stand-in beside it
     import model.model_arch.custom_resnet_neighbor_slice as res25  # type: ignore[import-not-found]
@@ -45,22 +65,12 @@ def _peer(peer_dir: str, size: int, slices: int) -> Dict[str, Callable[[], None]
     net = res25.resnet34(num_classes=1, zero_init_residual=True)
     x, xb = torch.randn(1, 3, slices, size, size), torch.randn(2, 3, slices, size, size)
     y, bce = torch.ones(2, 1), torch.nn.BCEWithLogitsLoss()
-    opt = torch.optim.AdamW(net.parameters(), 5e-4, weight_decay=0.05)
 
-    def forward() -> None:
-        net.eval()
-        with torch.inference_mode():
-            net(x)
-
-    def step() -> None:
-        net.train()
+    def loss() -> torch.Tensor:
         out = net(xb)
-        loss = bce(out[0], y) + 0.5 * sum(bce(o, y) for o in out[1:])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        return bce(out[0], y) + 0.5 * sum(bce(o, y) for o in out[1:])
 
-    return {"forward": forward, "step": step}
+    return _timed(net, x, loss)
 
 
 def _bundle(precision: str, channels_last: bool, size: int, slices: int) -> Dict[str, Callable[[], None]]:
@@ -68,21 +78,7 @@ def _bundle(precision: str, channels_last: bool, size: int, slices: int) -> Dict
     net = for_speed(mnt_dl_res25(in_channels=3, num_slices=slices), precision, channels_last)
     train_net, loss_fn = autocast_forward(WithAuxiliaryLogits(net), precision), DeepSupervisionBCELoss()
     x, xb, y = torch.randn(1, 3, size, size, slices), torch.randn(2, 3, size, size, slices), torch.ones(2)
-    opt = torch.optim.AdamW(net.parameters(), 5e-4, weight_decay=0.05)
-
-    def forward() -> None:
-        net.eval()
-        with torch.inference_mode():
-            net(x)
-
-    def step() -> None:
-        net.train()
-        loss = loss_fn(train_net(xb), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    return {"forward": forward, "step": step}
+    return _timed(net, x, lambda: loss_fn(train_net(xb), y))
 
 
 def main(

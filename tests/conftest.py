@@ -24,6 +24,17 @@ def demo_cohort(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
+def demo_images(demo_cohort: str) -> dict:
+    """The first demo patient's image paths (NCCT, CTA and the MR sequences), absolute."""
+    import csv
+
+    with open(demo_cohort) as f:
+        first = next(iter(csv.DictReader(f)))
+    base = os.path.dirname(demo_cohort)
+    return {k: os.path.join(base, v) for k, v in first.items() if k in ("ncct", "cta", "adc", "b1000", "flair")}
+
+
+@pytest.fixture(scope="session")
 def datalist_2fold(demo_cohort: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A 2-fold datalist of the demo cohort (test set: procedures from 2020-01-01)."""
     from scripts.data.split import write_datalist

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import gzip
-import os
 
 import nibabel as nib
 import numpy as np
@@ -24,21 +22,14 @@ from scripts.data.checks import (
 )
 
 
-@pytest.fixture(scope="module")
-def row(demo_cohort):
-    first = next(iter(csv.DictReader(open(demo_cohort))))
-    base = os.path.dirname(demo_cohort)
-    return {k: os.path.join(base, v) for k, v in first.items() if k in ("ncct", "cta", "b1000", "adc", "flair")}
-
-
 def _ras(path):
     img = nib.as_closest_canonical(nib.load(path))
     return np.asarray(img.dataobj, dtype=np.float32), img.affine
 
 
-def test_unreadable_names_the_cause(row, tmp_path):
-    assert unreadable(row["ncct"]) is None
-    data = open(row["ncct"], "rb").read()
+def test_unreadable_names_the_cause(demo_images, tmp_path):
+    assert unreadable(demo_images["ncct"]) is None
+    data = open(demo_images["ncct"], "rb").read()
     (tmp_path / "cut.nii.gz").write_bytes(data[: len(data) // 2])
     (tmp_path / "empty.nii.gz").write_bytes(b"")
     (tmp_path / "text.nii.gz").write_bytes(gzip.compress(b"patient_id,fpe\n1,0\n"))
@@ -48,8 +39,8 @@ def test_unreadable_names_the_cause(row, tmp_path):
     assert unreadable(str(tmp_path / "none.nii.gz")) == "file not found"
 
 
-def test_volume_checks(row):
-    ncct, _ = _ras(row["ncct"])
+def test_volume_checks(demo_images):
+    ncct, _ = _ras(demo_images["ncct"])
     assert check_volume(ncct[None], "x", "ncct", channel_first=True).shape == ncct.shape
     cases = {
         "is 2-D": ncct[:, :, 0],
@@ -61,7 +52,7 @@ def test_volume_checks(row):
     for words, volume in cases.items():
         with pytest.raises(BundleInputError, match=words):
             check_volume(volume, "scan.nii.gz", "ncct")
-    b1000, _ = _ras(row["b1000"])
+    b1000, _ = _ras(demo_images["b1000"])
     with pytest.raises(BundleInputError, match="does not look like CT in Hounsfield units"):
         check_volume(b1000, "dwi.nii.gz", "ncct")  # an MR image given as the NCCT
     with pytest.raises(BundleInputError, match="looks like CT in Hounsfield units"):
@@ -69,23 +60,23 @@ def test_volume_checks(row):
     check_volume(b1000, "dwi.nii.gz", "b1000")
 
 
-def test_contrast_separates_ncct_and_cta(row):
-    ncct, affine = _ras(row["ncct"])
-    cta, _ = _ras(row["cta"])
+def test_contrast_separates_ncct_and_cta(demo_images):
+    ncct, affine = _ras(demo_images["ncct"])
+    cta, _ = _ras(demo_images["cta"])
     assert contrast_share(ncct, affine) < CONTRAST_SHARE / 3 and contrast_share(cta, affine) > 3 * CONTRAST_SHARE
     loader = LoadScand(keys=["ncct", "cta"], ensure_channel_first=True, image_only=True)
-    good = CheckScand(keys=["ncct", "cta"])(loader({"ncct": row["ncct"], "cta": row["cta"]}))
+    good = CheckScand(keys=["ncct", "cta"])(loader({"ncct": demo_images["ncct"], "cta": demo_images["cta"]}))
     assert set(good) == {"ncct", "cta"}
     with pytest.raises(BundleInputError, match=r"NCCT shows vessel contrast.*is it a CTA\?"):
-        CheckScand(keys=["ncct", "cta"])(loader({"ncct": row["cta"], "cta": row["cta"]}))
+        CheckScand(keys=["ncct", "cta"])(loader({"ncct": demo_images["cta"], "cta": demo_images["cta"]}))
     with pytest.raises(BundleInputError, match=r"CTA shows no vessel contrast.*non-contrast CT\?"):
-        CheckScand(keys=["ncct", "cta"])(loader({"ncct": row["ncct"], "cta": row["ncct"]}))
+        CheckScand(keys=["ncct", "cta"])(loader({"ncct": demo_images["ncct"], "cta": demo_images["ncct"]}))
 
 
-def test_grid_recorded_with_the_models_and_checked(row, tmp_path):
-    grid = write_grid(str(tmp_path), [{"patient_id": "p", "ncct": row["ncct"]}], ["ncct", "cta"])
-    _, affine = _ras(row["ncct"])
-    assert grid == image_grid(nib.load(row["ncct"]).shape, affine)
+def test_grid_recorded_with_the_models_and_checked(demo_images, tmp_path):
+    grid = write_grid(str(tmp_path), [{"patient_id": "p", "ncct": demo_images["ncct"]}], ["ncct", "cta"])
+    _, affine = _ras(demo_images["ncct"])
+    assert grid == image_grid(nib.load(demo_images["ncct"]).shape, affine)
     assert write_grid(str(tmp_path), [{"ncct": "/elsewhere.nii.gz"}], ["ncct"]) == grid  # the first one is kept
     check_grid(grid["shape"], affine, grid, "same.nii.gz")
     shifted = affine.copy()
@@ -96,10 +87,10 @@ def test_grid_recorded_with_the_models_and_checked(row, tmp_path):
         check_grid([s * 2 for s in grid["shape"]], affine, grid, "fine.nii.gz")
 
 
-def test_loader_names_the_unreadable_file(row, tmp_path):
+def test_loader_names_the_unreadable_file(demo_images, tmp_path):
     bad = tmp_path / "cut.nii.gz"
-    data = open(row["cta"], "rb").read()
+    data = open(demo_images["cta"], "rb").read()
     bad.write_bytes(data[: len(data) // 3])
     loader = LoadScand(keys=["ncct", "cta"], ensure_channel_first=True, image_only=True)
     with pytest.raises(BundleInputError, match=f"{bad}: CTA cannot be read as a NIfTI image"):
-        loader({"ncct": row["ncct"], "cta": str(bad)})
+        loader({"ncct": demo_images["ncct"], "cta": str(bad)})

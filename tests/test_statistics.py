@@ -158,12 +158,22 @@ def test_metric_cis_agree_with_sklearn_on_each_resample():
         np.testing.assert_allclose(cis[name], np.quantile(values, [0.025, 0.975]))
 
 
+def noisy_fold_predictor(k):
+    """Fold k's model as a known score: the label plus seeded noise per patient and fold (logistic)."""
+    import zlib
+
+    def run(items):
+        noise = [np.random.default_rng(zlib.crc32(f"{d['patient_id']}{k}".encode())).normal() for d in items]
+        return 1 / (1 + np.exp(-(np.array([d["label"] for d in items]) * 1.0 - 0.5 + 1.5 * np.array(noise))))
+
+    return run
+
+
 def test_evaluation_writes_cis_calibration_and_decision_curve(demo_cohort, tmp_path):
     """The evaluation protocol on a known score (label + seeded noise per patient): every pooled and ensemble
     metric carries a CI around its value, calibration and the decision curve are written and agree by hand."""
     import csv
     import json
-    import zlib
 
     from scripts.data.cohort import read_cohort
     from scripts.data.split import make_datalist
@@ -171,14 +181,7 @@ def test_evaluation_writes_cis_calibration_and_decision_curve(demo_cohort, tmp_p
 
     data = make_datalist(read_cohort(demo_cohort), label="fpe", folds=2, seed=0, inner_val=0.25)
 
-    def fold_predictor(k):
-        def run(items):
-            noise = [np.random.default_rng(zlib.crc32(f"{d['patient_id']}{k}".encode())).normal() for d in items]
-            return 1 / (1 + np.exp(-(np.array([d["label"] for d in items]) * 1.0 - 0.5 + 1.5 * np.array(noise))))
-
-        return run
-
-    metrics = evaluate_predictions(data, fold_predictor, str(tmp_path / "models"), str(tmp_path / "eval"))
+    metrics = evaluate_predictions(data, noisy_fold_predictor, str(tmp_path / "models"), str(tmp_path / "eval"))
     for part in (metrics["cv"]["pooled"], metrics["test"]["ensemble"]):
         for name in ("roc_auc", "sensitivity", "specificity", "f1"):
             low, high = part["ci95"][name]
@@ -318,7 +321,6 @@ def test_optimistic_protocol_is_reported_beside_and_labelled(demo_cohort, tmp_pa
     labelled; fold models whose checkpoint was chosen on the outer fold label every output OPTIMISTIC."""
     import json
     import os
-    import zlib
 
     from scripts.data.cohort import read_cohort
     from scripts.data.split import fold_data, make_datalist
@@ -326,20 +328,15 @@ def test_optimistic_protocol_is_reported_beside_and_labelled(demo_cohort, tmp_pa
 
     data = make_datalist(read_cohort(demo_cohort), label="fpe", folds=2, seed=0, inner_val=0.25)
 
-    def fold_predictor(k):
-        def run(items):
-            noise = [np.random.default_rng(zlib.crc32(f"{d['patient_id']}{k}".encode())).normal() for d in items]
-            return 1 / (1 + np.exp(-(np.array([d["label"] for d in items]) * 1.0 - 0.5 + 1.5 * np.array(noise))))
-
-        return run
-
-    honest = evaluate_predictions(data, fold_predictor, str(tmp_path / "m1"), str(tmp_path / "e1"))
+    honest = evaluate_predictions(data, noisy_fold_predictor, str(tmp_path / "m1"), str(tmp_path / "e1"))
     assert "optimistic" not in honest and "protocol" not in honest
-    metrics = evaluate_predictions(data, fold_predictor, str(tmp_path / "m2"), str(tmp_path / "e2"), optimistic=True)
+    metrics = evaluate_predictions(
+        data, noisy_fold_predictor, str(tmp_path / "m2"), str(tmp_path / "e2"), optimistic=True
+    )
     assert metrics["cv"] == honest["cv"]  # the honest protocol is unchanged beside it
     for k in range(2):
         outer = fold_data(data, k, "outer")
-        y, p = [d["label"] for d in outer], fold_predictor(k)(outer)
+        y, p = [d["label"] for d in outer], noisy_fold_predictor(k)(outer)
         assert metrics["optimistic"]["cv"]["folds"][k] == pytest.approx(binary_metrics(y, p, youden_cutoff(y, p)))
         paper, inner = metrics["optimistic"]["cv"]["folds"][k], metrics["cv"]["folds"][k]
         assert paper["sensitivity"] + paper["specificity"] >= inner["sensitivity"] + inner["specificity"] - 1e-9
@@ -348,7 +345,7 @@ def test_optimistic_protocol_is_reported_beside_and_labelled(demo_cohort, tmp_pa
     for k in range(2):  # fold models trained with configs/optimistic.json
         os.makedirs(tmp_path / "m3" / f"fold{k}")
         (tmp_path / "m3" / f"fold{k}" / "done.json").write_text(json.dumps({"validated_on": "outer"}))
-    labelled = evaluate_predictions(data, fold_predictor, str(tmp_path / "m3"), str(tmp_path / "e3"))
+    labelled = evaluate_predictions(data, noisy_fold_predictor, str(tmp_path / "m3"), str(tmp_path / "e3"))
     assert labelled["protocol"].startswith("OPTIMISTIC: the checkpoint of 2 of 2 fold models")
     for name in ("metrics.md", "report.md"):
         assert "**OPTIMISTIC: the checkpoint" in (tmp_path / "e3" / name).read_text()

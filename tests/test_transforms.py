@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 
 import numpy as np
@@ -20,15 +19,8 @@ def _preprocess(overlays, item):
     return parser.get_parsed_content("preprocessing")(item)
 
 
-@pytest.fixture(scope="module")
-def case(demo_cohort):
-    row = next(iter(csv.DictReader(open(demo_cohort))))
-    base = os.path.dirname(demo_cohort)
-    return {k: os.path.join(base, v) for k, v in row.items() if k in ("ncct", "cta", "adc", "b1000", "flair")}
-
-
-def test_ct_channels_are_windowed_separately(case):
-    out = _preprocess([], {k: case[k] for k in ("ncct", "cta")})
+def test_ct_channels_are_windowed_separately(demo_images):
+    out = _preprocess([], {k: demo_images[k] for k in ("ncct", "cta")})
     image = out["image"]
     assert tuple(image.shape) == (2, 32, 32, 25)
     assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
@@ -40,8 +32,8 @@ def test_ct_channels_are_windowed_separately(case):
     assert 0.08 < np.median(cta[brain]) < 0.25 and cta.max() > 0.95
 
 
-def test_mr_overlay_z_scores_each_channel(case):
-    out = _preprocess(["mri.json"], {k: case[k] for k in ("adc", "b1000", "flair")})
+def test_mr_overlay_z_scores_each_channel(demo_images):
+    out = _preprocess(["mri.json"], {k: demo_images[k] for k in ("adc", "b1000", "flair")})
     image = out["image"].numpy()
     assert image.shape == (3, 32, 32, 25)
     for channel in image:

@@ -15,7 +15,6 @@ Every failure raises :class:`scripts.BundleInputError` (one line, exit status 2 
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, Hashable, Mapping, Optional, Sequence
 
@@ -26,7 +25,7 @@ from monai.transforms import LoadImaged, MapTransform
 from scipy import ndimage
 
 from scripts import BundleInputError
-from scripts.data.io import atomic_write_json
+from scripts.data.io import atomic_write_json, read_json_in
 from scripts.data.mni_box import box_slices
 
 CT_SEQUENCES = ("ncct", "cta")
@@ -140,11 +139,7 @@ def check_grid(shape: Sequence[int], affine: Any, expected: Optional[Dict[str, A
 
 def read_grid(ckpt_dir: Optional[str]) -> Optional[Dict[str, Any]]:
     """``ckpt_dir/grid.json`` (written when the fold models were trained), or None."""
-    path = os.path.join(ckpt_dir, GRID_FILE) if ckpt_dir else ""
-    if not path or not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    return read_json_in(ckpt_dir, GRID_FILE)
 
 
 def grid_spacing(grid: Optional[Dict[str, Any]], default: float = 1.0) -> float:

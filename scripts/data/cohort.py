@@ -96,10 +96,18 @@ def _flag(path: str, line: int, column: str, value: str) -> int:
     return int(value)
 
 
-def text_line(path: str, offset: int) -> int:
-    """The 1-based line of byte ``offset`` in file ``path``."""
-    with open(path, "rb") as f:
-        return f.read(offset).count(b"\n") + 1
+def read_table_text(path: str, what: str) -> str:
+    """The text of a CSV table (UTF-8, a byte-order mark allowed); a missing file or non-UTF-8 bytes (named by line)
+    raise :class:`BundleInputError`."""
+    if not os.path.isfile(path):
+        raise BundleInputError(f"{path}: {what} not found")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return f.read()
+    except UnicodeDecodeError as error:
+        with open(path, "rb") as f:
+            line = f.read(error.start).count(b"\n") + 1
+        raise BundleInputError(f"{path}: line {line} is not UTF-8 text (save the table as UTF-8 CSV)") from None
 
 
 def read_cohort(path: str, check_files: bool = True) -> List[Dict[str, Any]]:
@@ -108,15 +116,8 @@ def read_cohort(path: str, check_files: bool = True) -> List[Dict[str, Any]]:
     Each problem raises :class:`BundleInputError` naming the file, the row (as a line number of
     the CSV, header = 1) and the column.
     """
-    if not os.path.isfile(path):
-        raise BundleInputError(f"{path}: cohort table not found")
+    text = read_table_text(path, "cohort table")
     base = os.path.dirname(os.path.abspath(path))
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            text = f.read()
-    except UnicodeDecodeError as error:
-        line = text_line(path, error.start)
-        raise BundleInputError(f"{path}: line {line} is not UTF-8 text (save the table as UTF-8 CSV)") from None
     with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
@@ -186,15 +187,8 @@ def _validate_row(
 def read_image_table(path: str, sequences: Sequence[str]) -> List[Dict[str, Any]]:
     """Read an image-only table (``patient_id`` plus one column per sequence, e.g. an unlabeled pool for
     self-supervised pretraining); every listed sequence must be present for every patient."""
-    if not os.path.isfile(path):
-        raise BundleInputError(f"{path}: image table not found")
+    text = read_table_text(path, "image table")
     base = os.path.dirname(os.path.abspath(path))
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            text = f.read()
-    except UnicodeDecodeError as error:
-        line = text_line(path, error.start)
-        raise BundleInputError(f"{path}: line {line} is not UTF-8 text (save the table as UTF-8 CSV)") from None
     with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in ("patient_id", *sequences) if c not in (reader.fieldnames or [])]

@@ -10,7 +10,7 @@ import io
 import json
 import os
 import tempfile
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from scripts import BundleInputError
 
@@ -36,6 +36,15 @@ def atomic_write(path: str, write: Callable[[str], None], suffix: str = "") -> N
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def read_json_in(folder: Optional[str], name: str) -> Optional[Any]:
+    """``folder/name`` as JSON, or None when there is no folder or no such file."""
+    path = os.path.join(folder, name) if folder else ""
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def atomic_write_json(path: str, data: Any) -> None:

@@ -15,7 +15,6 @@ instead of a silent probability. The statistics (NIfTI inputs; DICOM folders are
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -23,7 +22,7 @@ import nibabel as nib
 import numpy as np
 
 from scripts.data.checks import CENTRAL_BOX_MM, CT_SEQUENCES, contrast_share
-from scripts.data.io import atomic_write_json
+from scripts.data.io import atomic_write_json, read_json_in
 from scripts.data.mni_box import box_slices
 
 PROFILE_FILE = "input_profile.json"
@@ -65,11 +64,7 @@ def case_profile(item: Mapping[str, Any], keys: Sequence[str]) -> Dict[str, floa
 
 def read_profile(ckpt_dir: Optional[str]) -> Optional[Dict[str, Any]]:
     """``ckpt_dir/input_profile.json`` (written at training), or None."""
-    path = os.path.join(ckpt_dir, PROFILE_FILE) if ckpt_dir else ""
-    if not path or not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    return read_json_in(ckpt_dir, PROFILE_FILE)
 
 
 def write_profile(ckpt_dir: str, items: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> Dict[str, Any]:

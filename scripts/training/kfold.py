@@ -120,13 +120,14 @@ def _train_folds(
     trained = []
     for k in folds:
         done = os.path.join(ckpt_dir, f"fold{k}", DONE)
-        if os.path.exists(done) and read_json(done).get("validated_on", "inner_val") != validation_part:
-            raise BundleInputError(
-                f"{done}: fold {k} was validated on '{read_json(done).get('validated_on', 'inner_val')}', this "
-                f"training validates on '{validation_part}'; choose another --ckpt_dir"
-            )
-        if os.path.exists(os.path.join(ckpt_dir, f"fold{k}", DONE)):
-            print(f"fold {k}: already trained ({os.path.join(ckpt_dir, f'fold{k}', DONE)}), skipped", flush=True)
+        if os.path.exists(done):
+            theirs = read_json(done).get("validated_on", "inner_val")
+            if theirs != validation_part:
+                raise BundleInputError(
+                    f"{done}: fold {k} was validated on '{theirs}', this training validates on '{validation_part}'; "
+                    "choose another --ckpt_dir"
+                )
+            print(f"fold {k}: already trained ({done}), skipped", flush=True)
             continue
         print(f"fold {k}: training", flush=True)
         cmd = [sys.executable, "-m", "monai.bundle", "run", "train_fold", *args, "--fold", str(k)]
