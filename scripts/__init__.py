@@ -1,5 +1,6 @@
 """Custom components of the thrombectomy-outcome bundle (referenced from configs/)."""
 
+import logging
 import os
 import sys
 import warnings
@@ -40,6 +41,10 @@ def _input_error_hook(
 # holoscan (MONAI Deploy's runtime, imported by MONAI) warns about the thread stack size on every import; it is
 # irrelevant to the bundle's CPU work and would be the first line of every error output
 warnings.filterwarnings("ignore", message="Current stack size", category=RuntimeWarning)
+# MONAI 1.6 builds its GPU DICOM decoder (nvImageCodec) with every default LoadImage and warns twice when it is
+# absent, which it always is on CPU; DICOM series go through ITKReader here
+warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 
 _default_hook = sys.excepthook
 sys.excepthook = _input_error_hook

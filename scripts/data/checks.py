@@ -25,6 +25,7 @@ from monai.transforms import LoadImaged, MapTransform
 from scipy import ndimage
 
 from scripts import BundleInputError
+from scripts.data.dicom_study import check_series_folder, dicom_reader
 from scripts.data.io import atomic_write_json, read_json_in
 from scripts.data.mni_box import box_slices
 
@@ -172,20 +173,29 @@ def _source(data: Mapping[Hashable, Any], key: Hashable) -> str:
 
 
 class LoadScand(LoadImaged):
-    """MONAI ``LoadImaged`` that names the file it cannot read (missing, empty, not an image, truncated)."""
+    """MONAI ``LoadImaged`` that names the file it cannot read (missing, empty, not an image, truncated) and reads a
+    DICOM series folder with MONAI's ``ITKReader`` (GDCM: slice order, spacing and orientation from the headers,
+    compressed transfer syntaxes) after :func:`scripts.data.dicom_study.check_series_folder`."""
 
     def __call__(self, data: Mapping[Hashable, Any], reader: Any = None) -> Dict[Hashable, Any]:
-        try:
+        if not self._loader.image_only:  # every config loads images only; metadata dicts keep MONAI's own path
             return super().__call__(data, reader)
-        except BundleInputError:
-            raise
-        except Exception:
-            for key in self.key_iterator(dict(data)):
-                value = data[key]
+        d = dict(data)
+        for key in self.key_iterator(d):
+            value = d[key]
+            folder = isinstance(value, str) and os.path.isdir(value)
+            if folder:
+                check_series_folder(value, _describe(str(key)))
+            try:
+                d[key] = self._loader(value, dicom_reader() if folder and reader is None else reader)
+            except BundleInputError:
+                raise
+            except Exception:
                 problem = unreadable(value) if isinstance(value, str) else None
                 if problem:
                     raise BundleInputError(f"{value}: {_describe(str(key))} {problem}") from None
-            raise
+                raise
+        return d
 
 
 class CheckScand(MapTransform):

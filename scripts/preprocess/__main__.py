@@ -2,28 +2,56 @@
 
 ``python -m scripts.preprocess ct --ncct PATH [--cta PATH] --out DIR [--transform SyN] [--spacing 1] [--vessels]``
 ``python -m scripts.preprocess mr --b0 PATH [--b1000 PATH] [--adc PATH] [--flair PATH] [--tmax PATH ...] --out DIR``
+``python -m scripts.preprocess ct|mr --study DIR --out DIR [--series_rules FILE]``: a whole DICOM study folder as PACS
+sends it; the series are chosen by ``configs/series_rules.json`` (:mod:`scripts.data.dicom_study`; CT: NCCT and CTA,
+MR: b0 and what else the study has) and the choice is recorded in ``qc.json`` (``series``).
 
 Bad input: one line on stderr naming the file and the cause, exit status 2 (``scripts`` excepthook).
 """
 
 import json
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import fire
 
+from scripts import BundleInputError
+from scripts.data.dicom_study import index_folder, select, selection_record, series_folder
 from scripts.preprocess.ct import preprocess_ct
 from scripts.preprocess.mr import preprocess_mr
 
 
+def _from_study(
+    study: str, rules: str, keys: Sequence[str], optional: Sequence[str] = ()
+) -> Tuple[Dict[str, str], Optional[Dict[str, Any]]]:
+    if not study:
+        return {}, None
+    chosen = select(index_folder(study), keys, rules or None, where=study, optional=optional)
+    return {k: series_folder(c["series"], k) for k, c in chosen.items()}, selection_record(chosen)
+
+
 def ct(
-    ncct: str, out: str, cta: str = "", transform: str = "Affine", spacing: float = 1.0, vessels: bool = False
+    ncct: str = "",
+    out: str = "",
+    cta: str = "",
+    transform: str = "Affine",
+    spacing: float = 1.0,
+    vessels: bool = False,
+    study: str = "",
+    series_rules: str = "",
 ) -> None:
     """Preprocess one CT patient (NCCT, optional CTA, optional CTA vessel map) into ``out``; prints the QC."""
-    print(json.dumps(preprocess_ct(ncct, out, cta or None, transform, spacing, vessels=vessels), indent=1))
+    if not out or not (ncct or study):
+        raise BundleInputError("preprocess ct: give --out and --ncct (and --cta) or --study")
+    found, record = _from_study(study, series_rules, ("ncct", "cta"))
+    ncct, cta = found.get("ncct", ncct), found.get("cta", cta)
+    print(
+        json.dumps(preprocess_ct(ncct, out, cta or None, transform, spacing, vessels=vessels, series=record), indent=1)
+    )
 
 
 def mr(
-    b0: str,
-    out: str,
+    b0: str = "",
+    out: str = "",
     b1000: str = "",
     adc: str = "",
     flair: str = "",
@@ -33,11 +61,27 @@ def mr(
     mtt: str = "",
     spacing: float = 1.0,
     histogram_reference: str = "",
+    study: str = "",
+    series_rules: str = "",
 ) -> None:
     """Preprocess one MR patient (DWI b0, optional b1000, ADC, FLAIR and perfusion maps) into ``out``."""
+    if not out or not (b0 or study):
+        raise BundleInputError("preprocess mr: give --out and --b0 (and the other sequences) or --study")
+    found, record = _from_study(
+        study, series_rules, ("b0", "b1000", "adc", "flair"), optional=("b1000", "adc", "flair")
+    )
+    b0, b1000, adc, flair = (found.get(k, v) for k, v in (("b0", b0), ("b1000", b1000), ("adc", adc), ("flair", flair)))
     perfusion = {"tmax": tmax, "cbf": cbf, "cbv": cbv, "mtt": mtt}
     qc = preprocess_mr(
-        b0, out, b1000 or None, adc or None, flair or None, perfusion, spacing, histogram_reference or None
+        b0,
+        out,
+        b1000 or None,
+        adc or None,
+        flair or None,
+        perfusion,
+        spacing,
+        histogram_reference or None,
+        series=record,
     )
     print(json.dumps(qc, indent=1))
 

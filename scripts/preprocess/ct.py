@@ -63,9 +63,11 @@ def preprocess_ct(
     templates: Optional[str] = None,
     seed: int = 0,
     vessels: bool = False,
+    series: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Preprocess one patient; write ``out`` atomically (all files or none) and return the QC dict.
     ``vessels``: also write ``vessels.nii.gz``, the CTA's vesselness in the brain (:mod:`scripts.preprocess.vessels`).
+    ``series``: the DICOM study's series choice (:func:`scripts.data.dicom_study.selection_record`), kept in the QC.
     An ``out`` that already holds ``qc.json`` is kept (idempotent)."""
     import ants
 
@@ -152,6 +154,8 @@ def preprocess_ct(
     qc["flags"] = [f for f, bad in (("registration", qc["dice_template_brain"] < 0.85),
                                     ("brain_volume", not 800 <= volume_native <= 2000)) if bad]  # fmt: skip
     qc["seconds"] = clock.seconds
+    if series:
+        qc["series"] = series  # the DICOM study's chosen series (scripts.data.dicom_study)
     if angio is not None:
         qc["dice_cta_ncct_head"] = round(overlap, 4)
     images = {**outputs, "brain_mask": mask, "territories": territories}

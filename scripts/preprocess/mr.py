@@ -90,9 +90,11 @@ def preprocess_mr(
     histogram_reference: Optional[str] = None,
     templates: Optional[str] = None,
     seed: int = 0,
+    series: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Preprocess one MR patient; write ``out`` atomically (all files or none) and return the QC dict.
-    ``perfusion``: {tmax|cbf|cbv|mtt: path}. An ``out`` that already holds ``qc.json`` is kept (idempotent)."""
+    ``perfusion``: {tmax|cbf|cbv|mtt: path}; ``series``: the DICOM study's series choice, kept in the QC. An ``out``
+    that already holds ``qc.json`` is kept (idempotent)."""
     import ants
 
     done = read_qc(out)
@@ -175,6 +177,8 @@ def preprocess_mr(
     qc["flags"] = [f for f, bad in (("coverage", qc["coverage"] < 0.8),
                                     ("brain_volume", not 800 <= native_ml <= 2000)) if bad]  # fmt: skip
     qc["seconds"] = clock.seconds
+    if series:
+        qc["series"] = series  # the DICOM study's chosen series (scripts.data.dicom_study)
     files = transform_names("b0_to_mni", to_mni)
     for name, rigid in to_b0.items():
         files.update(transform_names(f"{name}_to_b0_rigid", rigid))

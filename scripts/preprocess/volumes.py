@@ -14,6 +14,7 @@ import numpy as np
 
 from scripts import BundleInputError
 from scripts.data.checks import check_volume, unreadable
+from scripts.data.dicom_study import check_series_folder, dicom_reader
 
 
 def read_volume(path: str, what: str, ct: bool = False):
@@ -28,7 +29,9 @@ def read_volume(path: str, what: str, ct: bool = False):
     if problem:
         raise BundleInputError(f"{path}: {what} {problem}")
     try:
-        image = _dicom_series(path) if os.path.isdir(path) else ants.image_read(path)
+        image = _dicom_series(path, what) if os.path.isdir(path) else ants.image_read(path)
+    except BundleInputError:
+        raise
     except Exception as error:  # ITK raises RuntimeError/ValueError with long messages
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise BundleInputError(f"{path}: {what} cannot be read ({first[:150]})") from None
@@ -48,13 +51,15 @@ def _finite_nifti(path: str) -> bool:
     return not np.issubdtype(img.get_data_dtype(), np.floating) or bool(np.isfinite(img.get_fdata()).all())
 
 
-def _dicom_series(folder: str):
-    """A DICOM series folder through MONAI's ``LoadImage`` (pydicom reader: slices sorted by position, spacing
-    from positions, RescaleSlope/Intercept applied, RAS affine); ``ants.dicom_read`` takes file order and the
-    first slice's spacing, which breaks real series."""
+def _dicom_series(folder: str, what: str):
+    """A DICOM series folder through the bundle's DICOM reader (:func:`scripts.data.dicom_study.dicom_reader`: ITK,
+    slices ordered and spaced by their positions, RescaleSlope/Intercept applied, RAS affine) after the series
+    checks (one series, no gantry tilt, no missing slices); ``ants.dicom_read`` takes file order and the first
+    slice's spacing, which breaks real series."""
     from monai.transforms import LoadImage
 
-    image = LoadImage(reader="PydicomReader", image_only=True)(folder)
+    check_series_folder(folder, what)
+    image = LoadImage(reader=dicom_reader(), image_only=True)(folder)
     return nifti_to_ants(nib.Nifti1Image(np.asarray(image, dtype=np.float32), np.asarray(image.affine, dtype=float)))
 
 
