@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -93,9 +93,12 @@ def test_a_study_without_cta_and_a_mixed_folder_give_one_line(study, tmp_path):
                         str(lonely), description="Head 1.0")  # fmt: skip
     result = _preprocess("ct", "--study", str(lonely), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
-    assert result.stderr.strip() == f"error: {lonely}: no suitable CTA series (series found: #1 'Head 1.0' (" + str(
-        nib.load(study["ncct_nii"]).shape[2]
-    ) + " images, 1 mm))"
+    assert (
+        result.stderr.strip()
+        == f"error: {lonely}: no suitable CTA series (series found: #1 'Head 1.0' ("
+        + str(nib.load(study["ncct_nii"]).shape[2])
+        + " images, 1 mm))"
+    )
     write_volume_series(np.asarray(nib.load(study["cta_nii"]).dataobj), nib.load(study["cta_nii"]).affine,
                         str(lonely / "other"), contrast="Iohexol")  # fmt: skip
     result = _preprocess("ct", "--study", str(lonely), "--out", str(tmp_path / "out"))
@@ -106,7 +109,9 @@ def test_a_study_without_cta_and_a_mixed_folder_give_one_line(study, tmp_path):
 
 @pytest.mark.parametrize("syntax", [JPEG2000Lossless, JPEGLSLossless], ids=["jpeg2000", "jpeg-ls"])
 def test_a_compressed_series_reads_to_the_same_hounsfield_volume(study, syntax, tmp_path):
-    pytest.importorskip("openjpeg" if syntax == JPEG2000Lossless else "jpeg_ls", reason="pip install -r requirements-dev.txt")
+    pytest.importorskip(
+        "openjpeg" if syntax == JPEG2000Lossless else "jpeg_ls", reason="pip install -r requirements-dev.txt"
+    )
     from monai.transforms import LoadImage
 
     img = nib.load(study["cta_nii"])

@@ -87,7 +87,7 @@ def test_cohort_run_with_dicom_case_and_a_failing_case(native, tmp_path):
     assert f"{bad}: {tmp_path / 'mr.nii.gz'}: NCCT does not look like CT" in result.stderr + result.stdout
     qc = {r["patient_id"]: r for r in _rows(os.path.join(out, "qc_ct.csv"))}
     assert [qc[r["patient_id"]]["status"] for r in rows] == ["ok"] * 3 + ["failed"] * 4
-    causes = ["NCCT does not look like CT", "empty_series: NCCT cannot be read",
+    causes = ["NCCT does not look like CT", "empty_series: NCCT empty folder (expected a DICOM series)",
               "NCCT has 64 x 64 x 1 voxels: too small", "NCCT holds NaN"]  # fmt: skip
     for row, cause in zip(rows[3:], causes):
         assert cause in qc[row["patient_id"]]["error"] and not os.path.exists(os.path.join(out, row["patient_id"]))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from monai.bundle import ConfigParser
 
+from scripts import BundleInputError
 from tests.conftest import ROOT
 
 
@@ -43,20 +44,26 @@ def test_mr_overlay_z_scores_each_channel(demo_images):
 
 @pytest.mark.parametrize("name", ["J2K_pixelrep_mismatch.dcm", "693_J2KI.dcm"])
 def test_real_head_ct_dicom_loads_in_hounsfield_units(name, tmp_path):
-    """Real head-CT slices shipped with pydicom (JPEG 2000) load through the bundle's LoadImaged."""
+    """Real head-CT slices shipped with pydicom (JPEG 2000) decode to HU through the bundle's DICOM reader (ITK); a
+    folder holding one such slice is refused by the bundle's LoadImaged with one line (one image is not a volume)."""
     import shutil
 
+    from monai.transforms import LoadImage
     from pydicom.data import get_testdata_file
 
+    from scripts.data.dicom_study import dicom_reader
+
     shutil.copy(get_testdata_file(name), tmp_path / name)
+    hu = np.asarray(LoadImage(reader=dicom_reader(), image_only=True)(str(tmp_path)))
+    assert hu.shape[:2] == (512, 512)
+    inside = hu[hu > -1500]  # outside the reconstruction circle is padding
+    assert np.mean(np.abs(inside + 1000) < 100) > 0.2  # air around the head
+    assert np.mean((inside > 0) & (inside < 80)) > 0.05  # brain and soft tissue
+    assert np.mean(inside > 300) > 0.01  # skull
     os.chdir(ROOT)
     parser = ConfigParser()
     parser.read_config("configs/inference.json")
     parser["image_keys"] = ["ncct"]
     load = parser.get_parsed_content("load_transforms#1")  # #0 drops the sequences the model does not use
-    hu = load({"ncct": str(tmp_path)})["ncct"].numpy()
-    assert hu.shape == (1, 512, 512)
-    inside = hu[hu > -1500]  # outside the reconstruction circle is padding
-    assert np.mean(np.abs(inside + 1000) < 100) > 0.2  # air around the head
-    assert np.mean((inside > 0) & (inside < 80)) > 0.05  # brain and soft tissue
-    assert np.mean(inside > 300) > 0.01  # skull
+    with pytest.raises(BundleInputError, match=r"NCCT series #\d+ .* is a single image, not a volume"):
+        load({"ncct": str(tmp_path)})

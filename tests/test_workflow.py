@@ -257,6 +257,114 @@ def test_monai_deploy_app(trained, demo_cohort, tmp_path):
     assert result["prediction"] == int(result["probability"] >= result["cutoff"])
 
 
+PHI = {"PatientName": "Doe^Jane", "PatientID": "MRN-424242", "PatientBirthDate": "19470203",
+       "AccessionNumber": "ACC-9911", "InstitutionName": "St Elsewhere Stroke Unit"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dicom_study(demo_cohort, tmp_path_factory):
+    """The third demo patient as a shuffled 6-series study (scout, thick and thin NCCT, CTA, CTA MIP, dose report)
+    with identifiers in every file, and series rules whose thickness limits fit the 6 mm demo grid (a site's own
+    rules file)."""
+    from tests.dicom_series import write_study
+
+    row = list(csv.DictReader(open(demo_cohort)))[2]
+    base = os.path.dirname(demo_cohort)
+    folder = tmp_path_factory.mktemp("study")
+    nifti = {k: os.path.join(base, row[k]) for k in ("ncct", "cta")}
+    truth = write_study(nifti["ncct"], nifti["cta"], str(folder / "study"), seed=2, patient=PHI)
+    rules = json.load(open(os.path.join(ROOT, "configs", "series_rules.json")))
+    for selection in rules["selections"]:
+        if "SliceThickness" in selection["conditions"]:
+            selection["conditions"]["SliceThickness"] = [0.5, 40.0]
+    (folder / "rules.json").write_text(json.dumps(rules))
+    return {**truth, "dir": str(folder / "study"), "rules": str(folder / "rules.json"), "nifti": nifti, "row": row}
+
+
+def _no_identifiers(*texts: str) -> None:
+    for text in texts:
+        assert not any(value in text for value in PHI.values()), text[:300]
+
+
+def test_inference_on_a_dicom_study(trained, dicom_study, tmp_path):
+    """`--study DIR`: the rules pick the thin NCCT and the CTA from the mixed folder, the probability equals the
+    NIfTI files', the choice is recorded, and no identifier reaches an output."""
+    ckpt, _ = trained
+    shape = [f"--{k}={json.dumps(TINY[k])}" for k in ("spatial_size", "num_slices", "widths", "num_heads", "dropout")]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--ckpt_dir", ckpt,
+           *shape]  # fmt: skip
+    args = [
+        "--study",
+        dicom_study["dir"],
+        "--series_rules",
+        dicom_study["rules"],
+        "--output_dir",
+        str(tmp_path / "study"),
+    ]
+    study = subprocess.run(cmd + args, cwd=ROOT, capture_output=True, text=True)
+    assert study.returncode == 0, study.stderr[-2000:]
+    files = [f"--{k}={v}" for k, v in dicom_study["nifti"].items()]
+    nifti = subprocess.run(cmd + [*files, "--output_dir", str(tmp_path / "nifti")], cwd=ROOT, capture_output=True)
+    assert nifti.returncode == 0
+    a, b = (list(csv.DictReader(open(tmp_path / d / "predictions.csv")))[0] for d in ("study", "nifti"))
+    assert float(a["probability"]) == pytest.approx(float(b["probability"]), abs=1e-6)
+    record = json.load(open(tmp_path / "study" / "series_selection.json"))
+    assert (
+        record["ncct"]["series_number"] == dicom_study["ncct"] and record["cta"]["series_number"] == dicom_study["cta"]
+    )
+    assert "thinnest of 2" in record["ncct"]["reason"]
+    outputs = [open(os.path.join(tmp_path / "study", f)).read() for f in os.listdir(tmp_path / "study")]
+    _no_identifiers(study.stdout, study.stderr, *outputs)
+
+
+def test_monai_deploy_app_on_a_dicom_study(trained, dicom_study, tmp_path):
+    """The Deploy app as MONAI Deploy apps are built (DICOM loader -> series selector -> series to volume ->
+    inference -> SR): the probability of the NIfTI path, and a Structured Report that reads back with pydicom."""
+    pytest.importorskip("monai.deploy.core", reason="pip install -r requirements-deploy.txt")
+    from pydicom import dcmread
+
+    from scripts.deploy_app.export import export
+    from scripts.deploy_app.report import DISCLAIMER, read_report
+
+    ckpt, _ = trained
+    shape = {k: TINY[k] for k in ("spatial_size", "num_slices", "widths", "num_heads", "dropout")}
+    models = str(tmp_path / "deploy_models")
+    export(ckpt_dir=ckpt, out=models, **shape)
+    out = tmp_path / "output"
+    cmd = [sys.executable, "-m", "scripts.deploy_app", "-i", dicom_study["dir"], "-o", str(out), "-m", models,
+           "--rules", dicom_study["rules"], "-w", str(tmp_path / "work")]  # fmt: skip
+    app = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert app.returncode == 0, app.stderr[-3000:]
+    result = json.load(open(out / "prediction.json"))
+    cli = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--ckpt_dir", ckpt]
+    cli += [f"--{k}={json.dumps(v)}" for k, v in shape.items()] + ["--output_dir", str(tmp_path / "cli")]
+    cli += [f"--{k}={v}" for k, v in dicom_study["nifti"].items()]
+    assert subprocess.run(cli, cwd=ROOT, capture_output=True).returncode == 0
+    expected = list(csv.DictReader(open(tmp_path / "cli" / "predictions.csv")))[0]
+    assert result["probability"] == pytest.approx(float(expected["probability"]), abs=1e-4)
+    sr = read_report(str(out / "outcome_sr.dcm"))
+    assert sr["Outcome probability"] == pytest.approx(result["probability"], abs=1e-6)
+    assert sr["Decision cut-off"] == pytest.approx(result["cutoff"], abs=1e-6)
+    assert sr["Outcome prediction at the cut-off"].startswith(
+        "First-pass effect: " + ("yes" if result["prediction"] else "no")
+    )
+    assert sr["Algorithm Version"] == json.load(open(os.path.join(ROOT, "configs", "metadata.json")))["version"]
+    assert sr["Comment"] == DISCLAIMER
+    series = {}
+    for name in os.listdir(dicom_study["dir"]):
+        ds = dcmread(os.path.join(dicom_study["dir"], name), stop_before_pixels=True)
+        series[int(ds.SeriesNumber)] = ds.SeriesInstanceUID
+    assert sr["referenced_series"] == sorted([series[dicom_study["ncct"]], series[dicom_study["cta"]]])
+    report = dcmread(str(out / "outcome_sr.dcm"))
+    assert report.PatientName == PHI["PatientName"] and report.StudyInstanceUID == dicom_study["study"]
+    assert "InstitutionName" not in report  # the patient and study modules only
+    record = json.load(open(out / "series_selection.json"))
+    assert record["cta"]["series_number"] == dicom_study["cta"]
+    _no_identifiers(
+        app.stdout, app.stderr, open(out / "prediction.json").read(), open(out / "series_selection.json").read()
+    )
+
+
 def test_interrupted_fold_resumes(datalist_2fold, tmp_path):
     ckpt = str(tmp_path / "models")
     os.chdir(ROOT)

@@ -20,6 +20,7 @@ from typing import Any, Dict, Hashable, Mapping, Optional, Sequence
 
 import nibabel as nib
 import numpy as np
+import torch
 from monai.config import KeysCollection
 from monai.transforms import LoadImaged, MapTransform
 from scipy import ndimage
@@ -183,6 +184,8 @@ class LoadScand(LoadImaged):
         d = dict(data)
         for key in self.key_iterator(d):
             value = d[key]
+            if isinstance(value, torch.Tensor):  # handed over in memory, channel first with its affine (Deploy app)
+                continue
             folder = isinstance(value, str) and os.path.isdir(value)
             if folder:
                 check_series_folder(value, _describe(str(key)))

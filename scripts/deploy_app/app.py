@@ -1,76 +1,199 @@
-"""MONAI Deploy application: NCCT + CTA (or the MR sequences) in, outcome probability out.
+"""MONAI Deploy application: NCCT + CTA (or the MR sequences) in, outcome probability out, as DICOM too.
 
-``python -m scripts.deploy_app.app -i INPUT -o OUTPUT -m MODELS`` (from the bundle root), where INPUT holds one
-NIfTI file (``ncct.nii.gz``) or one DICOM series folder (``ncct/``) per sequence of the model, MODELS is the
-folder written by :mod:`scripts.deploy_app.export` (``fold{k}/model.ts``, MONAI Deploy's named models), and
-OUTPUT receives ``prediction.json``: the fold-ensemble probability, its SD over folds, the prediction at the
-evaluation's cut-off and the cut-off.
+``python -m scripts.deploy_app -i INPUT -o OUTPUT -m MODELS [--rules FILE]`` (from the bundle root), MODELS being the
+folder written by :mod:`scripts.deploy_app.export` (``fold{k}/model.ts``, MONAI Deploy's named models). INPUT is
+either
 
-Two operators on the Holoscan-based MONAI Deploy SDK: :class:`OutcomeInferenceOperator` (a thin inference
-operator: the bundle's own preprocessing, read from the ``inference.json`` embedded in the TorchScript, then each
-fold's ``model.ts``; used instead of ``MonaiBundleInferenceOperator`` because the model takes several named
-sequences as channels, which that operator's single-image input mapping does not express) and
-:class:`PredictionWriterOperator`.
+- **a DICOM study as PACS sends it** (one folder of mixed files): the app is built as MONAI Deploy apps are,
+  ``DICOMDataLoaderOperator`` -> :class:`StudySeriesSelectorOperator` (MONAI Deploy's selector running the bundle's
+  rules, ``configs/series_rules.json``: the same choice as the CLIs' ``--study``) -> :class:`SeriesVolumesOperator`
+  (MONAI Deploy's ``DICOMSeriesToVolumeOperator``, for every selected series) -> :class:`OutcomeInferenceOperator`
+  -> :class:`OutcomeSRWriterOperator` (a DICOM Comprehensive SR, :mod:`scripts.deploy_app.report`) and
+  :class:`PredictionWriterOperator`; or
+- one NIfTI file (``ncct.nii.gz``) or one DICOM series folder (``ncct/``) per sequence of the model.
+
+OUTPUT receives ``prediction.json`` (the fold-ensemble probability, its SD over folds, the prediction at the
+evaluation's cut-off, the cut-off, the warning) and, from a study, ``outcome_sr.dcm`` and ``series_selection.json``.
+
+:class:`OutcomeInferenceOperator` is used instead of ``MonaiBundleInferenceOperator`` because the model takes several
+named sequences as channels, which that operator's single-image input mapping does not express; it runs the bundle's
+own preprocessing, read from the ``inference.json`` embedded in the TorchScript, then each fold's ``model.ts``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
 import re
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
+import numpy as np
 import torch
 from monai.bundle import ConfigParser
+from monai.data import MetaTensor
 from monai.deploy.conditions import CountCondition
 from monai.deploy.core import AppContext, Application, Fragment, Operator, OperatorSpec
+from monai.deploy.core.domain.dicom_series_selection import SelectedSeries, StudySelectedSeries
+from monai.deploy.operators import (
+    DICOMDataLoaderOperator,
+    DICOMSeriesSelectorOperator,
+    DICOMSeriesToVolumeOperator,
+)
 
 from scripts import BundleInputError
-from scripts.data.io import atomic_write_json
+from scripts.data.dicom_study import RULES_FILE, group_series, header, load_rules, named_rules, select, selection_record
+from scripts.data.io import atomic_write, atomic_write_json
 from scripts.data.profile import case_profile, ood_warning
+from scripts.deploy_app.report import structured_report
 from scripts.inference.predict import combine_folds
 
 logger = logging.getLogger(__name__)
+SR_FILE = "outcome_sr.dcm"
 
 
-def _sequence_path(folder: str, key: str) -> str:
+def _sequence_path(folder: str, key: str) -> Optional[str]:
     for name in (f"{key}.nii.gz", f"{key}.nii", key):
         path = os.path.join(folder, name)
         if os.path.exists(path):
             return path
-    raise BundleInputError(f"{folder}: no {key} image ({key}.nii.gz or a DICOM series folder {key}/)")
+    return None
+
+
+def _embedded(path: str) -> Dict[str, str]:
+    """The files :mod:`scripts.deploy_app.export` embedded in a fold's TorchScript."""
+    extra = {"inference.json": "", "cutoffs.json": "", "input_profile.json": "", "metadata.json": "",
+             "trained_on.json": ""}  # fmt: skip
+    torch.jit.load(path, map_location="cpu", _extra_files=extra)
+    return extra
+
+
+def _fold_models(app_context: AppContext) -> List[Any]:
+    models = app_context.models
+    if models is None:
+        raise BundleInputError(f"{app_context.model_path}: no models (export them with scripts.deploy_app.export)")
+    if not hasattr(models, "items"):
+        return [models]
+    # fold order (fold2 before fold10): evaluation's Platt parameters are per fold
+    return [m for _, m in sorted(models.items(), key=lambda kv: int(re.sub(r"\D", "", kv[0]) or 0))]
+
+
+def model_keys(app_context: AppContext) -> List[str]:
+    """The sequences the exported models read (their embedded ``inference.json``'s ``image_keys``)."""
+    extra = _embedded(_fold_models(app_context)[0].path)
+    return list(ConfigParser(json.loads(extra["inference.json"])).get_parsed_content("image_keys"))
+
+
+class StudySeriesSelectorOperator(DICOMSeriesSelectorOperator):
+    """MONAI Deploy's series selector with the bundle's rules and choice (:func:`scripts.data.dicom_study.select`,
+    the same as the CLIs' ``--study``): one series per sequence the model reads, or one line naming the input
+    folder and what is missing. Outputs ``study_selected_series_list`` (the SDK's type, selection name = sequence)."""
+
+    def __init__(self, fragment: Fragment, *args: Any, keys: List[str], rules: str, where: str, **kwargs: Any) -> None:
+        self.keys, self.rules_path, self.where = keys, rules, where
+        self.record: Dict[str, Any] = {}
+        super().__init__(fragment, *args, rules=json.dumps(named_rules(load_rules(rules))), all_matched=True, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        super().setup(spec)
+        spec.output("selection_record")
+
+    def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
+        # the SDK's compute also logs the chosen series' UID: a DICOM identifier, kept out of the logs here
+        studies = op_input.receive(self.input_name_study_list)
+        op_output.emit(self.filter(self._load_rules(), studies), self.output_name_selected_series)
+        op_output.emit(self.record, "selection_record")
+
+    def filter(
+        self,
+        selection_rules: Any,
+        dicom_study_list: Any,
+        all_matched: bool = False,
+        sort_by_sop_instance_count: bool = False,
+    ) -> List[StudySelectedSeries]:
+        entries, studies = [], {}
+        for study in dicom_study_list or []:
+            for series in study.get_all_series():
+                studies[id(series)] = study
+                for sop in series.get_sop_instances():
+                    dataset = sop.get_native_sop_instance()
+                    entries.append((str(dataset.filename), header(dataset), series))
+        chosen = select(group_series(entries), self.keys, selection_rules, where=self.where)
+        self.record = selection_record(chosen)
+        first = next(iter(chosen.values()))["series"].source
+        selected = StudySelectedSeries(studies[id(first)])
+        for key, choice in chosen.items():
+            series = choice["series"].source
+            files = set(choice["series"].files)
+            if len(files) != len(series.get_sop_instances()):  # an ``instances`` rule kept part of the series
+                series = copy.copy(series)
+                series._sop_instances = [
+                    s for s in series._sop_instances if str(s.get_native_sop_instance().filename) in files
+                ]
+            selected.add_selected_series(SelectedSeries(key, series, None))
+        return [selected]
+
+
+class SeriesVolumesOperator(DICOMSeriesToVolumeOperator):
+    """MONAI Deploy's ``DICOMSeriesToVolumeOperator`` (pixel data decoded by pydicom, rescaled to HU, slices ordered
+    by position, RAS affine) for every selected series; the SDK's emits only the first. Output ``images``:
+    {selection name: the SDK's Image}."""
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.input(self.input_name_series)
+        spec.output("images")
+
+    def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
+        selected = op_input.receive(self.input_name_series)[0]
+        images = {}
+        for series in selected.selected_series:
+            one = StudySelectedSeries(selected.study)
+            one.add_selected_series(series)
+            images[series.selection_name] = self.convert_to_image([one])
+        op_output.emit(images, "images")
+
+
+def _as_metatensor(image: Any, name: str) -> MetaTensor:
+    """An SDK Image (``DHW`` array, ``nifti_affine_transform``) as the channel-first RAS MetaTensor ``LoadImaged``
+    gives from a file (the transposition MONAI Deploy's ``InMemImageReader`` applies)."""
+    meta = image.metadata()
+    array = np.asarray(image.asnumpy(), dtype=np.float32).T[None]
+    return MetaTensor(torch.from_numpy(np.ascontiguousarray(array)), affine=torch.as_tensor(meta["affine"]),
+                      meta={"filename_or_obj": name})  # fmt: skip
 
 
 class OutcomeInferenceOperator(Operator):
-    """Input folder -> fold-ensemble prediction dict. Output port ``result``."""
+    """The sequences -> fold-ensemble prediction dict (output port ``result``). With ``from_study`` the images come
+    in memory on input port ``images`` (:class:`SeriesVolumesOperator`); otherwise it reads the per-sequence files
+    of the input folder."""
 
-    def __init__(self, fragment: Fragment, *args: Any, app_context: AppContext, **kwargs: Any) -> None:
-        self.app_context = app_context
+    def __init__(
+        self, fragment: Fragment, *args: Any, app_context: AppContext, from_study: bool = False, **kwargs: Any
+    ) -> None:
+        self.app_context, self.from_study = app_context, from_study
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
+        if self.from_study:
+            spec.input("images")
         spec.output("result")
 
-    def _fold_models(self) -> List[Any]:
-        models = self.app_context.models
-        if models is None:
-            raise BundleInputError(
-                f"{self.app_context.model_path}: no models (export them with scripts.deploy_app.export)"
-            )
-        if not hasattr(models, "items"):
-            return [models]
-        # fold order (fold2 before fold10): evaluation's Platt parameters are per fold
-        return [m for _, m in sorted(models.items(), key=lambda kv: int(re.sub(r"\D", "", kv[0]) or 0))]
-
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
-        models = self._fold_models()
-        extra = {"inference.json": "", "cutoffs.json": "", "input_profile.json": ""}
-        torch.jit.load(models[0].path, map_location="cpu", _extra_files=extra)
+        models = _fold_models(self.app_context)
+        extra = _embedded(models[0].path)
         parser = ConfigParser(json.loads(extra["inference.json"]))
         keys = parser.get_parsed_content("image_keys")
-        item = {k: _sequence_path(self.app_context.input_path, k) for k in keys}
-        image = parser.get_parsed_content("preprocessing")(item)["image"].unsqueeze(0)
+        folder = str(self.app_context.input_path)
+        if self.from_study:
+            images = op_input.receive("images")
+            item = {k: _as_metatensor(images[k], f"{folder}: {k.upper()} series") for k in keys}
+        else:
+            item = {k: _sequence_path(folder, k) for k in keys}
+            for k, path in item.items():
+                if path is None:
+                    raise BundleInputError(f"{folder}: no {k} image ({k}.nii.gz or a DICOM series folder {k}/)")
+        image = parser.get_parsed_content("preprocessing")(dict(item))["image"].unsqueeze(0)
         probs = []
         for model in models:
             net = model.predictor
@@ -106,14 +229,73 @@ class PredictionWriterOperator(Operator):
         atomic_write_json(os.path.join(self.output_folder, "prediction.json"), result)
 
 
+OUTCOMES = {"fpe": "First-pass effect", "mtici_2c": "Final mTICI >= 2c", "rlvo": "Refractory LVO"}
+
+
+class OutcomeSRWriterOperator(Operator):
+    """Writes ``OUTPUT/outcome_sr.dcm`` (:func:`scripts.deploy_app.report.structured_report`, referencing every
+    selected input series) and ``OUTPUT/series_selection.json`` (which series, and why)."""
+
+    def __init__(
+        self, fragment: Fragment, *args: Any, app_context: AppContext, output_folder: str, **kwargs: Any
+    ) -> None:
+        self.app_context, self.output_folder = app_context, output_folder
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.input("result")
+        spec.input("study_selected_series_list")
+        spec.input("selection_record")
+
+    def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
+        result = op_input.receive("result")
+        selected = op_input.receive("study_selected_series_list")[0]
+        record = op_input.receive("selection_record")
+        extra = _embedded(_fold_models(self.app_context)[0].path)
+        meta = json.loads(extra["metadata.json"] or "{}")
+        label = (json.loads(extra["trained_on.json"] or "null") or {}).get("label", "fpe")
+        evidence = [
+            sop.get_native_sop_instance() for s in selected.selected_series for sop in s.series.get_sop_instances()
+        ]
+        report = structured_report(result, evidence, str(meta.get("name", "thrombectomy outcome bundle")),
+                                   str(meta.get("version", "")), OUTCOMES.get(label, label))  # fmt: skip
+        atomic_write(os.path.join(self.output_folder, SR_FILE), lambda path: report.save_as(path), suffix=".dcm")
+        atomic_write_json(os.path.join(self.output_folder, "series_selection.json"), record)
+
+
 class OutcomeApp(Application):
-    """Thrombectomy outcome prediction as a MONAI Deploy application."""
+    """Thrombectomy outcome prediction as a MONAI Deploy application (module docstring). ``--rules FILE``: series
+    rules for DICOM studies (default ``configs/series_rules.json``)."""
 
     def compose(self) -> None:
-        app_context = Application.init_app_context(self.argv)
-        infer = OutcomeInferenceOperator(self, CountCondition(self, 1), app_context=app_context, name="outcome")
-        writer = PredictionWriterOperator(self, output_folder=str(app_context.output_path), name="writer")
+        argv = list(self.argv)
+        rules = RULES_FILE
+        if "--rules" in argv:
+            at = argv.index("--rules")
+            rules = argv[at + 1]
+            del argv[at : at + 2]
+        app_context = Application.init_app_context(argv)
+        folder, out = str(app_context.input_path), str(app_context.output_path)
+        writer = PredictionWriterOperator(self, output_folder=out, name="writer")
+        keys = model_keys(app_context)
+        if all(_sequence_path(folder, k) for k in keys) or not os.path.isdir(folder):
+            infer = OutcomeInferenceOperator(self, CountCondition(self, 1), app_context=app_context, name="outcome")
+            self.add_flow(infer, writer, {("result", "result")})
+            return
+        from pathlib import Path
+
+        loader = DICOMDataLoaderOperator(self, CountCondition(self, 1), input_folder=Path(folder), name="dicom_loader")
+        selector = StudySeriesSelectorOperator(self, keys=keys, rules=rules, where=folder, name="series_selector")
+        volumes = SeriesVolumesOperator(self, name="series_to_volumes")
+        infer = OutcomeInferenceOperator(self, app_context=app_context, from_study=True, name="outcome")
+        report = OutcomeSRWriterOperator(self, app_context=app_context, output_folder=out, name="sr_writer")
+        self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
+        self.add_flow(selector, volumes, {("study_selected_series_list", "study_selected_series_list")})
+        self.add_flow(volumes, infer, {("images", "images")})
         self.add_flow(infer, writer, {("result", "result")})
+        self.add_flow(infer, report, {("result", "result")})
+        self.add_flow(selector, report, {("study_selected_series_list", "study_selected_series_list"),
+                                         ("selection_record", "selection_record")})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -19,11 +19,11 @@ from monai.bundle import ConfigParser, ckpt_export
 
 from scripts import BundleInputError
 from scripts.data.checks import read_grid
-from scripts.data.io import atomic_write
+from scripts.data.io import atomic_write, read_json_in
 from scripts.data.profile import read_profile
 from scripts.training.kfold import fold_checkpoints
 
-EXTRA_FILES = ("metadata.json", "inference.json", "cutoffs.json", "input_profile.json")
+EXTRA_FILES = ("metadata.json", "inference.json", "cutoffs.json", "input_profile.json", "trained_on.json")
 
 
 def export(
@@ -55,6 +55,7 @@ def export(
         extra["inference.json"] = json.dumps({**config.get(), "input_grid": read_grid(ckpt_dir)})
         extra["cutoffs.json"] = json.dumps(json.load(open(cutoffs)))
         extra["input_profile.json"] = json.dumps(read_profile(ckpt_dir))  # the training cohort's image statistics
+        extra["trained_on.json"] = json.dumps(read_json_in(ckpt_dir, "trained_on.json"))  # the label, for the SR
         atomic_write(target, lambda path: torch.jit.save(module, path, _extra_files=extra), suffix=".ts")
         os.remove(tmp)
         written.append(target)
