@@ -134,3 +134,18 @@ def write_study(ncct: str, cta: str, out_dir: str, seed: int = 0, patient: Optio
     for root, _, _ in sorted(os.walk(staging), reverse=True):
         os.rmdir(root)
     return {"study": study, "ncct": 3, "cta": 4}
+
+
+def site_rules(path: str, max_mm: float) -> str:
+    """The bundle's series rules with every slice-thickness limit raised to ``max_mm`` (a site's own rules file for
+    the coarse demo grids), written to ``path``."""
+    import json
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    rules = json.load(open(os.path.join(root, "configs", "series_rules.json")))
+    for selection in rules["selections"]:
+        if "SliceThickness" in selection["conditions"]:
+            selection["conditions"]["SliceThickness"] = [0.5, max_mm]
+    with open(path, "w") as f:
+        json.dump(rules, f)
+    return path

@@ -17,7 +17,7 @@ from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, generate_uid
 
 from scripts import BundleInputError
 from scripts.data import dicom_study
-from tests.dicom_series import write_study, write_volume_series
+from tests.dicom_series import site_rules, write_study, write_volume_series
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -195,3 +195,32 @@ def test_mr_study_split_by_b_value(demo_images, tmp_path):
         files = [os.path.basename(f) for f in chosen[key]["series"].files]
         assert len(files) == shape[2] and all(f.startswith(prefix) for f in files), key
     assert dicom_study.geometry_problem(series[0]) is not None  # both b-values together: repeated positions
+
+
+def test_preprocessing_a_native_study_equals_the_nifti_files(tmp_path):
+    """``preprocess ct --study``: a scanner-space demo study (5 mm NCCT, 1 mm CTA, default rules) preprocesses like
+    the same scans given as NIfTI files, and the QC records the choice."""
+    import csv
+
+    from scripts.demo.generator import generate
+
+    cohort = generate(str(tmp_path / "raw"), patients=20, seed=5, modalities="ct", spacing=4.0, native=True)
+    row = next(csv.DictReader(open(cohort)))
+    ncct, cta = (os.path.join(os.path.dirname(cohort), row[k]) for k in ("ncct", "cta"))
+    truth = write_study(ncct, cta, str(tmp_path / "study"), seed=3)
+    common = ["--spacing", "4", "--series_rules", site_rules(str(tmp_path / "rules.json"), 5.0)]  # 4 mm demo CTA
+    result = _preprocess("ct", "--study", str(tmp_path / "study"), "--out", str(tmp_path / "from_study"), *common)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (
+        _preprocess(
+            "ct", "--ncct", ncct, "--cta", cta, "--out", str(tmp_path / "from_nifti"), "--spacing", "4"
+        ).returncode
+        == 0
+    )
+    qc = {k: json.load(open(tmp_path / k / "qc.json")) for k in ("from_study", "from_nifti")}
+    assert qc["from_study"]["series"]["ncct"]["series_number"] == truth["ncct"]
+    assert qc["from_study"]["series"]["cta"]["series_number"] == truth["cta"]
+    for key in ("brain_volume_ml", "dice_template_brain", "dice_cta_ncct_head"):
+        assert qc["from_study"][key] == pytest.approx(qc["from_nifti"][key], rel=0.01), key
+    a, b = (nib.load(str(tmp_path / k / "cta.nii.gz")).get_fdata() for k in ("from_study", "from_nifti"))
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99

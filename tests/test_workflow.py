@@ -266,19 +266,15 @@ def dicom_study(demo_cohort, tmp_path_factory):
     """The third demo patient as a shuffled 6-series study (scout, thick and thin NCCT, CTA, CTA MIP, dose report)
     with identifiers in every file, and series rules whose thickness limits fit the 6 mm demo grid (a site's own
     rules file)."""
-    from tests.dicom_series import write_study
+    from tests.dicom_series import site_rules, write_study
 
     row = list(csv.DictReader(open(demo_cohort)))[2]
     base = os.path.dirname(demo_cohort)
     folder = tmp_path_factory.mktemp("study")
     nifti = {k: os.path.join(base, row[k]) for k in ("ncct", "cta")}
     truth = write_study(nifti["ncct"], nifti["cta"], str(folder / "study"), seed=2, patient=PHI)
-    rules = json.load(open(os.path.join(ROOT, "configs", "series_rules.json")))
-    for selection in rules["selections"]:
-        if "SliceThickness" in selection["conditions"]:
-            selection["conditions"]["SliceThickness"] = [0.5, 40.0]
-    (folder / "rules.json").write_text(json.dumps(rules))
-    return {**truth, "dir": str(folder / "study"), "rules": str(folder / "rules.json"), "nifti": nifti, "row": row}
+    rules = site_rules(str(folder / "rules.json"), 40.0)
+    return {**truth, "dir": str(folder / "study"), "rules": rules, "nifti": nifti, "row": row}
 
 
 def _no_identifiers(*texts: str) -> None:
