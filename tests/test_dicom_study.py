@@ -168,33 +168,54 @@ def test_gantry_tilt_and_missing_slices_are_refused(study, tmp_path):
     assert not os.path.exists(tmp_path / "out")
 
 
-def test_mr_study_split_by_b_value(demo_images, tmp_path):
-    """b0 and b1000 images in one DWI series (DiffusionBValue per image), ADC and FLAIR series: each sequence
-    gets its own images."""
-    study, dwi = generate_uid(), generate_uid()
-    mr = {"Modality": "MR"}
-    b0, b1000 = (nib.as_closest_canonical(nib.load(demo_images[k])) for k in ("b1000", "b1000"))
-    shape = b0.shape
-    names = [f"b0_{k}" for k in range(shape[2])]
-    write_volume_series(np.asarray(b0.dataobj) + 100, b0.affine, str(tmp_path / "study"), study=study, number=4,
-                        description="ep2d_diff_tra", names=names, extra={**mr, "DiffusionBValue": 0,
-                        "SeriesInstanceUID": dwi})  # fmt: skip
-    write_volume_series(np.asarray(b1000.dataobj), b1000.affine, str(tmp_path / "study"), study=study, number=4,
-                        description="ep2d_diff_tra", names=[f"b1000_{k}" for k in range(shape[2])],
-                        extra={**mr, "DiffusionBValue": 1000, "SeriesInstanceUID": dwi})  # fmt: skip
-    for number, key, description in ((5, "adc", "ep2d_diff_tra_ADC"), (6, "flair", "t2_tirm_tra_dark-fluid FLAIR")):
-        img = nib.as_closest_canonical(nib.load(demo_images[key]))
-        write_volume_series(np.asarray(img.dataobj), img.affine, str(tmp_path / "study"), study=study, number=number,
-                            description=description, names=[f"{key}_{k}" for k in range(shape[2])],
-                            image_type=("DERIVED", "PRIMARY", "DIFFUSION", "ADC") if key == "adc" else
-                            ("ORIGINAL", "PRIMARY", "M"), extra=mr)  # fmt: skip
-    series = dicom_study.index_folder(str(tmp_path / "study"))
+@pytest.fixture(scope="module")
+def mr_study(tmp_path_factory):
+    """A scanner-space demo MR session as one study: b0 and b1000 images in one DWI series (DiffusionBValue per
+    image), ADC and FLAIR series, files under random names."""
+    import csv
+
+    from scripts.demo.generator import generate
+
+    base = tmp_path_factory.mktemp("mr_study")
+    cohort = generate(str(base / "raw"), patients=20, seed=5, modalities="mr", spacing=4.0, native=True)
+    row = next(csv.DictReader(open(cohort)))
+    nifti = {k: os.path.join(os.path.dirname(cohort), row[k]) for k in ("b0", "b1000", "adc", "flair")}
+    study, dwi, folder = generate_uid(), generate_uid(), str(base / "study")
+    series = {"b0": (4, "ep2d_diff_tra", {"DiffusionBValue": 0, "SeriesInstanceUID": dwi}),
+              "b1000": (4, "ep2d_diff_tra", {"DiffusionBValue": 1000, "SeriesInstanceUID": dwi}),
+              "adc": (5, "ep2d_diff_tra_ADC", {"ImageType": ["DERIVED", "PRIMARY", "DIFFUSION", "ADC"]}),
+              "flair": (6, "t2_tirm_tra_dark-fluid FLAIR", {})}  # fmt: skip
+    for key, (number, description, extra) in series.items():
+        img = nib.as_closest_canonical(nib.load(nifti[key]))
+        scale = 1e6 if key == "adc" else 1.0  # ADC stored in um^2/s as integers
+        write_volume_series(np.asarray(img.dataobj) * scale, img.affine, folder, study=study, number=number,
+                            description=description, names=[f"{key}_{k}" for k in range(img.shape[2])],
+                            extra={"Modality": "MR", **extra})  # fmt: skip
+    return {"dir": folder, "nifti": nifti}
+
+
+def test_mr_study_split_by_b_value(mr_study, tmp_path):
+    """Each MR sequence gets its own images (b0 and b1000 from one DWI series), and ``preprocess mr --study``
+    preprocesses them like the NIfTI files."""
+    series = dicom_study.index_folder(mr_study["dir"])
     assert len(series) == 3
-    chosen = dicom_study.select(series, ["b0", "b1000", "adc", "flair"], where="study")
-    for key, prefix in (("b0", "b0_"), ("b1000", "b1000_"), ("adc", "adc_"), ("flair", "flair_")):
-        files = [os.path.basename(f) for f in chosen[key]["series"].files]
-        assert len(files) == shape[2] and all(f.startswith(prefix) for f in files), key
     assert dicom_study.geometry_problem(series[0]) is not None  # both b-values together: repeated positions
+    chosen = dicom_study.select(series, ["b0", "b1000", "adc", "flair"], where="study")
+    depth = nib.load(mr_study["nifti"]["b0"]).shape[2]
+    for key in ("b0", "b1000", "adc", "flair"):
+        files = [os.path.basename(f) for f in chosen[key]["series"].files]
+        assert len(files) == depth and all(f.startswith(f"{key}_") for f in files), key
+    rules = site_rules(str(tmp_path / "rules.json"), 5.0)
+    result = _preprocess("mr", "--study", mr_study["dir"], "--out", str(tmp_path / "study"), "--spacing", "4",
+                         "--series_rules", rules)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    files = [f"--{k}={mr_study['nifti'][k]}" for k in ("b0", "b1000", "flair")]
+    assert _preprocess("mr", *files, "--out", str(tmp_path / "nifti"), "--spacing", "4").returncode == 0
+    qc = {k: json.load(open(tmp_path / k / "qc.json")) for k in ("study", "nifti")}
+    assert qc["study"]["series"]["b0"]["series_number"] == qc["study"]["series"]["b1000"]["series_number"] == 4
+    assert qc["study"]["coverage"] == pytest.approx(qc["nifti"]["coverage"], abs=0.01)
+    a, b = (nib.load(str(tmp_path / k / "b1000.nii.gz")).get_fdata() for k in ("study", "nifti"))
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
 
 
 def test_preprocessing_a_native_study_equals_the_nifti_files(tmp_path):

@@ -313,6 +313,22 @@ def test_inference_on_a_dicom_study(trained, dicom_study, tmp_path):
     _no_identifiers(study.stdout, study.stderr, *outputs)
 
 
+def test_monailabel_task_on_a_dicom_study(trained, dicom_study):
+    """The MONAI Label task takes the whole study (``{"study": DIR}``, or as ``image``) and scores it as the NIfTI
+    files of the series the rules choose."""
+    pytest.importorskip("monailabel", reason="pip install --no-deps -r requirements-monailabel.txt")
+    from scripts.monailabel_app.outcome_task import OutcomeInferTask
+
+    ckpt, _ = trained
+    shape = {k: TINY[k] for k in ("spatial_size", "num_slices", "widths", "num_heads", "dropout")}
+    task = OutcomeInferTask(ROOT, ckpt_dir=ckpt, overrides=shape)
+    _, files = task({"image": dicom_study["nifti"]["ncct"], "cta": dicom_study["nifti"]["cta"]})
+    for request in ({"study": dicom_study["dir"]}, {"image": dicom_study["dir"]}):
+        _, result = task({**request, "series_rules": dicom_study["rules"]})
+        assert result["score"] == pytest.approx(files["score"], abs=1e-6) and result["label"] == files["label"]
+        assert result["series"]["cta"]["series_number"] == dicom_study["cta"] and "series" not in files
+
+
 def test_monai_deploy_app_on_a_dicom_study(trained, dicom_study, tmp_path):
     """The Deploy app as MONAI Deploy apps are built (DICOM loader -> series selector -> series to volume ->
     inference -> SR): the probability of the NIfTI path, and a Structured Report that reads back with pydicom."""

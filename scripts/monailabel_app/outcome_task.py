@@ -9,7 +9,10 @@ what ``monai.bundle run`` predicts.
 Request: ``{"image": PATH}`` where PATH is the first sequence of the model (NCCT for the CT model; a NIfTI file
 or DICOM series directory); the other sequences come as request keys (``{"cta": PATH}``) or, by MONAI Label
 datastore convention, from files beside the image named with the sequence in place of the first one
-(``case7_ncct.nii.gz`` -> ``case7_cta.nii.gz``). Result: ``(None, {"label": 0|1, "score": p, ...})``.
+(``case7_ncct.nii.gz`` -> ``case7_cta.nii.gz``). A whole DICOM study as PACS sends it comes as ``{"study": DIR}``
+(or as an ``image`` folder holding several series): the series are chosen by ``configs/series_rules.json``
+(:mod:`scripts.data.dicom_study`, ``"series_rules"`` in the request for a site's file) and the choice is returned
+as ``series``. Result: ``(None, {"label": 0|1, "score": p, ...})``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from monai.bundle import ConfigParser
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from scripts import BundleInputError, find_input_error
+from scripts.data.dicom_study import index_folder, select, selection_record, series_folder
 from scripts.data.profile import case_profile, ood_warning, read_profile
 from scripts.inference.predict import ensemble_predict
 from scripts.training.kfold import fold_checkpoints
@@ -63,8 +67,15 @@ class OutcomeInferTask(InferTask):
             return False
         return os.path.isfile(os.path.join(self.ckpt_dir, "cutoffs.json"))
 
-    def _item(self, request: Dict[str, Any]) -> Dict[str, Any]:
-        image = request.get("image")
+    def _item(self, request: Dict[str, Any]) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
+        """The request as a data item, and the series choice when it named a study."""
+        image, study = request.get("image"), request.get("study")
+        if not study and image and os.path.isdir(image) and len(index_folder(image)) > 1:
+            study = image
+        if study:
+            chosen = select(index_folder(study), self.image_keys, request.get("series_rules"), where=study)
+            item = {k: series_folder(c["series"], k) for k, c in chosen.items()}
+            return {"patient_id": str(request.get("patient_id", "case")), **item}, selection_record(chosen)
         if not image:
             raise BundleInputError("request has no 'image'")
         first = self.image_keys[0]
@@ -74,10 +85,10 @@ class OutcomeInferTask(InferTask):
             if path == image or not os.path.exists(path):
                 raise BundleInputError(f"request: no {key} image (give it as '{key}' or beside {image})")
             item[key] = path
-        return item
+        return item, None
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[None, Dict[str, Any]]:
-        item = self._item(request)
+        item, series = self._item(request)
         try:
             mean, sd, cutoff = self._predict(item)
         except Exception as error:  # MONAI wraps transform errors: give the server the input error itself
@@ -87,8 +98,8 @@ class OutcomeInferTask(InferTask):
             raise found from None
         p = float(mean[0])
         warning = ood_warning(case_profile(item, self.image_keys), read_profile(self.ckpt_dir))
-        return None, {"label": int(p >= cutoff), "score": p, "score_sd": float(sd[0]), "cutoff": cutoff,
-                      "warning": warning}  # fmt: skip
+        result = {"label": int(p >= cutoff), "score": p, "score_sd": float(sd[0]), "cutoff": cutoff, "warning": warning}
+        return None, {**result, **({"series": series} if series else {})}
 
     def _predict(self, item: Dict[str, Any]) -> Tuple[Any, Any, float]:
         return ensemble_predict(
