@@ -66,6 +66,7 @@ def check_files() -> Tuple[bool, str]:
         "requirements-tracking.txt",
         "requirements-monailabel.txt",
         "requirements-deploy.txt",
+        "requirements-cluster.txt",
     ):
         pins = dict(
             line.split("#")[0].strip().split("==") for line in open(os.path.join(ROOT, name))

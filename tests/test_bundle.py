@@ -27,7 +27,12 @@ def test_verify_bundle_passes():
 
 
 def test_file_checks_catch_problems(tmp_path, monkeypatch):
-    optional = ("requirements-tracking.txt", "requirements-monailabel.txt", "requirements-deploy.txt")
+    optional = (
+        "requirements-tracking.txt",
+        "requirements-monailabel.txt",
+        "requirements-deploy.txt",
+        "requirements-cluster.txt",
+    )
     for name in ("LICENSE", "requirements.txt", *optional, "configs", "docs", "models"):
         src = os.path.join(ROOT, name)
         (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, tmp_path / name)

@@ -109,6 +109,88 @@ def test_cohort_run_with_dicom_case_and_a_failing_case(native, tmp_path):
     )
 
 
+def _cohort_of(native, n: int, path) -> str:
+    raw, _ = native
+    rows = _rows(raw)[:n]
+    base = os.path.dirname(raw)
+    for row in rows:
+        row["ncct"], row["cta"] = os.path.join(base, row["ncct"]), os.path.join(base, row["cta"])
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return str(path)
+
+
+def _preprocess_cmd(cohort: str, out: str, *extra: str) -> list:
+    return [sys.executable, "-m", "monai.bundle", "run", "preprocess", "--config_file", "configs/preprocess.json",
+            "--cohort", cohort, "--output_dir", out, "--spacing", "4", *extra]  # fmt: skip
+
+
+def test_local_cluster_gives_the_serial_outputs(native, tmp_path):
+    """The same three cases on a Dask LocalCluster (2 workers) and one after another in this process: the same QC
+    and the same MNI images."""
+    cohort = _cohort_of(native, 3, tmp_path / "cohort.csv")
+    outs = {}
+    for how, extra in (("cluster", ["--workers", "2"]), ("serial", ["--scheduler", "serial"])):
+        outs[how] = str(tmp_path / how)
+        result = subprocess.run(_preprocess_cmd(cohort, outs[how], *extra), cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert "preprocessing: 100%" in result.stderr and "| 3/3 [" in result.stderr  # the progress bar
+    qc = {how: {r["patient_id"]: r for r in _rows(os.path.join(out, "qc_ct.csv"))} for how, out in outs.items()}
+    assert qc["cluster"].keys() == qc["serial"].keys() and len(qc["serial"]) == 3
+    for pid, row in qc["serial"].items():
+        for key in ("brain_volume_ml", "dice_template_brain", "similarity_mi"):
+            assert float(qc["cluster"][pid][key]) == pytest.approx(float(row[key]), rel=0.01, abs=0.002), key
+        a, b = (np.asarray(nib.load(os.path.join(o, pid, "ct", "cta.nii.gz")).dataobj) for o in outs.values())
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
+    rewritten = {how: [r["patient_id"] for r in _rows(os.path.join(out, "cohort.csv"))] for how, out in outs.items()}
+    assert rewritten["cluster"] == rewritten["serial"]
+
+
+def test_an_interrupted_cluster_run_resumes_with_the_rest(native, tmp_path):
+    """Ctrl-C after two of five cases: no Dask worker outlives the run, and the rerun keeps the finished cases
+    (not recomputed) and preprocesses only the others."""
+    import signal
+    import time
+
+    cohort = _cohort_of(native, 5, tmp_path / "cohort.csv")
+    out = str(tmp_path / "pre")
+    cmd = _preprocess_cmd(cohort, out, "--workers", "1")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    pids = [r["patient_id"] for r in _rows(cohort)]
+
+    def finished():
+        return [p for p in pids if os.path.isfile(os.path.join(out, p, "ct", "qc.json"))]
+
+    deadline = time.time() + 300
+    while len(finished()) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+
+    def group_alive() -> bool:
+        try:
+            os.killpg(proc.pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+
+    deadline = time.time() + 20
+    while group_alive() and time.time() < deadline:  # the workers are stopped with the cluster (a few seconds)
+        time.sleep(0.5)
+    assert not group_alive(), "a Dask worker outlived the cancelled run"
+    kept = finished()
+    assert 2 <= len(kept) < 5 and not os.path.exists(os.path.join(out, "qc_ct.csv"))
+    stamps = {p: os.path.getmtime(os.path.join(out, p, "ct", "qc.json")) for p in kept}
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"{len(kept)} of 5 cases already preprocessed (kept)" in again.stdout + again.stderr
+    assert f"| {5 - len(kept)}/{5 - len(kept)} [" in again.stderr  # the progress bar counts only the rest
+    assert {p: os.path.getmtime(os.path.join(out, p, "ct", "qc.json")) for p in kept} == stamps
+    assert [r["status"] for r in _rows(os.path.join(out, "qc_ct.csv"))] == ["ok"] * 5
+
+
 def test_native_scan_recovers_the_known_pose(native, tmp_path):
     """Preprocessing the moved, re-sliced scan finds the MNI mapping found on the same patient rendered in MNI space,
     composed with the true pose: mean error over brain points within one demo voxel (4 mm)."""

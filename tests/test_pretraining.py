@@ -90,6 +90,20 @@ def test_pretraining_lowers_the_loss_without_collapse(pretrained, pool):
     assert os.path.isfile(os.path.join(ckpt, "pretrain", "encoder.pt"))
 
 
+def test_pretraining_reads_the_pool_through_the_disk_cache(pool, datalist_2fold, tmp_path):
+    """``dataset_cache: disk`` for pretraining: the pool's deterministic part lands in the cache folder once and the
+    two views stay random per access."""
+    from monai.data import PersistentDataset
+
+    cache = tmp_path / "cache"
+    wf = _workflow("pretrain.json", "pretraining", unlabeled_file=pool[0], datalist_file=datalist_2fold,
+                   ckpt_dir=str(tmp_path), dataset_cache="disk", cache_dir=str(cache), **SSL)  # fmt: skip
+    dataset = wf.parser.get_parsed_content("pretrain#dataset")
+    assert isinstance(dataset, PersistentDataset)
+    first, second = dataset[0], dataset[0]
+    assert len(os.listdir(cache)) == 1 and not torch.equal(first["view1"], second["view1"])
+
+
 def test_leakage_guard_can_refuse(pool, datalist_2fold, tmp_path):
     wf = _workflow("pretrain.json", "pretraining", unlabeled_file=pool[0], datalist_file=datalist_2fold,
                    ckpt_dir=str(tmp_path), on_overlap="refuse", **SSL)  # fmt: skip

@@ -15,14 +15,14 @@ import io
 import json
 import os
 import warnings
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from monai.data import CacheDataset
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, roc_auc_score, roc_curve
 
 from scripts import BundleInputError
+from scripts.data.cache import cached_dataset
 from scripts.data.cohort import MODALITY_SEQUENCES
 from scripts.data.io import atomic_write, atomic_write_csv, atomic_write_json, atomic_write_text, locked
 from scripts.data.split import fold_data
@@ -101,14 +101,17 @@ def evaluate_folds(
     explain_mask_size: Sequence[int] = (12, 12, 5),
     recalibration: str = "none",
     optimistic: bool = False,
+    cache: str = "ram",
+    cache_dir: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Evaluate every fold model; write predictions, metrics and cut-offs. Returns the metrics dict. ``explain``:
     also explain the test-set patients with the fold ensemble and summarise (``output_dir/explanations``).
-    ``recalibration``: "none" or "platt"; ``optimistic``: also the papers' cut-offs (see :func:`evaluate_predictions`).
+    ``recalibration``: "none" or "platt"; ``optimistic``: also the papers' cut-offs (see :func:`evaluate_predictions`);
+    ``cache``/``cache_dir``: where the preprocessed patients are kept (:mod:`scripts.data.cache`).
     """
     check_trained_on(ckpt_dir, datalist)  # fold models of another datalist would see their own training patients
     items = datalist["training"] + datalist["test"]
-    data = CacheDataset(items, preprocessing, progress=False)
+    data = cached_dataset(items, preprocessing, cache, cache_dir)
     index = {d["patient_id"]: i for i, d in enumerate(items)}
 
     def fold_predictor(k: int) -> Callable[[List[Dict[str, Any]]], np.ndarray]:

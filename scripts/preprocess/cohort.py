@@ -1,5 +1,7 @@
-"""A whole cohort table through preprocessing, cases in parallel: per-case folders, a QC table and a rewritten
-cohort CSV pointing at the outputs (``python -m monai.bundle run preprocess --config_file configs/preprocess.json``).
+"""A whole cohort table through preprocessing, one Dask task per case (:mod:`scripts.preprocess.cluster`: a
+LocalCluster by default, ``--scheduler ADDRESS`` for an existing cluster): per-case folders, a QC table and a
+rewritten cohort CSV pointing at the outputs (``python -m monai.bundle run preprocess --config_file
+configs/preprocess.json``).
 
 A case that fails (unreadable series, not CT, CTA of another head, ...) is logged as one line naming the patient,
 marked ``failed`` in the QC table with the cause, and left out of the rewritten cohort; the others continue.
@@ -9,17 +11,17 @@ so a cohort with CT and MR goes through twice (``--modality ct`` then ``--modali
 
 from __future__ import annotations
 
-import concurrent.futures
 import csv
 import io
 import logging
-import multiprocessing
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from scripts import BundleInputError
 from scripts.data.cohort import SEQUENCES, check_patient_id
 from scripts.data.io import atomic_write_text
+from scripts.preprocess import cluster
+from scripts.preprocess.case_folder import read_qc
 
 logger = logging.getLogger(__name__)
 
@@ -86,39 +88,29 @@ def preprocess_case(row: Dict[str, str], modality: str, out: str, settings: Dict
         return {"status": "failed", "error": f"{type(error).__name__}: {message}"}
 
 
-def _init_worker(threads: int) -> None:
-    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(threads)
-
-
 def run_cases(
-    rows: List[Dict[str, str]], modality: str, outs: Dict[str, str], settings: Dict[str, Any], workers: int = 0
+    rows: List[Dict[str, str]],
+    modality: str,
+    outs: Dict[str, str],
+    settings: Dict[str, Any],
+    workers: int = 0,
+    scheduler: Optional[str] = None,
 ) -> Dict[str, Dict[str, Any]]:
-    """Preprocess ``rows`` into ``outs[patient_id]`` in parallel (``workers`` 0 = one per core, ITK threads shared
-    out; a single row runs in this process); failures are logged as one line naming the patient. Returns patient_id
-    -> QC dict with ``status``."""
-    cores = os.cpu_count() or 1
-    workers = min(int(workers) if int(workers) > 0 else cores, len(rows))
+    """Preprocess ``rows`` into ``outs[patient_id]``, one Dask task per case (:mod:`scripts.preprocess.cluster`:
+    ``workers`` 0 = one per core on a LocalCluster, or ``scheduler`` an existing cluster's address or ``serial``);
+    cases whose folder is finished are kept, not resubmitted. Returns patient_id -> QC dict with ``status``."""
     results: Dict[str, Dict[str, Any]] = {}
-    if len(rows) == 1:  # one case (raw-scan inference): in this process, without a worker's start and imports
-        row = rows[0]
-        results[row["patient_id"]] = preprocess_case(row, modality, outs[row["patient_id"]], settings)
-        if results[row["patient_id"]]["status"] == "failed":
-            logger.error("%s: %s", row["patient_id"], results[row["patient_id"]]["error"])
-        logger.info("preprocessed 1/1 (%s %s)", row["patient_id"], results[row["patient_id"]]["status"])
-        return results
-    with concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),  # no forked ITK/torch thread state
-        initializer=_init_worker,
-        initargs=(max(1, cores // workers),),
-    ) as pool:
-        futures = {pool.submit(preprocess_case, r, modality, outs[r["patient_id"]], settings): r for r in rows}
-        for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
-            pid = futures[future]["patient_id"]
-            results[pid] = future.result()
-            if results[pid]["status"] == "failed":
-                logger.error("%s: %s", pid, results[pid]["error"])
-            logger.info("preprocessed %d/%d (%s %s)", done, len(rows), pid, results[pid]["status"])
+    for row in rows:
+        qc = read_qc(outs[row["patient_id"]])
+        if qc is not None:
+            results[row["patient_id"]] = {**qc, "status": "ok", "error": ""}
+    if results:
+        logger.info("%d of %d cases already preprocessed (kept)", len(results), len(rows))
+    jobs = {
+        r["patient_id"]: (r, modality, outs[r["patient_id"]], settings) for r in rows if r["patient_id"] not in results
+    }
+    if jobs:
+        results.update(cluster.run_cases(preprocess_case, jobs, workers, scheduler))
     return results
 
 
@@ -128,6 +120,7 @@ def preprocess_items(
     image_keys: Sequence[str],
     spacing: float = 1.0,
     workers: int = 0,
+    scheduler: Optional[str] = None,
 ) -> List[Dict[str, Any]]:
     """Inference on raw scans: preprocess each item (``{patient_id, <sequence>: raw path, ...}``) into
     ``output_dir/<patient_id>/<modality>`` and return the items pointing at the model's ``image_keys`` there.
@@ -137,7 +130,7 @@ def preprocess_items(
     outs = {r["patient_id"]: case_dir(output_dir, r["patient_id"], modality) for r in rows}
     settings = {"spacing": float(spacing), "transform": "Affine", "histogram_reference": None,
                 "vessels": "vessels" in image_keys}  # fmt: skip
-    results = run_cases(rows, modality, outs, settings, workers)
+    results = run_cases(rows, modality, outs, settings, workers, scheduler)
     ready = []
     for item in items:
         pid = item["patient_id"]
@@ -161,10 +154,12 @@ def preprocess_cohort(
     transform: str = "Affine",
     histogram_reference: Optional[str] = None,
     vessels: bool = False,
+    scheduler: Optional[str] = None,
 ) -> str:
     """Preprocess every case of ``cohort`` into ``output_dir/<patient_id>/<modality>``; write
     ``output_dir/qc_<modality>.csv`` and ``output_dir/cohort.csv``; return the rewritten cohort's path.
-    ``workers`` 0 = one per core (ITK threads shared out); ``vessels``: CTA vessel maps too (CT)."""
+    ``workers`` 0 = one per core on a Dask LocalCluster (ITK threads shared out); ``scheduler``: an existing Dask
+    cluster's address instead, or ``serial`` (this process); ``vessels``: CTA vessel maps too (CT)."""
     if modality not in MODALITY_INPUTS:
         raise BundleInputError(f"--modality '{modality}': use ct or mr")
     if transform not in ("Affine", "SyN"):
@@ -176,7 +171,7 @@ def preprocess_cohort(
                 "vessels": bool(vessels)}  # fmt: skip
     outs = {r["patient_id"]: case_dir(output_dir, r["patient_id"], modality) for r in rows}
     os.makedirs(output_dir, exist_ok=True)
-    results = run_cases(rows, modality, outs, settings, workers)
+    results = run_cases(rows, modality, outs, settings, workers, scheduler)
     _write_qc_table(os.path.join(output_dir, f"qc_{modality}.csv"), rows, results)
     path = _write_cohort(os.path.join(output_dir, "cohort.csv"), columns, rows, results, outs, modality)
     failed = [pid for pid, r in results.items() if r["status"] == "failed"]
