@@ -267,6 +267,8 @@ def select(
         raise BundleInputError(f"{where}: holds {len(studies)} studies; give one study per folder")
     chosen = {}
     for key in keys:
+        if key not in selections and key in optional:
+            continue
         if key not in selections:
             raise BundleInputError(f"series rules: no selection named {key!r} (the model reads {', '.join(keys)})")
         rule = selections[key]
