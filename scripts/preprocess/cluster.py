@@ -8,8 +8,8 @@
 - ``scheduler="serial"``: one case after another in this process (a single case always runs so).
 
 The cohort runner (:func:`scripts.preprocess.cohort.run_cases`) does not submit cases whose folder already holds
-``qc.json`` (every case folder is written atomically, so a run
-killed or cancelled half-way resumes with what is missing). A case that fails, or whose worker dies, is marked
+``qc.json`` (every case folder is written atomically, so a run killed or cancelled half-way resumes with what is
+missing). A case that fails, or whose worker dies, is marked
 ``failed`` with the cause and the others continue. A progress bar shows cases done, failed and the rate.
 """
 
