@@ -34,7 +34,7 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -323,26 +323,34 @@ def series_folder(series: Series, key: str) -> str:
     return folder
 
 
+def study_series(
+    study: str, keys: Sequence[str], rules: Any = None, optional: Sequence[str] = ()
+) -> Tuple[Dict[str, str], Dict[str, Any]]:
+    """({sequence: folder of the chosen series' files}, the QC record of the choice) for the sequences of ``keys``
+    that the rules name (maps the bundle computes, vessels or perfusion, are not series) in a ``study`` folder."""
+    named = load_rules(rules)
+    keys = [k for k in keys if k in named]
+    chosen = select(index_folder(study), keys, named_rules(named), where=study, optional=optional)
+    return {k: series_folder(c["series"], k) for k, c in chosen.items()}, selection_record(chosen)
+
+
 def study_images(
     study: Optional[str],
     images: Optional[Mapping[str, str]] = None,
     keys: Sequence[str] = (),
     rules: Any = None,
     record_dir: Optional[str] = None,
-    optional: Sequence[str] = (),
 ) -> Dict[str, str]:
     """The configs' ``images``: with a ``study`` folder, each sequence of ``keys`` read from the series the rules
     choose there (``record_dir/series_selection.json`` records the choice); without one, ``images`` unchanged."""
     if not study:
         return dict(images or {})
-    named = load_rules(rules)
-    keys = [k for k in keys if k in named]  # maps the bundle computes (vessels, perfusion) are not series
-    chosen = select(index_folder(study), keys, named_rules(named), where=study, optional=optional)
+    found, record = study_series(study, keys, rules)
     if record_dir:
         from scripts.data.io import atomic_write_json
 
-        atomic_write_json(os.path.join(record_dir, "series_selection.json"), selection_record(chosen))
-    return {**dict(images or {}), **{k: series_folder(c["series"], k) for k, c in chosen.items()}}
+        atomic_write_json(os.path.join(record_dir, "series_selection.json"), record)
+    return {**dict(images or {}), **found}
 
 
 def selection_record(chosen: Mapping[str, Any]) -> Dict[str, Any]:

@@ -24,7 +24,7 @@ from monai.bundle import ConfigParser
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from scripts import BundleInputError, find_input_error
-from scripts.data.dicom_study import index_folder, select, selection_record, series_folder
+from scripts.data.dicom_study import index_folder, study_series
 from scripts.data.profile import case_profile, ood_warning, read_profile
 from scripts.inference.predict import ensemble_predict
 from scripts.training.kfold import fold_checkpoints
@@ -73,9 +73,8 @@ class OutcomeInferTask(InferTask):
         if not study and image and os.path.isdir(image) and len(index_folder(image)) > 1:
             study = image
         if study:
-            chosen = select(index_folder(study), self.image_keys, request.get("series_rules"), where=study)
-            item = {k: series_folder(c["series"], k) for k, c in chosen.items()}
-            return {"patient_id": str(request.get("patient_id", "case")), **item}, selection_record(chosen)
+            item, record = study_series(study, self.image_keys, request.get("series_rules"))
+            return {"patient_id": str(request.get("patient_id", "case")), **item}, record
         if not image:
             raise BundleInputError("request has no 'image'")
         first = self.image_keys[0]

@@ -10,23 +10,13 @@ Bad input: one line on stderr naming the file and the cause, exit status 2 (``sc
 """
 
 import json
-from typing import Any, Dict, Optional, Sequence, Tuple
 
 import fire
 
 from scripts import BundleInputError
-from scripts.data.dicom_study import index_folder, select, selection_record, series_folder
+from scripts.data.dicom_study import study_series
 from scripts.preprocess.ct import preprocess_ct
 from scripts.preprocess.mr import preprocess_mr
-
-
-def _from_study(
-    study: str, rules: str, keys: Sequence[str], optional: Sequence[str] = ()
-) -> Tuple[Dict[str, str], Optional[Dict[str, Any]]]:
-    if not study:
-        return {}, None
-    chosen = select(index_folder(study), keys, rules or None, where=study, optional=optional)
-    return {k: series_folder(c["series"], k) for k, c in chosen.items()}, selection_record(chosen)
 
 
 def ct(
@@ -42,7 +32,7 @@ def ct(
     """Preprocess one CT patient (NCCT, optional CTA, optional CTA vessel map) into ``out``; prints the QC."""
     if not out or not (ncct or study):
         raise BundleInputError("preprocess ct: give --out and --ncct (and --cta) or --study")
-    found, record = _from_study(study, series_rules, ("ncct", "cta"))
+    found, record = study_series(study, ("ncct", "cta"), series_rules or None) if study else ({}, None)
     ncct, cta = found.get("ncct", ncct), found.get("cta", cta)
     print(
         json.dumps(preprocess_ct(ncct, out, cta or None, transform, spacing, vessels=vessels, series=record), indent=1)
@@ -67,9 +57,8 @@ def mr(
     """Preprocess one MR patient (DWI b0, optional b1000, ADC, FLAIR and perfusion maps) into ``out``."""
     if not out or not (b0 or study):
         raise BundleInputError("preprocess mr: give --out and --b0 (and the other sequences) or --study")
-    found, record = _from_study(
-        study, series_rules, ("b0", "b1000", "adc", "flair"), optional=("b1000", "adc", "flair")
-    )
+    keys, optional = ("b0", "b1000", "adc", "flair"), ("b1000", "adc", "flair")
+    found, record = study_series(study, keys, series_rules or None, optional) if study else ({}, None)
     b0, b1000, adc, flair = (found.get(k, v) for k, v in (("b0", b0), ("b1000", b1000), ("adc", adc), ("flair", flair)))
     perfusion = {"tmax": tmax, "cbf": cbf, "cbv": cbv, "mtt": mtt}
     qc = preprocess_mr(
