@@ -80,9 +80,9 @@ def fold(datalist: str, cache: str, cache_dir: str, ckpt: str, epochs: int = 2) 
 def train(cohort: str, sizes: str = "100,500,2000", out: str = "/tmp/scale/train", epochs: int = 2,
           caches: str = "ram,disk") -> None:  # fmt: skip
     """Print peak RSS and epoch times per cohort size and cache."""
-    for size in [int(s) for s in str(sizes).split(",")]:
+    for size in map(int, _items(sizes)):
         datalist = _subset(cohort, size, os.path.join(out, f"n{size}"))
-        for cache in str(caches).split(","):
+        for cache in _items(caches):
             run = os.path.join(out, f"n{size}", cache)
             cmd = [sys.executable, os.path.abspath(__file__), "fold", "--datalist", datalist, "--cache", cache,
                    "--cache_dir", os.path.join(run, "cache"), "--ckpt", os.path.join(run, "models"),
@@ -97,6 +97,11 @@ def train(cohort: str, sizes: str = "100,500,2000", out: str = "/tmp/scale/train
             print(f"n={size} cache={cache}: fold-0 patients {row['patients']}, peak RSS {row['peak_rss_gb']:.2f} GB, "
                   f"datasets built in {row['setup_s']:.1f} s, epochs {row['epoch_s']} s, cache folder "
                   f"{cache_mb:.0f} MB, process wall {time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
+
+
+def _items(values: str | int | tuple) -> list[str]:
+    """``--sizes 100,500`` arrives from fire as a tuple, ``--sizes 100`` as an int, ``--caches disk`` as a str."""
+    return [str(v) for v in (values if isinstance(values, (tuple, list)) else str(values).split(","))]
 
 
 def _folder_mb(folder: str) -> float:
@@ -114,7 +119,7 @@ def preprocess(cases: int = 40, workers: str = "1,2", out: str = "/tmp/scale/pre
                       spacing=spacing, native=True)  # fmt: skip
     table = _subset(cohort, int(cases), os.path.join(out, "subset"))
     table = os.path.join(os.path.dirname(table), "cohort.csv")
-    for n in [int(w) for w in str(workers).split(",")]:
+    for n in map(int, _items(workers)):
         target = os.path.join(out, f"workers{n}")
         cmd = [sys.executable, "-m", "monai.bundle", "run", "preprocess", "--config_file", "configs/preprocess.json",
                "--cohort", table, "--output_dir", target, "--spacing", str(spacing), "--workers", str(n)]  # fmt: skip
