@@ -4,9 +4,9 @@ python benchmarks/peer_side_by_side.py [--peer_dir ../shared/reference/peer_fpe]
     [--slices 25] [--threads 2]
 
 Same input (3 x 25 x 224 x 224), same optimiser (AdamW) and deep-supervision loss; inference is batch 1 in eval
-mode, a training step is batch 2. Each round times the peer (fp32, its only mode), then the bundle in fp32, in bf16
-and in bf16 with channels-last weights (``scripts.networks.precision``); medians over rounds and the ratios peer /
-bundle are printed. The peer's code is imported from ``--peer_dir`` (reference material beside the project, never
+mode, a training step is batch 2. Each round times the peer (fp32, its only mode), then the bundle in fp32 and bf16,
+each with and without channels-last weights (``scripts.networks.precision``); medians over rounds and the ratios
+peer / bundle are printed. The peer's code is imported from ``--peer_dir`` (reference material beside the project, never
 copied into it); without it the benchmark says so and exits 0.
 """
 
@@ -94,7 +94,7 @@ def main(
         return
     torch.set_num_threads(threads)
     runs = {"peer fp32": _peer(peer_dir, size, slices)}
-    for precision, channels_last in (("fp32", False), ("bf16", False), ("bf16", True)):
+    for precision, channels_last in (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)):
         name = f"bundle {precision}" + (" channels_last" if channels_last else "")
         runs[name] = _bundle(precision, channels_last, size, slices)
     times: Dict[str, Dict[str, List[float]]] = {name: {"forward": [], "step": []} for name in runs}
