@@ -5,9 +5,11 @@ python benchmarks/peer_side_by_side.py [--peer_dir ../shared/reference/peer_fpe]
 
 Same input (3 x 25 x 224 x 224), same optimiser (AdamW) and deep-supervision loss; inference is batch 1 in eval
 mode, a training step is batch 2. Each round times the peer (fp32, its only mode), then the bundle in fp32 and bf16,
-each with and without channels-last weights (``scripts.networks.precision``); medians over rounds and the ratios
-peer / bundle are printed. The peer's code is imported from ``--peer_dir`` (reference material beside the project, never
-copied into it); without it the benchmark says so and exits 0.
+each with and without channels-last weights (``scripts.networks.precision``), and the inference default (fp32,
+channels-last weights, BatchNorm folded into the convolutions: inference only, so no training step), also compiled
+(``--compile true``: Inductor with freezing, compiled in the warm-up call). Printed: the median and the fastest
+round of each, and the peer / bundle ratios of the medians. The peer's code is imported from ``--peer_dir``
+(reference material beside the project, never copied into it); without it the benchmark says so and exits 0.
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from scripts.networks import WithAuxiliaryLogits, mnt_dl_res25  # noqa: E402
-from scripts.networks.precision import autocast_forward, for_speed  # noqa: E402
+from scripts.networks.precision import (  # noqa: E402
+    autocast_forward,
+    compile_for_inference,
+    fold_batch_norm,
+    for_speed,
+)
 from scripts.training.losses import DeepSupervisionBCELoss  # noqa: E402
 
 
@@ -73,12 +80,20 @@ def _peer(peer_dir: str, size: int, slices: int) -> Dict[str, Callable[[], None]
     return _timed(net, x, loss)
 
 
-def _bundle(precision: str, channels_last: bool, size: int, slices: int) -> Dict[str, Callable[[], None]]:
+def _bundle(
+    precision: str, channels_last: bool, size: int, slices: int, fold: bool = False, compile: bool = False
+) -> Dict[str, Callable[[], None]]:
     torch.manual_seed(0)
     net = for_speed(mnt_dl_res25(in_channels=3, num_slices=slices), precision, channels_last)
     train_net, loss_fn = autocast_forward(WithAuxiliaryLogits(net), precision), DeepSupervisionBCELoss()
     x, xb, y = torch.randn(1, 3, size, size, slices), torch.randn(2, 3, size, size, slices), torch.ones(2)
-    return _timed(net, x, lambda: loss_fn(train_net(xb), y))
+    timed = _timed(net, x, lambda: loss_fn(train_net(xb), y))
+    if fold:  # what inference does once the weights are loaded; the folded module does not train
+        fold_batch_norm(net)
+        del timed["step"]
+    if compile:  # the first (warm-up) call compiles
+        compile_for_inference(net)
+    return timed
 
 
 def main(
@@ -97,19 +112,22 @@ def main(
     for precision, channels_last in (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)):
         name = f"bundle {precision}" + (" channels_last" if channels_last else "")
         runs[name] = _bundle(precision, channels_last, size, slices)
-    times: Dict[str, Dict[str, List[float]]] = {name: {"forward": [], "step": []} for name in runs}
+    runs["bundle inference default: fp32 channels_last folded BatchNorm"] = _bundle("fp32", True, size, slices, True)
+    runs["bundle inference --compile true (Inductor, freezing)"] = _bundle("fp32", True, size, slices, True, True)
+    times: Dict[str, Dict[str, List[float]]] = {name: {k: [] for k in run} for name, run in runs.items()}
     for _ in range(rounds):
         for name, run in runs.items():
-            times[name]["forward"].append(_seconds(run["forward"], 3))
-            times[name]["step"].append(_seconds(run["step"], 2))
+            for k, fn in run.items():
+                times[name][k].append(_seconds(fn, 3 if k == "forward" else 2))
     median = {name: {k: statistics.median(v) for k, v in t.items()} for name, t in times.items()}
     print(f"input 3 x {slices} x {size} x {size}, {torch.get_num_threads()} threads, {rounds} alternating rounds")
+    labels = {"forward": "inference b1", "step": "train step b2"}
     for name, m in median.items():
-        ratio = {k: median["peer fp32"][k] / m[k] for k in m}
-        print(
-            f"{name}: inference b1 {m['forward']:.3f} s ({ratio['forward']:.2f}x peer), "
-            f"train step b2 {m['step']:.3f} s ({ratio['step']:.2f}x peer)"
-        )
+        parts = [
+            f"{labels[k]} {v:.3f} s, fastest {min(times[name][k]):.3f} s ({median['peer fp32'][k] / v:.2f}x peer)"
+            for k, v in m.items()
+        ]
+        print(f"{name}: " + ", ".join(parts))
 
 
 if __name__ == "__main__":

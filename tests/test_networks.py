@@ -158,3 +158,64 @@ def test_vessel_mask_net_measures_in_fp32_under_bf16_autocast():
         p_low = torch.sigmoid(autocast_forward(net, "bf16")(x))
     assert low.dtype == torch.float32 and 0 < (exact - low).abs().max() < 0.002
     assert (p - p_low).abs().max() < 0.01
+
+
+def _trained_like_batch_norm(net: torch.nn.Module) -> torch.nn.Module:
+    """Running statistics and affine parameters away from their initial values (folding the initial ones is trivial)."""
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5), m.bias.data.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+@pytest.mark.parametrize("kind", ["mnt_dl", "resnet3d"])
+def test_batch_norm_folded_on_loading_keeps_the_outputs(kind):
+    """``for_speed(..., fold_norm=True)`` folds every BatchNorm of MNT-DL (2-D, channels-last weights) and of MONAI's
+    3-D ResNet into its convolution when a checkpoint is loaded: no BatchNorm left, outputs equal to the unfolded
+    model's to float rounding; a checkpoint that does not fit is not folded into."""
+    from monai.networks.nets import resnet18
+
+    from scripts.networks.precision import for_speed
+
+    torch.manual_seed(0)
+    if kind == "mnt_dl":
+        make, x = (lambda: MNTDL(in_channels=2, num_slices=10, **TINY)), torch.randn(2, 2, 32, 32, 10)
+    else:
+        make, x = (lambda: resnet18(spatial_dims=3, n_input_channels=2, num_classes=1)), torch.randn(2, 2, 24, 24, 12)
+    trained = _trained_like_batch_norm(make())
+    with torch.inference_mode():
+        exact = trained(x)
+    folded = for_speed(make(), channels_last=kind == "mnt_dl", fold_norm=True)
+    assert any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in folded.modules())  # not before loading
+    folded.load_state_dict(trained.state_dict())
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    assert not folded.training
+    with torch.inference_mode():
+        fast = folded(x)
+    assert exact.abs().max() > 0.01 and torch.allclose(fast, exact, rtol=1e-4, atol=1e-5)
+    other = for_speed(make(), fold_norm=True)
+    state = {k: v for k, v in trained.state_dict().items() if not k.endswith("running_var")}
+    with pytest.raises(RuntimeError, match="running_var"):
+        other.load_state_dict(state)
+    assert any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in other.modules())
+
+
+def test_inference_config_folds_the_loaded_fold_models(tmp_path):
+    """configs/inference.json's network: fp32, channels-last weights, BatchNorm folded once a fold checkpoint is
+    loaded into a copy (``ensemble_predict``); the configured network itself stays loadable."""
+    import copy
+
+    from monai.bundle import ConfigParser
+
+    from scripts.training.kfold import load_weights
+
+    parser = ConfigParser()
+    parser.read_config("configs/inference.json")
+    parser.update({"widths": [4, 8, 16, 16], "num_heads": 2, "num_slices": 10, "device": "cpu"})
+    network = parser.get_parsed_content("network")
+    torch.save({"model": _trained_like_batch_norm(copy.deepcopy(network)).state_dict()}, tmp_path / "model.pt")
+    loaded = load_weights(copy.deepcopy(network), str(tmp_path / "model.pt"))
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in loaded.modules())
+    assert loaded.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())

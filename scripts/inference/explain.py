@@ -19,7 +19,7 @@ clinical attributions).
 
 from __future__ import annotations
 
-import functools
+import copy
 import glob
 import json
 import os
@@ -197,7 +197,11 @@ def explain_cohort(
     mask_size: Sequence[int] = (12, 12, 5),
 ) -> Dict[str, Any]:
     """Explain every item with the fold ensemble of ``ckpt_dir`` into ``out_dir``; write and return the summary."""
-    loaders = [functools.partial(load_weights, network, path, device) for path in fold_checkpoints(ckpt_dir)]
+
+    def loader(path: str) -> Callable[[], torch.nn.Module]:  # a fresh copy per load: loading may fold BatchNorm
+        return lambda: load_weights(copy.deepcopy(network), path, device)
+
+    loaders = [loader(path) for path in fold_checkpoints(ckpt_dir)]
     for item in items:
         explain_item(loaders, preprocessing, item, out_dir, device, mask_size)
     return summarize(out_dir)
