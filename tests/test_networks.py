@@ -219,3 +219,29 @@ def test_inference_config_folds_the_loaded_fold_models(tmp_path):
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in loaded.modules())
     assert loaded.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())
+
+
+def test_speed_switches_from_the_command_line():
+    """``--channels_last false`` arrives as the string 'false' and must mean false; other values and unknown
+    ``bf16_modules`` are refused with one line; a named submodule runs in bf16 and returns float32."""
+    from scripts import BundleInputError
+    from scripts.networks.precision import for_speed
+
+    net = for_speed(MNTDL(in_channels=2, num_slices=10, **TINY), channels_last="false", fold_norm="false")
+    assert net.stem[0].weight.is_contiguous() and not net.stem[0].weight.is_contiguous(
+        memory_format=torch.channels_last
+    )
+    net = for_speed(MNTDL(in_channels=2, num_slices=10, **TINY), channels_last="true")
+    assert net.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(BundleInputError, match="compile: 'maybe' is not true or false"):
+        for_speed(MNTDL(in_channels=2, num_slices=10, **TINY), compile="maybe")
+    with pytest.raises(BundleInputError, match="bf16_modules: the network has no submodule 'trunk'"):
+        for_speed(MNTDL(in_channels=2, num_slices=10, **TINY), bf16_modules=["trunk"])
+    seen = []
+    net = for_speed(MNTDL(in_channels=2, num_slices=10, **TINY).eval(), bf16_modules="stem")
+    net.local.register_forward_pre_hook(lambda m, a: seen.append(a[0].dtype))
+    assert net(torch.randn(1, 2, 32, 32, 10)).dtype == torch.float32 and seen == [torch.float32]
+    stem_out = []
+    net.stem[0].register_forward_hook(lambda m, a, o: stem_out.append(o.dtype))
+    net(torch.randn(1, 2, 32, 32, 10))
+    assert stem_out == [torch.bfloat16]

@@ -164,7 +164,7 @@ def for_speed(
     fold, compile = _switch(fold_norm, "fold_batch_norm"), _switch(compile, "compile")
     if fold or compile:
         module.register_load_state_dict_post_hook(_after_loading(fold, compile))
-    for name in bf16_modules:
+    for name in [bf16_modules] if isinstance(bf16_modules, str) else bf16_modules:
         try:
             part = module.get_submodule(name)
         except AttributeError:
