@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -573,51 +574,71 @@ def test_a_resumed_fold_keeps_its_early_stopping_state(datalist_2fold, tmp_path)
     assert state_at_epoch_3() == first
 
 
-def test_fast_inference_agrees_with_plain_fp32(side_datalist, demo_cohort, tmp_path):
-    """Issue 13's agreement check through the inference CLI on the demo cohort, with an MNT-DL fold model trained on
-    the occlusion side for 30 epochs (validated, so checkpointed, at the last epoch only). The default path (fp32,
-    channels-last weights, BatchNorm folded into the convolutions) and ``--compile true`` (Inductor with freezing)
-    against plain fp32 (``--channels_last false --fold_batch_norm false``): probabilities within 0.01 and ROC-AUC
-    within 0.005, as the issue asks (measured: equal to the 6 decimals of predictions.csv). ``--precision bf16`` moves
-    this MNT-DL by up to 0.032 in probability (0.019 without folding; docs/performance.md), so it is only guarded at
-    0.05 / 0.03 and stays an option to check on one's own models."""
-    import shutil
-
-    from sklearn.metrics import roc_auc_score
-
-    ckpt = str(tmp_path / "models")
+@pytest.fixture(scope="module")
+def side_mnt_dl(side_datalist, tmp_path_factory) -> str:
+    """A fold-model folder: one tiny MNT-DL trained on the occlusion side for 30 epochs (validated, so checkpointed,
+    at the last epoch only), cut-offs at 0.5."""
+    ckpt = str(tmp_path_factory.mktemp("side_mnt_dl") / "models")
     train_recording_losses(
         ["train.json"], side_datalist, ckpt, {0: {**TINY, **FIT, "max_epochs": 30, "val_interval": 30}}
     )
     shutil.rmtree(os.path.join(ckpt, "fold0", "tensorboard"))
     with open(os.path.join(ckpt, "cutoffs.json"), "w") as f:
         json.dump({"0": 0.5, "ensemble": 0.5}, f)
+    return ckpt
+
+
+def _side_predictions(ckpt: str, cohort: str, out: str, runs: dict) -> tuple:
+    """Run the inference CLI on ``cohort`` once per option list of ``runs``; return (labels = occlusion side R,
+    {run: probabilities}) in patient order."""
     keys = ("spatial_size", "num_slices", "widths", "num_heads", "dropout", "cta_window")
     shape = [f"--{k}={json.dumps(TINY[k]).replace(' ', '')}" for k in keys]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--ckpt_dir", ckpt]
-    cmd += ["--device", "cpu", "--cohort", demo_cohort, *shape]
-    runs = {
-        "plain": ["--channels_last", "false", "--fold_batch_norm", "false"],
-        "default": [],
-        "compiled": ["--compile", "true"],
-        "bf16": ["--precision", "bf16"],
-    }
+    cmd += ["--device", "cpu", "--cohort", cohort, *shape]
     probabilities = {}
     for name, options in runs.items():
-        out = str(tmp_path / name)
-        done = subprocess.run(cmd + ["--output_dir", out, *options], cwd=ROOT, capture_output=True)
+        done = subprocess.run(cmd + ["--output_dir", os.path.join(out, name), *options], cwd=ROOT, capture_output=True)
         assert done.returncode == 0, done.stderr[-2000:]
-        rows = list(csv.DictReader(open(os.path.join(out, "predictions.csv"))))
+        rows = list(csv.DictReader(open(os.path.join(out, name, "predictions.csv"))))
         probabilities[name] = {r["patient_id"]: float(r["probability"]) for r in rows}
-    ids = sorted(probabilities["plain"])
-    side = {r["patient_id"]: int(r["side"] == "R") for r in csv.DictReader(open(demo_cohort))}
-    y = [side[i] for i in ids]
-    exact = np.array([probabilities["plain"][i] for i in ids])
+    ids = sorted(probabilities[next(iter(runs))])
+    side = {r["patient_id"]: int(r["side"] == "R") for r in csv.DictReader(open(cohort))}
+    return [side[i] for i in ids], {k: np.array([p[i] for i in ids]) for k, p in probabilities.items()}
+
+
+PLAIN_FP32 = ["--channels_last", "false", "--fold_batch_norm", "false"]
+
+
+def test_fast_inference_agrees_with_plain_fp32(side_mnt_dl, demo_cohort, tmp_path):
+    """Issue 13's agreement check through the inference CLI on the demo cohort (``side_mnt_dl``'s model). The default
+    path (fp32, channels-last weights, BatchNorm folded into the convolutions) against plain fp32: probabilities
+    within 0.01 and ROC-AUC within 0.005, as the issue asks (measured: equal to the 6 decimals of predictions.csv).
+    ``--precision bf16`` moves this MNT-DL by up to 0.032 in probability (0.019 without folding;
+    docs/performance.md), so it is only guarded at 0.05 / 0.03 and stays an option to check on one's own models."""
+    from sklearn.metrics import roc_auc_score
+
+    runs = {"plain": PLAIN_FP32, "default": [], "bf16": ["--precision", "bf16"]}
+    y, p = _side_predictions(side_mnt_dl, demo_cohort, str(tmp_path), runs)
+    exact = p["plain"]
     assert exact.std() > 0.05 and roc_auc_score(y, exact) > 0.7  # a model that ranks: the AUC check means something
-    for run in ("default", "compiled"):
-        fast = np.array([probabilities[run][i] for i in ids])
-        assert np.abs(exact - fast).max() < 0.01
-        assert abs(roc_auc_score(y, exact) - roc_auc_score(y, fast)) < 0.005
-    low = np.array([probabilities["bf16"][i] for i in ids])
-    assert 0 < np.abs(exact - low).max() < 0.05  # bf16 did run (not bit-equal), near fp32
-    assert abs(roc_auc_score(y, exact) - roc_auc_score(y, low)) < 0.03
+    assert np.abs(exact - p["default"]).max() < 0.01
+    assert abs(roc_auc_score(y, exact) - roc_auc_score(y, p["default"])) < 0.005
+    assert 0 < np.abs(exact - p["bf16"]).max() < 0.05  # bf16 did run (not bit-equal), near fp32
+    assert abs(roc_auc_score(y, exact) - roc_auc_score(y, p["bf16"])) < 0.03
+
+
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+    reason="--compile true needs a C++ compiler for Inductor on CPU (none on PATH)",
+)
+def test_compiled_inference_agrees_with_plain_fp32(side_mnt_dl, demo_cohort, tmp_path):
+    """``--compile true`` (torch.compile, Inductor with freezing) against plain fp32: within 0.01 / 0.005 (measured:
+    equal to the 6 decimals of predictions.csv)."""
+    from sklearn.metrics import roc_auc_score
+
+    y, p = _side_predictions(
+        side_mnt_dl, demo_cohort, str(tmp_path), {"plain": PLAIN_FP32, "compiled": ["--compile", "true"]}
+    )
+    assert p["plain"].std() > 0.05
+    assert np.abs(p["plain"] - p["compiled"]).max() < 0.01
+    assert abs(roc_auc_score(y, p["plain"]) - roc_auc_score(y, p["compiled"])) < 0.005
