@@ -59,10 +59,10 @@ def main(out: str = "/tmp/raw_to_answer", runs: int = 2, options: str = "default
     cta = cta_standin(ncct, os.path.join(out, "cta.nii.gz"))
     models = fold_models(out)
     sets = [o.strip() for o in (options if isinstance(options, str) else "|".join(options)).split("|")]
-    for option in sets:
+    for index, option in enumerate(sets):
         extra = [] if option == "default" else shlex.split(option)
         for run in range(runs):
-            result = os.path.join(out, f"run_{abs(hash(option))}_{run}")
+            result = os.path.join(out, f"options{index}_run{run + 1}")
             cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", CONFIGS, "--ckpt_dir", models]
             cmd += ["--ncct", ncct, "--cta", cta, "--patient_id", "p1", "--output_dir", result, *extra]
             start = time.perf_counter()

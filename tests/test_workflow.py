@@ -606,10 +606,16 @@ def _side_predictions(ckpt: str, cohort: str, out: str, runs: dict) -> tuple:
     return [side[i] for i in ids], {k: np.array([p[i] for i in ids]) for k, p in probabilities.items()}
 
 
-PLAIN_FP32 = ["--channels_last", "false", "--fold_batch_norm", "false"]
+@pytest.fixture(scope="module")
+def plain_fp32(side_mnt_dl, demo_cohort, tmp_path_factory) -> tuple:
+    """(labels, probabilities) of ``side_mnt_dl`` on the demo cohort in plain fp32 (``--channels_last false
+    --fold_batch_norm false``): the reference of the agreement tests."""
+    plain = ["--channels_last", "false", "--fold_batch_norm", "false"]
+    y, p = _side_predictions(side_mnt_dl, demo_cohort, str(tmp_path_factory.mktemp("plain")), {"plain": plain})
+    return y, p["plain"]
 
 
-def test_fast_inference_agrees_with_plain_fp32(side_mnt_dl, demo_cohort, tmp_path):
+def test_fast_inference_agrees_with_plain_fp32(side_mnt_dl, plain_fp32, demo_cohort, tmp_path):
     """Issue 13's agreement check through the inference CLI on the demo cohort (``side_mnt_dl``'s model). The default
     path (fp32, channels-last weights, BatchNorm folded into the convolutions) against plain fp32: probabilities
     within 0.01 and ROC-AUC within 0.005, as the issue asks (measured: equal to the 6 decimals of predictions.csv).
@@ -617,9 +623,8 @@ def test_fast_inference_agrees_with_plain_fp32(side_mnt_dl, demo_cohort, tmp_pat
     docs/performance.md), so it is only guarded at 0.05 / 0.03 and stays an option to check on one's own models."""
     from sklearn.metrics import roc_auc_score
 
-    runs = {"plain": PLAIN_FP32, "default": [], "bf16": ["--precision", "bf16"]}
-    y, p = _side_predictions(side_mnt_dl, demo_cohort, str(tmp_path), runs)
-    exact = p["plain"]
+    y, exact = plain_fp32
+    _, p = _side_predictions(side_mnt_dl, demo_cohort, str(tmp_path), {"default": [], "bf16": ["--precision", "bf16"]})
     assert exact.std() > 0.05 and roc_auc_score(y, exact) > 0.7  # a model that ranks: the AUC check means something
     assert np.abs(exact - p["default"]).max() < 0.01
     assert abs(roc_auc_score(y, exact) - roc_auc_score(y, p["default"])) < 0.005
@@ -631,14 +636,13 @@ def test_fast_inference_agrees_with_plain_fp32(side_mnt_dl, demo_cohort, tmp_pat
     not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
     reason="--compile true needs a C++ compiler for Inductor on CPU (none on PATH)",
 )
-def test_compiled_inference_agrees_with_plain_fp32(side_mnt_dl, demo_cohort, tmp_path):
+def test_compiled_inference_agrees_with_plain_fp32(side_mnt_dl, plain_fp32, demo_cohort, tmp_path):
     """``--compile true`` (torch.compile, Inductor with freezing) against plain fp32: within 0.01 / 0.005 (measured:
     equal to the 6 decimals of predictions.csv)."""
     from sklearn.metrics import roc_auc_score
 
-    y, p = _side_predictions(
-        side_mnt_dl, demo_cohort, str(tmp_path), {"plain": PLAIN_FP32, "compiled": ["--compile", "true"]}
-    )
-    assert p["plain"].std() > 0.05
-    assert np.abs(p["plain"] - p["compiled"]).max() < 0.01
-    assert abs(roc_auc_score(y, p["plain"]) - roc_auc_score(y, p["compiled"])) < 0.005
+    y, exact = plain_fp32
+    _, p = _side_predictions(side_mnt_dl, demo_cohort, str(tmp_path), {"compiled": ["--compile", "true"]})
+    assert exact.std() > 0.05
+    assert np.abs(exact - p["compiled"]).max() < 0.01
+    assert abs(roc_auc_score(y, exact) - roc_auc_score(y, p["compiled"])) < 0.005
