@@ -80,10 +80,13 @@ def save_ants(image, path: str) -> None:
 
 def seed_ants(seed: int) -> None:
     """Seed ANTsPy's registrations. ANTsPy 0.6.3 ignores ``ants.registration(random_seed=...)`` and passes
-    ``--random-seed`` only from ``ants.config._random_seed``."""
+    ``--random-seed`` only from ``ants.config._random_seed``; antsRegistration reads seed 0 as "seed from the clock"
+    (one thread, seed 0: a different affine every run), so the seed given to ANTs is ``seed + 1``."""
     import ants
 
-    ants.config._random_seed = int(seed)
+    if seed < 0:
+        raise BundleInputError(f"seed {seed}: use a seed >= 0")
+    ants.config._random_seed = int(seed) + 1
 
 
 _SCRATCH: ContextVar[Optional[str]] = ContextVar("ants_scratch", default=None)
