@@ -109,10 +109,24 @@ def ants_scratch(function: Callable) -> Callable:
     return inner
 
 
+# Rigid/affine pyramid for images that are already the 2 mm working copies: ANTsPy's default adds a last level at
+# full resolution (10 iterations) that cost 1.5 s (CT affine), 2-4 s (CTA rigid) and 6 s (MR affine, every voxel) on
+# the real scans and moved nothing that matters here (CTA offset recovered within 0.05 mm either way; template-brain
+# Dice 0.930 vs 0.931; MR volume scale 0.66 vs 0.65)
+WORKING_LEVELS = {
+    "aff_shrink_factors": (6, 4, 2),
+    "aff_smoothing_sigmas": (3, 2, 1),
+    "aff_iterations": (2100, 1200, 200),
+}
+
+
 def register(**kwargs: Any) -> dict:
-    """``ants.registration`` with its transform files in the :func:`ants_scratch` folder of the running call."""
+    """``ants.registration`` with its transform files in the :func:`ants_scratch` folder of the running call, and
+    the :data:`WORKING_LEVELS` pyramid unless the call sets its own."""
     import ants
 
+    for key, value in WORKING_LEVELS.items():
+        kwargs.setdefault(key, value)
     folder = _SCRATCH.get()
     if folder is not None:
         kwargs.setdefault("outprefix", tempfile.mkdtemp(dir=folder) + os.sep)
