@@ -44,7 +44,7 @@ def test_lesion_stays_inside_the_registered_brain_mask(case):
                                    interpolator="linear").numpy() > 0.5  # fmt: skip
     inside = (lesion & (mask.numpy() > 0.5)).sum() / lesion.sum()
     assert lesion.sum() > 1000 and inside >= 0.95, inside
-    # 1557-1589 ml measured over runs, thread counts and pyramids; the 20 % random-sampled affine gave 1560-2020 ml run to run
+    # 1557-1589 ml measured over runs, threads and pyramids; the 20 % random-sampled affine gave 1560-2020 ml
     assert 1450 <= qc["brain_volume_ml"] <= 1700 and qc["coverage"] > 0.9 and qc["flags"] == [], qc
 
 
