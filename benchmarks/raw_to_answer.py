@@ -17,6 +17,7 @@ import csv
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -63,6 +64,7 @@ def main(out: str = "/tmp/raw_to_answer", runs: int = 2, options: str = "default
         extra = [] if option == "default" else shlex.split(option)
         for run in range(runs):
             result = os.path.join(out, f"options{index}_run{run + 1}")
+            shutil.rmtree(result, ignore_errors=True)  # a kept case folder would skip the preprocessing
             cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", CONFIGS, "--ckpt_dir", models]
             cmd += ["--ncct", ncct, "--cta", cta, "--patient_id", "p1", "--output_dir", result, *extra]
             start = time.perf_counter()

@@ -220,3 +220,22 @@ def test_native_scan_recovers_the_known_pose(native, tmp_path):
     expected = (pose @ np.c_[mapped(out_mni), np.ones(len(points))].T)[:3].T
     error = np.linalg.norm(mapped(out_raw) - expected, axis=1)
     assert error.mean() < 4.0, error.mean()
+
+
+def test_mask_steps_match_ants():
+    """fill_holes (scipy) fills what ANTs' FillHoles fills: an enclosed cavity, not a channel open to the outside;
+    masked puts the background outside the mask."""
+    from scripts.preprocess.volumes import fill_holes, masked
+
+    grid = np.indices((40, 40, 40)).astype(np.float32)
+    radius = np.sqrt(((grid - 19.5) ** 2).sum(axis=0))
+    shell = (radius < 15) & (radius > 6)  # a ball with an enclosed cavity
+    cup = shell & ~((grid[0] > 19) & (np.abs(grid[1] - 19.5) < 2) & (np.abs(grid[2] - 19.5) < 2))  # channel out
+    for solid, filled in ((shell, True), (cup, False)):
+        image = ants.from_numpy(solid.astype(np.float32))
+        ours = fill_holes(image).numpy()
+        assert (ours == ants.iMath(image, "FillHoles").numpy()).all()
+        assert bool(ours[20, 20, 20]) is filled and ours.sum() >= solid.sum()
+    values = ants.from_numpy(grid[0])
+    inside = masked(values, ants.from_numpy(shell.astype(np.float32)), -1024).numpy()
+    assert (inside[shell] == grid[0][shell]).all() and (inside[~shell] == -1024).all()

@@ -61,6 +61,16 @@ def load_mr_template(folder: Optional[str] = None):
     return ants.image_read(path).astype("float32"), template_brain_mask(folder)
 
 
+def template_similarity(template, image) -> float:
+    """QC: Mattes mutual information (ANTs; more negative = more similar) between the skull-stripped template and
+    an MNI-space image, on the template's own 2 mm grid (the image resampled linearly onto it). At 1 mm on a 10%
+    sample it took 1.0 s on the real head CT, most of it spent setting the metric up; on the 2 mm grid 0.1 s."""
+    import ants
+
+    moved = ants.resample_image_to_target(image, template, interp_type="linear")
+    return round(float(ants.image_similarity(template, moved, "MattesMutualInformation")), 4)
+
+
 def mni_grid(spacing: float = 1.0):
     """The output grid as an empty ANTs image, LAS like the atlas: at 1 mm the atlas grid (181 x 217 x 181); at
     every spacing the voxel centres of the demo's RAS grid (:func:`scripts.data.anatomy.mni_grid`), so preprocessed
