@@ -35,7 +35,7 @@ def case(tmp_path_factory):
 
 
 def test_registration_outputs_and_qc(case):
-    ncct, _, out, qc = case
+    ncct, cta, out, qc = case
     assert qc["dice_template_brain"] >= 0.90, qc
     assert 1000 <= qc["brain_volume_ml"] <= 1700 and qc["flags"] == []
     for name in ("ncct", "cta", "brain_mask", "territories"):
@@ -48,7 +48,7 @@ def test_registration_outputs_and_qc(case):
     assert (territories[mask == 0] == 0).all() and 20 < np.median(ncct_mni[mask == 1]) < 45  # brain in HU
     assert json.load(open(os.path.join(out, "qc.json"))) == qc and os.path.isfile(os.path.join(out, "qc.png"))
     stamp = os.path.getmtime(os.path.join(out, "qc.json"))
-    assert preprocess_ct(ncct, out) == qc and os.path.getmtime(os.path.join(out, "qc.json")) == stamp  # idempotent
+    assert preprocess_ct(ncct, out, cta=cta) == qc and os.path.getmtime(os.path.join(out, "qc.json")) == stamp
 
 
 def test_cta_rigid_recovers_the_offset(case):
@@ -64,6 +64,33 @@ def test_cta_rigid_recovers_the_offset(case):
     cta_mni = np.asarray(nib.load(os.path.join(out, "cta.nii.gz")).dataobj, dtype=float)
     brain = np.asarray(nib.load(os.path.join(out, "brain_mask.nii.gz")).dataobj) > 0
     assert np.corrcoef(ncct_mni[brain], cta_mni[brain])[0, 1] > 0.8
+
+
+def test_a_case_folder_is_kept_only_for_the_same_scans(case, tmp_path):
+    """A rerun keeps a finished case folder made from the same files and redoes one made from other scans (the same
+    patient_id and output folder, a corrected cohort row): never the old case's images for a new scan."""
+    import shutil
+
+    from scripts.preprocess.case_folder import read_qc
+    from scripts.preprocess.cohort import run_cases
+
+    ncct, cta, out, qc = case
+    kept = str(tmp_path / "p1" / "ct")
+    shutil.copytree(out, kept)
+    settings = {"spacing": 1.0, "transform": "Affine", "histogram_reference": None, "vessels": False}
+    stamp = os.path.getmtime(os.path.join(kept, "qc.json"))
+    same = run_cases([{"patient_id": "p1", "ncct": ncct, "cta": cta}], "ct", {"p1": kept}, settings, scheduler="serial")
+    assert same["p1"]["scans_sha256"] == qc["scans_sha256"] and os.path.getmtime(kept + "/qc.json") == stamp
+    other = str(tmp_path / "other_cta.nii.gz")
+    img = nib.load(cta)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj) + np.int16(5), img.affine, img.header), other)
+    redone = run_cases([{"patient_id": "p1", "ncct": ncct, "cta": other}], "ct", {"p1": kept}, settings, "serial")
+    assert redone["p1"]["status"] == "ok" and redone["p1"]["scans_sha256"] != qc["scans_sha256"]
+    moved = np.asarray(nib.load(os.path.join(kept, "cta.nii.gz")).dataobj, dtype=float)
+    before = np.asarray(nib.load(os.path.join(out, "cta.nii.gz")).dataobj, dtype=float)
+    assert not np.array_equal(moved, before)  # the folder now holds the other CTA's images
+    os.utime(other, ns=(0, 0))  # the same path rewritten later: another scan as far as the folder knows
+    assert read_qc(kept, {"ncct": ncct, "cta": other}) is None and read_qc(kept) is not None
 
 
 def test_rotated_and_shifted_head_still_registers(tmp_path, monkeypatch):

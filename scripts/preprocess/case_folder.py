@@ -1,13 +1,15 @@
-"""One preprocessed case folder, written atomically (all files or none), with its QC picture."""
+"""One preprocessed case folder, written atomically (all files or none), with its QC picture and the fingerprint of
+the scans it was made from."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -47,7 +49,7 @@ def write_case(
         with open(os.path.join(tmp, "qc.json"), "w") as f:
             json.dump(qc, f, indent=1)
         if os.path.isdir(out):
-            shutil.rmtree(out)  # an earlier incomplete attempt (no qc.json)
+            shutil.rmtree(out)  # an earlier incomplete attempt (no qc.json), or made from other scans
         os.replace(tmp, out)
     finally:
         if os.path.isdir(tmp):
@@ -63,13 +65,32 @@ def transform_names(prefix: str, files) -> Dict[str, str]:
     return names
 
 
-def read_qc(out: str):
-    """The QC dict of a finished case folder, or None."""
+def scans_fingerprint(scans: Dict[str, Optional[str]]) -> str:
+    """SHA-256 over each given scan's sequence name, real path, size and modification time (a DICOM folder: those of
+    every file in it). Stored in ``qc.json`` as ``scans_sha256`` instead of the paths, which can carry identifiers."""
+    digest = hashlib.sha256()
+    for name, path in sorted((k, v) for k, v in scans.items() if v):
+        files = (
+            [path] if not os.path.isdir(path) else sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
+        )
+        for file in files:
+            stat = os.stat(file)
+            digest.update(f"{name}\0{os.path.realpath(file)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def read_qc(out: str, scans: Optional[Dict[str, Optional[str]]] = None):
+    """The QC dict of a finished case folder, or None; with ``scans`` (sequence -> path) only a folder made from
+    those very files counts as finished (a corrected cohort row or another scan under the same patient_id and output
+    folder must not get the old case's images)."""
     path = os.path.join(out, "qc.json")
     if not os.path.isfile(path):
         return None
     with open(path) as f:
-        return json.load(f)
+        qc = json.load(f)
+    if scans is not None and qc.get("scans_sha256") != scans_fingerprint(scans):
+        return None
+    return qc
 
 
 def qc_picture(image, template, path: str, window: Tuple[float, float]) -> None:

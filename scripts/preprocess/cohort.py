@@ -5,8 +5,10 @@ configs/preprocess.json``).
 
 A case that fails (unreadable series, not CT, CTA of another head, ...) is logged as one line naming the patient,
 marked ``failed`` in the QC table with the cause, and left out of the rewritten cohort; the others continue.
-Finished case folders are kept (a rerun only does what is missing). Images of the other modality keep their paths,
-so a cohort with CT and MR goes through twice (``--modality ct`` then ``--modality mr`` on the rewritten table).
+Finished case folders are kept (a rerun only does what is missing), as long as they were made from the same scan
+files (path, size and modification time: ``scans_sha256`` in ``qc.json``). Images of the other modality keep their
+paths, so a cohort with CT and MR goes through twice (``--modality ct`` then ``--modality mr`` on the rewritten
+table).
 """
 
 from __future__ import annotations
@@ -101,9 +103,12 @@ def run_cases(
     cases whose folder is finished are kept, not resubmitted. Returns patient_id -> QC dict with ``status``."""
     results: Dict[str, Dict[str, Any]] = {}
     for row in rows:
-        qc = read_qc(outs[row["patient_id"]])
+        out = outs[row["patient_id"]]
+        qc = read_qc(out, {k: row.get(k) for k in MODALITY_INPUTS[modality]})
         if qc is not None:
             results[row["patient_id"]] = {**qc, "status": "ok", "error": ""}
+        elif read_qc(out) is not None:
+            logger.info("%s: the case folder was made from other scans; preprocessing again", row["patient_id"])
     if results:
         logger.info("%d of %d cases already preprocessed (kept)", len(results), len(rows))
     jobs = {

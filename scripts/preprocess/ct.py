@@ -25,7 +25,7 @@ import numpy as np
 from scripts import BundleInputError
 from scripts.data.anatomy import mni_grid as ras_grid
 from scripts.data.checks import check_contrast
-from scripts.preprocess.case_folder import StageClock, read_qc, transform_names, write_case
+from scripts.preprocess.case_folder import StageClock, read_qc, scans_fingerprint, transform_names, write_case
 from scripts.preprocess.space import atlas_territories, dice, load_ct_template, mni_grid, template_similarity
 from scripts.preprocess.vessels import vesselness
 from scripts.preprocess.volumes import ants_scratch, fill_holes, masked, read_volume, register, seed_ants
@@ -68,10 +68,11 @@ def preprocess_ct(
     """Preprocess one patient; write ``out`` atomically (all files or none) and return the QC dict.
     ``vessels``: also write ``vessels.nii.gz``, the CTA's vesselness in the brain (:mod:`scripts.preprocess.vessels`).
     ``series``: the DICOM study's series choice (:func:`scripts.data.dicom_study.selection_record`), kept in the QC.
-    An ``out`` that already holds ``qc.json`` is kept (idempotent)."""
+    An ``out`` that already holds ``qc.json`` of these very scans is kept (idempotent); one of other scans is redone."""
     import ants
 
-    done = read_qc(out)
+    scans = {"ncct": ncct, "cta": cta}
+    done = read_qc(out, scans)
     if done is not None:
         return done
     if transform not in ("Affine", "SyN"):
@@ -146,6 +147,7 @@ def preprocess_ct(
     qc["flags"] = [f for f, bad in (("registration", qc["dice_template_brain"] < 0.85),
                                     ("brain_volume", not 800 <= volume_native <= 2000)) if bad]  # fmt: skip
     qc["seconds"] = clock.seconds
+    qc["scans_sha256"] = scans_fingerprint(scans)
     if series:
         qc["series"] = series  # the DICOM study's chosen series (scripts.data.dicom_study)
     if angio is not None:

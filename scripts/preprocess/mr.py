@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from scripts import BundleInputError
-from scripts.preprocess.case_folder import StageClock, read_qc, transform_names, write_case
+from scripts.preprocess.case_folder import StageClock, read_qc, scans_fingerprint, transform_names, write_case
 from scripts.preprocess.space import (
     affine_volume_scale,
     atlas_territories,
@@ -100,13 +100,14 @@ def preprocess_mr(
 ) -> Dict[str, Any]:
     """Preprocess one MR patient; write ``out`` atomically (all files or none) and return the QC dict.
     ``perfusion``: {tmax|cbf|cbv|mtt: path}; ``series``: the DICOM study's series choice, kept in the QC. An ``out``
-    that already holds ``qc.json`` is kept (idempotent)."""
+    that already holds ``qc.json`` of these very scans is kept (idempotent); one of other scans is redone."""
     import ants
 
-    done = read_qc(out)
+    perfusion = {k: v for k, v in (perfusion or {}).items() if v}
+    scans = {"b0": b0, "b1000": b1000, "adc": adc, "flair": flair, **perfusion}
+    done = read_qc(out, scans)
     if done is not None:
         return done
-    perfusion = {k: v for k, v in (perfusion or {}).items() if v}
     unknown = sorted(set(perfusion) - set(PERFUSION))
     if unknown:
         raise BundleInputError(f"perfusion map(s) {', '.join(unknown)}: use {', '.join(PERFUSION)}")
@@ -179,6 +180,7 @@ def preprocess_mr(
     qc["flags"] = [f for f, bad in (("coverage", qc["coverage"] < 0.8),
                                     ("brain_volume", not 800 <= native_ml <= 2000)) if bad]  # fmt: skip
     qc["seconds"] = clock.seconds
+    qc["scans_sha256"] = scans_fingerprint(scans)
     if series:
         qc["series"] = series  # the DICOM study's chosen series (scripts.data.dicom_study)
     files = transform_names("b0_to_mni", to_mni)
