@@ -1,7 +1,7 @@
 """Does SimSiam pretraining help when few patients are labelled? Outer-fold CV ROC-AUC with and without it.
 
-python benchmarks/simsiam_gain.py [--out runs/simsiam_gain] [--labelled 48] [--unlabeled 300] [--repeats 3]
-    [--spacing 3] [--ssl_epochs 100]
+python benchmarks/simsiam_gain.py [--out runs/simsiam_gain] [--labelled 48 | --labelled 100,300] [--unlabeled 300]
+    [--repeats 3] [--spacing 3] [--ssl_epochs 100]
 
 From the bundle root. Generates an unlabeled demo pool (patients ``pool*``, never in a labelled cohort) and
 pretrains the demo-size MNT-DL encoder on it once (``configs/pretrain.json`` + ``configs/demo.json``). Then,
@@ -47,7 +47,7 @@ def _arm(cohort_dir: str, datalist: str, models: str, eval_dir: str, encoder: st
 
 def main(
     out: str = "runs/simsiam_gain",
-    labelled: int = 48,
+    labelled: int | str | tuple = 48,
     unlabeled: int = 300,
     repeats: int = 3,
     spacing: float = 3.0,
@@ -63,14 +63,15 @@ def main(
     encoder = os.path.join(out, "pretrained", "pretrain", "encoder.pt")
     # the pool's patients are drawn apart from every cohort (ids pool*); the leakage guard checks it against
     # the first repeat's datalist
+    sizes = [int(n) for n in (labelled if isinstance(labelled, (tuple, list)) else str(labelled).split(","))]
     rows: List[Dict] = []
-    for r in range(int(repeats)):
-        cohort_dir = os.path.join(out, f"cohort{r}")
+    for size, r in [(n, r) for n in sizes for r in range(int(repeats))]:
+        cohort_dir = os.path.join(out, f"cohort{r}" if len(sizes) == 1 else f"cohort{size}_{r}")
         csv_path = os.path.join(cohort_dir, "cohort.csv")
         if not os.path.isfile(csv_path):
-            generate(cohort_dir, patients=labelled, seed=seed + 100 + r, modalities="ct", spacing=spacing)
+            generate(cohort_dir, patients=size, seed=seed + 100 + r, modalities="ct", spacing=spacing)
         datalist = write_datalist(csv_path, os.path.join(cohort_dir, "datalist.json"), seed=seed)
-        if r == 0:
+        if not os.path.isfile(encoder):
             run_bundle(
                 "run", "pretraining", "--config_file", PRETRAIN, "--dataset_dir", pool_dir,
                 "--datalist_file", datalist, "--ckpt_dir", os.path.join(out, "pretrained"),
@@ -83,28 +84,28 @@ def main(
                      os.path.join(cohort_dir, f"eval_{arm}"), enc)  # fmt: skip
             auc = m["cv"]["summary"]["roc_auc"]
             rows.append({
-                "repeat": r, "arm": arm, "cv_auc": auc["mean"], "cv_sd": auc["sd"], "pooled": m["cv"]["pooled_roc_auc"],
+                "labelled": size, "repeat": r, "arm": arm, "cv_auc": auc["mean"], "cv_sd": auc["sd"],
+                "pooled": m["cv"]["pooled_roc_auc"],
                 "test": m.get("test", {}).get("ensemble", {}).get("roc_auc", float("nan")), "bayes": bayes,
             })  # fmt: skip
     lines = [
         f"SimSiam gain on the demo cohort: {labelled} labelled patients per repeat (5 folds + test set from 2020), "
         f"{unlabeled} unlabeled, {ssl_epochs} pretraining epochs, spacing {spacing} mm, seed {seed}",
         "",
-        "| repeat | arm | CV ROC-AUC mean (SD) over folds | pooled CV ROC-AUC | test ensemble ROC-AUC "
+        "| labelled | repeat | arm | CV ROC-AUC mean (SD) over folds | pooled CV ROC-AUC | test ensemble ROC-AUC "
         "| Bayes ROC-AUC |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['repeat']} | {row['arm']} | {row['cv_auc']:.3f} ({row['cv_sd']:.3f}) | {row['pooled']:.3f} "
-            f"| {row['test']:.3f} | {row['bayes']:.3f} |"
+            f"| {row['labelled']} | {row['repeat']} | {row['arm']} | {row['cv_auc']:.3f} ({row['cv_sd']:.3f}) "
+            f"| {row['pooled']:.3f} | {row['test']:.3f} | {row['bayes']:.3f} |"
         )
-    for arm in ("scratch", "pretrained"):
-        cv = [r["cv_auc"] for r in rows if r["arm"] == arm]
-        pooled = [r["pooled"] for r in rows if r["arm"] == arm]
+    for size, arm in [(n, a) for n in sizes for a in ("scratch", "pretrained")]:
+        chosen = [r for r in rows if r["arm"] == arm and r["labelled"] == size]
         lines.append(
-            f"| mean | {arm} | {np.mean(cv):.3f} | {np.mean(pooled):.3f} | "
-            f"{np.nanmean([r['test'] for r in rows if r['arm'] == arm]):.3f} | |"
+            f"| {size} | mean | {arm} | {np.mean([r['cv_auc'] for r in chosen]):.3f} "
+            f"| {np.mean([r['pooled'] for r in chosen]):.3f} | {np.nanmean([r['test'] for r in chosen]):.3f} | |"
         )
     lines += ["", f"wall time {(time.time() - start) / 60:.1f} min"]
     report = os.path.join(out, "simsiam_gain.md")
