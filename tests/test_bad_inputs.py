@@ -451,3 +451,18 @@ def test_models_of_another_datalist_are_refused(models, side_datalist, datalist_
     ]
     _assert_refused(_run(evaluate), "holds fold models trained on another datalist", out)
     assert json.load(open(os.path.join(ckpt, "trained_on.json"))) == recorded
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--model", "unet"], "--model unet: use one of vessel_mask, mnt_dl"),
+        (["--unlabeled", "absent.csv"], "--unlabeled absent.csv: table not found"),
+        (["--unlabeled", "POOL"], "VesselMaskNet has no image encoder to pretrain; use --model mnt_dl"),
+    ],
+)
+def test_demo_job_refuses(args, words, demo_cohort, tmp_path):
+    """`python -m scripts.demo` checks its options before generating or training anything."""
+    args = [demo_cohort if a == "POOL" else a for a in args]
+    out = str(tmp_path / "job")
+    _assert_refused(_run([sys.executable, "-m", "scripts.demo", "--out", out, *args]), words, out)

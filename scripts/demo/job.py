@@ -1,6 +1,7 @@
 """The main job on the built-in demo cohort: generate -> split -> train all folds -> evaluate -> infer -> report.
 
-``python -m scripts.demo [--out demo] [--patients 300] [--seed 0] [--spacing 2] [--native] [--ckpt_dir DIR]`` runs
+``python -m scripts.demo [--out demo] [--patients 300] [--seed 0] [--spacing 2] [--native] [--ckpt_dir DIR]
+[--model vessel_mask|mnt_dl] [--unlabeled CSV [--ssl_epochs 100]]`` runs
 each step as the ``monai.bundle`` command a user would type (printed before it runs), with ``configs/demo.json``
 (the CPU budget), ``configs/vessel.json`` (the vessel-box input, mirrored) and ``configs/vessel_mask.json`` (VesselMaskNet with the
 occlusion site, age, IVT and NIHSS) on top of the paper-size configs; training chooses each fold's checkpoint on
@@ -9,6 +10,12 @@ validation (``--recalibration platt``).
 Steps whose outputs exist are kept (folds already trained are skipped), so an interrupted demo continues where it
 stopped. Remove ``--out`` and the fold models to start over: ``models/`` for the built-in demo (``--out demo``),
 ``OUT/models`` for any other folder (``--ckpt_dir`` chooses another).
+
+``--model mnt_dl`` runs the same job with the papers' MNT-DL at demo size (``configs/demo.json``) instead of
+VesselMaskNet; ``--unlabeled CSV`` (``patient_id`` + image columns, paths relative to the CSV; on the cohort's grid)
+pretrains its encoder with SimSiam on that pool first (``configs/pretrain.json``, encoder in ``CKPT/ssl/pretrain``,
+the leakage guard dropping test-set and reported-fold patients) and fine-tunes from it. VesselMaskNet has no image
+encoder, so ``--unlabeled`` with it is refused.
 
 ``--native`` starts from scanner-space scans (``OUT/raw``, random head pose, thick slices, headrest) and
 preprocesses them into MNI space first (``configs/preprocess.json``, output grid = ``--spacing``): raw ->
@@ -24,15 +31,44 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Optional
+from typing import Dict, Optional
 
+from scripts import BundleInputError
 from scripts.data.split import write_datalist
 from scripts.demo.generator import generate
 
-OVERLAYS = "'configs/demo.json','configs/vessel.json','configs/vessel_mask.json'"
-TRAIN = f"['configs/train.json',{OVERLAYS},'configs/select_log_loss.json']"
-EVALUATE = f"['configs/train.json',{OVERLAYS},'configs/evaluate.json']"
-INFER = f"['configs/inference.json',{OVERLAYS}]"
+# --model: the configuration overlays on top of the paper-size configs
+MODELS = {
+    "vessel_mask": "'configs/demo.json','configs/vessel.json','configs/vessel_mask.json'",  # the main job's model
+    "mnt_dl": "'configs/demo.json'",  # the papers' MNT-DL at demo size: an image encoder SimSiam can pretrain
+}
+
+
+def job_configs(model: str) -> Dict[str, str]:
+    """The ``--config_file`` values of each step for ``model`` (a key of :data:`MODELS`)."""
+    if model not in MODELS:
+        raise BundleInputError(f"--model {model}: use one of {', '.join(MODELS)}")
+    overlays = MODELS[model]
+    return {
+        "pretrain": f"['configs/pretrain.json',{overlays}]",
+        "train": f"['configs/train.json',{overlays},'configs/select_log_loss.json']",
+        "evaluate": f"['configs/train.json',{overlays},'configs/evaluate.json']",
+        "infer": f"['configs/inference.json',{overlays}]",
+    }
+
+
+def check_unlabeled(unlabeled: Optional[str], model: str) -> Optional[str]:
+    """The absolute path of a user's unlabeled pool (``patient_id`` + image columns) for SimSiam, or None."""
+    if not unlabeled:
+        return None
+    if not os.path.isfile(unlabeled):
+        raise BundleInputError(f"--unlabeled {unlabeled}: table not found")
+    if model == "vessel_mask":
+        raise BundleInputError(
+            "--unlabeled: the main job's VesselMaskNet has no image encoder to pretrain; use --model mnt_dl to "
+            "pretrain MNT-DL with SimSiam on the pool (what it gained on the demo: docs/README.md, Performance)"
+        )
+    return os.path.abspath(unlabeled)
 
 
 def verdict(fold_mean: float, pooled: float, bayes_folds: float, bayes_pooled: float) -> str:
@@ -57,9 +93,14 @@ def main(
     eval_dir: str = "eval",
     native: bool = False,
     ckpt_dir: Optional[str] = None,
+    model: str = "vessel_mask",
+    unlabeled: Optional[str] = None,
+    ssl_epochs: int = 100,
 ) -> None:
     """Run the whole demo from the bundle root and print the metrics table against the Bayes AUC."""
     start = time.time()
+    configs = job_configs(model)
+    pool = check_unlabeled(unlabeled, model)
     csv_path = os.path.join(out, "cohort.csv")
     if not os.path.isfile(csv_path) and native:
         raw = os.path.join(out, "raw")
@@ -77,13 +118,22 @@ def main(
     # never meets the first one's fold models (training refuses models of another datalist)
     ckpt_dir = ckpt_dir or ("models" if os.path.normpath(out) == "demo" else os.path.join(out, "models"))
     common = ["--dataset_dir", out, "--datalist_file", datalist, "--ckpt_dir", ckpt_dir]
-    run_bundle("run", "training", "--config_file", TRAIN, *common)
+    encoder = []
+    if pool:  # SimSiam on the user's pool first (its test-set and reported-fold patients dropped by the guard)
+        ssl_dir = os.path.join(ckpt_dir, "ssl")
+        run_bundle("run", "pretraining", "--config_file", configs["pretrain"], "--dataset_dir", out,
+                   "--datalist_file", datalist, "--ckpt_dir", ssl_dir, "--unlabeled_file", pool,
+                   "--ssl_epochs", str(int(ssl_epochs)))  # fmt: skip
+        encoder = ["--pretrained_encoder", os.path.join(ssl_dir, "pretrain", "encoder.pt")]
+    run_bundle("run", "training", "--config_file", configs["train"], *common, *encoder)
     # each fold model Platt-scaled on its own inner validation: the fold models disagree in scale (measured)
-    run_bundle("run", "--config_file", EVALUATE, *common, "--output_dir", eval_dir, "--recalibration", "platt")
+    run_bundle(
+        "run", "--config_file", configs["evaluate"], *common, "--output_dir", eval_dir, "--recalibration", "platt"
+    )
     run_bundle(
         "run",
         "--config_file",
-        INFER,
+        configs["infer"],
         "--datalist_file",
         datalist,
         "--ckpt_dir",
