@@ -92,3 +92,12 @@ def test_clot_length_changes_the_vessels_only():
     assert (changed[:, 0] > 0).all()
     territory_voxels = int((anatomy.territories == 4).sum())
     assert len(changed) < 0.15 * territory_voxels
+
+
+def test_demo_job_keeps_another_cohorts_outputs_beside_it():
+    """The built-in demo uses the bundle's models/ and eval/; any other --out gets its own, unless given."""
+    from scripts.demo.job import output_folders
+
+    assert output_folders("demo", None, None) == ("models", "eval")
+    assert output_folders("/data/c2", None, None) == ("/data/c2/models", "/data/c2/eval")
+    assert output_folders("/data/c2", "/m", "/e") == ("/m", "/e")

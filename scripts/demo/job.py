@@ -9,7 +9,8 @@ inner-validation log loss (``configs/select_log_loss.json``); evaluation Platt-s
 validation (``--recalibration platt``).
 Steps whose outputs exist are kept (folds already trained are skipped), so an interrupted demo continues where it
 stopped. Remove ``--out`` and the fold models to start over: ``models/`` for the built-in demo (``--out demo``),
-``OUT/models`` for any other folder (``--ckpt_dir`` chooses another).
+``OUT/models`` for any other folder (``--ckpt_dir`` chooses another); the evaluation goes to ``eval/`` or
+``OUT/eval`` likewise (``--eval_dir``).
 
 ``--model mnt_dl`` runs the same job with the papers' MNT-DL at demo size (``configs/demo.json``) instead of
 VesselMaskNet; ``--unlabeled CSV`` (``patient_id`` + image columns, paths relative to the CSV; on the cohort's grid)
@@ -31,7 +32,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from scripts import BundleInputError
 from scripts.data.split import write_datalist
@@ -85,12 +86,23 @@ def run_bundle(*args: str) -> None:
         raise SystemExit(f"step failed: python -m monai.bundle {' '.join(args)}")
 
 
+def output_folders(out: str, ckpt_dir: Optional[str], eval_dir: Optional[str]) -> Tuple[str, str]:
+    """(fold models, evaluation) folders: the bundle's ``models/`` and ``eval/`` for the built-in demo, ``OUT/models``
+    and ``OUT/eval`` beside the cohort for any other folder (a second cohort never meets the first one's fold models
+    or overwrites its report; training refuses models of another datalist), unless given."""
+    builtin = os.path.normpath(out) == "demo"
+    return (
+        ckpt_dir or ("models" if builtin else os.path.join(out, "models")),
+        eval_dir or ("eval" if builtin else os.path.join(out, "eval")),
+    )
+
+
 def main(
     out: str = "demo",
     patients: int = 300,
     seed: int = 0,
     spacing: float = 2.0,
-    eval_dir: str = "eval",
+    eval_dir: Optional[str] = None,
     native: bool = False,
     ckpt_dir: Optional[str] = None,
     model: str = "vessel_mask",
@@ -114,9 +126,7 @@ def main(
         print(f"generating {patients} demo patients in {out}/ ...", flush=True)
         generate(out, patients=patients, seed=seed, modalities="ct", spacing=spacing)
     datalist = write_datalist(csv_path, os.path.join(out, "datalist.json"), seed=seed)
-    # the bundle's models/ for the built-in demo; beside the cohort for any other folder, so that a second cohort
-    # never meets the first one's fold models (training refuses models of another datalist)
-    ckpt_dir = ckpt_dir or ("models" if os.path.normpath(out) == "demo" else os.path.join(out, "models"))
+    ckpt_dir, eval_dir = output_folders(out, ckpt_dir, eval_dir)
     common = ["--dataset_dir", out, "--datalist_file", datalist, "--ckpt_dir", ckpt_dir]
     encoder = []
     if pool:  # SimSiam on the user's pool first (its test-set and reported-fold patients dropped by the guard)
