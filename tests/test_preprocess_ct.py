@@ -91,6 +91,8 @@ def test_a_case_folder_is_kept_only_for_the_same_scans(case, tmp_path):
     assert not np.array_equal(moved, before)  # the folder now holds the other CTA's images
     os.utime(other, ns=(0, 0))  # the same path rewritten later: another scan as far as the folder knows
     assert read_qc(kept, {"ncct": ncct, "cta": other}) is None and read_qc(kept) is not None
+    with pytest.raises(BundleInputError, match="absent.nii.gz: CTA not found"):  # not a stat() traceback
+        preprocess_ct(ncct, kept, cta=str(tmp_path / "absent.nii.gz"))
 
 
 def test_rotated_and_shifted_head_still_registers(tmp_path, monkeypatch):

@@ -70,6 +70,9 @@ def scans_fingerprint(scans: Dict[str, Optional[str]]) -> str:
     every file in it). Stored in ``qc.json`` as ``scans_sha256`` instead of the paths, which can carry identifiers."""
     digest = hashlib.sha256()
     for name, path in sorted((k, v) for k, v in scans.items() if v):
+        if not os.path.exists(path):  # no match with any folder; reading the scan then names the missing file
+            digest.update(f"{name}\0missing\n".encode())
+            continue
         files = (
             [path] if not os.path.isdir(path) else sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
         )
