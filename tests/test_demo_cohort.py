@@ -14,7 +14,15 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from scripts.data.anatomy import load_anatomy
-from scripts.demo.generator import COEF, SITE_EFFECT, draw_patient, generate, hypoperfusion_extent, render
+from scripts.demo.generator import (
+    COEF,
+    SITE_EFFECT,
+    draw_cohort,
+    draw_patient,
+    generate,
+    hypoperfusion_extent,
+    render,
+)
 
 
 def test_same_seed_same_files(tmp_path):
@@ -36,6 +44,23 @@ def test_manifest_truth_and_bayes_auc(demo_cohort):
     assert manifest["bayes_auc"] == roc_auc_score(fpe, prob)
     assert 0.7 < manifest["bayes_auc_expected"] < 0.9  # learnable but not trivial
     assert manifest["label"] == "fpe" and "logit P(FPE)" in manifest["label_rule"]
+
+
+def test_draw_cohort_gives_the_generated_cohorts_truth_without_images(demo_cohort):
+    """benchmarks/oracle_features.py --simulate_cohorts relies on it: the same patients, variables and outcomes."""
+    manifest = json.load(open(os.path.join(os.path.dirname(demo_cohort), "manifest.json")))
+    rows = {r["patient_id"]: r for r in csv.DictReader(open(demo_cohort))}
+    drawn = draw_cohort(40, 3)
+    assert [p["patient_id"] for p in drawn] == list(rows)
+    for patient in drawn:
+        truth = manifest["truth"][patient["patient_id"]]
+        for key in ("probability", "clot_length_mm", "clot_density_hu", "clot_perviousness", "collaterals"):
+            assert round(patient["_truth"][key], 4) == truth[key]
+        row = rows[patient["patient_id"]]
+        assert (patient["location"], patient["mtici_first_pass"], str(patient["age"])) == (
+            row["location"], row["mtici_first_pass"], row["age"]
+        )  # fmt: skip
+    assert draw_cohort(40, 4)[0]["_truth"] != drawn[0]["_truth"]
 
 
 def test_adc_follows_the_b0_b1000_formula_and_core_is_visible(demo_cohort):

@@ -182,6 +182,14 @@ def draw_patient(rng: np.random.Generator, index: int, start: dt.date, days: int
     }
 
 
+def draw_cohort(patients: int, seed: int, start: str = "2016-01-01", end: str = "2020-12-31") -> List[Dict]:
+    """The patients :func:`generate` draws for these arguments (hidden variables under ``_truth``, clinical data,
+    outcomes), without images: what the truth allows can be simulated over many cohorts in seconds."""
+    first, last = dt.date.fromisoformat(str(start)), dt.date.fromisoformat(str(end))
+    days = (last - first).days + 1
+    return [draw_patient(np.random.default_rng([int(seed), i]), i, first, days) for i in range(int(patients))]
+
+
 def hypoperfusion_extent(site: str, collaterals: int) -> float:
     """Share of the occluded territory that is hypoperfused: a function of site and collateral grade only."""
     return float(min(EXTENT_SITE[site] + 0.3 * (1 - collaterals / 3), 1.0))
