@@ -1,7 +1,8 @@
 """Ablations of the demo's main-job model in minutes: an in-process replica of the bundle's fold training.
 
 ``python benchmarks/replica_ablation.py --dataset_dir DIR --model vessel_mask [--clinical true] [--select loss]
-[--learning_rate 0.003] [--max_epochs 60] [--patience 25] [--first_epoch 1] [--seed 0] [--threads 1]``
+[--learning_rate 0.003] [--max_epochs 60] [--patience 25] [--first_epoch 1] [--seed 0] [--threads 1] [--masks 4]
+[--weight_decay 0.05]``
 (``--first_epoch N``: inner validation, checkpoint choice and early stopping from epoch N on, as
 ``checkpoint_first_epoch`` in ``configs/select_log_loss.json``)
 
@@ -101,6 +102,8 @@ def main(
     first_epoch: int = 1,
     seed: int = 0,
     threads: int = 1,
+    masks: int = 4,
+    weight_decay: float = 0.05,
 ) -> float:
     """Train and predict every fold; returns the fold-mean outer ROC-AUC."""
     torch.set_num_threads(threads)
@@ -113,11 +116,11 @@ def main(
         train = np.where((fold >= 0) & (fold != k) & ~inner[:, k])[0]
         val, outer = np.where((fold >= 0) & (fold != k) & inner[:, k])[0], np.where(fold == k)[0]
         set_determinism(seed=seed + k)
-        net = SlabNet(2, 5, 8, 0.1) if model == "slab" else VesselMaskNet(clinical_columns=columns or None)
+        net = SlabNet(2, 5, 8, 0.1) if model == "slab" else VesselMaskNet(masks=masks, clinical_columns=columns or None)
         if columns:
             net.tabular.fit(raw[train].numpy())
         args = (lambda idx: (X[idx], raw[idx])) if columns else (lambda idx: (X[idx],))
-        optimizer = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=0.05)
+        optimizer = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=weight_decay)
         best, state, waited = -np.inf, None, 0
         for epoch in range(max_epochs):
             net.train()
@@ -153,7 +156,7 @@ def main(
     cv = fold >= 0
     print(
         f"RESULT {model} clinical={bool(columns)} select={select} lr={learning_rate} first_epoch={first_epoch} "
-        f"seed={seed}: CV ROC-AUC "
+        f"seed={seed} masks={masks} weight_decay={weight_decay}: CV ROC-AUC "
         f"{np.mean(scores):.3f} ({np.std(scores, ddof=1):.3f}), folds {np.round(scores, 3).tolist()}, pooled "
         f"{roc_auc_score(y[cv], pooled[cv]):.3f}",
         flush=True,
