@@ -54,6 +54,7 @@ def cached_inputs(dataset_dir: str) -> dict:
         parser = ConfigParser()
         parser.read_config([os.path.join(ROOT, c) for c in CONFIGS])
         parser["dataset_dir"] = dataset_dir
+        parser["ckpt_dir"] = os.path.join(dataset_dir, "replica_models")  # grid.json goes there, not to models/
         parser.get_parsed_content("imports")
         preprocessing = parser.get_parsed_content("validate#preprocessing")
         images = np.stack([preprocessing(dict(item))["image"].numpy() for item in items]).astype(np.float16)
