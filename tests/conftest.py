@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# a fold-model folder without grid.json for tests that parse the configs' preprocessing: the default ckpt_dir is the
+# checkout's models/, where a trained built-in demo (README command 1) leaves its 2 mm grid.json
+NO_MODELS = tempfile.mkdtemp(prefix="no_fold_models_")
 SHARED = os.path.join(ROOT, "..", "shared", "data")
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)

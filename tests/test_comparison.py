@@ -17,7 +17,7 @@ from scripts import BundleInputError
 from scripts.data.split import load_datalist, with_label
 from scripts.evaluation.compare import compare
 from scripts.networks import SCANet
-from tests.conftest import ROOT
+from tests.conftest import NO_MODELS, ROOT
 
 # the parenchymal CTA window: the side_datalist task (occlusion side) shows as hypoperfusion
 TINY = {"spatial_size": [24, 24], "widths": [4, 8, 8, 16], "num_heads": 2, "dropout": 0.0, "cta_window": [0, 150]}
@@ -143,7 +143,7 @@ def test_single_sequence_ablation_fills_the_channels(demo_cohort, base, ablation
     for overlays in ([*base, ablation], base):
         parser = ConfigParser()
         parser.read_config([os.path.join(ROOT, "configs", f) for f in ["inference.json", *overlays]])
-        parser.update(TINY)
+        parser.update({**TINY, "ckpt_dir": NO_MODELS})
         item = {k: row[k] for k in ("ncct", "cta", "adc", "b1000", "flair")}  # all sequences, as in a datalist
         images[len(overlays) > len(base)] = parser.get_parsed_content("preprocessing")(item)["image"]
     ablated, full = images[True], images[False]

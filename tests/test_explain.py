@@ -16,7 +16,7 @@ from monai.bundle import ConfigParser
 from scripts.data.anatomy import DEFAULT_ATLAS_DIR, TERRITORIES, grid_maps
 from scripts.inference.explain import explain_item, territory_mass
 from scripts.networks import MNTDL
-from tests.conftest import ROOT
+from tests.conftest import NO_MODELS, ROOT
 
 
 class BrightSpotDetector(torch.nn.Module):
@@ -32,6 +32,7 @@ def _preprocessing(spatial, slices=25):
     os.chdir(ROOT)
     parser = ConfigParser()
     parser.read_config([os.path.join("configs", "inference.json")])
+    parser["ckpt_dir"] = NO_MODELS
     parser["image_keys"], parser["in_channels"] = ["ncct"], 1
     parser["spatial_size"], parser["num_slices"] = spatial, slices
     return parser.get_parsed_content("preprocessing")

@@ -13,7 +13,7 @@ from monai.transforms import LoadImaged, Orientationd
 from scripts import BundleInputError
 from scripts.data.anatomy import TERRITORIES, grid_maps
 from scripts.data.territory_mask import TerritoryMaskd, territory_labels
-from tests.conftest import ROOT
+from tests.conftest import NO_MODELS, ROOT
 
 
 def test_site_to_territories():
@@ -53,10 +53,12 @@ def test_region_overlay_masks_the_network_input(row):
     os.chdir(ROOT)
     parser = ConfigParser()
     parser.read_config([os.path.join("configs", f) for f in ("inference.json", "region.json")])
+    parser["ckpt_dir"] = NO_MODELS
     parser["image_keys"], parser["in_channels"], parser["spatial_size"] = ["ncct"], 1, [32, 32]
     parser["shape_transforms"] = parser["shape_transforms"][:2]  # no resize: compare voxel by voxel
     plain = ConfigParser()
     plain.read_config([os.path.join("configs", "inference.json")])
+    plain["ckpt_dir"] = NO_MODELS
     plain["image_keys"], plain["shape_transforms"] = ["ncct"], plain["shape_transforms"][:2]
     item = {"patient_id": row["patient_id"], "ncct": row["ncct"], "location": row["location"], "side": row["side"]}
     masked = parser.get_parsed_content("preprocessing")(dict(item))["image"].numpy()
@@ -72,7 +74,7 @@ def test_region_mode_without_the_site_is_a_clear_error(row):
     os.chdir(ROOT)
     parser = ConfigParser()
     parser.read_config([os.path.join("configs", f) for f in ("inference.json", "region.json")])
-    parser["image_keys"] = ["ncct"]
+    parser["ckpt_dir"], parser["image_keys"] = NO_MODELS, ["ncct"]
     with pytest.raises(Exception) as raised:
         parser.get_parsed_content("preprocessing")({"patient_id": "p7", "ncct": row["ncct"]})
     found = find_input_error(raised.value)

@@ -9,14 +9,14 @@ import pytest
 from monai.bundle import ConfigParser
 
 from scripts import BundleInputError
-from tests.conftest import ROOT
+from tests.conftest import NO_MODELS, ROOT
 
 
 def _preprocess(overlays, item):
     os.chdir(ROOT)
     parser = ConfigParser()
     parser.read_config([os.path.join("configs", f) for f in ["inference.json", *overlays]])
-    parser["spatial_size"] = [32, 32]
+    parser["spatial_size"], parser["ckpt_dir"] = [32, 32], NO_MODELS
     return parser.get_parsed_content("preprocessing")(item)
 
 
