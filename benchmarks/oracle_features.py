@@ -103,7 +103,8 @@ def main(
         _summary(simulate(simulate_cohorts, patients, split_seeds, first_seed))
         return
     if dataset_dir is None:
-        raise SystemExit("give --dataset_dir DIR or --simulate_cohorts N")
+        print("oracle_features: give --dataset_dir DIR or --simulate_cohorts N", file=sys.stderr)
+        raise SystemExit(2)
     truth = json.load(open(os.path.join(dataset_dir, "manifest.json")))["truth"]
     datalist = load_datalist(os.path.join(dataset_dir, "datalist.json"))
     for name, clinical in (("bayes", None), ("oracle image variables + site", False), ("oracle, every term", True)):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
@@ -12,6 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # a fold-model folder without grid.json for tests that parse the configs' preprocessing: the default ckpt_dir is the
 # checkout's models/, where a trained built-in demo (README command 1) leaves its 2 mm grid.json
 NO_MODELS = tempfile.mkdtemp(prefix="no_fold_models_")
+atexit.register(shutil.rmtree, NO_MODELS, True)
 SHARED = os.path.join(ROOT, "..", "shared", "data")
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
