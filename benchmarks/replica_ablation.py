@@ -2,9 +2,9 @@
 
 ``python benchmarks/replica_ablation.py --dataset_dir DIR --model vessel_mask [--clinical true] [--select loss]
 [--learning_rate 0.003] [--max_epochs 60] [--patience 25] [--first_epoch 1] [--seed 0] [--threads 1] [--masks 4]
-[--weight_decay 0.05]``
-(``--first_epoch N``: inner validation, checkpoint choice and early stopping from epoch N on, as
-``checkpoint_first_epoch`` in ``configs/select_log_loss.json``)
+[--weight_decay 0.05] [--net_args "{'ratio': True}"]``
+(``--net_args``: further VesselMaskNet arguments; ``--first_epoch N``: inner validation, checkpoint choice and early
+stopping from epoch N on, as ``checkpoint_first_epoch`` in ``configs/select_log_loss.json``)
 
 The inputs are the bundle's own: every patient of ``DIR/datalist.json`` through the parsed
 ``validate#preprocessing`` of train.json + demo.json + vessel.json (+ slab_net.json for 40 slices), cached once
@@ -22,6 +22,7 @@ import copy
 import os
 import sys
 import time
+from typing import Optional
 
 import fire
 import numpy as np
@@ -105,6 +106,7 @@ def main(
     threads: int = 1,
     masks: int = 4,
     weight_decay: float = 0.05,
+    net_args: Optional[dict] = None,
 ) -> float:
     """Train and predict every fold; returns the fold-mean outer ROC-AUC."""
     torch.set_num_threads(threads)
@@ -117,7 +119,11 @@ def main(
         train = np.where((fold >= 0) & (fold != k) & ~inner[:, k])[0]
         val, outer = np.where((fold >= 0) & (fold != k) & inner[:, k])[0], np.where(fold == k)[0]
         set_determinism(seed=seed + k)
-        net = SlabNet(2, 5, 8, 0.1) if model == "slab" else VesselMaskNet(masks=masks, clinical_columns=columns or None)
+        net = (
+            SlabNet(2, 5, 8, 0.1)
+            if model == "slab"
+            else VesselMaskNet(masks=masks, clinical_columns=columns or None, **(net_args or {}))
+        )
         if columns:
             net.tabular.fit(raw[train].numpy())
         args = (lambda idx: (X[idx], raw[idx])) if columns else (lambda idx: (X[idx],))
@@ -157,7 +163,7 @@ def main(
     cv = fold >= 0
     print(
         f"RESULT {model} clinical={bool(columns)} select={select} lr={learning_rate} first_epoch={first_epoch} "
-        f"seed={seed} masks={masks} weight_decay={weight_decay}: CV ROC-AUC "
+        f"seed={seed} masks={masks} weight_decay={weight_decay} net_args={net_args}: CV ROC-AUC "
         f"{np.mean(scores):.3f} ({np.std(scores, ddof=1):.3f}), folds {np.round(scores, 3).tolist()}, pooled "
         f"{roc_auc_score(y[cv], pooled[cv]):.3f}",
         flush=True,

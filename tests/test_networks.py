@@ -116,6 +116,28 @@ def test_vessel_mask_net_picks_iodine_not_bone_and_reads_the_clot():
         clinical(x)
 
 
+def test_vessel_mask_net_iodine_ratio_is_the_same_in_a_thin_and_a_thick_vessel():
+    """The optional ratio channel (CTA / mirrored CTA) reads a clot's filling alike whatever share of the voxel the
+    vessel fills (partial volume scales both sides), where the asymmetry CTA - mirror does not; ``means`` keeps
+    only the chosen channels' masked means."""
+    from scripts.networks.vessel_mask import VesselMaskNet
+
+    net = VesselMaskNet(points=4, masks=3, hidden=4, ratio=True, means=[0, 1, 6]).eval()
+    x = torch.zeros(2, 4, 6, 4, 3)
+    x[0, 1, 1, 1, 1], x[0, 3, 1, 1, 1] = 0.3, 0.9  # clot in a vessel filling the voxel: a third of the mirror
+    x[1, 1, 1, 1, 1], x[1, 3, 1, 1, 1] = 0.1, 0.3  # the same clot where the vessel fills a third of the voxel
+    points = net.vessel_points(x)
+    assert points.shape == (2, 7, 4)
+    brightest = points[:, 3].argmax(1)
+    ratio = points[torch.arange(2), 6, brightest]
+    asymmetry = points[torch.arange(2), 5, brightest]
+    assert torch.allclose(ratio, torch.tensor([1 / 3, 1 / 3]))
+    assert not torch.allclose(asymmetry[0], asymmetry[1])
+    assert net.measurements(x).shape == (2, 3 * (1 + 3))
+    assert net(x).shape == (2, 1)
+    assert VesselMaskNet(points=4, masks=3).measurements(x).shape == (2, 3 * 7)  # default: unchanged
+
+
 def test_autocast_forward_runs_bf16_and_keeps_the_module():
     """bf16 by forward hooks: the same module (state_dict keys and checkpoints unchanged), float32 outputs close to
     fp32 but not equal, fp32 a no-op; fp16 on CPU and unknown names refused with one line."""

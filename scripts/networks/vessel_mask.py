@@ -27,7 +27,7 @@ the anatomy of a few hundred volumes (docs/README.md, Performance).
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import torch
 from torch import nn
@@ -50,6 +50,10 @@ class VesselMaskNet(nn.Module):
             the vessel set; 0.95 of the default NCCT window [0, 100] HU = 95 HU.
         dropout: dropout before the linear layer (inactive in eval mode).
         clinical_columns: {name: "numeric" | [categories]}; None = image only.
+        ratio: add a seventh point channel, CTA / mirrored CTA (clipped to [0, 2]): a vessel's filling relative to
+            the other hemisphere's, the same whatever share of the voxel the vessel fills.
+        means: indices of the point channels whose masked means are measured (0-3 the input channels, 4-5 the
+            asymmetries, 6 the ratio); None = all.
     """
 
     def __init__(
@@ -60,37 +64,45 @@ class VesselMaskNet(nn.Module):
         bone_level: float = 0.95,
         dropout: float = 0.1,
         clinical_columns: Optional[Dict[str, ColumnSpec]] = None,
+        ratio: bool = False,
+        means: Optional[Sequence[int]] = None,
     ) -> None:
         super().__init__()
-        self.points, self.bone_level = points, bone_level
-        channels = 6  # NCCT, CTA, their mirrors, two asymmetries
+        self.points, self.bone_level, self.ratio = points, bone_level, ratio
+        channels = 7 if ratio else 6  # NCCT, CTA, their mirrors, two asymmetries[, CTA / mirrored CTA]
+        self.means = list(range(channels)) if means is None else [int(c) for c in means]
         self.mask_mlp = nn.Sequential(
             nn.Conv1d(channels, hidden, 1), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Conv1d(hidden, masks, 1)
         )
-        features = masks * (1 + channels)
+        features = masks * (1 + len(self.means))
         if clinical_columns:
             self.tabular = TabularEncoder(clinical_columns)
             features += self.tabular.out_features
         self.head = nn.Sequential(nn.BatchNorm1d(features), nn.Dropout(dropout), nn.Linear(features, 1))
 
     def vessel_points(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 4, H, W, D) -> point channels of the vessel set (B, 6, points)."""
+        """(B, 4, H, W, D) -> point channels of the vessel set (B, 6 or 7 with ``ratio``, points)."""
         if x.ndim != 5 or x.shape[1] != 4:
             raise ValueError(f"expected input (B, 4, H, W, D): NCCT, CTA and their mirrors, got {list(x.shape)}")
         if x[0, 0].numel() < self.points:
             raise ValueError(f"the vessel box has {x[0, 0].numel()} voxels, fewer than points={self.points}")
-        channels = torch.cat([x, x[:, :2] - x[:, 2:]], 1).flatten(2)
+        parts = [x, x[:, :2] - x[:, 2:]]
+        if self.ratio:  # iodine relative to the other hemisphere's vessel: the same in a thin or a thick vessel
+            parts.append((x[:, 1:2] / x[:, 3:4].clamp_min(0.05)).clamp(0, 2))
+        channels = torch.cat(parts, 1).flatten(2)
         iodine = torch.maximum(x[:, 1] * (x[:, 0] < self.bone_level), x[:, 3] * (x[:, 2] < self.bone_level))
         index = iodine.flatten(1).topk(self.points, 1).indices
         return torch.gather(channels, 2, index.unsqueeze(1).expand(-1, channels.shape[1], -1))
 
     def measurements(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 4, H, W, D) -> per mask log soft size and masked channel means, (B, masks x 7)."""
+        """(B, 4, H, W, D) -> per mask log soft size and masked channel means, (B, masks x (1 + len(means)))."""
         points = self.vessel_points(x)
         weight = torch.sigmoid(self.mask_mlp(points)).float()  # (B, masks, points)
         size = weight.mean(-1)
         with torch.autocast(x.device.type, enabled=False):  # sums over thousands of points: fp32 under bf16 autocast
-            means = torch.einsum("bmk,bck->bmc", weight, points.float()) / (weight.sum(-1, keepdim=True) + 1e-3)
+            means = torch.einsum("bmk,bck->bmc", weight, points[:, self.means].float()) / (
+                weight.sum(-1, keepdim=True) + 1e-3
+            )
         return torch.cat([torch.log(size + 1e-3), means.flatten(1)], 1)
 
     def forward(self, x: torch.Tensor, clinical: Optional[torch.Tensor] = None) -> torch.Tensor:
