@@ -37,6 +37,7 @@ sys.path.insert(0, ROOT)
 
 from scripts.data.clinical import raw_clinical  # noqa: E402
 from scripts.data.split import load_datalist  # noqa: E402
+from scripts.networks.precision import _switch  # noqa: E402
 from scripts.networks.slab_net import SlabNet  # noqa: E402
 from scripts.networks.vessel_mask import VesselMaskNet  # noqa: E402
 
@@ -107,8 +108,13 @@ def main(
     masks: int = 4,
     weight_decay: float = 0.05,
     net_args: Optional[dict] = None,
+    train_on_inner: bool = False,
 ) -> float:
-    """Train and predict every fold; returns the fold-mean outer ROC-AUC."""
+    """Train and predict every fold; returns the fold-mean outer ROC-AUC. ``train_on_inner``: the inner validation
+    joins the training rows (then use ``select="last"``: a choice on rows it trained on would mean nothing)."""
+    clinical, train_on_inner = _switch(clinical, "--clinical"), _switch(train_on_inner, "--train_on_inner")
+    if train_on_inner and select != "last":
+        raise SystemExit("--train_on_inner true needs --select last")
     torch.set_num_threads(threads)
     data = cached_inputs(dataset_dir)
     X, y, fold, inner, items = data["X"], data["y"], data["fold"], data["inner"], data["items"]
@@ -116,7 +122,7 @@ def main(
     raw = torch.tensor(np.stack([raw_clinical(it, columns) for it in items])) if columns else None
     scores, pooled, start = [], np.zeros(len(y)), time.time()
     for k in range(5):
-        train = np.where((fold >= 0) & (fold != k) & ~inner[:, k])[0]
+        train = np.where((fold >= 0) & (fold != k) & (train_on_inner | ~inner[:, k]))[0]
         val, outer = np.where((fold >= 0) & (fold != k) & inner[:, k])[0], np.where(fold == k)[0]
         set_determinism(seed=seed + k)
         net = (
@@ -163,7 +169,8 @@ def main(
     cv = fold >= 0
     print(
         f"RESULT {model} clinical={bool(columns)} select={select} lr={learning_rate} first_epoch={first_epoch} "
-        f"seed={seed} masks={masks} weight_decay={weight_decay} net_args={net_args}: CV ROC-AUC "
+        f"seed={seed} masks={masks} weight_decay={weight_decay} net_args={net_args} "
+        f"train_on_inner={train_on_inner}: CV ROC-AUC "
         f"{np.mean(scores):.3f} ({np.std(scores, ddof=1):.3f}), folds {np.round(scores, 3).tolist()}, pooled "
         f"{roc_auc_score(y[cv], pooled[cv]):.3f}",
         flush=True,

@@ -138,6 +138,25 @@ def test_vessel_mask_net_iodine_ratio_is_the_same_in_a_thin_and_a_thick_vessel()
     assert VesselMaskNet(points=4, masks=3).measurements(x).shape == (2, 3 * 7)  # default: unchanged
 
 
+def test_vessel_mask_net_ratio_masks_select_poorly_filled_vessels_with_learned_cut_offs():
+    """``ratio_masks``: mask m holds the points filling less than c_m of their mirror vessel; c_m learns."""
+    from scripts.networks.vessel_mask import VesselMaskNet
+
+    net = VesselMaskNet(points=3, masks=2, ratio=True, ratio_masks=True, means=[6])
+    assert not hasattr(net, "mask_mlp") and net.cuts.tolist() == pytest.approx([0.2, 0.9])
+    x = torch.zeros(1, 4, 4, 3, 2)
+    x[0, 1, 0, 0, 0], x[0, 3, 0, 0, 0] = 0.15, 0.9  # clot: a sixth of the mirror vessel
+    x[0, 1, 1, 0, 0], x[0, 3, 1, 0, 0] = 0.6, 0.9  # poorly collateralised distal vessel: two thirds
+    x[0, 1, 2, 0, 0] = x[0, 3, 2, 0, 0] = 0.9  # normal vessel, like its mirror
+    features = net.measurements(x)  # [log size_0, log size_1, mean ratio in mask 0, mean ratio in mask 1]
+    assert features[0, 2] < 0.25 < features[0, 3] < 0.6  # mask 0 (c 0.2) holds the clot, mask 1 clot + distal
+    assert features[0, 0] < features[0, 1]
+    net.eval()(x).sum().backward()
+    assert net.cuts.grad is not None and net.cuts.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="needs ratio"):
+        VesselMaskNet(ratio_masks=True)
+
+
 def test_autocast_forward_runs_bf16_and_keeps_the_module():
     """bf16 by forward hooks: the same module (state_dict keys and checkpoints unchanged), float32 outputs close to
     fp32 but not equal, fp32 a no-op; fp16 on CPU and unknown names refused with one line."""

@@ -54,6 +54,8 @@ class VesselMaskNet(nn.Module):
             the other hemisphere's, the same whatever share of the voxel the vessel fills.
         means: indices of the point channels whose masked means are measured (0-3 the input channels, 4-5 the
             asymmetries, 6 the ratio); None = all.
+        ratio_masks: instead of the per-point MLP, mask m is sigmoid(k_m (c_m - ratio)): the points that fill less
+            than a learned share c_m of the other hemisphere's vessel (two parameters per mask; needs ``ratio``).
     """
 
     def __init__(
@@ -66,14 +68,21 @@ class VesselMaskNet(nn.Module):
         clinical_columns: Optional[Dict[str, ColumnSpec]] = None,
         ratio: bool = False,
         means: Optional[Sequence[int]] = None,
+        ratio_masks: bool = False,
     ) -> None:
         super().__init__()
         self.points, self.bone_level, self.ratio = points, bone_level, ratio
         channels = 7 if ratio else 6  # NCCT, CTA, their mirrors, two asymmetries[, CTA / mirrored CTA]
         self.means = list(range(channels)) if means is None else [int(c) for c in means]
-        self.mask_mlp = nn.Sequential(
-            nn.Conv1d(channels, hidden, 1), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Conv1d(hidden, masks, 1)
-        )
+        if ratio_masks:  # mask m: the points filling less than a learned share c_m of their contralateral vessel
+            if not ratio:
+                raise ValueError("ratio_masks needs ratio=True")
+            self.cuts = nn.Parameter(torch.linspace(0.2, 0.9, masks))
+            self.log_sharpness = nn.Parameter(torch.full((masks,), 3.0))  # e^3 = 20 per unit of ratio
+        else:
+            self.mask_mlp = nn.Sequential(
+                nn.Conv1d(channels, hidden, 1), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Conv1d(hidden, masks, 1)
+            )
         features = masks * (1 + len(self.means))
         if clinical_columns:
             self.tabular = TabularEncoder(clinical_columns)
@@ -97,7 +106,11 @@ class VesselMaskNet(nn.Module):
     def measurements(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 4, H, W, D) -> per mask log soft size and masked channel means, (B, masks x (1 + len(means)))."""
         points = self.vessel_points(x)
-        weight = torch.sigmoid(self.mask_mlp(points)).float()  # (B, masks, points)
+        if hasattr(self, "cuts"):
+            logit = self.log_sharpness.exp()[:, None] * (self.cuts[:, None] - points[:, 6:7])
+        else:
+            logit = self.mask_mlp(points)
+        weight = torch.sigmoid(logit).float()  # (B, masks, points)
         size = weight.mean(-1)
         with torch.autocast(x.device.type, enabled=False):  # sums over thousands of points: fp32 under bf16 autocast
             means = torch.einsum("bmk,bck->bmc", weight, points[:, self.means].float()) / (
