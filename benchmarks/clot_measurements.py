@@ -14,6 +14,8 @@ asymmetry and mean CTA. 45 numbers per patient. Prints
    occlusion site) to log clot length, density, perviousness and collateral grade;
 2. a logistic regression on them + site, age, IVT and NIHSS (the main job's clinical columns), per fold on that fold's
    training rows without the inner validation (as the networks and ``oracle_features.py``), scored on the outer fold;
+   and the same on only four readings, as the thrombus literature defines them, with one fixed cut-off
+   (:func:`literature_measurements`);
 3. the same logistic regression on the four hidden variables *predicted* from the 45 numbers by ridge regressions
    fitted with the truth on the training rows (an upper reference, not a model: no cohort has the truth), and the
    oracle on the true variables.
@@ -63,6 +65,26 @@ def measurements(volume: np.ndarray) -> list:
     return row
 
 
+def literature_measurements(volume: np.ndarray, cut: float = 0.5) -> list:
+    """(4, H, W, D) mirrored vessel box -> the literature's four readings with one fixed cut-off: the clot = voxels
+    whose mirror is a bright vessel and that fill less than ``cut`` of it; log clot voxel count (length), mean NCCT
+    minus mirror in it (hyperdensity), mean CTA minus NCCT in it in HU / 100 (perviousness; CTA window 400 HU, NCCT
+    100 HU), and the mean filling ratio, weighted by the mirror's iodine, of the vessels filling ``cut``-0.95 of
+    their mirror (collaterals)."""
+    n, c, mn, mc = volume
+    vessel = (mc > 0.3) & (n < 0.95) & (mn < 0.95)
+    ratio = c / np.maximum(mc, 0.05)
+    clot, distal = vessel & (ratio < cut), vessel & (ratio >= cut) & (ratio < 0.95)
+    if not clot.any():
+        return [0.0, 0.0, 0.0, float(np.average(ratio[distal], weights=mc[distal])) if distal.any() else 1.0]
+    return [
+        float(np.log1p(clot.sum())),
+        float((n - mn)[clot].mean()),
+        float((4 * c - n)[clot].mean()),
+        float(np.average(ratio[distal], weights=mc[distal])) if distal.any() else 1.0,
+    ]
+
+
 def _ridge() -> object:
     return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 3, 12)))
 
@@ -82,6 +104,7 @@ def main(dataset_dir: str) -> None:
     items = datalist["training"] + datalist["test"]  # the order of the replica's cache
     volumes = np.load(cache)["X"]
     x = np.array([measurements(v.astype(np.float32)) for v in volumes])
+    four = np.array([literature_measurements(v.astype(np.float32)) for v in volumes])
     hidden = np.array([[truth[it["patient_id"]][k] for k in HIDDEN] for it in items], float)
     hidden[:, 0] = np.log(hidden[:, 0])
     site = np.array([[it["location"] == s for s in ("ICA", "M2")] for it in items], float)
@@ -99,6 +122,10 @@ def main(dataset_dir: str) -> None:
         "logistic regression on the 45 measurements + site, age, IVT, NIHSS": lambda tr, te: (
             np.column_stack([x, site, clinical])[tr],
             np.column_stack([x, site, clinical])[te],
+        ),
+        "logistic regression on the 4 literature readings (cut-off 0.5) + site, age, IVT, NIHSS": lambda tr, te: (
+            np.column_stack([four, site, clinical])[tr],
+            np.column_stack([four, site, clinical])[te],
         ),
         "the same on the 4 hidden variables predicted from them (ridge fitted with the truth)": lambda tr, te: (
             np.column_stack(
