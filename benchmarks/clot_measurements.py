@@ -46,11 +46,16 @@ CUTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 HIDDEN = ("clot_length_mm", "clot_density_hu", "clot_perviousness", "collaterals")
 
 
+def _mirror_vessels(volume: np.ndarray) -> tuple:
+    """(4, H, W, D) -> (voxels whose mirror is a bright vessel, bone excluded; iodine ratio CTA / mirrored CTA)."""
+    n, c, mn, mc = volume
+    return (mc > 0.3) & (n < 0.95) & (mn < 0.95), c / np.maximum(mc, 0.05)
+
+
 def measurements(volume: np.ndarray) -> list:
     """(4, H, W, D) mirrored vessel box (NCCT, CTA, mirrored NCCT, mirrored CTA in [0, 1]) -> 45 fixed numbers."""
     n, c, mn, mc = volume
-    vessel = (mc > 0.3) & (n < 0.95) & (mn < 0.95)
-    ratio = c / np.maximum(mc, 0.05)
+    vessel, ratio = _mirror_vessels(volume)
     row = []
     for cut in CUTS:
         sel = vessel & (ratio < cut)
@@ -72,8 +77,7 @@ def literature_measurements(volume: np.ndarray, cut: float = 0.5) -> list:
     100 HU), and the mean filling ratio, weighted by the mirror's iodine, of the vessels filling ``cut``-0.95 of
     their mirror (collaterals)."""
     n, c, mn, mc = volume
-    vessel = (mc > 0.3) & (n < 0.95) & (mn < 0.95)
-    ratio = c / np.maximum(mc, 0.05)
+    vessel, ratio = _mirror_vessels(volume)
     clot, distal = vessel & (ratio < cut), vessel & (ratio >= cut) & (ratio < 0.95)
     if not clot.any():
         return [0.0, 0.0, 0.0, float(np.average(ratio[distal], weights=mc[distal])) if distal.any() else 1.0]
@@ -118,37 +122,30 @@ def main(dataset_dir: str) -> None:
         predicted = cross_val_predict(_ridge(), image[labelled], hidden[labelled, j], cv=5)
         r2 = 1 - np.var(hidden[labelled, j] - predicted) / np.var(hidden[labelled, j])
         print(f"{name}: cross-validated R^2 {r2:.3f} from the 45 measurements + site")
-    rows = {
-        "logistic regression on the 45 measurements + site, age, IVT, NIHSS": lambda tr, te: (
-            np.column_stack([x, site, clinical])[tr],
-            np.column_stack([x, site, clinical])[te],
+    fixed = {  # design matrices of every patient; the two-stage reference is fitted per fold below
+        "logistic regression on the 45 measurements + site, age, IVT, NIHSS": np.column_stack([x, site, clinical]),
+        "logistic regression on the 4 literature readings (cut-off 0.5) + site, age, IVT, NIHSS": np.column_stack(
+            [four, site, clinical]
         ),
-        "logistic regression on the 4 literature readings (cut-off 0.5) + site, age, IVT, NIHSS": lambda tr, te: (
-            np.column_stack([four, site, clinical])[tr],
-            np.column_stack([four, site, clinical])[te],
-        ),
-        "the same on the 4 hidden variables predicted from them (ridge fitted with the truth)": lambda tr, te: (
-            np.column_stack(
-                [cross_val_predict(_ridge(), image[tr], hidden[tr, j], cv=5) for j in range(4)]
-                + [site[tr], clinical[tr, :2]]
-            ),
-            np.column_stack(
-                [_ridge().fit(image[tr], hidden[tr, j]).predict(image[te]) for j in range(4)]
-                + [site[te], clinical[te, :2]]
-            ),
-        ),
-        "oracle: the true hidden variables + site, age, IVT": lambda tr, te: (
-            np.column_stack([hidden, site, clinical[:, :2]])[tr],
-            np.column_stack([hidden, site, clinical[:, :2]])[te],
-        ),
+        "the same on the 4 hidden variables predicted from the 45 (ridge fitted with the truth)": None,
+        "oracle: the true hidden variables + site, age, IVT": np.column_stack([hidden, site, clinical[:, :2]]),
     }
-    for name, design in rows.items():
+
+    def two_stage(tr: np.ndarray, te: np.ndarray) -> tuple:
+        fitted = [cross_val_predict(_ridge(), image[tr], hidden[tr, j], cv=5) for j in range(4)]
+        predicted = [_ridge().fit(image[tr], hidden[tr, j]).predict(image[te]) for j in range(4)]
+        return (
+            np.column_stack(fitted + [site[tr], clinical[tr, :2]]),
+            np.column_stack(predicted + [site[te], clinical[te, :2]]),
+        )
+
+    for name, design in fixed.items():
         scores, pooled = [], np.zeros(len(y))
         for k in range(datalist["settings"]["folds"]):
             inner = set(datalist["inner_validation"][str(k)])
             train = np.where(labelled & (fold != k) & np.array([pid not in inner for pid in ids]))[0]
             outer = np.where(fold == k)[0]
-            a, b = design(train, outer)
+            a, b = two_stage(train, outer) if design is None else (design[train], design[outer])
             pooled[outer] = _logistic().fit(a, y[train]).decision_function(b)
             scores.append(roc_auc_score(y[outer], pooled[outer]))
         print(

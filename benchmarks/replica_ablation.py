@@ -37,7 +37,7 @@ sys.path.insert(0, ROOT)
 
 from scripts.data.clinical import raw_clinical  # noqa: E402
 from scripts.data.split import load_datalist  # noqa: E402
-from scripts.networks.precision import _switch  # noqa: E402
+from scripts.networks.precision import switch  # noqa: E402
 from scripts.networks.slab_net import SlabNet  # noqa: E402
 from scripts.networks.vessel_mask import VesselMaskNet  # noqa: E402
 
@@ -112,7 +112,7 @@ def main(
 ) -> float:
     """Train and predict every fold; returns the fold-mean outer ROC-AUC. ``train_on_inner``: the inner validation
     joins the training rows (then use ``select="last"``: a choice on rows it trained on would mean nothing)."""
-    clinical, train_on_inner = _switch(clinical, "--clinical"), _switch(train_on_inner, "--train_on_inner")
+    clinical, train_on_inner = switch(clinical, "--clinical"), switch(train_on_inner, "--train_on_inner")
     if train_on_inner and select != "last":
         raise SystemExit("--train_on_inner true needs --select last")
     torch.set_num_threads(threads)

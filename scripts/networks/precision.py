@@ -135,7 +135,7 @@ def _after_loading(fold: bool, compile: bool) -> Callable[[torch.nn.Module, Any]
     return hook
 
 
-def _switch(value: Any, name: str) -> bool:
+def switch(value: Any, name: str) -> bool:
     """A config switch given in JSON (true/false) or on the command line, where ``--channels_last false`` arrives as
     the string 'false'."""
     if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
@@ -159,9 +159,9 @@ def for_speed(
     each fold's weights into its own copy; ``bf16_modules``: names of submodules (``get_submodule``) that run in bf16
     autocast whatever ``precision`` is, e.g. ``["stem"]`` of MNT-DL; with ``compile``
     :func:`compile_for_inference` after loading (and folding). Returns the same module."""
-    if _switch(channels_last, "channels_last"):
+    if switch(channels_last, "channels_last"):
         module = module.to(memory_format=torch.channels_last)
-    fold, compile = _switch(fold_norm, "fold_batch_norm"), _switch(compile, "compile")
+    fold, compile = switch(fold_norm, "fold_batch_norm"), switch(compile, "compile")
     if fold or compile:
         module.register_load_state_dict_post_hook(_after_loading(fold, compile))
     for name in [bf16_modules] if isinstance(bf16_modules, str) else bf16_modules:
