@@ -1,22 +1,24 @@
 """The main job on the built-in demo cohort: generate -> split -> train all folds -> evaluate -> infer -> report.
 
 ``python -m scripts.demo [--out demo] [--patients 300] [--seed 0] [--spacing 2] [--native] [--ckpt_dir DIR]
-[--model vessel_mask|mnt_dl] [--unlabeled CSV [--ssl_epochs 100]]`` runs
+[--model clot_readings|vessel_mask|mnt_dl] [--unlabeled CSV [--ssl_epochs 100]]`` runs
 each step as the ``monai.bundle`` command a user would type (printed before it runs), with ``configs/demo.json``
-(the CPU budget), ``configs/vessel.json`` (the vessel-box input, mirrored) and ``configs/vessel_mask.json`` (VesselMaskNet with the
-occlusion site, age, IVT and NIHSS) on top of the paper-size configs; training chooses each fold's checkpoint on
-inner-validation log loss (``configs/select_log_loss.json``); evaluation Platt-scales each fold model on its inner
+(the CPU budget), ``configs/vessel.json`` (the vessel-box input, mirrored) and ``configs/clot_readings.json``
+(ClotReadingNet: the literature's clot and collateral readings with the occlusion site, age, IVT and NIHSS, one
+linear layer trained to convergence, the last epoch kept) on top of the paper-size configs; training chooses each
+fold's checkpoint on inner-validation log loss (``configs/select_log_loss.json``) from the overlay's
+``checkpoint_first_epoch`` on; evaluation Platt-scales each fold model on its inner
 validation (``--recalibration platt``).
 Steps whose outputs exist are kept (folds already trained are skipped), so an interrupted demo continues where it
 stopped. Remove ``--out`` and the fold models to start over: ``models/`` for the built-in demo (``--out demo``),
 ``OUT/models`` for any other folder (``--ckpt_dir`` chooses another); the evaluation goes to ``eval/`` or
 ``OUT/eval`` likewise (``--eval_dir``).
 
-``--model mnt_dl`` runs the same job with the papers' MNT-DL at demo size (``configs/demo.json``) instead of
-VesselMaskNet; ``--unlabeled CSV`` (``patient_id`` + image columns, paths relative to the CSV; on the cohort's grid)
+``--model vessel_mask`` runs VesselMaskNet (learned soft masks on the vessel set, ``configs/vessel_mask.json``: the
+main job of 0.5-0.9.3); ``--model mnt_dl`` the papers' MNT-DL at demo size (``configs/demo.json``); ``--unlabeled CSV`` (``patient_id`` + image columns, paths relative to the CSV; on the cohort's grid)
 pretrains its encoder with SimSiam on that pool first (``configs/pretrain.json``, encoder in ``CKPT/ssl/pretrain``,
-the leakage guard dropping test-set and reported-fold patients) and fine-tunes from it. VesselMaskNet has no image
-encoder, so ``--unlabeled`` with it is refused.
+the leakage guard dropping test-set and reported-fold patients) and fine-tunes from it. ClotReadingNet and VesselMaskNet have
+no image encoder, so ``--unlabeled`` with them is refused.
 
 ``--native`` starts from scanner-space scans (``OUT/raw``, random head pose, thick slices, headrest) and
 preprocesses them into MNI space first (``configs/preprocess.json``, output grid = ``--spacing``): raw ->
@@ -40,7 +42,8 @@ from scripts.demo.generator import generate
 
 # --model: the configuration overlays on top of the paper-size configs
 MODELS = {
-    "vessel_mask": "'configs/demo.json','configs/vessel.json','configs/vessel_mask.json'",  # the main job's model
+    "clot_readings": "'configs/demo.json','configs/vessel.json','configs/clot_readings.json'",  # the main job's model
+    "vessel_mask": "'configs/demo.json','configs/vessel.json','configs/vessel_mask.json'",  # learned masks (0.5-0.9.3 main job)
     "mnt_dl": "'configs/demo.json'",  # the papers' MNT-DL at demo size: an image encoder SimSiam can pretrain
 }
 
@@ -52,7 +55,7 @@ def job_configs(model: str) -> Dict[str, str]:
     overlays = MODELS[model]
     return {
         "pretrain": f"['configs/pretrain.json',{overlays}]",
-        "train": f"['configs/train.json',{overlays},'configs/select_log_loss.json']",
+        "train": f"['configs/train.json','configs/select_log_loss.json',{overlays}]",
         "evaluate": f"['configs/train.json',{overlays},'configs/evaluate.json']",
         "infer": f"['configs/inference.json',{overlays}]",
     }
@@ -64,9 +67,9 @@ def check_unlabeled(unlabeled: Optional[str], model: str) -> Optional[str]:
         return None
     if not os.path.isfile(unlabeled):
         raise BundleInputError(f"--unlabeled {unlabeled}: table not found")
-    if model == "vessel_mask":
+    if model in ("clot_readings", "vessel_mask"):
         raise BundleInputError(
-            "--unlabeled: the main job's VesselMaskNet has no image encoder to pretrain; use --model mnt_dl to "
+            f"--unlabeled: --model {model} has no image encoder to pretrain; use --model mnt_dl to "
             "pretrain MNT-DL with SimSiam on the pool (what it gained on the demo: docs/README.md, Performance)"
         )
     return os.path.abspath(unlabeled)
@@ -105,7 +108,7 @@ def main(
     eval_dir: Optional[str] = None,
     native: bool = False,
     ckpt_dir: Optional[str] = None,
-    model: str = "vessel_mask",
+    model: str = "clot_readings",
     unlabeled: Optional[str] = None,
     ssl_epochs: int = 100,
 ) -> None:

@@ -1,0 +1,116 @@
+"""ClotReadingNet (configs/clot_readings.json, the main job's model): its fixed readings follow the clot and the
+collaterals drawn into a demo patient, and the configuration trains, evaluates and infers through monai.bundle."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from scripts.data.anatomy import load_anatomy
+from scripts.demo.generator import draw_patient, render
+from scripts.networks.clot_readings import ClotReadingNet, clot_readings
+from tests.conftest import ROOT
+from tests.test_vessel_input import _parser
+from tests.test_workflow import train_recording_losses
+
+
+def _readings(anatomy, patient, tmp_path, name: str) -> np.ndarray:
+    """Render ``patient`` at 2 mm (same noise every call) and read it through the main job's vessel-box input."""
+    images = render(anatomy, patient, np.random.default_rng(7), ["ct"])
+    item = {"patient_id": name, **{k: patient[k] for k in ("location", "age", "ivt", "nihss")}}
+    for seq in ("ncct", "cta"):
+        item[seq] = str(tmp_path / f"{name}_{seq}.nii.gz")
+        nib.save(nib.Nifti1Image(images[seq].astype(np.float32), anatomy.affine), item[seq])
+    parser = _parser(["inference.json", "vessel.json", "clot_readings.json"])
+    image = parser.get_parsed_content("preprocessing")(item)["image"]
+    assert image.shape == (4, 66, 45, 40)
+    return clot_readings(image[None])[0].numpy()
+
+
+@pytest.mark.parametrize("site", ["M1", "ICA"])
+def test_readings_follow_the_clot_length_density_perviousness_and_the_collaterals(site, tmp_path):
+    anatomy = load_anatomy(2.0)
+    base = draw_patient(np.random.default_rng([1, 2]), 2, dt.date(2020, 1, 1), 10)
+    base.update(location=site, side="L")
+    base["_truth"].update(clot_length_mm=10.0, clot_density_hu=55.0, clot_perviousness=0.3, collaterals=1)
+    changes = {"long": ("clot_length_mm", 30.0), "dense": ("clot_density_hu", 80.0),
+               "pervious": ("clot_perviousness", 0.9), "collateralised": ("collaterals", 3)}  # fmt: skip
+    read = {"base": _readings(anatomy, base, tmp_path, "base")}
+    for name, (key, value) in changes.items():
+        patient = copy.deepcopy(base)
+        patient["_truth"][key] = value
+        read[name] = _readings(anatomy, patient, tmp_path, name)
+    assert read["base"][0] > np.log1p(5)  # a clot is found
+    # each reading moves with its own property (length: log voxel count; density: NCCT asymmetry in the clot;
+    # perviousness: CTA - NCCT in the clot, HU / 100; collaterals: filling of the vessels beyond it)
+    assert read["long"][0] > read["base"][0] + np.log(2), (read["long"], read["base"])
+    assert read["dense"][1] > read["base"][1] + 0.1, (read["dense"], read["base"])  # +25 HU = 0.25 of the window
+    assert read["pervious"][2] > read["base"][2] + 0.1, (read["pervious"], read["base"])  # +36 HU, partial volume
+    assert read["collateralised"][3] > read["base"][3] + 0.08, (read["collateralised"], read["base"])
+    # and not with the others' (the collateral grade does not change the clot's length reading much)
+    assert abs(read["collateralised"][0] - read["base"][0]) < np.log(1.5)
+    assert abs(read["dense"][3] - read["base"][3]) < 0.05
+
+
+def test_network_is_a_linear_head_on_the_readings_and_refuses_a_wrong_input():
+    net = ClotReadingNet(clinical_columns={"age": "numeric"}).eval()
+    x = torch.rand(3, 4, 12, 10, 8)
+    clinical = torch.tensor([[60.0], [70.0], [float("nan")]])
+    features = torch.cat([net.measurements(x), net.tabular(clinical)], 1)
+    assert torch.allclose(net(x, clinical), net.head(features))
+    with pytest.raises(ValueError, match="pass the clinical values"):
+        net(x)
+    with pytest.raises(ValueError, match=r"expected input \(B, 4, H, W, D\)"):
+        net(x[:, :2], clinical)
+    # no clot anywhere (the image equals its mirror): length, density and perviousness read 0, collaterals 1
+    same = torch.full((1, 4, 6, 6, 6), 0.8)
+    assert clot_readings(same)[0].tolist() == [0.0, 0.0, 0.0, 1.0]
+
+
+# the main job's configuration on the 6 mm side_datalist cohort (a fit test: the readings cannot see a clot there)
+TINY = {"vessel_spacing": 6.0, "num_slices": 10, "max_epochs": 40}
+CONFIGS = ["train.json", "select_log_loss.json", "vessel.json", "clot_readings.json"]
+
+
+def test_clot_readings_configuration_lowers_the_loss_keeps_the_last_epoch_and_is_evaluated_and_inferred(
+    side_datalist, demo_cohort, tmp_path
+):
+    ckpt = str(tmp_path / "models")
+    losses = train_recording_losses(CONFIGS, side_datalist, ckpt, {0: TINY, 1: TINY})
+    for fold in (0, 1):
+        assert len(losses[fold]) == 40 and all(len(epoch) == 1 for epoch in losses[fold])  # full batch
+        assert losses[fold][-1][0] < 0.8 * losses[fold][0][0], np.round(losses[fold], 3).tolist()
+        done = json.load(open(os.path.join(ckpt, f"fold{fold}", "done.json")))
+        assert done["best_epoch"] == 40  # a convex model trained to convergence: the last epoch is kept
+    args = [f"--{k}={json.dumps(v).replace(' ', '')}" for k, v in TINY.items()]
+    overlays = "'configs/vessel.json','configs/clot_readings.json'"
+    evaluate = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+                f"['configs/train.json',{overlays},'configs/evaluate.json']", "--datalist_file", side_datalist,
+                "--ckpt_dir", ckpt, "--output_dir", str(tmp_path / "eval"),
+                *args]  # fmt: skip
+    result = subprocess.run(evaluate, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    evaluated = {r["patient_id"]: float(r["probability"]) for r in csv.DictReader(open(tmp_path / "eval" /
+                 "predictions.csv")) if r["fold"] == "ensemble"}  # fmt: skip
+    row = next(r for r in csv.DictReader(open(demo_cohort)) if r["patient_id"] in evaluated)  # a test-set patient
+    base = os.path.dirname(demo_cohort)
+    clinical = json.dumps({"age": float(row["age"]), "ivt": int(row["ivt"]), "nihss": int(row["nihss"])})
+    infer = [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"['configs/inference.json',{overlays}]",
+             "--ckpt_dir", ckpt, "--ncct", os.path.join(base, row["ncct"]), "--cta", os.path.join(base, row["cta"]),
+             "--patient_id", "P1", "--location", row["location"], "--clinical", clinical.replace(" ", ""),
+             "--output_dir", str(tmp_path / "infer"), *args]  # fmt: skip
+    result = subprocess.run(infer, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (pred,) = list(csv.DictReader(open(tmp_path / "infer" / "predictions.csv")))
+    # the same patient, images and clinical values, through evaluation and single-patient inference
+    assert float(pred["probability"]) == pytest.approx(evaluated[row["patient_id"]], abs=1e-5)
