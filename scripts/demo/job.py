@@ -15,10 +15,11 @@ stopped. Remove ``--out`` and the fold models to start over: ``models/`` for the
 ``OUT/eval`` likewise (``--eval_dir``).
 
 ``--model vessel_mask`` runs VesselMaskNet (learned soft masks on the vessel set, ``configs/vessel_mask.json``: the
-main job of 0.5-0.9.3); ``--model mnt_dl`` the papers' MNT-DL at demo size (``configs/demo.json``); ``--unlabeled CSV`` (``patient_id`` + image columns, paths relative to the CSV; on the cohort's grid)
-pretrains its encoder with SimSiam on that pool first (``configs/pretrain.json``, encoder in ``CKPT/ssl/pretrain``,
-the leakage guard dropping test-set and reported-fold patients) and fine-tunes from it. ClotReadingNet and VesselMaskNet have
-no image encoder, so ``--unlabeled`` with them is refused.
+main job of 0.5-0.9.3); ``--model mnt_dl`` the papers' MNT-DL at demo size (``configs/demo.json``);
+``--unlabeled CSV`` (``patient_id`` + image columns, paths relative to the CSV; on the cohort's grid) pretrains its
+encoder with SimSiam on that pool first (``configs/pretrain.json``, encoder in ``CKPT/ssl/pretrain``, the leakage
+guard dropping test-set and reported-fold patients) and fine-tunes from it. ClotReadingNet and VesselMaskNet have no
+image encoder, so ``--unlabeled`` with them is refused.
 
 ``--native`` starts from scanner-space scans (``OUT/raw``, random head pose, thick slices, headrest) and
 preprocesses them into MNI space first (``configs/preprocess.json``, output grid = ``--spacing``): raw ->
@@ -43,7 +44,7 @@ from scripts.demo.generator import generate
 # --model: the configuration overlays on top of the paper-size configs
 MODELS = {
     "clot_readings": "'configs/demo.json','configs/vessel.json','configs/clot_readings.json'",  # the main job's model
-    "vessel_mask": "'configs/demo.json','configs/vessel.json','configs/vessel_mask.json'",  # learned masks (0.5-0.9.3 main job)
+    "vessel_mask": "'configs/demo.json','configs/vessel.json','configs/vessel_mask.json'",  # the 0.5-0.9.3 main job
     "mnt_dl": "'configs/demo.json'",  # the papers' MNT-DL at demo size: an image encoder SimSiam can pretrain
 }
 
