@@ -32,6 +32,7 @@ import sys
 
 import fire
 import numpy as np
+import torch
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import cross_val_predict
@@ -41,6 +42,7 @@ from sklearn.preprocessing import StandardScaler
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from scripts.data.split import load_datalist  # noqa: E402
+from scripts.networks.clot_readings import clot_readings  # noqa: E402
 
 CUTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 HIDDEN = ("clot_length_mm", "clot_density_hu", "clot_perviousness", "collaterals")
@@ -70,23 +72,10 @@ def measurements(volume: np.ndarray) -> list:
     return row
 
 
-def literature_measurements(volume: np.ndarray, cut: float = 0.5) -> list:
-    """(4, H, W, D) mirrored vessel box -> the literature's four readings with one fixed cut-off: the clot = voxels
-    whose mirror is a bright vessel and that fill less than ``cut`` of it; log clot voxel count (length), mean NCCT
-    minus mirror in it (hyperdensity), mean CTA minus NCCT in it in HU / 100 (perviousness; CTA window 400 HU, NCCT
-    100 HU), and the mean filling ratio, weighted by the mirror's iodine, of the vessels filling ``cut``-0.95 of
-    their mirror (collaterals)."""
-    n, c, mn, mc = volume
-    vessel, ratio = _mirror_vessels(volume)
-    clot, distal = vessel & (ratio < cut), vessel & (ratio >= cut) & (ratio < 0.95)
-    if not clot.any():
-        return [0.0, 0.0, 0.0, float(np.average(ratio[distal], weights=mc[distal])) if distal.any() else 1.0]
-    return [
-        float(np.log1p(clot.sum())),
-        float((n - mn)[clot].mean()),
-        float((4 * c - n)[clot].mean()),
-        float(np.average(ratio[distal], weights=mc[distal])) if distal.any() else 1.0,
-    ]
+def literature_measurements(volume: np.ndarray) -> list:
+    """(4, H, W, D) mirrored vessel box -> the literature's four readings of the main job's ClotReadingNet
+    (:func:`scripts.networks.clot_readings.clot_readings`, cut-off 0.5)."""
+    return clot_readings(torch.from_numpy(np.ascontiguousarray(volume))[None])[0].tolist()
 
 
 def _ridge() -> object:
