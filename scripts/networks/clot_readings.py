@@ -1,17 +1,21 @@
 """ClotReadingNet: the thrombus literature's four clot and collateral readings, fixed, and one learned linear layer.
 
 Built for the mirrored vessel box of ``configs/vessel.json`` (NCCT and CTA windowed to [0, 1], each followed by its
-left-right mirror). The first-pass literature reads a few numbers off the clot and the vessels beyond it; this
-network reads them the same way on every patient, without a learned segmentation:
+left-right mirror) at the crop's own grid (``configs/clot_readings.json``: no resampling blur). The first-pass
+literature reads a few numbers off the clot and the vessels beyond it; this network reads them the same way on every
+patient, without a learned segmentation:
 
-- **vessels**: voxels whose mirror is a contrast-filled vessel (mirrored CTA above ``vessel_level``), bone and
-  calcification excluded (dense on NCCT or its mirror); each one's **filling ratio** = CTA / mirrored CTA (the other
-  hemisphere is the patient's own control; the ratio is the same in a thin and a thick vessel);
-- **clot** = vessels filling less than ``cut`` of their mirror. Readings: log(1 + clot voxels) (thrombus length,
-  voxels along the vessel), mean NCCT minus mirror in it (hyperdensity: red-cell-rich clots), mean CTA minus NCCT in
-  it in HU / 100 (perviousness: contrast penetrating the clot);
-- **collaterals**: the mean filling ratio, weighted by the mirror's iodine, of the vessels filling ``cut`` to 0.95 of
-  their mirror (retrograde filling beyond the occlusion); 1 when there are none.
+- **enhancement** = CTA minus NCCT in HU (the iodine; the clot's own density cancels); **vessels**: voxels whose
+  mirror enhances by more than ``vessel_level`` HU (the core of a contrast-filled vessel; the other hemisphere is the
+  patient's own control), bone and calcification excluded (dense on NCCT or its mirror); each one's **enhancement
+  ratio** = enhancement / the mirror's (the same in a thin and a thick vessel);
+- **clot** = vessels enhancing less than ``cut`` of their mirror (an occluded vessel holds only the contrast that
+  penetrates the clot; the vessels beyond it fill through collaterals to at least about 0.4 of their mirror, so they
+  are not counted as clot). Readings: log(1 + clot voxels) (thrombus length, voxels along the vessel), mean NCCT
+  minus mirror in it (hyperdensity: red-cell-rich clots), mean enhancement in it in HU / 100 (perviousness: contrast
+  penetrating the clot);
+- **collaterals**: the mean enhancement ratio, weighted by the mirrored CTA, of the vessels enhancing ``cut`` to 0.95
+  of their mirror (retrograde filling beyond the occlusion); 1 when there are none.
 
 No clot found: length, density and perviousness read 0. The readings (and, with ``clinical_columns``, the encoded
 clinical vector of :class:`TabularEncoder`) go through BatchNorm and one linear layer: a logistic regression whose
@@ -29,36 +33,44 @@ from torch import nn
 
 from scripts.networks.tabular import ColumnSpec, TabularEncoder
 
-READINGS = ("log clot voxels", "clot NCCT asymmetry", "clot CTA - NCCT (HU/100)", "collateral filling")
+READINGS = ("log clot voxels", "clot NCCT asymmetry", "clot CTA - NCCT (HU/100)", "collateral enhancement")
 
 
 def clot_readings(
     x: torch.Tensor,
-    cut: float = 0.5,
-    vessel_level: float = 0.3,
+    cut: float = 0.3,
+    vessel_level: float = 200.0,
     bone_level: float = 0.95,
     windows: Sequence[Sequence[float]] = ((0.0, 100.0), (0.0, 400.0)),
 ) -> torch.Tensor:
     """(B, 4, H, W, D) NCCT, CTA, mirrored NCCT, mirrored CTA in [0, 1] -> the four readings (B, 4), in fp32.
 
-    ``windows``: the NCCT and CTA intensity windows in HU (to express CTA minus NCCT in HU / 100)."""
+    ``cut``: enhancement ratio below which a vessel voxel is clot; ``vessel_level``: the mirror's enhancement (HU)
+    above which a voxel is a vessel; ``bone_level``: windowed NCCT at or above which a voxel is bone;
+    ``windows``: the NCCT and CTA intensity windows in HU (to read the enhancement in HU)."""
     if x.ndim != 5 or x.shape[1] != 4:
         raise ValueError(f"expected input (B, 4, H, W, D): NCCT, CTA and their mirrors, got {list(x.shape)}")
     n, c, mn, mc = x.float().flatten(2).unbind(1)
-    vessel = (mc > vessel_level) & (n < bone_level) & (mn < bone_level)
-    ratio = c / mc.clamp_min(0.05)
+    (n_lo, n_hi), (c_lo, c_hi) = windows
+    enhancement = (c * (c_hi - c_lo) + c_lo) - (n * (n_hi - n_lo) + n_lo)  # HU
+    mirror_enhancement = (mc * (c_hi - c_lo) + c_lo) - (mn * (n_hi - n_lo) + n_lo)
+    vessel = (mirror_enhancement > vessel_level) & (n < bone_level) & (mn < bone_level)
+    ratio = enhancement / mirror_enhancement.clamp_min(1.0)
     clot = (vessel & (ratio < cut)).float()
     distal = (vessel & (ratio >= cut) & (ratio < 0.95)).float() * mc
-    (n_lo, n_hi), (c_lo, c_hi) = windows
-    contrast = ((c * (c_hi - c_lo) + c_lo) - (n * (n_hi - n_lo) + n_lo)) / 100.0
-    count = clot.sum(1)
 
     def mean(values: torch.Tensor, weight: torch.Tensor, empty: float) -> torch.Tensor:
         total = weight.sum(1)
         return torch.where(total > 0, (values * weight).sum(1) / total.clamp_min(1e-6), torch.full_like(total, empty))
 
     return torch.stack(
-        [torch.log1p(count), mean(n - mn, clot, 0.0), mean(contrast, clot, 0.0), mean(ratio, distal, 1.0)], 1
+        [
+            torch.log1p(clot.sum(1)),
+            mean(n - mn, clot, 0.0),
+            mean(enhancement / 100.0, clot, 0.0),
+            mean(ratio, distal, 1.0),
+        ],
+        1,
     )
 
 
@@ -70,8 +82,8 @@ class ClotReadingNet(nn.Module):
     Output: the logit, (B, 1).
 
     Args:
-        cut: filling ratio (CTA / mirrored CTA) below which a vessel voxel is clot.
-        vessel_level: windowed mirrored CTA above which a voxel's mirror is a vessel (0.3 of [0, 400] HU = 120 HU).
+        cut: enhancement ratio ((CTA - NCCT) / the mirror's) below which a vessel voxel is clot.
+        vessel_level: the mirror's enhancement (CTA - NCCT, HU) above which a voxel is a vessel.
         bone_level: windowed NCCT at or above which a voxel is bone or calcification (0.95 of [0, 100] HU).
         windows: the NCCT and CTA windows in HU, [[lo, hi], [lo, hi]].
         dropout: dropout before the linear layer (inactive in eval mode).
@@ -80,8 +92,8 @@ class ClotReadingNet(nn.Module):
 
     def __init__(
         self,
-        cut: float = 0.5,
-        vessel_level: float = 0.3,
+        cut: float = 0.3,
+        vessel_level: float = 200.0,
         bone_level: float = 0.95,
         windows: Sequence[Sequence[float]] = ((0.0, 100.0), (0.0, 400.0)),
         dropout: float = 0.0,
