@@ -17,7 +17,9 @@ patient, without a learned segmentation:
 - **collaterals**: the mean enhancement ratio, weighted by the mirrored CTA, of the vessels enhancing ``cut`` to 0.95
   of their mirror (retrograde filling beyond the occlusion); 1 when there are none.
 
-No clot found: length, density and perviousness read 0. The readings (and, with ``clinical_columns``, the encoded
+Both memberships (vessel, clot) ramp linearly over ``vessel_width`` HU and ``cut_width`` around their levels, so a
+partial-volume voxel at a clot's end or a vessel's edge counts in part instead of flipping in or out with the noise
+(on four demo cohorts this lifted the outcome model by 0.003 on average; docs/README.md Performance). No clot found: length, density and perviousness read 0. The readings (and, with ``clinical_columns``, the encoded
 clinical vector of :class:`TabularEncoder`) go through BatchNorm and one linear layer: a logistic regression whose
 image terms are the literature's, trained through the bundle like every network. Why this and not learned masks:
 on the clot demo, learning the outcome from many learned measurements and ~170 labels costs most of the gap to the
@@ -42,26 +44,32 @@ def clot_readings(
     vessel_level: float = 200.0,
     bone_level: float = 0.95,
     windows: Sequence[Sequence[float]] = ((0.0, 100.0), (0.0, 400.0)),
+    cut_width: float = 0.1,
+    vessel_width: float = 100.0,
 ) -> torch.Tensor:
     """(B, 4, H, W, D) NCCT, CTA, mirrored NCCT, mirrored CTA in [0, 1] -> the four readings (B, 4), in fp32.
 
     ``cut``: enhancement ratio below which a vessel voxel is clot; ``vessel_level``: the mirror's enhancement (HU)
     above which a voxel is a vessel; ``bone_level``: windowed NCCT at or above which a voxel is bone;
-    ``windows``: the NCCT and CTA intensity windows in HU (to read the enhancement in HU)."""
+    ``windows``: the NCCT and CTA intensity windows in HU (to read the enhancement in HU). ``cut_width`` and
+    ``vessel_width``: both memberships ramp linearly over this width around their level (a partial-volume voxel at
+    the clot's end or a vessel's edge counts in part instead of flipping in or out with the noise; 0 = a hard
+    threshold)."""
     if x.ndim != 5 or x.shape[1] != 4:
         raise ValueError(f"expected input (B, 4, H, W, D): NCCT, CTA and their mirrors, got {list(x.shape)}")
     n, c, mn, mc = x.float().flatten(2).unbind(1)
     (n_lo, n_hi), (c_lo, c_hi) = windows
     enhancement = (c * (c_hi - c_lo) + c_lo) - (n * (n_hi - n_lo) + n_lo)  # HU
     mirror_enhancement = (mc * (c_hi - c_lo) + c_lo) - (mn * (n_hi - n_lo) + n_lo)
-    vessel = (mirror_enhancement > vessel_level) & (n < bone_level) & (mn < bone_level)
     ratio = enhancement / mirror_enhancement.clamp_min(1.0)
-    clot = (vessel & (ratio < cut)).float()
-    distal = (vessel & (ratio >= cut) & (ratio < 0.95)).float() * mc
+    vessel = _ramp(mirror_enhancement - vessel_level, vessel_width) * ((n < bone_level) & (mn < bone_level))
+    in_clot = _ramp(cut - ratio, cut_width)
+    clot = vessel * in_clot
+    distal = vessel * (1 - in_clot) * (ratio < 0.95) * mc
 
     def mean(values: torch.Tensor, weight: torch.Tensor, empty: float) -> torch.Tensor:
-        total = weight.sum(1)
-        return torch.where(total > 0, (values * weight).sum(1) / total.clamp_min(1e-6), torch.full_like(total, empty))
+        total = weight.sum(1)  # below half a voxel: nothing there
+        return torch.where(total > 0.5, (values * weight).sum(1) / total.clamp_min(1e-6), torch.full_like(total, empty))
 
     return torch.stack(
         [
@@ -72,6 +80,13 @@ def clot_readings(
         ],
         1,
     )
+
+
+def _ramp(margin: torch.Tensor, width: float) -> torch.Tensor:
+    """Membership 0..1 of ``margin`` (> 0 inside): a linear ramp of ``width`` centred on 0, a step when 0."""
+    if width <= 0:
+        return (margin > 0).float()
+    return (margin / width + 0.5).clamp(0.0, 1.0)
 
 
 class ClotReadingNet(nn.Module):
@@ -86,6 +101,7 @@ class ClotReadingNet(nn.Module):
         vessel_level: the mirror's enhancement (CTA - NCCT, HU) above which a voxel is a vessel.
         bone_level: windowed NCCT at or above which a voxel is bone or calcification (0.95 of [0, 100] HU).
         windows: the NCCT and CTA windows in HU, [[lo, hi], [lo, hi]].
+        cut_width, vessel_width: the widths of the linear ramps of both memberships (0 = hard thresholds).
         dropout: dropout before the linear layer (inactive in eval mode).
         clinical_columns: {name: "numeric" | [categories]}; None = image only.
     """
@@ -96,12 +112,15 @@ class ClotReadingNet(nn.Module):
         vessel_level: float = 200.0,
         bone_level: float = 0.95,
         windows: Sequence[Sequence[float]] = ((0.0, 100.0), (0.0, 400.0)),
+        cut_width: float = 0.1,
+        vessel_width: float = 100.0,
         dropout: float = 0.0,
         clinical_columns: Optional[Dict[str, ColumnSpec]] = None,
     ) -> None:
         super().__init__()
         self.cut, self.vessel_level, self.bone_level = float(cut), float(vessel_level), float(bone_level)
         self.windows = [[float(v) for v in w] for w in windows]
+        self.cut_width, self.vessel_width = float(cut_width), float(vessel_width)
         features = len(READINGS)
         if clinical_columns:
             self.tabular = TabularEncoder(clinical_columns)
@@ -110,7 +129,9 @@ class ClotReadingNet(nn.Module):
 
     def measurements(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 4, H, W, D) -> the readings (B, 4)."""
-        return clot_readings(x, self.cut, self.vessel_level, self.bone_level, self.windows)
+        return clot_readings(
+            x, self.cut, self.vessel_level, self.bone_level, self.windows, self.cut_width, self.vessel_width
+        )
 
     def forward(self, x: torch.Tensor, clinical: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(B, 4, H, W, D) [and (B, R) raw clinical values] -> logit (B, 1)."""
