@@ -14,7 +14,7 @@ asymmetry and mean CTA. 45 numbers per patient. Prints
    occlusion site) to log clot length, density, perviousness and collateral grade;
 2. a logistic regression on them + site, age, IVT and NIHSS (the main job's clinical columns), per fold on that fold's
    training rows without the inner validation (as the networks and ``oracle_features.py``), scored on the outer fold;
-   and the same on only four readings, as the thrombus literature defines them, with one fixed cut-off
+   and the same on only four readings, as the thrombus literature defines them and ClotReadingNet reads them
    (:func:`literature_measurements`);
 3. the same logistic regression on the four hidden variables *predicted* from the 45 numbers by ridge regressions
    fitted with the truth on the training rows (an upper reference, not a model: no cohort has the truth), and the
@@ -74,7 +74,8 @@ def measurements(volume: np.ndarray) -> list:
 
 def literature_measurements(volume: np.ndarray) -> list:
     """(4, H, W, D) mirrored vessel box -> the literature's four readings of the main job's ClotReadingNet
-    (:func:`scripts.networks.clot_readings.clot_readings`, cut-off 0.5)."""
+    (:func:`scripts.networks.clot_readings.clot_readings`), here on the replica's resampled cache, not the main job's
+    grid (``benchmarks/clot_readings_ablation.py`` reads them on it)."""
     return clot_readings(torch.from_numpy(np.ascontiguousarray(volume))[None])[0].tolist()
 
 
@@ -113,7 +114,7 @@ def main(dataset_dir: str) -> None:
         print(f"{name}: cross-validated R^2 {r2:.3f} from the 45 measurements + site")
     fixed = {  # design matrices of every patient; the two-stage reference is fitted per fold below
         "logistic regression on the 45 measurements + site, age, IVT, NIHSS": np.column_stack([x, site, clinical]),
-        "logistic regression on the 4 literature readings (cut-off 0.5) + site, age, IVT, NIHSS": np.column_stack(
+        "logistic regression on the 4 literature readings (the main job's) + site, age, IVT, NIHSS": np.column_stack(
             [four, site, clinical]
         ),
         "the same on the 4 hidden variables predicted from the 45 (ridge fitted with the truth)": None,
