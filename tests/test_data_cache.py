@@ -11,7 +11,7 @@ from monai.data import DataLoader, PersistentDataset
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, MapTransform, RandFlipd, RandGaussianNoised
 
 from scripts import BundleInputError
-from scripts.data.cache import cached_dataset
+from scripts.data.cache import cached_dataset, data_loader
 from scripts.data.cohort import read_cohort
 
 
@@ -75,3 +75,19 @@ def test_unknown_cache_mode_is_one_line(tmp_path):
         cached_dataset([], Compose([]), "ssd")
     with pytest.raises(BundleInputError, match="needs --cache_dir"):
         cached_dataset([], Compose([]), "disk", None)
+
+
+def test_a_deterministic_full_batch_is_collated_once_and_anything_else_is_a_plain_loader():
+    data = [{"image": torch.full((2, 3), float(i)), "patient_id": f"p{i}"} for i in range(5)]
+    dataset = cached_dataset(data, Compose([]), cache="ram")
+    once = data_loader(dataset, batch_size=8, collate_once=True, shuffle=False)
+    assert len(once) == 1
+    first, second = list(once), list(once)
+    assert first[0] is second[0]  # the same batch object every epoch: stacked once
+    (plain,) = list(DataLoader(dataset, batch_size=8, shuffle=False))
+    assert torch.equal(first[0]["image"], plain["image"]) and first[0]["patient_id"] == plain["patient_id"]
+    # random transforms (collate_once false), several batches, a sampler or drop_last: a DataLoader, batches made anew
+    for kwargs in ({"batch_size": 8}, {"batch_size": 2, "collate_once": True},
+                   {"batch_size": 8, "collate_once": True, "drop_last": True},
+                   {"batch_size": 8, "collate_once": True, "sampler": range(5)}):  # fmt: skip
+        assert isinstance(data_loader(dataset, **kwargs), DataLoader), kwargs

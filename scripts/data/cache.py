@@ -10,13 +10,17 @@ kept between epochs, chosen by the configs' ``dataset_cache``:
 - ``none``: MONAI ``Dataset``, everything recomputed each epoch.
 
 The random transforms after the first randomizable one run every epoch in all three.
+
+:func:`data_loader` adds one more: a training set without random transforms that fits in one batch is the same batch
+every epoch, so it is collated once (``collate_once``; ClotReadingNet's full-batch training: stacking 170 vessel boxes
+took about 1 s of every 1.4 s epoch on 2 CPU cores).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence
 
-from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
 from monai.data.utils import pickle_hashing
 
 from scripts import BundleInputError
@@ -41,3 +45,29 @@ def cached_dataset(
     if cache == "none":
         return Dataset(data, transform)
     raise BundleInputError(f"--dataset_cache '{cache}': use one of {', '.join(MODES)}")
+
+
+class OnceCollated:
+    """The one batch of a full-batch loader over a deterministic dataset, collated on first use and yielded every
+    epoch (``len`` 1, as the loader)."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+        self.batch: Optional[Any] = None
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.batch is None:
+            (self.batch,) = list(self.loader)
+        yield self.batch
+
+
+def data_loader(dataset: Dataset, batch_size: int, collate_once: bool = False, **kwargs: Any) -> Iterable:
+    """MONAI ``DataLoader(dataset, batch_size, **kwargs)``; with ``collate_once`` (set it only when the dataset's
+    transforms are deterministic) and a dataset that fits in one batch, no sampler and no ``drop_last``: that batch,
+    collated once (:class:`OnceCollated`)."""
+    loader = DataLoader(dataset, batch_size=batch_size, **kwargs)
+    whole = 0 < len(dataset) <= batch_size and kwargs.get("sampler") is None and not kwargs.get("drop_last", False)
+    return OnceCollated(loader) if collate_once and whole else loader
