@@ -71,7 +71,7 @@ def test_a_case_folder_is_kept_only_for_the_same_scans(case, tmp_path):
     patient_id and output folder, a corrected cohort row): never the old case's images for a new scan."""
     import shutil
 
-    from scripts.preprocess.case_folder import read_qc
+    from scripts.preprocess.case_folder import case_settings, read_qc
     from scripts.preprocess.cohort import run_cases
 
     ncct, cta, out, qc = case
@@ -91,8 +91,38 @@ def test_a_case_folder_is_kept_only_for_the_same_scans(case, tmp_path):
     assert not np.array_equal(moved, before)  # the folder now holds the other CTA's images
     os.utime(other, ns=(0, 0))  # the same path rewritten later: another scan as far as the folder knows
     assert read_qc(kept, {"ncct": ncct, "cta": other}) is None and read_qc(kept) is not None
+    scans, made = {"ncct": ncct, "cta": cta}, case_settings("ct", settings)
+    assert read_qc(out, scans, made) == qc  # the fixture's folder: these scans, these settings
+    for changed in ({"spacing": 2.0}, {"vessels": True}, {"transform": "SyN"}):  # another grid or other images
+        assert read_qc(out, scans, case_settings("ct", {**settings, **changed})) is None, changed
     with pytest.raises(BundleInputError, match="absent.nii.gz: CTA not found"):  # not a stat() traceback
         preprocess_ct(ncct, kept, cta=str(tmp_path / "absent.nii.gz"))
+
+
+def test_a_second_process_waits_for_the_case_and_keeps_it(case, tmp_path):
+    """Two processes on one case folder (``python -m scripts.inference.quick`` preprocesses early in a child while
+    the workflow reaches the same case): the second waits on the case lock, then keeps the folder the first wrote
+    from the same scans and settings instead of preprocessing again."""
+    import shutil
+    import time
+
+    from scripts.preprocess.case_folder import case_lock
+    from scripts.preprocess.cohort import raw_settings
+
+    ncct, cta, out, qc = case
+    target = str(tmp_path / "p1" / "ct")
+    job = json.dumps([{"patient_id": "p1", "ncct": ncct, "cta": cta}, "ct", target, raw_settings(["ncct", "cta"])])
+    code = ("import json, sys; from scripts.preprocess.cohort import preprocess_case; "
+            "print(json.dumps(preprocess_case(*json.loads(sys.argv[1]))))")  # fmt: skip
+    with case_lock(target):
+        second = subprocess.Popen([sys.executable, "-c", code, job], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        time.sleep(8.0)  # its imports take a few seconds; then it blocks on the lock
+        assert second.poll() is None and not os.path.exists(target)
+        shutil.copytree(out, target)  # what the first process writes while it holds the lock
+    stamp = os.path.getmtime(os.path.join(target, "qc.json"))
+    stdout, _ = second.communicate(timeout=60)
+    assert second.returncode == 0 and json.loads(stdout) == {**qc, "status": "ok", "error": ""}
+    assert os.path.getmtime(os.path.join(target, "qc.json")) == stamp  # kept, not written again
 
 
 def test_rotated_and_shifted_head_still_registers(tmp_path, monkeypatch):

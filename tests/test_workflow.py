@@ -213,9 +213,18 @@ def test_inference_on_raw_scans(trained, tmp_path):
               "--ncct", str(case / "ncct.nii.gz"), "--cta", str(case / "cta.nii.gz"),
               "--output_dir", str(tmp_path / "direct")]  # fmt: skip
     assert subprocess.run(direct, cwd=ROOT, capture_output=True, text=True).returncode == 0
-    via_raw, via_files = (list(csv.DictReader(open(tmp_path / d / "predictions.csv"))) for d in ("out", "direct"))
-    assert via_raw[0]["patient_id"] == row["patient_id"]
+    # the same case through the quick entry (preprocessing started in a child before MONAI is imported)
+    quick = [sys.executable, "-m", "scripts.inference.quick", *raw_cmd[raw_cmd.index("--ckpt_dir"):-1],
+             str(tmp_path / "quick")]  # fmt: skip
+    assert subprocess.run(quick, cwd=ROOT, capture_output=True, text=True).returncode == 0
+    quick_case = tmp_path / "quick" / "preprocessed" / row["patient_id"] / "ct"
+    assert json.load(open(quick_case / "qc.json"))["scans_sha256"] == json.load(open(case / "qc.json"))["scans_sha256"]
+    via_raw, via_files, via_quick = (
+        list(csv.DictReader(open(tmp_path / d / "predictions.csv"))) for d in ("out", "direct", "quick")
+    )
+    assert via_raw[0]["patient_id"] == row["patient_id"] == via_quick[0]["patient_id"]
     assert float(via_raw[0]["probability"]) == pytest.approx(float(via_files[0]["probability"]), abs=1e-6)
+    assert float(via_quick[0]["probability"]) == pytest.approx(float(via_raw[0]["probability"]), abs=1e-4)
 
 
 def test_monailabel_infer_task(trained, demo_cohort, tmp_path):

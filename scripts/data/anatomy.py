@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import nibabel as nib
 import numpy as np
@@ -121,3 +121,22 @@ def grid_maps(shape: Tuple[int, ...], affine_key: bytes, atlas_dir: Optional[str
         world = (affine[:3, :3] @ ijk + affine[:3, 3:4]).T.reshape(*shape, 3)
         territories = _fallback_territories(world, brain.astype(float))
     return brain, territories
+
+
+def box_slices(affine: np.ndarray, shape: Sequence[int], box_mm: Sequence[Sequence[float]]) -> Sequence[slice]:
+    """Voxel slices of an axis-aligned (RAS) image grid that cover ``box_mm`` ((lo, hi) mm per axis)."""
+    affine = np.asarray(affine, dtype=float)
+    if not np.allclose(affine[:3, :3], np.diag(np.diag(affine[:3, :3])), atol=1e-3) or (np.diag(affine)[:3] <= 0).any():
+        raise ValueError("the image grid is not axis-aligned RAS (apply Orientationd with axcodes RAS first)")
+    spacing, origin = np.diag(affine)[:3], affine[:3, 3]
+    slices = []
+    for axis, (lo, hi) in enumerate(box_mm):
+        start = int(np.floor((lo - origin[axis]) / spacing[axis] + 1e-6))
+        stop = int(np.floor((hi - origin[axis]) / spacing[axis] + 1e-6)) + 1
+        if start < 0 or stop > shape[axis]:
+            raise ValueError(
+                f"the image does not cover the MNI box {lo:g}..{hi:g} mm on axis {axis} (it spans "
+                f"{origin[axis]:g}..{origin[axis] + spacing[axis] * (shape[axis] - 1):g} mm)"
+            )
+        slices.append(slice(start, stop))
+    return slices

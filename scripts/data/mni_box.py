@@ -12,34 +12,15 @@ from __future__ import annotations
 
 from typing import Any, Dict, Hashable, Mapping, Sequence
 
-import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, SpatialCrop
 
 from scripts import BundleInputError
+from scripts.data.anatomy import box_slices
 
 # both ICA / MCA courses (ICA from the skull base, M1, M2 in the insula) with margin, MNI mm (RAS)
 VESSEL_BOX_MM = ((-66.0, 66.0), (-60.0, 30.0), (-48.0, 36.0))
-
-
-def box_slices(affine: np.ndarray, shape: Sequence[int], box_mm: Sequence[Sequence[float]]) -> Sequence[slice]:
-    """Voxel slices of an axis-aligned (RAS) image grid that cover ``box_mm`` ((lo, hi) mm per axis)."""
-    affine = np.asarray(affine, dtype=float)
-    if not np.allclose(affine[:3, :3], np.diag(np.diag(affine[:3, :3])), atol=1e-3) or (np.diag(affine)[:3] <= 0).any():
-        raise ValueError("the image grid is not axis-aligned RAS (apply Orientationd with axcodes RAS first)")
-    spacing, origin = np.diag(affine)[:3], affine[:3, 3]
-    slices = []
-    for axis, (lo, hi) in enumerate(box_mm):
-        start = int(np.floor((lo - origin[axis]) / spacing[axis] + 1e-6))
-        stop = int(np.floor((hi - origin[axis]) / spacing[axis] + 1e-6)) + 1
-        if start < 0 or stop > shape[axis]:
-            raise ValueError(
-                f"the image does not cover the MNI box {lo:g}..{hi:g} mm on axis {axis} (it spans "
-                f"{origin[axis]:g}..{origin[axis] + spacing[axis] * (shape[axis] - 1):g} mm)"
-            )
-        slices.append(slice(start, stop))
-    return slices
 
 
 class MNIBoxd(MapTransform):

@@ -8,7 +8,7 @@ instead of a silent probability. The statistics (NIfTI inputs; DICOM folders are
 
 - CT (NCCT, CTA): ``tissue_hu``, the median of the central MNI box's voxels in -50..100 HU (brain tissue level);
   ``tissue_ml``, the volume of all voxels in 0..100 HU (brain size and field of view); ``contrast``, the vessel
-  contrast share of :func:`scripts.data.checks.contrast_share`.
+  contrast share of :func:`scripts.data.volume_checks.contrast_share`.
 - MR sequences and maps: ``median`` and ``p99`` of the voxels above zero, ``signal_ml`` the volume above 10% of
   the 99th percentile.
 """
@@ -21,9 +21,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import nibabel as nib
 import numpy as np
 
-from scripts.data.checks import CENTRAL_BOX_MM, CT_SEQUENCES, contrast_share
+from scripts.data.anatomy import box_slices
+from scripts.data.volume_checks import CENTRAL_BOX_MM, CT_SEQUENCES, contrast_share
 from scripts.data.io import atomic_write_json, read_json_in
-from scripts.data.mni_box import box_slices
 
 PROFILE_FILE = "input_profile.json"
 MARGIN = 0.25  # of the training span, on each side

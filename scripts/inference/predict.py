@@ -133,6 +133,21 @@ def combine_folds(probs: Sequence[Any], cutoffs: Dict[str, Any]) -> Tuple[np.nda
     return stack.mean(axis=0), sd
 
 
+def load_folds(network: torch.nn.Module, ckpt_dir: str, device: Any) -> List[torch.nn.Module]:
+    """The fold models of ``ckpt_dir`` (copies of ``network`` with each ``fold*/model.pt`` loaded), after checking
+    that evaluation stored ``cutoffs.json`` beside them. ``configs/inference.json`` resolves them before the input
+    data, so that loading overlaps a single raw case's preprocessing started by :mod:`scripts.inference.quick`."""
+    _cutoffs(ckpt_dir)
+    return [load_weights(copy.deepcopy(network), path, device) for path in fold_checkpoints(ckpt_dir)]
+
+
+def _cutoffs(ckpt_dir: str) -> Dict[str, Any]:
+    path = os.path.join(ckpt_dir, "cutoffs.json")
+    if not os.path.isfile(path):
+        raise BundleInputError(f"{path}: not found; run the evaluation (configs/evaluate.json) after training")
+    return read_json(path)
+
+
 def ensemble_predict(
     network: torch.nn.Module,
     preprocessing: Callable,
@@ -142,14 +157,13 @@ def ensemble_predict(
     inferer: Optional[Callable] = None,
     postprocessing: Optional[Callable] = None,
     batch_size: int = 2,
+    models: Optional[Sequence[torch.nn.Module]] = None,
 ) -> Tuple[np.ndarray, np.ndarray, float]:
     """Fold-ensemble probabilities of ``data``: (mean (N,), SD over folds (N,), the ensemble cut-off). The fold
-    models are loaded once (copies of ``network``) and each batch is preprocessed once for all of them."""
-    cutoffs = os.path.join(ckpt_dir, "cutoffs.json")
-    if not os.path.isfile(cutoffs):
-        raise BundleInputError(f"{cutoffs}: not found; run the evaluation (configs/evaluate.json) after training")
-    stored = read_json(cutoffs)
-    models = [load_weights(copy.deepcopy(network), path, device) for path in fold_checkpoints(ckpt_dir)]
+    models (``models``, or loaded here by :func:`load_folds`) are loaded once and each batch is preprocessed once for
+    all of them."""
+    stored = _cutoffs(ckpt_dir)
+    models = load_folds(network, ckpt_dir, device) if models is None else models
     probs = predict_many(models, Dataset(data, preprocessing), device, inferer, postprocessing, batch_size)
     mean, sd = combine_folds(probs, stored)
     return mean, sd, float(stored["ensemble"])
@@ -167,13 +181,14 @@ def predict_cohort(
     batch_size: int = 2,
     explain: bool = False,
     explain_mask_size: Sequence[int] = (12, 12, 5),
+    models: Optional[Sequence[torch.nn.Module]] = None,
 ) -> str:
-    """Predict ``data`` with every fold model; write ``output_dir/predictions.csv``; return its path. ``explain``:
-    also write per-patient explanations and their summary to ``output_dir/explanations``
-    (:mod:`scripts.inference.explain`).
+    """Predict ``data`` with every fold model (``models``: already loaded by :func:`load_folds`); write
+    ``output_dir/predictions.csv``; return its path. ``explain``: also write per-patient explanations and their
+    summary to ``output_dir/explanations`` (:mod:`scripts.inference.explain`).
     """
     mean, sd, cutoff = ensemble_predict(
-        network, preprocessing, data, ckpt_dir, device, inferer, postprocessing, batch_size
+        network, preprocessing, data, ckpt_dir, device, inferer, postprocessing, batch_size, models
     )
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

@@ -3,13 +3,15 @@ the scans it was made from."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -65,9 +67,24 @@ def transform_names(prefix: str, files) -> Dict[str, str]:
     return names
 
 
-def scans_fingerprint(scans: Dict[str, Optional[str]]) -> str:
+CASE_SETTINGS = {"ct": ("transform", "spacing", "vessels"), "mr": ("spacing", "histogram_reference")}
+SETTING_DEFAULTS = {"transform": "Affine", "spacing": 1.0, "vessels": False, "histogram_reference": None}
+
+
+def case_settings(modality: str, settings: Mapping[str, Any]) -> Dict[str, Any]:
+    """The preprocessing settings a case folder's images depend on (``ct``: registration transform, spacing, vessel
+    maps; ``mr``: spacing, histogram reference), normalised so that equal settings compare equal."""
+    chosen = {k: settings.get(k, SETTING_DEFAULTS[k]) for k in CASE_SETTINGS[modality]}
+    chosen["spacing"] = float(chosen["spacing"])
+    if "vessels" in chosen:
+        chosen["vessels"] = bool(chosen["vessels"])
+    return chosen
+
+
+def scans_fingerprint(scans: Dict[str, Optional[str]], settings: Optional[Mapping[str, Any]] = None) -> str:
     """SHA-256 over each given scan's sequence name, real path, size and modification time (a DICOM folder: those of
-    every file in it). Stored in ``qc.json`` as ``scans_sha256`` instead of the paths, which can carry identifiers."""
+    every file in it) and the ``settings`` (:func:`case_settings`). Stored in ``qc.json`` as ``scans_sha256``
+    instead of the paths, which can carry identifiers."""
     digest = hashlib.sha256()
     for name, path in sorted((k, v) for k, v in scans.items() if v):
         if not os.path.exists(path):  # no match with any folder; reading the scan then names the missing file
@@ -79,21 +96,39 @@ def scans_fingerprint(scans: Dict[str, Optional[str]]) -> str:
         for file in files:
             stat = os.stat(file)
             digest.update(f"{name}\0{os.path.realpath(file)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    if settings is not None:
+        digest.update(json.dumps(dict(settings), sort_keys=True).encode())
     return digest.hexdigest()
 
 
-def read_qc(out: str, scans: Optional[Dict[str, Optional[str]]] = None):
+def read_qc(
+    out: str, scans: Optional[Dict[str, Optional[str]]] = None, settings: Optional[Mapping[str, Any]] = None
+) -> Optional[Dict[str, Any]]:
     """The QC dict of a finished case folder, or None; with ``scans`` (sequence -> path) only a folder made from
-    those very files counts as finished (a corrected cohort row or another scan under the same patient_id and output
-    folder must not get the old case's images)."""
+    those very files with those ``settings`` counts as finished (a corrected cohort row, another scan under the same
+    patient_id and output folder, or another spacing must not get the old case's images)."""
     path = os.path.join(out, "qc.json")
     if not os.path.isfile(path):
         return None
     with open(path) as f:
         qc = json.load(f)
-    if scans is not None and qc.get("scans_sha256") != scans_fingerprint(scans):
+    if scans is not None and qc.get("scans_sha256") != scans_fingerprint(scans, settings):
         return None
     return qc
+
+
+@contextlib.contextmanager
+def case_lock(out: str) -> Iterator[None]:
+    """Hold an exclusive lock on the case folder's parent (``output_dir/<patient_id>``, created) while the block runs:
+    a second process preprocessing the same case waits, then finds the finished folder instead of writing its own."""
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    handle = os.open(parent, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # closing the descriptor releases the lock
 
 
 def qc_picture(image, template, path: str, window: Tuple[float, float]) -> None:

@@ -23,7 +23,7 @@ from scripts import BundleInputError
 from scripts.data.cohort import SEQUENCES, check_patient_id
 from scripts.data.io import atomic_write_text
 from scripts.preprocess import cluster
-from scripts.preprocess.case_folder import read_qc
+from scripts.preprocess.case_folder import case_lock, case_settings, read_qc
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,8 @@ def case_dir(output_dir: str, patient_id: str, modality: str) -> str:
 
 def preprocess_case(row: Dict[str, str], modality: str, out: str, settings: Dict[str, Any]) -> Dict[str, Any]:
     """One case (in a worker process, or in this one for a single case); returns the QC dict with ``status`` and
-    ``error``."""
+    ``error``. Runs under :func:`case_lock`: another process on the same case folder makes this one wait, and then
+    keep what it wrote when that was made from the same scans and settings."""
     from scripts.preprocess.ct import preprocess_ct
     from scripts.preprocess.mr import PERFUSION, preprocess_mr
 
@@ -74,14 +75,15 @@ def preprocess_case(row: Dict[str, str], modality: str, out: str, settings: Dict
         first = MODALITY_INPUTS[modality][0]
         if not row.get(first):
             raise BundleInputError(f"no {first} image")
-        if modality == "ct":
-            qc = preprocess_ct(row["ncct"], out, row.get("cta") or None, settings["transform"], settings["spacing"],
-                               vessels=settings.get("vessels", False))  # fmt: skip
-        else:
-            perfusion = {k: row.get(k, "") for k in PERFUSION}
-            qc = preprocess_mr(row["b0"], out, row.get("b1000") or None, row.get("adc") or None,
-                               row.get("flair") or None, perfusion, settings["spacing"],
-                               settings["histogram_reference"])  # fmt: skip
+        with case_lock(out):
+            if modality == "ct":
+                qc = preprocess_ct(row["ncct"], out, row.get("cta") or None, settings["transform"],
+                                   settings["spacing"], vessels=settings.get("vessels", False))  # fmt: skip
+            else:
+                perfusion = {k: row.get(k, "") for k in PERFUSION}
+                qc = preprocess_mr(row["b0"], out, row.get("b1000") or None, row.get("adc") or None,
+                                   row.get("flair") or None, perfusion, settings["spacing"],
+                                   settings["histogram_reference"])  # fmt: skip
         return {**qc, "status": "ok", "error": ""}
     except BundleInputError as error:
         return {"status": "failed", "error": str(error)}
@@ -104,11 +106,12 @@ def run_cases(
     results: Dict[str, Dict[str, Any]] = {}
     for row in rows:
         out = outs[row["patient_id"]]
-        qc = read_qc(out, {k: row.get(k) for k in MODALITY_INPUTS[modality]})
+        qc = read_qc(out, {k: row.get(k) for k in MODALITY_INPUTS[modality]}, case_settings(modality, settings))
         if qc is not None:
             results[row["patient_id"]] = {**qc, "status": "ok", "error": ""}
         elif read_qc(out) is not None:
-            logger.info("%s: the case folder was made from other scans; preprocessing again", row["patient_id"])
+            logger.info("%s: the case folder was made from other scans or settings; preprocessing again",
+                        row["patient_id"])  # fmt: skip
     if results:
         logger.info("%d of %d cases already preprocessed (kept)", len(results), len(rows))
     jobs = {
@@ -117,6 +120,13 @@ def run_cases(
     if jobs:
         results.update(cluster.run_cases(preprocess_case, jobs, workers, scheduler))
     return results
+
+
+def raw_settings(image_keys: Sequence[str], spacing: float = 1.0) -> Dict[str, Any]:
+    """Preprocessing settings of raw scans at inference: affine registration to MNI at ``spacing`` mm, CTA vessel
+    maps when the model reads ``vessels``."""
+    return {"spacing": float(spacing), "transform": "Affine", "histogram_reference": None,
+            "vessels": "vessels" in image_keys}  # fmt: skip
 
 
 def preprocess_items(
@@ -133,9 +143,7 @@ def preprocess_items(
     modality = "ct" if set(image_keys) & set(MODALITY_INPUTS["ct"]) else "mr"
     rows = [{k: str(v) for k, v in item.items() if v is not None} for item in items]
     outs = {r["patient_id"]: case_dir(output_dir, r["patient_id"], modality) for r in rows}
-    settings = {"spacing": float(spacing), "transform": "Affine", "histogram_reference": None,
-                "vessels": "vessels" in image_keys}  # fmt: skip
-    results = run_cases(rows, modality, outs, settings, workers, scheduler)
+    results = run_cases(rows, modality, outs, raw_settings(image_keys, spacing), workers, scheduler)
     ready = []
     for item in items:
         pid = item["patient_id"]

@@ -24,8 +24,15 @@ import numpy as np
 
 from scripts import BundleInputError
 from scripts.data.anatomy import mni_grid as ras_grid
-from scripts.data.checks import check_contrast
-from scripts.preprocess.case_folder import StageClock, read_qc, scans_fingerprint, transform_names, write_case
+from scripts.data.volume_checks import check_contrast
+from scripts.preprocess.case_folder import (
+    StageClock,
+    case_settings,
+    read_qc,
+    scans_fingerprint,
+    transform_names,
+    write_case,
+)
 from scripts.preprocess.space import atlas_territories, dice, load_ct_template, mni_grid, template_similarity
 from scripts.preprocess.vessels import vesselness
 from scripts.preprocess.volumes import ants_scratch, fill_holes, masked, read_volume, register, seed_ants
@@ -72,7 +79,8 @@ def preprocess_ct(
     import ants
 
     scans = {"ncct": ncct, "cta": cta}
-    done = read_qc(out, scans)
+    settings = case_settings("ct", {"transform": transform, "spacing": spacing, "vessels": vessels})
+    done = read_qc(out, scans, settings)
     if done is not None:
         return done
     if transform not in ("Affine", "SyN"):
@@ -147,7 +155,7 @@ def preprocess_ct(
     qc["flags"] = [f for f, bad in (("registration", qc["dice_template_brain"] < 0.85),
                                     ("brain_volume", not 800 <= volume_native <= 2000)) if bad]  # fmt: skip
     qc["seconds"] = clock.seconds
-    qc["scans_sha256"] = scans_fingerprint(scans)
+    qc["scans_sha256"] = scans_fingerprint(scans, settings)
     if series:
         qc["series"] = series  # the DICOM study's chosen series (scripts.data.dicom_study)
     if angio is not None:

@@ -24,7 +24,14 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from scripts import BundleInputError
-from scripts.preprocess.case_folder import StageClock, read_qc, scans_fingerprint, transform_names, write_case
+from scripts.preprocess.case_folder import (
+    StageClock,
+    case_settings,
+    read_qc,
+    scans_fingerprint,
+    transform_names,
+    write_case,
+)
 from scripts.preprocess.space import (
     affine_volume_scale,
     atlas_territories,
@@ -105,7 +112,8 @@ def preprocess_mr(
 
     perfusion = {k: v for k, v in (perfusion or {}).items() if v}
     scans = {"b0": b0, "b1000": b1000, "adc": adc, "flair": flair, **perfusion}
-    done = read_qc(out, scans)
+    settings = case_settings("mr", {"spacing": spacing, "histogram_reference": histogram_reference})
+    done = read_qc(out, scans, settings)
     if done is not None:
         return done
     unknown = sorted(set(perfusion) - set(PERFUSION))
@@ -180,7 +188,7 @@ def preprocess_mr(
     qc["flags"] = [f for f, bad in (("coverage", qc["coverage"] < 0.8),
                                     ("brain_volume", not 800 <= native_ml <= 2000)) if bad]  # fmt: skip
     qc["seconds"] = clock.seconds
-    qc["scans_sha256"] = scans_fingerprint(scans)
+    qc["scans_sha256"] = scans_fingerprint(scans, settings)
     if series:
         qc["series"] = series  # the DICOM study's chosen series (scripts.data.dicom_study)
     files = transform_names("b0_to_mni", to_mni)

@@ -14,13 +14,13 @@ import numpy as np
 from scipy import ndimage
 
 from scripts import BundleInputError
-from scripts.data.checks import check_volume, unreadable
 from scripts.data.dicom_study import check_series_folder, dicom_reader
+from scripts.data.volume_checks import check_volume, unreadable
 
 
 def read_volume(path: str, what: str, ct: bool = False):
     """``path`` (NIfTI, or a folder with one DICOM series, with the rescale to HU applied) as a float32 ANTs image,
-    checked by :func:`scripts.data.checks.check_volume` (3-D, finite, not constant; with ``ct`` a CT in HU,
+    checked by :func:`scripts.data.volume_checks.check_volume` (3-D, finite, not constant; with ``ct`` a CT in HU,
     else an MR image or map, not HU). ``what``: the sequence's name in the error line (NCCT, CTA, b0, ...)."""
     import ants
 

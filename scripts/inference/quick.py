@@ -1,0 +1,150 @@
+"""One raw case to ``predictions.csv`` as soon as a fresh process can: ``python -m scripts.inference.quick``.
+
+It takes the arguments of ``python -m monai.bundle run`` (``--config_file`` defaults to ``configs/inference.json`` +
+``configs/inference_raw.json``) and runs that very bundle workflow in this process. Before it imports MONAI (``import
+monai`` loads every MONAI submodule: about a third of a one-case run on 2 cores), it starts the case's preprocessing
+(:func:`scripts.preprocess.cohort.preprocess_case`) in a child process that imports neither MONAI nor torch. The
+workflow meanwhile imports MONAI, builds the network and loads the fold models (``fold_models`` is resolved before
+``data``); its own ``preprocess_items`` then waits on the case folder's lock
+(:func:`scripts.preprocess.case_folder.case_lock`) and keeps the folder the child wrote, which counts only when it
+was made from the same scans with the same settings (its fingerprint). So the answer is the bundle's answer in every
+case: a guess of the child that does not match (another spacing, other image keys) only costs the time of doing it
+again, and a scan the child cannot preprocess is preprocessed again by the workflow, which reports it in one line.
+
+Only a single case given as image paths (``--ncct``/``--cta``, ``--b0``/...) with ``configs/inference_raw.json``
+and an ``--output_dir`` is started early; anything else runs exactly as ``python -m monai.bundle run`` would.
+"""
+
+from __future__ import annotations
+
+import ast
+import atexit
+import json
+import os
+import runpy
+import signal
+import subprocess
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+DEFAULT_CONFIGS = "['configs/inference.json','configs/inference_raw.json']"
+RAW_CONFIG = "inference_raw.json"
+
+
+def bundle_arguments(argv: Sequence[str]) -> Dict[str, str]:
+    """``{key: value}`` of the ``--key value`` / ``--key=value`` pairs of a ``monai.bundle run`` command line (a
+    flag without a value maps to ``"True"``, as python-fire reads it)."""
+    found: Dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token.startswith("--"):
+            key, eq, value = token[2:].partition("=")
+            if not eq:
+                value = "True"
+                if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                    value = argv[i + 1]
+                    i += 1
+            found[key.replace("-", "_")] = value
+        i += 1
+    return found
+
+
+def _config_files(value: str) -> List[str]:
+    try:
+        files = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        files = value
+    return [files] if isinstance(files, str) else [str(f) for f in files]
+
+
+def _plain_value(files: Sequence[str], args: Dict[str, str], key: str, default: Any) -> Any:
+    """The value of ``key`` as the workflow would see it when it is a plain value: the command line's, else the last
+    config file's that is not an expression or reference, else ``default``."""
+    if key in args:
+        try:
+            return ast.literal_eval(args[key])
+        except (ValueError, SyntaxError):
+            return args[key]
+    value = default
+    for path in files:
+        try:
+            with open(path) as f:
+                config = json.load(f)
+        except (OSError, ValueError):
+            return None  # a YAML or unreadable config: do not guess
+        if key in config:
+            value = config[key]
+    return None if isinstance(value, str) and value[:1] in "$@%" else value
+
+
+def early_job(argv: Sequence[str]) -> Optional[Dict[str, Any]]:
+    """The preprocessing job of the one raw case that ``argv`` asks for (``preprocess_case``'s arguments), or None
+    when it is not one raw case given as image paths with ``configs/inference_raw.json`` and ``--output_dir``."""
+    from scripts.data.volume_checks import grid_spacing, read_grid
+    from scripts.preprocess.cohort import MODALITY_INPUTS, case_dir, raw_settings
+
+    args = bundle_arguments(argv)
+    files = _config_files(args.get("config_file", DEFAULT_CONFIGS))
+    if not any(os.path.basename(f) == RAW_CONFIG for f in files) or "output_dir" not in args:
+        return None
+    if any(args.get(k) not in (None, "None") for k in ("cohort", "datalist_file", "study")):
+        return None
+    image_keys = _plain_value(files, args, "image_keys", None)
+    patient_id = _plain_value(files, args, "patient_id", None)
+    ckpt_dir = _plain_value(files, args, "ckpt_dir", None)
+    if not isinstance(image_keys, list) or not isinstance(patient_id, str) or not isinstance(ckpt_dir, str):
+        return None
+    modality = "ct" if set(image_keys) & set(MODALITY_INPUTS["ct"]) else "mr"
+    row = {"patient_id": patient_id, **{k: args[k] for k in MODALITY_INPUTS[modality] if k in args}}
+    if MODALITY_INPUTS[modality][0] not in row or not all(os.path.exists(row[k]) for k in row if k != "patient_id"):
+        return None  # the workflow names what is missing
+    try:
+        spacing = grid_spacing(read_grid(ckpt_dir), default=1.0)
+        out = case_dir(os.path.join(args["output_dir"], "preprocessed"), patient_id, modality)
+    except Exception:  # noqa: BLE001 - a broken grid.json or patient_id: the workflow reports it
+        return None
+    return {"row": row, "modality": modality, "out": out, "settings": raw_settings(image_keys, spacing)}
+
+
+def run_job(job: str) -> None:
+    """Child process: preprocess the case of ``job`` (JSON of :func:`early_job`); SIGTERM ends it cleanly (the case
+    folder is written all at once or not at all)."""
+    from scripts.preprocess.cohort import preprocess_case
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    spec = json.loads(job)
+    preprocess_case(spec["row"], spec["modality"], spec["out"], spec["settings"])
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Start the early preprocessing (when there is one raw case), then ``python -m monai.bundle run`` with ``argv``
+    in this process; the child is ended with the workflow."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--config_file" not in argv and not any(a.startswith("--config_file=") for a in argv):
+        argv = ["--config_file", DEFAULT_CONFIGS, *argv]
+    job = early_job(argv)
+    child = None
+    if job is not None:
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from scripts.inference.quick import run_job; run_job(sys.argv[1])",
+             json.dumps(job)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=os.getcwd(),
+        )  # fmt: skip
+    try:
+        sys.argv = ["monai.bundle", "run", *argv]
+        runpy.run_module("monai.bundle", run_name="__main__", alter_sys=True)
+    finally:
+        if child is not None and child.poll() is None:
+            child.terminate()  # the workflow ended first (an error before it needed the case)
+            child.wait()
+    # done: predictions.csv is written and printed. Run the atexit handlers (temporary DICOM folders, logging) and
+    # leave without tearing down every module and tensor one by one, which takes 1-2 s of a one-case run on 2 cores
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
