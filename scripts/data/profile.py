@@ -22,8 +22,8 @@ import nibabel as nib
 import numpy as np
 
 from scripts.data.anatomy import box_slices
-from scripts.data.volume_checks import CENTRAL_BOX_MM, CT_SEQUENCES, contrast_share
 from scripts.data.io import atomic_write_json, read_json_in
+from scripts.data.volume_checks import CENTRAL_BOX_MM, CT_SEQUENCES, contrast_share
 
 PROFILE_FILE = "input_profile.json"
 MARGIN = 0.25  # of the training span, on each side
