@@ -6,10 +6,11 @@ python benchmarks/raw_to_answer.py [--out /tmp/raw_to_answer] [--runs 2] [--entr
 Writes the real head CT of the ``invesalius-examples`` package (``tests/real_ct.py``; without it the benchmark says
 so and exits 0) and a CTA stand-in (the same head moved and re-contrasted), and five fold models of
 ``configs/inference.json``'s ``network_def`` (MNT-DL, 2 x 224 x 224 x 25, 23.5 M parameters, seeded weights; no
-``grid.json``, so the raw scans go to the 1 mm MNI grid). Then, for each run, entry (``python -m monai.bundle run`` or
-``python -m scripts.inference.quick``, alternating) and option set (``|``-separated; ``default`` for none), times
-``configs/inference.json`` + ``configs/inference_raw.json`` from process start to exit, and prints the wall times,
-the probability each wrote and the medians.
+``grid.json``, so the raw scans go to the 1 mm MNI grid; an ``input_profile.json`` as training writes, so that the
+case's image statistics are computed as with trained models). Then, for each run, entry (``python -m monai.bundle
+run`` or ``python -m scripts.inference.quick``, alternating) and option set (``|``-separated; ``default`` for none),
+times ``configs/inference.json`` + ``configs/inference_raw.json`` from process start to exit, and prints the wall
+times, the probability each wrote and the medians.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ def fold_models(out: str, folds: int = 5) -> str:
         torch.save({"model": net.state_dict()}, os.path.join(models, f"fold{k}", "model.pt"))
     with open(os.path.join(models, "cutoffs.json"), "w") as f:
         json.dump({**{str(k): 0.5 for k in range(folds)}, "ensemble": 0.5}, f)
+    # a training cohort's input profile, as trained models have one: each case's statistics are computed and compared
+    ranges = {"tissue_hu": [15.0, 50.0], "tissue_ml": [700.0, 2200.0], "contrast": [0.0, 0.05]}
+    profile = {"patients": 100, "ranges": {f"{s}_{k}": v for s in ("ncct", "cta") for k, v in ranges.items()}}
+    with open(os.path.join(models, "input_profile.json"), "w") as f:
+        json.dump(profile, f)
     return models
 
 

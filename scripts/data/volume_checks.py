@@ -91,9 +91,13 @@ def contrast_share(volume: np.ndarray, affine: np.ndarray) -> float:
     """Share of the central brain's soft tissue (-50..800 HU) above :data:`CONTRAST_HU` in an RAS MNI-space CT,
     bone (> 500 HU) and 4 mm around it left out."""
     spacing = float(abs(affine[0, 0]))
-    bone = ndimage.binary_dilation(volume > 500, iterations=max(1, int(round(4 / spacing))))
-    box = tuple(box_slices(affine, volume.shape, CENTRAL_BOX_MM))
-    values = volume[box][~bone[box]]
+    reach = max(1, int(round(4 / spacing)))
+    box = box_slices(affine, volume.shape, CENTRAL_BOX_MM)
+    # the dilation only within the box and `reach` voxels around it: the same voxels as dilating the whole volume
+    around = tuple(slice(max(0, s.start - reach), s.stop + reach) for s in box)
+    inner = tuple(slice(s.start - a.start, s.stop - a.start) for s, a in zip(box, around))
+    bone = ndimage.binary_dilation(volume[around] > 500, iterations=reach)[inner]
+    values = volume[tuple(box)][~bone]
     soft = values[(values > -50) & (values < 800)]
     return float((soft > CONTRAST_HU).mean()) if soft.size else 0.0
 

@@ -195,7 +195,7 @@ def predict_cohort(
     writer.writerow(["patient_id", "probability", "probability_sd", "prediction", "warning"])
     profile = read_profile(ckpt_dir)
     for item, p, s in zip(data, mean, sd):
-        warning = ood_warning(case_profile(item, [k for k in SEQUENCES if k in item]), profile)
+        warning = ood_warning(case_profile(item, [k for k in SEQUENCES if k in item]), profile) if profile else ""
         writer.writerow([item["patient_id"], f"{p:.6f}", f"{s:.6f}", int(p >= cutoff), warning])
     out = os.path.join(output_dir, "predictions.csv")
     atomic_write_text(out, buf.getvalue())

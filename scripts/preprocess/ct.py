@@ -76,13 +76,13 @@ def preprocess_ct(
     ``vessels``: also write ``vessels.nii.gz``, the CTA's vesselness in the brain (:mod:`scripts.preprocess.vessels`).
     ``series``: the DICOM study's series choice (:func:`scripts.data.dicom_study.selection_record`), kept in the QC.
     An ``out`` that already holds ``qc.json`` of these very scans is kept (idempotent); one of other scans is redone."""
-    import ants
-
     scans = {"ncct": ncct, "cta": cta}
     settings = case_settings("ct", {"transform": transform, "spacing": spacing, "vessels": vessels})
     done = read_qc(out, scans, settings)
     if done is not None:
         return done
+    import ants  # after the check: a kept case folder needs no ANTs (about 1-2 s to import)
+
     if transform not in ("Affine", "SyN"):
         raise BundleInputError(f"--transform '{transform}': use Affine or SyN")
     seed_ants(seed)

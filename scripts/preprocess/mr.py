@@ -108,14 +108,14 @@ def preprocess_mr(
     """Preprocess one MR patient; write ``out`` atomically (all files or none) and return the QC dict.
     ``perfusion``: {tmax|cbf|cbv|mtt: path}; ``series``: the DICOM study's series choice, kept in the QC. An ``out``
     that already holds ``qc.json`` of these very scans is kept (idempotent); one of other scans is redone."""
-    import ants
-
     perfusion = {k: v for k, v in (perfusion or {}).items() if v}
     scans = {"b0": b0, "b1000": b1000, "adc": adc, "flair": flair, **perfusion}
     settings = case_settings("mr", {"spacing": spacing, "histogram_reference": histogram_reference})
     done = read_qc(out, scans, settings)
     if done is not None:
         return done
+    import ants  # after the check: a kept case folder needs no ANTs (about 1-2 s to import)
+
     unknown = sorted(set(perfusion) - set(PERFUSION))
     if unknown:
         raise BundleInputError(f"perfusion map(s) {', '.join(unknown)}: use {', '.join(PERFUSION)}")
