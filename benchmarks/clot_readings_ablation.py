@@ -24,7 +24,6 @@ from typing import Callable, Dict, List
 import fire
 import numpy as np
 import torch
-from monai.bundle import ConfigParser
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
@@ -33,27 +32,13 @@ from sklearn.preprocessing import StandardScaler
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.replica_ablation import cached_inputs  # noqa: E402
 from scripts.data.split import load_datalist  # noqa: E402
 from scripts.networks.clot_readings import clot_readings  # noqa: E402
 
 CONFIGS = ["configs/train.json", "configs/demo.json", "configs/vessel.json", "configs/clot_readings.json"]
 GRIDS = {"": {}, "_resampled": {"spatial_size": [66, 45], "num_slices": 40}}  # this release's grid, 0.10.0's
 HIDDEN = ("clot_length_mm", "clot_density_hu", "clot_perviousness", "collaterals")
-
-
-def cached(dataset_dir: str, items: List[Dict], grid: str) -> torch.Tensor:
-    """(N, 4, H, W, D) the bundle's preprocessing of ``items`` on one of :data:`GRIDS`, cached in the cohort folder."""
-    path = os.path.join(dataset_dir, f"clot_readings_cache{grid}.npz")
-    if not os.path.isfile(path):
-        parser = ConfigParser()
-        parser.read_config([os.path.join(ROOT, c) for c in CONFIGS])
-        parser.update({"dataset_dir": dataset_dir, "ckpt_dir": os.path.join(dataset_dir, "ablation_models")})
-        parser.update(GRIDS[grid])
-        parser.get_parsed_content("imports")
-        preprocessing = parser.get_parsed_content("validate#preprocessing")
-        images = [preprocessing(dict(item))["image"].numpy() for item in items]
-        np.savez(path, X=np.stack(images).astype(np.float16))
-    return torch.from_numpy(np.load(path)["X"].astype(np.float32))
 
 
 def cta_ratio_readings(x: torch.Tensor) -> torch.Tensor:
@@ -80,13 +65,11 @@ def main(dataset_dir: str) -> None:
     datalist = load_datalist(os.path.join(dataset_dir, "datalist.json"))
     with open(os.path.join(dataset_dir, "manifest.json")) as f:
         truth = json.load(f)["truth"]
-    items = [dict(it) for it in datalist["training"] + datalist["test"]]
-    for it in items:
-        for key in ("ncct", "cta"):
-            it[key] = it[key] if os.path.isabs(it[key]) else os.path.join(dataset_dir, it[key])
+    inputs = {
+        g: cached_inputs(dataset_dir, CONFIGS, GRIDS[g], f"clot_readings_cache{g}", "ablation_models") for g in GRIDS
+    }
+    items, y, fold = inputs[""]["items"], inputs[""]["y"], inputs[""]["fold"]
     ids = [it["patient_id"] for it in items]
-    y = np.array([it["label"] for it in items])
-    fold = np.array([it.get("fold", -1) for it in items])
     site = np.array([[it["location"] == s for s in ("ICA", "M2")] for it in items], float)
     clinical = np.column_stack([site, [[it["age"], it["ivt"], it["nihss"]] for it in items]])
     hidden = np.array([[truth[pid][k] for k in HIDDEN] for pid in ids], float)
@@ -110,7 +93,7 @@ def main(dataset_dir: str) -> None:
         print(f"{name}: {score(design)}; readings vs truth r = {np.round(r, 2).tolist()}", flush=True)
 
     read: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"": clot_readings, "0.10.0": cta_ratio_readings}
-    sets = {(grid, name): fn(cached(dataset_dir, items, grid)).numpy() for grid in GRIDS for name, fn in read.items()}
+    sets = {(grid, name): fn(inputs[grid]["X"]).numpy() for grid in GRIDS for name, fn in read.items()}
     main_job = sets[("", "")]
     report("the main job: 4 readings + site, age, IVT, NIHSS", main_job, [0, 1, 2, 3])
     report("4 readings only", main_job, [0, 1, 2, 3], with_clinical=False)

@@ -22,7 +22,7 @@ import copy
 import os
 import sys
 import time
-from typing import Optional
+from typing import Any, Dict, Optional, Sequence
 
 import fire
 import numpy as np
@@ -44,9 +44,16 @@ from scripts.networks.vessel_mask import VesselMaskNet  # noqa: E402
 CONFIGS = ["configs/train.json", "configs/demo.json", "configs/vessel.json", "configs/slab_net.json"]
 
 
-def cached_inputs(dataset_dir: str) -> dict:
-    """The bundle's deterministic preprocessing of every datalist patient, cached in DIR/replica_cache.npz."""
-    path = os.path.join(dataset_dir, "replica_cache.npz")
+def cached_inputs(
+    dataset_dir: str,
+    configs: Sequence[str] = CONFIGS,
+    overrides: Optional[Dict[str, Any]] = None,
+    name: str = "replica_cache",
+    models: str = "replica_models",
+) -> dict:
+    """The bundle's deterministic preprocessing (``validate#preprocessing`` of ``configs`` with ``overrides``) of every
+    datalist patient, cached in ``DIR/<name>.npz``: {X (N, C, ...), y, fold, inner (N, folds), items}."""
+    path = os.path.join(dataset_dir, f"{name}.npz")
     datalist = load_datalist(os.path.join(dataset_dir, "datalist.json"))
     items = [dict(it) for it in datalist["training"] + datalist["test"]]
     for it in items:
@@ -54,15 +61,17 @@ def cached_inputs(dataset_dir: str) -> dict:
             it[key] = it[key] if os.path.isabs(it[key]) else os.path.join(dataset_dir, it[key])
     if not os.path.isfile(path):
         parser = ConfigParser()
-        parser.read_config([os.path.join(ROOT, c) for c in CONFIGS])
+        parser.read_config([os.path.join(ROOT, c) for c in configs])
         parser["dataset_dir"] = dataset_dir
-        parser["ckpt_dir"] = os.path.join(dataset_dir, "replica_models")  # grid.json goes there, not to models/
+        parser["ckpt_dir"] = os.path.join(dataset_dir, models)  # grid.json goes there, not to models/
+        parser.update(overrides or {})
         parser.get_parsed_content("imports")
         preprocessing = parser.get_parsed_content("validate#preprocessing")
         images = np.stack([preprocessing(dict(item))["image"].numpy() for item in items]).astype(np.float16)
         np.savez(path, X=images)
     ids = [it["patient_id"] for it in items]
-    inner = np.array([[pid in set(datalist["inner_validation"][str(k)]) for k in range(5)] for pid in ids])
+    folds = datalist["settings"]["folds"]
+    inner = np.array([[pid in set(datalist["inner_validation"][str(k)]) for k in range(folds)] for pid in ids])
     return {
         "X": torch.from_numpy(np.load(path)["X"].astype(np.float32)),
         "y": np.array([it["label"] for it in items]),

@@ -4,12 +4,9 @@ collaterals drawn into a demo patient, and the configuration trains, evaluates a
 from __future__ import annotations
 
 import copy
-import csv
 import datetime as dt
 import json
 import os
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
@@ -19,8 +16,7 @@ import torch
 from scripts.data.anatomy import load_anatomy
 from scripts.demo.generator import draw_patient, render
 from scripts.networks.clot_readings import ClotReadingNet, clot_readings
-from tests.conftest import ROOT
-from tests.test_vessel_input import _parser
+from tests.test_vessel_input import _parser, evaluated_and_inferred
 from tests.test_workflow import train_recording_losses
 
 
@@ -99,24 +95,7 @@ def test_clot_readings_configuration_lowers_the_loss_keeps_the_last_epoch_and_is
         done = json.load(open(os.path.join(ckpt, f"fold{fold}", "done.json")))
         assert done["best_epoch"] == 40  # a convex model trained to convergence: the last epoch is kept
     args = [f"--{k}={json.dumps(v).replace(' ', '')}" for k, v in TINY.items()]
-    overlays = "'configs/vessel.json','configs/clot_readings.json'"
-    evaluate = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-                f"['configs/train.json',{overlays},'configs/evaluate.json']", "--datalist_file", side_datalist,
-                "--ckpt_dir", ckpt, "--output_dir", str(tmp_path / "eval"),
-                *args]  # fmt: skip
-    result = subprocess.run(evaluate, cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
-    evaluated = {r["patient_id"]: float(r["probability"]) for r in csv.DictReader(open(tmp_path / "eval" /
-                 "predictions.csv")) if r["fold"] == "ensemble"}  # fmt: skip
-    row = next(r for r in csv.DictReader(open(demo_cohort)) if r["patient_id"] in evaluated)  # a test-set patient
-    base = os.path.dirname(demo_cohort)
-    clinical = json.dumps({"age": float(row["age"]), "ivt": int(row["ivt"]), "nihss": int(row["nihss"])})
-    infer = [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"['configs/inference.json',{overlays}]",
-             "--ckpt_dir", ckpt, "--ncct", os.path.join(base, row["ncct"]), "--cta", os.path.join(base, row["cta"]),
-             "--patient_id", "P1", "--location", row["location"], "--clinical", clinical.replace(" ", ""),
-             "--output_dir", str(tmp_path / "infer"), *args]  # fmt: skip
-    result = subprocess.run(infer, cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
-    (pred,) = list(csv.DictReader(open(tmp_path / "infer" / "predictions.csv")))
+    evaluated, pred = evaluated_and_inferred(["configs/vessel.json", "configs/clot_readings.json"], side_datalist,
+                                             demo_cohort, ckpt, tmp_path, args)  # fmt: skip
     # the same patient, images and clinical values, through evaluation and single-patient inference
-    assert float(pred["probability"]) == pytest.approx(evaluated[row["patient_id"]], abs=1e-5)
+    assert float(pred["probability"]) == pytest.approx(evaluated, abs=1e-5)

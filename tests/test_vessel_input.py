@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any, Dict, Sequence, Tuple
 
 import nibabel as nib
 import numpy as np
@@ -156,24 +157,35 @@ def test_vessel_mask_configuration_lowers_the_loss_and_is_evaluated_and_inferred
     assert evaluator.state.metrics["val_bce"] == pytest.approx(log_loss(labels, probs), rel=1e-4)
     assert evaluator.state.metrics["val_bce"] == pytest.approx(done["best_inner_val_metric"], rel=1e-4)
     args = [f"--{k}={json.dumps(v).replace(' ', '')}" for k, v in MASK_TINY.items()]
-    configs = "['configs/train.json','configs/vessel.json','configs/vessel_mask.json','configs/evaluate.json']"
-    evaluate = [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs, "--datalist_file",
-                side_datalist, "--ckpt_dir", ckpt, "--output_dir", str(tmp_path / "eval"), *args]  # fmt: skip
-    result = subprocess.run(evaluate, cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
-    evaluated = {r["patient_id"]: float(r["probability"]) for r in csv.DictReader(open(tmp_path / "eval" /
-                 "predictions.csv")) if r["fold"] == "ensemble"}  # fmt: skip
-    row = next(r for r in csv.DictReader(open(demo_cohort)) if r["patient_id"] in evaluated)  # a test-set patient
-    base = os.path.dirname(demo_cohort)
-    clinical = json.dumps({"age": float(row["age"]), "ivt": int(row["ivt"]), "nihss": int(row["nihss"])})
-    infer = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-             "['configs/inference.json','configs/vessel.json','configs/vessel_mask.json']", "--ckpt_dir", ckpt,
-             "--ncct", os.path.join(base, row["ncct"]), "--cta", os.path.join(base, row["cta"]), "--patient_id", "P1",
-             "--location", row["location"], "--clinical", clinical.replace(" ", ""),
-             "--output_dir", str(tmp_path / "infer"), *args]  # fmt: skip
-    result = subprocess.run(infer, cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
-    (pred,) = list(csv.DictReader(open(tmp_path / "infer" / "predictions.csv")))
+    evaluated, pred = evaluated_and_inferred(["configs/vessel.json", "configs/vessel_mask.json"], side_datalist,
+                                             demo_cohort, ckpt, tmp_path, args)  # fmt: skip
     assert pred["patient_id"] == "P1" and 0.0 < float(pred["probability"]) < 1.0
     # the same patient, images and clinical values, through evaluation and single-patient inference
-    assert float(pred["probability"]) == pytest.approx(evaluated[row["patient_id"]], abs=1e-5)
+    assert float(pred["probability"]) == pytest.approx(evaluated, abs=1e-5)
+
+
+def evaluated_and_inferred(
+    overlays: Sequence[str], datalist: str, cohort: str, ckpt: str, out: Any, args: Sequence[str]
+) -> Tuple[float, Dict[str, str]]:
+    """Evaluate ``ckpt`` (configs/train.json + ``overlays`` + configs/evaluate.json) on ``datalist``, then infer one
+    of its test-set patients alone as "P1" (configs/inference.json + ``overlays``, with its location and clinical
+    values): (the evaluation's ensemble probability of that patient, the predictions.csv row of the inference)."""
+    listed = ",".join(f"'{o}'" for o in overlays)
+    evaluate = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+                f"['configs/train.json',{listed},'configs/evaluate.json']", "--datalist_file", datalist,
+                "--ckpt_dir", ckpt, "--output_dir", os.path.join(out, "eval"), *args]  # fmt: skip
+    result = subprocess.run(evaluate, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    evaluated = {r["patient_id"]: float(r["probability"]) for r in csv.DictReader(open(os.path.join(out, "eval",
+                 "predictions.csv"))) if r["fold"] == "ensemble"}  # fmt: skip
+    row = next(r for r in csv.DictReader(open(cohort)) if r["patient_id"] in evaluated)  # a test-set patient
+    base = os.path.dirname(cohort)
+    clinical = json.dumps({"age": float(row["age"]), "ivt": int(row["ivt"]), "nihss": int(row["nihss"])})
+    infer = [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"['configs/inference.json',{listed}]",
+             "--ckpt_dir", ckpt, "--ncct", os.path.join(base, row["ncct"]), "--cta", os.path.join(base, row["cta"]),
+             "--patient_id", "P1", "--location", row["location"], "--clinical", clinical.replace(" ", ""),
+             "--output_dir", os.path.join(out, "infer"), *args]  # fmt: skip
+    result = subprocess.run(infer, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (pred,) = list(csv.DictReader(open(os.path.join(out, "infer", "predictions.csv"))))
+    return evaluated[row["patient_id"]], pred
