@@ -119,8 +119,9 @@ def read_qc(
 
 @contextlib.contextmanager
 def case_lock(out: str) -> Iterator[None]:
-    """Hold an exclusive lock on the case folder's parent (``output_dir/<patient_id>``, created) while the block runs:
-    a second process preprocessing the same case waits, then finds the finished folder instead of writing its own."""
+    """Hold an exclusive lock on the case folder's parent (``output_dir/<patient_id>``, created, and removed again if
+    it is left empty) while the block runs: a second process preprocessing the same case waits, then finds the
+    finished folder instead of writing its own."""
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     handle = os.open(parent, os.O_RDONLY)
@@ -128,6 +129,9 @@ def case_lock(out: str) -> Iterator[None]:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
     finally:
+        if not os.path.exists(out):  # a failed case leaves no folder behind (the parent only if it is empty)
+            with contextlib.suppress(OSError):
+                os.rmdir(parent)
         os.close(handle)  # closing the descriptor releases the lock
 
 
