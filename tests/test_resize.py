@@ -33,5 +33,7 @@ def test_nothing_shrinks_or_no_anti_aliasing():
     for kwargs in ({"anti_aliasing": True}, {"anti_aliasing": False}):
         expected = Resized("image", (20, 12, 28), **kwargs)({"image": image})["image"]
         assert torch.equal(AntiAliasedResized("image", (20, 12, 28), **kwargs)({"image": image})["image"], expected)
-    shrink = Resized("image", (5, -1, 7), anti_aliasing=True)({"image": image})["image"]  # MONAI's own path
-    assert torch.equal(AntiAliasedResized("image", (5, -1, 7), anti_aliasing=True)({"image": image})["image"], shrink)
+    for size, kwargs in (((5, -1, 7), {}), ((5, 6, 7), {"anti_aliasing_sigma": 2.0})):  # MONAI's own path
+        expected = Resized("image", size, anti_aliasing=True, **kwargs)({"image": image})["image"]
+        got = AntiAliasedResized("image", size, anti_aliasing=True, **kwargs)({"image": image})["image"]
+        assert torch.equal(got, expected)
