@@ -201,6 +201,9 @@ SPLIT_CASES = {
 }  # fmt: skip
 
 
+ROW_CASES = ("duplicate_id", "mtici_2d", "impossible_date", "missing_image")
+
+
 @pytest.mark.parametrize("case", sorted(SPLIT_CASES) + ["not_utf8"])
 def test_split_refuses(case, good, demo_cohort, tmp_path):
     if case == "not_utf8":
@@ -216,7 +219,10 @@ def test_split_refuses(case, good, demo_cohort, tmp_path):
         change, words = SPLIT_CASES[case]
         path = _write_table(_table(good, demo_cohort, change), str(tmp_path / "cohort.csv"))
     out = str(tmp_path / "out")
-    result = _run([sys.executable, "-m", "scripts.data.split", "--cohort", path, "--out", f"{out}/datalist.json"])
+    # a problem of one row excludes that patient (test_cohort.py); --strict true stops at it instead
+    strict = ["--strict", "true"] if case in ROW_CASES else []
+    split = [sys.executable, "-m", "scripts.data.split", "--cohort", path, "--out", f"{out}/datalist.json", *strict]
+    result = _run(split)
     _assert_refused(result, words, out)
     assert path in result.stderr.strip().splitlines()[-1]
 
@@ -227,9 +233,19 @@ def test_evaluation_refuses_a_bad_test_image(models, side_datalist, good, tmp_pa
     datalist = tmp_path / "datalist.json"
     datalist.write_text(json.dumps(data))
     out = str(tmp_path / "eval")
+    ckpt = _copy_models(models, str(tmp_path / "models"))
     cmd = [*BUNDLE, "--config_file", "['configs/train.json','configs/evaluate.json']", "--datalist_file",
-           str(datalist), "--ckpt_dir", models, *SHAPE, "--output_dir", out]  # fmt: skip
-    _assert_refused(_run(cmd), f"{tmp_path / 'nan.nii.gz'}: NCCT holds NaN or infinite values", out)
+           str(datalist), "--ckpt_dir", ckpt, *SHAPE, "--output_dir", out]  # fmt: skip
+    reason = f"{tmp_path / 'nan.nii.gz'}: NCCT holds NaN or infinite values"
+    _assert_refused(_run([*cmd, "--strict", "true"]), reason, out)
+    # by default the patient is excluded, named with the reason in the exclusions table and the report
+    result = _run(cmd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    excluded = list(csv.DictReader(open(os.path.join(out, "exclusions.csv"))))
+    assert excluded == [{"patient_id": data["test"][0]["patient_id"], "reason": reason}]
+    assert reason in open(os.path.join(out, "report.md")).read()
+    reported = {r["patient_id"] for r in csv.DictReader(open(os.path.join(out, "predictions.csv")))}
+    assert data["test"][0]["patient_id"] not in reported and data["test"][1]["patient_id"] in reported
 
 
 def test_evaluation_refuses_a_folder_without_fold_models(side_datalist, tmp_path):
@@ -414,7 +430,8 @@ def test_monailabel_task_refuses(kind, models, good, tmp_path):
 def test_inference_refuses_a_cohort_or_datalist_with_one_bad_scan(
     form, models, good, demo_cohort, side_datalist, tmp_path
 ):
-    """The other two input forms of configs/inference.json: one bad scan among many stops the run, naming it."""
+    """The other two input forms of configs/inference.json: one bad scan among many stops the run with --strict true,
+    naming it; by default that patient gets no probability, the reason instead, and the others are predicted."""
     bad = bad_image("nan", good, str(tmp_path))
     if form == "cohort":
         rows = _table(good, demo_cohort, lambda rows: _set(rows[2], ncct=bad))
@@ -427,7 +444,15 @@ def test_inference_refuses_a_cohort_or_datalist_with_one_bad_scan(
     out = str(tmp_path / "out")
     cmd = [*BUNDLE, "--config_file", "configs/inference.json", "--ckpt_dir", models, *SHAPE, f"--{form}", source,
            "--output_dir", out]  # fmt: skip
-    _assert_refused(_run(cmd), f"{bad}: NCCT holds NaN or infinite values", out)
+    _assert_refused(_run([*cmd, "--strict", "true"]), f"{bad}: NCCT holds NaN or infinite values", out)
+    result = _run(cmd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = list(csv.DictReader(open(os.path.join(out, "predictions.csv"))))
+    refused = [r for r in rows if r["warning"].startswith("excluded: ")]
+    assert len(refused) == 1 and refused[0]["probability"] == "" and f"{bad}: NCCT holds NaN" in refused[0]["warning"]
+    assert len(rows) > 1 and all(0 <= float(r["probability"]) <= 1 for r in rows if r not in refused)
+    excluded = list(csv.DictReader(open(os.path.join(out, "exclusions.csv"))))
+    assert [e["patient_id"] for e in excluded] == [refused[0]["patient_id"]]
 
 
 def test_models_of_another_datalist_are_refused(models, side_datalist, datalist_2fold, tmp_path):

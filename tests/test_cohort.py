@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -59,16 +60,27 @@ def test_table_errors_name_row_and_column(demo_cohort, tmp_path, column, value, 
     assert "\n" not in text
 
 
-def test_cli_error_is_one_line_with_exit_2(demo_cohort, tmp_path):
+def test_split_excludes_a_bad_row_and_strict_stops_with_one_line(demo_cohort, tmp_path):
+    """A cohort run never ends on one patient: the split leaves the bad row out and lists it with its reason in
+    exclusions.csv; ``--strict true`` restores stop-at-first (one line, exit status 2, nothing written)."""
     path = _broken(demo_cohort, tmp_path, 0, "mtici_final", "9")
-    result = subprocess.run(
-        [sys.executable, "-m", "scripts.data.split", "--cohort", path, "--out", str(tmp_path / "d.json")],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0
-    assert "row 2, column 'mtici_final'" in result.stderr and "Traceback" not in result.stderr
-    assert not (tmp_path / "d.json").exists()
+    split = [sys.executable, "-m", "scripts.data.split", "--cohort", path]
+    strict_args = [*split, "--out", str(tmp_path / "s.json"), "--strict", "true"]
+    strict = subprocess.run(strict_args, cwd=ROOT, capture_output=True, text=True)
+    assert strict.returncode == 2
+    assert strict.stderr.strip().count("\n") == 0
+    assert "row 2, column 'mtici_final'" in strict.stderr and "Traceback" not in strict.stderr
+    assert not (tmp_path / "s.json").exists()
+    result = subprocess.run([*split, "--out", str(tmp_path / "d.json")], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    bad = _rows(demo_cohort)[0]["patient_id"]
+    with open(tmp_path / "exclusions.csv") as f:
+        excluded = list(csv.DictReader(f))
+    assert [e["patient_id"] for e in excluded] == [bad]
+    assert "row 2, column 'mtici_final'" in excluded[0]["reason"]
+    data = json.loads((tmp_path / "d.json").read_text())
+    assert bad not in {d["patient_id"] for d in data["training"] + data["test"]}
+    assert len(data["training"]) + len(data["test"]) == len(_rows(demo_cohort)) - 1
 
 
 def test_missing_column(demo_cohort, tmp_path):

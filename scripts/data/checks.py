@@ -25,6 +25,7 @@ from scripts.data.dicom_study import check_series_folder, dicom_reader
 from scripts.data.volume_checks import (  # noqa: F401 (re-exported: the configs and tests name them here)
     CONTRAST_SHARE,
     CT_SEQUENCES,
+    INPUT_LIMITS,
     _describe,
     check_contrast,
     check_grid,
@@ -32,6 +33,8 @@ from scripts.data.volume_checks import (  # noqa: F401 (re-exported: the configs
     contrast_share,
     grid_spacing,
     image_grid,
+    input_limits,
+    judge_contrast,
     read_grid,
     unreadable,
     write_grid,
@@ -78,21 +81,25 @@ class CheckScand(MapTransform):
     Args:
         keys: the image keys (sequence names: ``ncct``, ``cta``, ``b0``, ...).
         grid: the training grid (:func:`read_grid`); None = not checked.
-        contrast: check NCCT without / CTA with vessel contrast (images in MNI space).
+        contrast: check the vessel contrast of the NCCT and CTA (images in MNI space): a CTA against its own NCCT
+            when both are given (:func:`judge_contrast`).
+        limits: overrides of :data:`INPUT_LIMITS` (the configs' ``input_limits``).
     """
 
     def __init__(
         self,
         keys: KeysCollection,
-        grid: Optional[Dict[str, Any]] = None,
+        grid: Dict[str, Any] | None = None,
         contrast: bool = True,
         allow_missing_keys: bool = True,
+        limits: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.grid, self.contrast = grid, contrast
+        self.grid, self.contrast, self.limits = grid, contrast, input_limits(limits)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> Dict[Hashable, Any]:
         d = dict(data)
+        shares = {}
         for key in self.key_iterator(d):
             path, sequence = _source(d, key), str(key)
             volume = check_volume(d[key], path, sequence, channel_first=True)
@@ -100,9 +107,8 @@ class CheckScand(MapTransform):
             check_grid(volume.shape, affine, self.grid, path)
             if self.contrast and sequence in CT_SEQUENCES:
                 try:
-                    check_contrast(volume, affine, path, sequence)
+                    shares[sequence] = (contrast_share(volume, affine, self.limits["contrast_hu"]), path)
                 except ValueError as error:
-                    if isinstance(error, BundleInputError):
-                        raise
                     raise BundleInputError(f"{path}: {_describe(sequence)} is not in MNI space ({error})") from None
+        judge_contrast(shares, self.limits)
         return d

@@ -110,11 +110,14 @@ def read_table_text(path: str, what: str) -> str:
         raise BundleInputError(f"{path}: line {line} is not UTF-8 text (save the table as UTF-8 CSV)") from None
 
 
-def read_cohort(path: str, check_files: bool = True) -> List[Dict[str, Any]]:
+def read_cohort(
+    path: str, check_files: bool = True, excluded: List[Dict[str, str]] | None = None
+) -> List[Dict[str, Any]]:
     """Read and validate a cohort CSV; return one dict per patient with derived labels added.
 
     Each problem raises :class:`BundleInputError` naming the file, the row (as a line number of
-    the CSV, header = 1) and the column.
+    the CSV, header = 1) and the column. With ``excluded`` (a list), a problem of one row appends
+    ``{patient_id, reason}`` to it and that row is left out instead (a problem of the table itself still raises).
     """
     text = read_table_text(path, "cohort table")
     base = os.path.dirname(os.path.abspath(path))
@@ -130,9 +133,15 @@ def read_cohort(path: str, check_files: bool = True) -> List[Dict[str, Any]]:
         seen: Dict[str, int] = {}
         for line, raw in enumerate(reader, start=2):
             raw = {k: (v or "").strip() for k, v in raw.items() if k is not None}
-            rows.append(_validate_row(path, base, line, raw, seen, check_files))
+            try:
+                rows.append(_validate_row(path, base, line, raw, seen, check_files))
+            except BundleInputError as error:
+                if excluded is None:
+                    raise
+                excluded.append({"patient_id": raw.get("patient_id") or f"row {line}", "reason": str(error)})
     if not rows:
-        raise BundleInputError(f"{path}: the cohort table has no rows")
+        more = f" left ({len(excluded)} refused, first: {excluded[0]['reason']})" if excluded else ""
+        raise BundleInputError(f"{path}: the cohort table has no rows{more}")
     return rows
 
 

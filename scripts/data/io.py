@@ -67,10 +67,10 @@ def atomic_write_text(path: str, text: str) -> None:
     atomic_write(path, _write)
 
 
-def atomic_write_csv(path: str, rows: List[Dict[str, Any]]) -> None:
-    """Write dict rows (columns from the first row) as a CSV file atomically."""
+def atomic_write_csv(path: str, rows: List[Dict[str, Any]], fieldnames: Optional[List[str]] = None) -> None:
+    """Write dict rows (columns ``fieldnames``, or the first row's) as a CSV file atomically."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=fieldnames or list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buf.getvalue())

@@ -24,6 +24,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from scripts import BundleInputError
 from scripts.data.cohort import LABELS, read_cohort
 from scripts.data.io import atomic_write_json
+from scripts.data.screen import EXCLUSIONS_FILE, write_exclusions
 
 
 def make_datalist(
@@ -151,10 +152,15 @@ def write_datalist(
     inner_val: float = 0.15,
     test_fraction: Optional[float] = None,
     overwrite: bool = False,
+    strict: bool = False,
 ) -> str:
-    """Split ``cohort`` and record the datalist at ``out`` once; return its path."""
+    """Split ``cohort`` and record the datalist at ``out`` once; return its path. A row that fails the cohort
+    contract is left out and listed in the datalist's ``excluded`` and in ``exclusions.csv`` beside it
+    (``strict``: the first one stops the split instead)."""
+    excluded: Optional[List[Dict[str, str]]] = None if strict else []
     try:
-        data = make_datalist(read_cohort(cohort), label, folds, seed, str(test_from), inner_val, test_fraction)
+        rows = read_cohort(cohort, excluded=excluded)
+        data = make_datalist(rows, label, folds, seed, str(test_from), inner_val, test_fraction)
     except BundleInputError as error:
         if str(error).startswith(cohort):
             raise
@@ -166,6 +172,8 @@ def write_datalist(
                 f"{out}: a datalist with other settings or patients is recorded; keep it or pass --overwrite"
             )
         return out
+    data["excluded"] = excluded or []
+    write_exclusions(os.path.join(os.path.dirname(os.path.abspath(out)), EXCLUSIONS_FILE), data["excluded"])
     atomic_write_json(out, data)
     return out
 

@@ -5,7 +5,11 @@ without importing them): a wrong scan gets one line naming the file and the caus
 - :func:`check_volume`: one loaded volume: 3-D, large enough, finite, not constant, and plausible for its sequence
   (CT in Hounsfield units: air-like 1st and soft-tissue 99th percentile; MR and parametric maps not in HU).
 - :func:`contrast_share` / :func:`check_contrast`: vessel contrast in an MNI-space CT (share of the central brain's
-  soft tissue above 120 HU, bone and its rim left out): an NCCT must have none, a CTA must have it.
+  soft tissue above ``contrast_hu``, bone and its rim left out): judged against the patient's own other scan when
+  both are given (a CTA holds at least twice its NCCT's share: calcification and bone are bright on both), against
+  wide physical floors when one is given alone.
+- :data:`INPUT_LIMITS` / :func:`input_limits`: every limit of these checks, in one place, each set from the command
+  line through the configs' ``input_limits`` (``--input_limits "{'cta_min_share': 0.0002}"``).
 - :func:`check_grid`: the grid the fold models were trained on (``grid.json`` beside them, :func:`write_grid`).
 
 The same checks as MONAI transforms: :mod:`scripts.data.checks`. Every failure raises
@@ -29,8 +33,19 @@ CT_SEQUENCES = ("ncct", "cta")
 CT_RANGE = (-500.0, 30.0)  # a CT's 1st percentile is air-like (or the -1024 background), its 99th soft tissue or more
 MR_LOWEST = -100.0  # MR and parametric maps: a 1st percentile below this is CT-like (air in HU)
 MIN_VOXELS = 8  # per axis
-CONTRAST_HU = 120.0  # unenhanced brain, clot and calcified partial volume stay below; contrast-filled vessels above
-CONTRAST_SHARE = 0.003  # demo (2-6 mm): NCCT 0.000, CTA 0.010-0.025 of the central soft tissue above CONTRAST_HU
+# The limits come from CT physics, not from one cohort: unenhanced blood reads 40-60 HU, the densest (red-cell-rich)
+# clots up to ~90 HU, grey matter ~40 HU, while opacified arteries read 150 to over 500 HU depending on the bolus
+# timing (Bae, Radiology 2010;256:32-61). The central box (~450 mL) holds 1-3 mL of circle-of-Willis and M1/M2 lumen;
+# with partial volume on a 2 mm grid, thin vessels and a late bolus leave a few tenths of a mL above 120 HU, and bone
+# rims and a calcified siphon put voxels above it on the NCCT as well as the CTA (hence the comparison of the two).
+INPUT_LIMITS: Dict[str, float] = {
+    "contrast_hu": 120.0,  # above every unenhanced tissue and clot; below every opacified artery
+    "cta_min_share": 0.0005,  # a CTA's floor: ~0.2 mL of the central box above contrast_hu (weak bolus, thin vessels)
+    "cta_over_ncct": 2.0,  # a CTA's share at least this multiple of its own NCCT's (bone rims, calcification: both)
+    "ncct_max_share": 0.005,  # an NCCT given alone: above ~2 mL of contrast-level tissue it is a CTA
+}
+CONTRAST_HU = INPUT_LIMITS["contrast_hu"]
+CONTRAST_SHARE = INPUT_LIMITS["cta_min_share"]
 CENTRAL_BOX_MM = ((-50.0, 50.0), (-60.0, 30.0), (-30.0, 20.0))  # circle of Willis, M1/M2, basal ganglia (MNI, RAS)
 GRID_FILE = "grid.json"
 
@@ -87,8 +102,22 @@ def check_volume(
     return a
 
 
-def contrast_share(volume: np.ndarray, affine: np.ndarray) -> float:
-    """Share of the central brain's soft tissue (-50..800 HU) above :data:`CONTRAST_HU` in an RAS MNI-space CT,
+def input_limits(overrides: Mapping[str, Any] | None = None) -> Dict[str, float]:
+    """:data:`INPUT_LIMITS` with ``overrides`` (a config's or the command line's ``input_limits``) applied; an unknown
+    name or a value that is not a number raises :class:`BundleInputError`."""
+    limits = dict(INPUT_LIMITS)
+    for name, value in dict(overrides or {}).items():
+        if name not in INPUT_LIMITS:
+            raise BundleInputError(f"--input_limits: unknown limit '{name}' (known: {', '.join(INPUT_LIMITS)})")
+        try:
+            limits[name] = float(value)
+        except (TypeError, ValueError):
+            raise BundleInputError(f"--input_limits: {name} = {value!r} is not a number") from None
+    return limits
+
+
+def contrast_share(volume: np.ndarray, affine: np.ndarray, contrast_hu: float = CONTRAST_HU) -> float:
+    """Share of the central brain's soft tissue (-50..800 HU) above ``contrast_hu`` in an RAS MNI-space CT,
     bone (> 500 HU) and 4 mm around it left out."""
     spacing = float(abs(affine[0, 0]))
     reach = max(1, int(round(4 / spacing)))
@@ -99,23 +128,37 @@ def contrast_share(volume: np.ndarray, affine: np.ndarray) -> float:
     bone = ndimage.binary_dilation(volume[around] > 500, iterations=reach)[inner]
     values = volume[tuple(box)][~bone]
     soft = values[(values > -50) & (values < 800)]
-    return float((soft > CONTRAST_HU).mean()) if soft.size else 0.0
+    return float((soft > contrast_hu).mean()) if soft.size else 0.0
 
 
-def check_contrast(volume: np.ndarray, affine: np.ndarray, path: str, sequence: str) -> float:
-    """An MNI-space NCCT without vessel contrast, a CTA with it; returns the contrast share."""
-    share = contrast_share(volume, affine)
-    if sequence == "ncct" and share > CONTRAST_SHARE:
-        raise BundleInputError(
-            f"{path}: NCCT shows vessel contrast ({100 * share:.1f}% of the central soft tissue above "
-            f"{CONTRAST_HU:.0f} HU); is it a CTA?"
-        )
-    if sequence == "cta" and share < CONTRAST_SHARE:
-        raise BundleInputError(
-            f"{path}: CTA shows no vessel contrast ({100 * share:.2f}% of the central soft tissue above "
-            f"{CONTRAST_HU:.0f} HU); is it a non-contrast CT?"
-        )
+def check_contrast(
+    volume: np.ndarray, affine: np.ndarray, path: str, sequence: str, limits: Mapping[str, float] | None = None
+) -> float:
+    """An MNI-space NCCT or CTA given alone: judged against the physical floors of ``limits``
+    (:func:`input_limits`); returns the contrast share."""
+    limits = input_limits(limits)
+    share = contrast_share(volume, affine, limits["contrast_hu"])
+    judge_contrast({sequence: (share, path)}, limits)
     return share
+
+
+def judge_contrast(shares: Mapping[str, tuple[float, str]], limits: Mapping[str, float]) -> None:
+    """``{"ncct" / "cta": (contrast share, path)}`` of one patient: a CTA above ``cta_min_share`` and, with its NCCT,
+    above ``cta_over_ncct`` times the NCCT's share; an NCCT given alone below ``ncct_max_share``."""
+    above = f"of the central soft tissue above {limits['contrast_hu']:.0f} HU"
+    ncct, cta = shares.get("ncct"), shares.get("cta")
+    if cta is not None and cta[0] < limits["cta_min_share"]:
+        raise BundleInputError(
+            f"{cta[1]}: CTA shows no vessel contrast ({100 * cta[0]:.3f}% {above}, at least "
+            f"{100 * limits['cta_min_share']:.3f}% expected); is it a non-contrast CT?"
+        )
+    if ncct is not None and cta is not None and cta[0] < limits["cta_over_ncct"] * ncct[0]:
+        raise BundleInputError(
+            f"{ncct[1]}: NCCT shows vessel contrast ({100 * ncct[0]:.3f}% {above}, its CTA {100 * cta[0]:.3f}%); "
+            "is it a CTA?"
+        )
+    if ncct is not None and cta is None and ncct[0] > limits["ncct_max_share"]:
+        raise BundleInputError(f"{ncct[1]}: NCCT shows vessel contrast ({100 * ncct[0]:.2f}% {above}); is it a CTA?")
 
 
 def image_grid(shape: Sequence[int], affine: Any) -> Dict[str, Any]:

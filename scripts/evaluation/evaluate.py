@@ -25,6 +25,7 @@ from scripts import BundleInputError
 from scripts.data.cache import cached_dataset
 from scripts.data.cohort import MODALITY_SEQUENCES
 from scripts.data.io import atomic_write, atomic_write_csv, atomic_write_json, atomic_write_text, locked
+from scripts.data.screen import EXCLUSIONS_FILE, write_exclusions
 from scripts.data.split import fold_data
 from scripts.evaluation.statistics import bootstrap_ci, bootstrap_metric_cis, calibration, fit_platt, net_benefit
 from scripts.evaluation.table1 import table1_markdown, table1_rows
@@ -258,6 +259,8 @@ def evaluate_predictions(
         if same:
             metrics["bayes_same_patients"] = same
     metrics["subgroups"] = subgroup_metrics(rows, datalist["training"] + datalist["test"])
+    metrics["excluded"] = list(datalist.get("excluded", []))
+    write_exclusions(os.path.join(output_dir, EXCLUSIONS_FILE), metrics["excluded"])
     _write_outputs(rows, metrics, cutoffs, ckpt_dir, output_dir)
     cohort = datalist["training"] + datalist["test"]
     table1 = table1_markdown(table1_rows(cohort, "label"), "label")
@@ -479,6 +482,8 @@ def metrics_markdown(metrics: Dict[str, Any]) -> str:
         lines.append(f"Subgroup ROC-AUC (95% CI), {name}: " + "; ".join(cells) + "\n")
     if paper:
         lines.append(f"{paper['note']}.\n")
+    if metrics.get("excluded"):
+        lines.append(f"Excluded by the input checks: {len(metrics['excluded'])} patient(s) ({EXCLUSIONS_FILE})\n")
     if metrics.get("bayes_auc") is not None:
         lines.append(f"Bayes ROC-AUC of the cohort (true probabilities): {metrics['bayes_auc']:.4f}\n")
     same = metrics.get("bayes_same_patients", {})
@@ -547,7 +552,21 @@ def report_markdown(datalist: Dict[str, Any], metrics: Dict[str, Any], table1: s
         "[decision curve](decision_curve.png) ([net benefit table](decision_curve.csv)); per-patient predictions "
         "in [predictions.csv](predictions.csv).", "",
     ]  # fmt: skip
-    return "\n".join(lines)
+    return "\n".join(lines + exclusions_markdown(metrics.get("excluded", [])))
+
+
+def exclusions_markdown(excluded: Sequence[Dict[str, str]]) -> List[str]:
+    """The report's section on the patients refused by the input checks (one line each, with the reason)."""
+    if not excluded:
+        return ["## Exclusions", "", "No patient was refused by the input checks.", ""]
+    lines = [
+        "## Exclusions",
+        "",
+        f"{len(excluded)} patient(s) refused by the input checks and left out of every "
+        f"fold and the test set ([{EXCLUSIONS_FILE}]({EXCLUSIONS_FILE})):",
+        "",
+    ]
+    return lines + [f"- {e['patient_id']}: {e['reason']}" for e in excluded] + [""]
 
 
 def _ci_line(name: str, part: Dict[str, Any]) -> str:

@@ -8,7 +8,8 @@ and ``table1.csv``. Per outcome group (label 1 / label 0) and overall:
 - categorical variables as n (%) per level, compared by the chi-square test of
   independence (Yates-corrected for 2 x 2, scipy's default), or Fisher's exact
   test for a 2 x 2 table with an expected count below 5;
-- missing values (blank cells) counted per variable and left out of that variable's test.
+- missing values (blank cells) counted per variable and left out of that variable's test; a variable that no row
+  records (an optional column the cohort does not have) is left out of the table.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def _missing(v: Any) -> bool:
 def continuous_row(name: str, groups: Sequence[Sequence[float]]) -> Dict[str, Any]:
     """Summary and test of one continuous variable over (positive, negative) groups."""
     a, b = (np.asarray(g, dtype=float) for g in groups)
+    if min(len(a), len(b)) < 2:  # a group without two values: summaries only, no test
+        cells = [f"{np.median(g):.1f}" if len(g) else "-" for g in (a, b, np.r_[a, b])]
+        summary = dict(zip(("positive", "negative", "all"), cells))
+        return {"variable": name, "level": "median", **summary, "test": "", "p": float("nan")}
     normal = all(len(g) >= 3 and stats.shapiro(g).pvalue >= 0.05 for g in (a, b))
     if normal:
         cells = [f"{g.mean():.1f} ({g.std(ddof=1):.1f})" for g in (a, b, np.r_[a, b])]
@@ -78,6 +83,8 @@ def table1_rows(rows: List[Dict[str, Any]], label: str = "fpe") -> List[Dict[str
             "test": "", "p": float("nan")}]  # fmt: skip
     for key, name in CONTINUOUS + CATEGORICAL:
         present = [r for r in rows if key in r and not _missing(r[key])]
+        if not present:  # an optional column the cohort does not record
+            continue
         missing = len(rows) - len(present)
         groups = [[r[key] for r in present if r[label] == c] for c in (1, 0)]
         block = continuous_row(name, groups) if (key, name) in CONTINUOUS else categorical_rows(name, groups)

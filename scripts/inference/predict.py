@@ -1,8 +1,9 @@
 """Fold-ensemble inference: one patient (paths per sequence), a cohort CSV or a datalist -> predictions.csv.
 
 Columns: ``patient_id``, ``probability`` (mean over the fold models), ``probability_sd``, ``prediction``
-(probability >= the ensemble cut-off stored by evaluation in ``cutoffs.json``) and ``warning`` (empty, or the
-image statistics outside the training cohort's range: :mod:`scripts.data.profile`).
+(probability >= the ensemble cut-off stored by evaluation in ``cutoffs.json``) and ``warning`` (empty, the image
+statistics outside the training cohort's range: :mod:`scripts.data.profile`, or ``excluded: <reason>`` for a patient
+of a cohort whose scans the input checks refused, with no probability).
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from scripts import BundleInputError
 from scripts.data.cohort import SEQUENCES, read_cohort, require_sequences
 from scripts.data.io import atomic_write_text
 from scripts.data.profile import case_profile, ood_warning, read_profile
+from scripts.data.screen import EXCLUSIONS_FILE, screen_images, write_exclusions
 from scripts.data.split import load_datalist
+from scripts.data.volume_checks import input_limits as input_limits_of
+from scripts.data.volume_checks import read_grid
 from scripts.training.kfold import fold_checkpoints, load_weights, read_json
 
 
@@ -182,23 +186,50 @@ def predict_cohort(
     explain: bool = False,
     explain_mask_size: Sequence[int] = (12, 12, 5),
     models: Optional[Sequence[torch.nn.Module]] = None,
+    image_keys: Sequence[str] | None = None,
+    input_limits: Dict[str, Any] | None = None,
+    strict: bool = True,
 ) -> str:
     """Predict ``data`` with every fold model (``models``: already loaded by :func:`load_folds`); write
     ``output_dir/predictions.csv``; return its path. ``explain``: also write per-patient explanations and their
     summary to ``output_dir/explanations`` (:mod:`scripts.inference.explain`).
+
+    Unless ``strict``, every patient's images (``image_keys``; NIfTI in MNI space) are checked first
+    (:func:`scripts.data.screen.screen_images` with ``input_limits``): a refused patient gets a row with no
+    probability and the reason, is listed in ``output_dir/exclusions.csv``, and the others are predicted.
+    ``strict`` leaves the checks to the preprocessing, where the first refusal stops the run (exit status 2).
     """
+    refused: Dict[str, str] = {}
+    if not strict and image_keys:
+        limits = input_limits_of(input_limits)
+        grid = read_grid(ckpt_dir)
+        for item in data:
+            reason = screen_images(item, image_keys, limits, grid, "the fold models'")
+            if reason is not None:
+                refused[item["patient_id"]] = reason
+        if len(refused) == len(data):
+            raise BundleInputError(f"every one of the {len(data)} patients was refused (first: {reason})")
+        excluded = [{"patient_id": p, "reason": r} for p, r in refused.items()]
+        write_exclusions(os.path.join(output_dir, EXCLUSIONS_FILE), excluded)
+    kept = [item for item in data if item["patient_id"] not in refused]
     mean, sd, cutoff = ensemble_predict(
-        network, preprocessing, data, ckpt_dir, device, inferer, postprocessing, batch_size, models
+        network, preprocessing, kept, ckpt_dir, device, inferer, postprocessing, batch_size, models
     )
+    answers = {item["patient_id"]: (p, s) for item, p, s in zip(kept, mean, sd)}
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["patient_id", "probability", "probability_sd", "prediction", "warning"])
     profile = read_profile(ckpt_dir)
-    for item, p, s in zip(data, mean, sd):
+    for item in data:
+        if item["patient_id"] in refused:
+            writer.writerow([item["patient_id"], "", "", "", f"excluded: {refused[item['patient_id']]}"])
+            continue
+        p, s = answers[item["patient_id"]]
         warning = ood_warning(case_profile(item, [k for k in SEQUENCES if k in item]), profile) if profile else ""
         writer.writerow([item["patient_id"], f"{p:.6f}", f"{s:.6f}", int(p >= cutoff), warning])
     out = os.path.join(output_dir, "predictions.csv")
     atomic_write_text(out, buf.getvalue())
+    data = kept
     if explain:
         from scripts.inference.explain import explain_cohort
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from scripts import BundleInputError
 from scripts.data.anatomy import mni_grid as ras_grid
-from scripts.data.volume_checks import check_contrast
+from scripts.data.volume_checks import INPUT_LIMITS, contrast_share, judge_contrast
 from scripts.preprocess.case_folder import (
     StageClock,
     case_settings,
@@ -136,9 +136,9 @@ def preprocess_ct(
         outputs["cta"] = masked(moved, mask, -1024)
     # no vessel contrast in the NCCT, contrast in the CTA (judged in the MNI grid, where the vessels are known)
     ras_affine = ras_grid(spacing)[1]
-    for name, path in (("ncct", ncct), ("cta", cta)):
-        if name in outputs:
-            check_contrast(outputs[name].numpy()[::-1], ras_affine, str(path), name)
+    scans_given = [(name, path) for name, path in (("ncct", ncct), ("cta", cta)) if name in outputs]
+    shares = {name: (contrast_share(outputs[name].numpy()[::-1], ras_affine), str(path)) for name, path in scans_given}
+    judge_contrast(shares, INPUT_LIMITS)
     clock.lap("resample")
     if vessels and angio is not None:
         outputs["vessels"] = mask.new_image_like(vesselness(outputs["cta"].numpy(), [spacing] * 3, mask.numpy()))
