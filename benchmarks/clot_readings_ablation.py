@@ -103,6 +103,16 @@ def main(dataset_dir: str) -> None:
     report("the same readings on 0.10.0's resampled grid", sets[("_resampled", "")], [0, 1, 2, 3])
     report("0.10.0's readings (CTA ratio < 0.5, mirror > 120 HU) on this grid", sets[("", "0.10.0")], [0, 1, 2, 3])
     report("0.10.0: its readings on its resampled grid", sets[("_resampled", "0.10.0")], [0, 1, 2, 3])
+    x = inputs[""]["X"]
+    for name, options in (
+        (
+            "relative to the patient's arterial enhancement",
+            {"relative": True, "vessel_level": 0.57, "vessel_width": 0.29},
+        ),
+        ("mirror and NCCT compared within one voxel", {"tolerance": 2}),
+        ("both", {"relative": True, "vessel_level": 0.57, "vessel_width": 0.29, "tolerance": 2}),
+    ):
+        report(f"readings {name}", clot_readings(x, **options).numpy(), [0, 1, 2, 3])
     print(f"oracle, the true hidden variables + site, age, IVT: {score(np.column_stack([hidden, clinical[:, :4]]))}")
     probability = np.array([truth[pid]["probability"] for pid in ids])
     bayes = [roc_auc_score(y[fold == k], probability[fold == k]) for k in range(datalist["settings"]["folds"])]

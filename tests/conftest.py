@@ -27,7 +27,9 @@ def demo_cohort(tmp_path_factory: pytest.TempPathFactory) -> str:
     from scripts.demo.generator import generate
 
     out = tmp_path_factory.mktemp("cohort")
-    return generate(str(out), patients=40, seed=3, modalities="ct,mr", spacing=6.0, hypoperfusion_contrast=0.9)
+    return generate(
+        str(out), patients=40, seed=3, modalities="ct,mr", spacing=6.0, hypoperfusion_contrast=0.9, world="uniform"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -147,7 +147,9 @@ def fine(tmp_path_factory):
     contrast there (a scanner's CTA has 1 mm or less)."""
     from scripts.demo.generator import generate
 
-    cohort = generate(str(tmp_path_factory.mktemp("fine")), patients=20, seed=5, modalities="ct", spacing=2.0)
+    cohort = generate(
+        str(tmp_path_factory.mktemp("fine")), patients=20, seed=5, modalities="ct", spacing=2.0, world="uniform"
+    )
     row = next(iter(csv.DictReader(open(cohort))))
     return {k: os.path.join(os.path.dirname(cohort), row[k]) for k in ("ncct", "cta")}
 

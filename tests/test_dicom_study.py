@@ -177,7 +177,9 @@ def mr_study(tmp_path_factory):
     from scripts.demo.generator import generate
 
     base = tmp_path_factory.mktemp("mr_study")
-    cohort = generate(str(base / "raw"), patients=20, seed=5, modalities="mr", spacing=4.0, native=True)
+    cohort = generate(
+        str(base / "raw"), patients=20, seed=5, modalities="mr", spacing=4.0, native=True, world="uniform"
+    )
     row = next(csv.DictReader(open(cohort)))
     nifti = {k: os.path.join(os.path.dirname(cohort), row[k]) for k in ("b0", "b1000", "adc", "flair")}
     study, dwi, folder = generate_uid(), generate_uid(), str(base / "study")
@@ -237,7 +239,9 @@ def test_preprocessing_a_native_study_equals_the_nifti_files(tmp_path):
 
     from scripts.demo.generator import generate
 
-    cohort = generate(str(tmp_path / "raw"), patients=20, seed=5, modalities="ct", spacing=4.0, native=True)
+    cohort = generate(
+        str(tmp_path / "raw"), patients=20, seed=5, modalities="ct", spacing=4.0, native=True, world="uniform"
+    )
     row = next(csv.DictReader(open(cohort)))
     ncct, cta = (os.path.join(os.path.dirname(cohort), row[k]) for k in ("ncct", "cta"))
     truth = write_study(ncct, cta, str(tmp_path / "study"), seed=3)

@@ -26,8 +26,8 @@ from tests.dicom_series import write_ct_series
 def native(tmp_path_factory):
     """(native cohort CSV, the same patients rendered directly in MNI space)."""
     base = tmp_path_factory.mktemp("native")
-    raw = generate(str(base / "raw"), patients=20, seed=5, modalities="ct", spacing=4.0, native=True)
-    mni = generate(str(base / "mni"), patients=20, seed=5, modalities="ct", spacing=4.0)
+    raw = generate(str(base / "raw"), patients=20, seed=5, modalities="ct", spacing=4.0, native=True, world="uniform")
+    mni = generate(str(base / "mni"), patients=20, seed=5, modalities="ct", spacing=4.0, world="uniform")
     return raw, mni
 
 

@@ -49,7 +49,7 @@ def pool(demo_cohort, datalist_2fold, tmp_path_factory):
     from scripts.demo.generator import generate
 
     out = tmp_path_factory.mktemp("pool")
-    path = generate(str(out), patients=20, seed=5, modalities="ct", spacing=6.0, unlabeled=True)
+    path = generate(str(out), patients=20, seed=5, modalities="ct", spacing=6.0, unlabeled=True, world="uniform")
     datalist = load_datalist(datalist_2fold)
     intruders = [datalist["test"][0], datalist["training"][0]]
     with open(path, "a", newline="") as f:

@@ -195,7 +195,9 @@ def test_inference_on_raw_scans(trained, tmp_path):
     from scripts.demo.generator import generate
 
     ckpt, _ = trained
-    raw_csv = generate(str(tmp_path / "raw"), patients=20, seed=9, modalities="ct", spacing=4.0, native=True)
+    raw_csv = generate(
+        str(tmp_path / "raw"), patients=20, seed=9, modalities="ct", spacing=4.0, native=True, world="uniform"
+    )
     row = next(iter(csv.DictReader(open(raw_csv))))
     base = os.path.dirname(raw_csv)
     shape = [f"--{k}={json.dumps(TINY[k])}" for k in ("spatial_size", "num_slices", "widths", "num_heads", "dropout")]

@@ -13,7 +13,7 @@ Every failure raises :class:`scripts.BundleInputError` (one line, exit status 2 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Hashable, Mapping, Optional
+from typing import Any, Dict, Hashable, Mapping
 
 import numpy as np
 import torch

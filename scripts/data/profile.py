@@ -3,8 +3,9 @@
 A scan can pass every input check (:mod:`scripts.data.checks`) and still be unlike anything the fold models saw: a
 different scanner's HU calibration, another contrast timing, a partial field of view. Training records, per
 sequence, the range of a few statistics over its cohort (``models/input_profile.json``); inference computes them
-for each case and writes a ``warning`` naming every statistic outside the range widened by a quarter of its span,
-instead of a silent probability. The statistics (NIfTI inputs; DICOM folders are not profiled):
+for each case and writes a ``warning`` naming every statistic outside the range widened by a quarter of its span
+and at least by the statistic's physical tolerance (:func:`margin_of`), instead of a silent
+probability. The statistics (NIfTI inputs; DICOM folders are not profiled):
 
 - CT (NCCT, CTA): ``tissue_hu``, the median of the central MNI box's voxels in -50..100 HU (brain tissue level);
   ``tissue_ml``, the volume of all voxels in 0..100 HU (brain size and field of view); ``contrast``, the vessel
@@ -27,6 +28,11 @@ from scripts.data.volume_checks import CENTRAL_BOX_MM, CT_SEQUENCES, contrast_sh
 
 PROFILE_FILE = "input_profile.json"
 MARGIN = 0.25  # of the training span, on each side
+# the smallest margins: brain tissue differs by a few HU between calibrated scanners and kernels (a scanner's water
+# reading is kept within +-5 HU by CT quality control); volumes and the contrast share vary with head size, field of
+# view and bolus timing between patients of any one cohort
+HU_TOLERANCE = 5.0
+RELATIVE_TOLERANCE = {"ml": 0.15, "contrast": 0.5, "median": 0.1, "p99": 0.1}
 
 
 def volume_profile(path: str, sequence: str) -> Dict[str, float]:
@@ -73,18 +79,32 @@ def write_profile(ckpt_dir: str, items: Sequence[Mapping[str, Any]], keys: Seque
     existing = read_profile(ckpt_dir)
     if existing is not None:
         return existing
-    values: Dict[str, List[float]] = {}
-    for item in items:
-        for name, value in case_profile(item, keys).items():
-            if np.isfinite(value):
-                values.setdefault(name, []).append(value)
-    profile = {
-        "patients": len(items),
-        "ranges": {k: [float(np.min(v)), float(np.max(v))] for k, v in sorted(values.items())},
-    }
+    profile = profile_of([case_profile(item, keys) for item in items])
     os.makedirs(ckpt_dir, exist_ok=True)
     atomic_write_json(os.path.join(ckpt_dir, PROFILE_FILE), profile)
     return profile
+
+
+def profile_of(cases: Sequence[Mapping[str, float]]) -> Dict[str, Any]:
+    """``{patients, ranges: {statistic: [min, max]}}`` of the cases' statistics (:func:`case_profile`)."""
+    values: Dict[str, List[float]] = {}
+    for case in cases:
+        for name, value in case.items():
+            if np.isfinite(value):
+                values.setdefault(name, []).append(value)
+    return {
+        "patients": len(cases),
+        "ranges": {k: [float(np.min(v)), float(np.max(v))] for k, v in sorted(values.items())},
+    }
+
+
+def margin_of(name: str, low: float, high: float) -> float:
+    """How far outside the training range ``low..high`` a value of statistic ``name`` may lie unflagged:
+    :data:`MARGIN` of the span, and at least the statistic's physical tolerance (:data:`HU_TOLERANCE` for HU levels,
+    :data:`RELATIVE_TOLERANCE` of the value otherwise), so that a cohort of scans all alike (a narrow span) does not
+    flag every scan from elsewhere."""
+    floor = HU_TOLERANCE if name.endswith("_hu") else RELATIVE_TOLERANCE.get(name.rsplit("_", 1)[-1], 0.1) * abs(high)
+    return max(MARGIN * (high - low), floor, 1e-6)
 
 
 def ood_warning(case: Mapping[str, float], profile: Optional[Mapping[str, Any]]) -> str:
@@ -97,7 +117,7 @@ def ood_warning(case: Mapping[str, float], profile: Optional[Mapping[str, Any]])
         if name not in profile["ranges"] or not np.isfinite(value):
             continue
         low, high = profile["ranges"][name]
-        margin = MARGIN * max(high - low, 1e-6 + 0.01 * abs(high))
+        margin = margin_of(name, low, high)
         if not low - margin <= value <= high + margin:
             notes.append(f"{name} {value:.3g} outside the training range {low:.3g}..{high:.3g}")
     return "; ".join(notes)

@@ -195,6 +195,94 @@ def hypoperfusion_extent(site: str, collaterals: int) -> float:
     return float(min(EXTENT_SITE[site] + 0.3 * (1 - collaterals / 3), 1.0))
 
 
+WORLDS = ("varied", "uniform")
+# dural venous sinuses in MNI mm (midline or per side): centre line, radius mm
+SINUSES = (
+    (((0, 60, 40), (0, 20, 72), (0, -40, 72), (0, -85, 40), (0, -100, 10)), 3.5),  # superior sagittal
+    (((0, -30, 5), (0, -60, 10), (0, -90, 8)), 2.5),
+)  # straight sinus
+TRANSVERSE = ((2, -100, 8), (35, -90, 0), (55, -70, -10))  # right transverse-sigmoid sinus (x mirrored: left)
+CAVERNOUS = (16, 0, -28)  # centre of the right cavernous sinus around the ICA (x mirrored: left)
+
+
+def draw_scan(rng: np.random.Generator, age: float, world: str = "varied") -> Dict[str, object]:
+    """One patient's acquisition and anatomy constants: the same for every patient in the ``uniform`` world (the
+    demo of 0.12 and the tests), drawn per patient in the ``varied`` world from the ranges real scans show:
+
+    - ``arterial_hu``: enhancement of the open arteries, 150-550 HU (bolus timing and cardiac output; Bae, Radiology
+      2010;256:32-61); the contrast that penetrates a clot and the collateral filling scale with it;
+    - ``venous``: venous sinus enhancement as a share of the arterial one, 0.2-1.0 (late acquisitions fill the
+      sinuses; the cavernous sinus lies around the ICA);
+    - ``calibre``: vessel radii x 0.75-1.25 (M1 diameter 2-4 mm; Rai et al., J NeuroIntervent Surg 2013;5:371-5);
+    - ``courses``: per hemisphere a rigid perturbation of the vessel tree (rotation SD 3 degrees, shift SD 1.5 mm,
+      each side its own: the circle of Willis is rarely symmetric; Krabbe-Hartkamp et al., Radiology 1998;207:103-11);
+    - ``calcification``: calcified plaques of the carotid siphon, 300-900 HU on NCCT and CTA alike, with a
+      probability rising with age (most patients over 70; Bos et al., Stroke 2012;43:1878-84);
+    - ``noise``: NCCT 2-6 HU, CTA 4-12 HU (dose and reconstruction kernel); ``thickness``: NCCT 2.5-5 mm, CTA
+      0.6-2 mm; ``hu_offset``: scanner calibration +-3 HU;
+    - ``misregistration``: NCCT moved against the CTA by a rigid motion (rotation SD 1 degree, shift SD 1 mm per
+      axis): patient motion between the two acquisitions that co-registration leaves.
+    """
+    if world not in WORLDS:
+        raise BundleInputError(f"--world {world}: use one of {', '.join(WORLDS)}")
+    if world == "uniform":
+        return {
+            "world": world,
+            "arterial_hu": 350.0,
+            "venous": 0.0,
+            "calibre": 1.0,
+            "courses": {},
+            "plaques": [],
+            "noise": (3.0, 6.0),
+            "thickness": (5.0, 1.0),
+            "hu_offset": 0.0,
+            "misregistration": None,
+        }
+    courses = {side: (rng.normal(0, np.deg2rad(3), 3), rng.normal(0, 1.5, 3)) for side in ("L", "R")}
+    plaques = []
+    if rng.random() < float(np.clip((age - 40) / 40, 0.1, 0.9)):
+        for _ in range(int(rng.integers(1, 5))):
+            plaques.append(
+                (
+                    str(rng.choice(["L", "R"])),
+                    float(rng.uniform(0.55, 0.95)),
+                    float(rng.uniform(0.8, 1.8)),
+                    float(rng.uniform(300, 900)),
+                )
+            )
+    return {
+        "world": world,
+        "arterial_hu": float(np.clip(rng.lognormal(np.log(320), 0.3), 150, 550)),
+        "venous": float(rng.uniform(0.2, 1.0)),
+        "calibre": float(rng.uniform(0.75, 1.25)),
+        "courses": courses,
+        "plaques": plaques,  # (side, position along the ICA 0..1, radius mm, HU)
+        "noise": (float(rng.uniform(2, 6)), float(rng.uniform(4, 12))),
+        "thickness": (float(rng.choice([2.5, 3.0, 5.0])), float(rng.choice([0.625, 1.0, 1.25, 2.0]))),
+        "hu_offset": float(rng.uniform(-3, 3)),
+        "misregistration": (rng.normal(0, np.deg2rad(1), 3), rng.normal(0, 1.0, 3)),
+    }
+
+
+def _rotation(angles: np.ndarray) -> np.ndarray:
+    ax, ay, az = angles
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _move(volume: np.ndarray, anatomy: Anatomy, motion: tuple, fill: float) -> np.ndarray:
+    """``volume`` moved by a rigid ``motion`` (rotation angles, shift mm) about the MNI origin (trilinear)."""
+    rotation, shift = _rotation(motion[0]), np.asarray(motion[1], float)
+    affine = anatomy.affine
+    # voxel -> world -> inverse motion -> voxel: the value at each output voxel comes from where it was before
+    to_world, to_voxel = affine[:3, :3], np.linalg.inv(affine[:3, :3])
+    matrix = to_voxel @ rotation.T @ to_world
+    offset = to_voxel @ (rotation.T @ (affine[:3, 3] - shift) - affine[:3, 3])
+    return ndimage.affine_transform(volume, matrix, offset, order=1, mode="constant", cval=fill)
+
+
 def _territory_mask(anatomy: Anatomy, site: str, side: str) -> np.ndarray:
     right = side == "R"
     labels = [3 + right] + ([1 + right] if site == "ICA" else [])
@@ -207,8 +295,11 @@ def render(
     rng: np.random.Generator,
     modalities: Sequence[str],
     hypoperfusion_contrast: float = 0.4,
+    scan: Dict[str, object] | None = None,
 ) -> Dict[str, np.ndarray]:
     """Images of one patient in the anatomy's grid: NCCT/CTA in HU, b0/b1000/ADC/FLAIR in scanner units.
+
+    ``scan``: the acquisition and anatomy constants of :func:`draw_scan` (None: the uniform world's).
 
     ``hypoperfusion_contrast`` c: the hypoperfused region's CTA enhancement is 30 HU x (1 - c + c G/3); the default
     0.4 is a faint change; tests raise it to 0.9 so that the occlusion side is visible on a coarse grid (it never
@@ -216,6 +307,18 @@ def render(
     """
     world, s = anatomy.world(), anatomy.spacing
     truth, side, site = patient["_truth"], patient["side"], patient["location"]
+    scan = scan or draw_scan(rng, 70.0, "uniform")
+    pivot = np.array([15.0, 0.0, -12.0])  # the ICA bifurcation: each hemisphere's tree turns about its own
+
+    def _course(points: Sequence[Sequence[float]], hemisphere: str) -> np.ndarray:
+        placed = _mirror(points, hemisphere)
+        if hemisphere not in scan["courses"]:
+            return placed
+        angles, shift = scan["courses"][hemisphere]
+        centre = pivot * np.array([-1.0 if hemisphere == "L" else 1.0, 1, 1])
+        return (placed - centre) @ _rotation(angles).T + centre + shift
+
+    calibre = float(scan["calibre"])
     gm, wm, brain = anatomy.gm, anatomy.wm, anatomy.brain
     csf = np.clip(brain - gm - wm, 0, 1)
     outside = ndimage.distance_transform_edt(brain < 0.5, sampling=s)
@@ -224,26 +327,43 @@ def render(
     rim = ((outside > 0) & (outside <= 2)).astype(np.float32)
 
     # vessels: contralateral tree fully enhanced; ipsilateral tree split at the clot
-    path = np.concatenate([_mirror(ICA, side), _mirror(M1, side)[1:], _mirror(M2, side)[1:]])
-    ica_len, m1_len = _length(_mirror(ICA, side)), _length(_mirror(M1, side))
+    path = np.concatenate([_course(ICA, side), _course(M1, side)[1:], _course(M2, side)[1:]])
+    ica_len, m1_len = _length(_course(ICA, side)), _length(_course(M1, side))
     offset = {"ICA": ica_len - 8, "M1": ica_len + rng.uniform(2, 8), "M2": ica_len + m1_len + rng.uniform(2, 6)}[site]
     clot_end = offset + truth["clot_length_mm"]
     proximal = [(_cut(path, 0, offset), 2.0)]
     clot = [(_cut(path, offset, clot_end), 2.0)]
     distal = [(_cut(path, clot_end, 1e9), 1.5)]
     branch_at = ica_len + m1_len  # M2 upper division leaves at the end of M1
-    (distal if clot_end > branch_at or offset < branch_at else proximal).append((_mirror(M2_UPPER, side), 1.3))
-    distal += [(_mirror(seg, side), 1.0) for seg in MCA_DISTAL]
-    aca = (_mirror(ACA, side), 1.3)
+    (distal if clot_end > branch_at or offset < branch_at else proximal).append((_course(M2_UPPER, side), 1.3))
+    distal += [(_course(seg, side), 1.0) for seg in MCA_DISTAL]
+    aca = (_course(ACA, side), 1.3)
     (distal if site == "ICA" else proximal).append(aca)
     other = "L" if side == "R" else "R"
-    normal = [(_mirror(p, other), r) for p, r in ((ICA, 2.0), (M1, 2.0), (M2, 1.5), (M2_UPPER, 1.3), (ACA, 1.3))]
-    normal += [(_mirror(seg, other), 1.0) for seg in MCA_DISTAL]
-    normal += [(_mirror(PCA, "R"), 1.3), (_mirror(PCA, "L"), 1.3), (np.asarray(BASILAR, float), 1.8)]
-    occ = {name: np.zeros(gm.shape, np.float32) for name in ("open", "clot", "distal")}
+    normal = [(_course(p, other), r) for p, r in ((ICA, 2.0), (M1, 2.0), (M2, 1.5), (M2_UPPER, 1.3), (ACA, 1.3))]
+    normal += [(_course(seg, other), 1.0) for seg in MCA_DISTAL]
+    normal += [(_course(PCA, "R"), 1.3), (_course(PCA, "L"), 1.3), (np.asarray(BASILAR, float), 1.8)]
+    occ = {name: np.zeros(gm.shape, np.float32) for name in ("open", "clot", "distal", "vein", "plaque")}
     for name, tubes in (("open", proximal + normal), ("clot", clot), ("distal", distal)):
         for pts, radius in tubes:
-            occ[name] = np.maximum(occ[name], _tube(world, s, pts, radius))
+            occ[name] = np.maximum(occ[name], _tube(world, s, pts, radius * calibre))
+    plaque_hu = np.zeros(gm.shape, np.float32)
+    if scan["venous"] > 0:  # dural sinuses and the cavernous sinuses beside the ICA, each side its own size
+        veins = [(np.asarray(p, float), r) for p, r in SINUSES]
+        for hemisphere in ("L", "R"):
+            size = float(rng.uniform(0.6, 1.2))
+            veins.append((_mirror(TRANSVERSE, hemisphere), 3.0 * size))
+            centre = _mirror([CAVERNOUS], hemisphere)[0]
+            veins.append((np.array([centre - (0, 6, 0), centre + (0, 6, 0)]), 3.0 * size))
+        for pts, radius in veins:
+            occ["vein"] = np.maximum(occ["vein"], _tube(world, s, pts, radius))
+        occ["vein"] *= 1 - np.maximum(occ["open"], occ["clot"])
+    for hemisphere, where, radius, hu in scan["plaques"]:  # calcified siphon plaques on the ICA's wall
+        ica = _course(ICA, hemisphere)
+        centre = _cut(ica, where * _length(ica), where * _length(ica) + 0.1)[0] + rng.normal(0, 1.0, 3)
+        blob = np.clip((radius + s / 2 - np.linalg.norm(world - centre, axis=-1)) / s, 0, 1).astype(np.float32)
+        plaque_hu = np.maximum(plaque_hu, blob * hu)
+        occ["plaque"] = np.maximum(occ["plaque"], blob)
 
     territory = _territory_mask(anatomy, site, side) & (brain > 0.5)
     # hypoperfused region: the part of the territory nearest the occlusion point; its share follows site and
@@ -267,18 +387,26 @@ def render(
     if "ct" in modalities:
         tissue = 38 * gm + 27 * wm + 6 * csf + 6 * rim + 1200 * skull + 40 * scalp
         air = 1 - np.clip(brain + rim + skull + scalp, 0, 1)
-        base = tissue - 1000 * air
+        base = tissue - 1000 * air + scan["hu_offset"] * (1 - air)
         ncct = base - 6 * min(onset_h / 6, 1) * core_soft
-        blood = np.maximum(occ["open"], occ["distal"])
+        blood = np.maximum.reduce([occ["open"], occ["distal"], occ["vein"]])
         ncct = ncct * (1 - blood) + 42 * blood
         ncct = ncct * (1 - occ["clot"]) + truth["clot_density_hu"] * occ["clot"]
-        cta = base + 30 * brain * perfusion
-        vessel = occ["open"] * 350 + occ["distal"] * 350 * (0.5 + 0.45 * truth["collaterals"] / 3)
-        cta = cta * (1 - np.maximum(occ["open"], occ["distal"])) + vessel
-        clot_cta = truth["clot_density_hu"] + PERVIOUS_HU * truth["clot_perviousness"]
+        # the contrast in the arteries, in what penetrates the clot and in the collateral filling: one bolus
+        arterial = float(scan["arterial_hu"])
+        cta = base + 30 * (arterial / 350) * brain * perfusion
+        vessel = occ["open"] * arterial + occ["distal"] * arterial * (0.5 + 0.45 * truth["collaterals"] / 3)
+        vessel = vessel + occ["vein"] * arterial * float(scan["venous"])
+        cta = cta * (1 - blood) + vessel
+        clot_cta = truth["clot_density_hu"] + PERVIOUS_HU * (arterial / 350) * truth["clot_perviousness"]
         cta = cta * (1 - occ["clot"]) + clot_cta * occ["clot"]
-        images["ncct"] = _slices(ncct, 5, s) + rng.normal(0, 3, gm.shape)
-        images["cta"] = _slices(cta, 1, s) + rng.normal(0, 6, gm.shape)
+        ncct = ncct * (1 - occ["plaque"]) + plaque_hu
+        cta = cta * (1 - occ["plaque"]) + plaque_hu
+        if scan["misregistration"] is not None:
+            ncct = _move(ncct, anatomy, scan["misregistration"], -1000.0)
+        (ncct_noise, cta_noise), (ncct_thick, cta_thick) = scan["noise"], scan["thickness"]
+        images["ncct"] = _slices(ncct, ncct_thick, s) + rng.normal(0, ncct_noise, gm.shape)
+        images["cta"] = _slices(cta, cta_thick, s) + rng.normal(0, cta_noise, gm.shape)
     if "ctp" in modalities:  # CT perfusion maps: delayed, reduced flow where hypoperfused, low volume in the core
         g = truth["collaterals"] / 3
         hypo_soft = ndimage.gaussian_filter(hypo.astype(np.float32), 1.0)
@@ -344,8 +472,13 @@ def generate(
     unlabeled: bool = False,
     native: bool = False,
     hypoperfusion_contrast: float = 0.4,
+    world: str = "varied",
 ) -> str:
     """Write a demo cohort to ``out``; the same arguments always give identical files. Returns the CSV path.
+
+    ``world``: ``varied`` (default) draws each patient's acquisition and anatomy constants (:func:`draw_scan`);
+    ``uniform`` gives every patient the same ones (the demo of 0.12). The patients, their hidden variables and
+    outcomes are the same in both worlds (the scan constants come from a seed stream of their own).
 
     ``unlabeled=True`` writes an unlabeled pool for self-supervised pretraining instead: patients
     ``pool0000``... (drawn from seed streams of their own, never a cohort patient) in ``unlabeled.csv``
@@ -373,7 +506,9 @@ def generate(
         patient = draw_patient(rng, i, first, (last - first).days + 1, prefix="pool" if unlabeled else "demo")
         draw_rlvo(np.random.default_rng([int(seed), i, 3]), patient)
         pid = patient["patient_id"]
-        images = render(anatomy, patient, rng, mods, float(hypoperfusion_contrast))
+        scan = draw_scan(np.random.default_rng([int(seed), i, 4]), patient["age"], world)
+        images = render(anatomy, patient, rng, mods, float(hypoperfusion_contrast), scan)
+        patient["_truth"]["scan"] = _scan_record(scan)
         affines = {seq: anatomy.affine for seq in images}
         if native:
             poses = session_poses(np.random.default_rng([int(seed), i, 2]))
@@ -402,6 +537,7 @@ def generate(
         atlas_used=anatomy.atlas_used,
         native=bool(native),
         hypoperfusion_contrast=float(hypoperfusion_contrast),
+        world=str(world),
     )
     columns = ["patient_id"] + [c for c in CSV_COLUMNS if c in rows[0] and c in SEQUENCES] if unlabeled else CSV_COLUMNS
     buf = io.StringIO()
@@ -420,6 +556,20 @@ def generate(
         _manifest(rows, truth, locals_=settings),
     )
     return csv_path
+
+
+def _scan_record(scan: Dict[str, object]) -> Dict[str, object]:
+    """The scan constants of :func:`draw_scan` as the manifest records them (numbers rounded, arrays as lists)."""
+    motion = scan["misregistration"]
+    return {
+        "arterial_hu": round(float(scan["arterial_hu"]), 1),
+        "venous": round(float(scan["venous"]), 3),
+        "calibre": round(float(scan["calibre"]), 3),
+        "plaques": len(scan["plaques"]),
+        "noise_hu": [round(v, 2) for v in scan["noise"]],
+        "thickness_mm": list(scan["thickness"]),
+        "misregistration_mm": None if motion is None else round(float(np.linalg.norm(motion[1])), 2),
+    }
 
 
 def _manifest(rows: List[Dict], truth: Dict[str, Dict], locals_: Dict) -> Dict:

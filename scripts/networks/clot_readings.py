@@ -48,8 +48,18 @@ def clot_readings(
     windows: Sequence[Sequence[float]] = ((0.0, 100.0), (0.0, 400.0)),
     cut_width: float = 0.1,
     vessel_width: float = 100.0,
+    relative: bool = False,
+    tolerance: int = 1,
+    arterial_quantile: float = 0.995,
 ) -> torch.Tensor:
     """(B, 4, H, W, D) NCCT, CTA, mirrored NCCT, mirrored CTA in [0, 1] -> the four readings (B, 4), in fp32.
+
+    ``relative``: ``vessel_level`` and ``vessel_width`` are shares of the patient's own arterial enhancement (the
+    ``arterial_quantile`` of CTA - NCCT over the box's soft tissue: the brightest vessels), and the perviousness
+    reading is the clot's enhancement as a share of it (bolus timing moves all three together); otherwise HU.
+    ``tolerance`` t: both sides' enhancement and density are their largest value over 2 t - 1 voxels per axis (bone
+    grown as much) before they are compared, so a vessel course a voxel off its mirror, or an NCCT a voxel off its
+    CTA, still meets its counterpart; 1 = voxel to voxel.
 
     ``cut``: enhancement ratio below which a vessel voxel is clot; ``vessel_level``: the mirror's enhancement (HU)
     above which a voxel is a vessel; ``bone_level``: windowed NCCT at or above which a voxel is bone;
@@ -59,7 +69,17 @@ def clot_readings(
     threshold)."""
     if x.ndim != 5 or x.shape[1] != 4:
         raise ValueError(f"expected input (B, 4, H, W, D): NCCT, CTA and their mirrors, got {list(x.shape)}")
-    args = (cut, vessel_level, bone_level, windows, cut_width, vessel_width)
+    args = (
+        cut,
+        vessel_level,
+        bone_level,
+        windows,
+        cut_width,
+        vessel_width,
+        relative,
+        int(tolerance),
+        arterial_quantile,
+    )
     # two patients at a time: the temporaries stay small enough to be reused instead of mapped afresh for every
     # operation (a full-batch call over 170 patients took 7x longer on 2 CPU cores, most of it in the kernel)
     return torch.cat([_patient_readings(part, *args) for part in x.split(2)])
@@ -73,13 +93,35 @@ def _patient_readings(
     windows: Sequence[Sequence[float]],
     cut_width: float,
     vessel_width: float,
+    relative: bool = False,
+    tolerance: int = 1,
+    arterial_quantile: float = 0.995,
 ) -> torch.Tensor:
-    n, c, mn, mc = x.float().flatten(2).unbind(1)
+    x = x.float()
     (n_lo, n_hi), (c_lo, c_hi) = windows
-    enhancement = (c * (c_hi - c_lo) + c_lo) - (n * (n_hi - n_lo) + n_lo)  # HU
-    mirror_enhancement = (mc * (c_hi - c_lo) + c_lo) - (mn * (n_hi - n_lo) + n_lo)
-    ratio = enhancement / mirror_enhancement.clamp_min(1.0)
-    vessel = _ramp(mirror_enhancement - vessel_level, vessel_width) * ((n < bone_level) & (mn < bone_level))
+    enhancement = (x[:, 1:4:2] * (c_hi - c_lo) + c_lo) - (x[:, 0:4:2] * (n_hi - n_lo) + n_lo)  # own, mirror (HU)
+    bone = (x[:, 0:4:2] >= bone_level).any(1, keepdim=True).float()
+    if tolerance > 1:  # the largest enhancement within reach, and bone grown by as much
+        size = 2 * tolerance - 1
+        enhancement = nn.functional.max_pool3d(enhancement, size, 1, size // 2)
+        bone = nn.functional.max_pool3d(bone, size, 1, size // 2)
+        density = nn.functional.max_pool3d(x[:, 0:4:2], size, 1, size // 2)
+    else:
+        density = x[:, 0:4:2]
+    n, mn = density.flatten(2).unbind(1)
+    mc = x[:, 3].flatten(1)
+    own, mirror_enhancement = enhancement.flatten(2).unbind(1)
+    soft = bone.flatten(1) < 0.5
+    scale = torch.ones_like(own[:, 0])
+    if relative:  # the patient's own arterial enhancement: the brightest soft-tissue voxels of both sides
+        both = torch.where(soft, torch.maximum(own, mirror_enhancement), torch.zeros_like(own))
+        scale = torch.quantile(both, arterial_quantile, dim=1).clamp_min(50.0)
+    level, width = vessel_level * scale[:, None], vessel_width * scale[:, None]
+    ratio = own / mirror_enhancement.clamp_min(1.0)
+    enhancement = own
+    margin = mirror_enhancement - level
+    vessel = (margin / width + 0.5).clamp(0.0, 1.0) if vessel_width > 0 else (margin > 0).float()
+    vessel = vessel * soft
     in_clot = _ramp(cut - ratio, cut_width)
     clot = vessel * in_clot
     distal = vessel * (1 - in_clot) * (ratio < 0.95) * mc
@@ -92,7 +134,7 @@ def _patient_readings(
         [
             torch.log1p(clot.sum(1)),
             mean(n - mn, clot, 0.0),
-            mean(enhancement / 100.0, clot, 0.0),
+            mean(enhancement / (scale[:, None] if relative else 100.0), clot, 0.0),
             mean(ratio, distal, 1.0),
         ],
         1,
