@@ -8,6 +8,7 @@ one-line reasons to an exclusions table, and the run goes on with the others.
   and the exclusions table written to ``out_dir/exclusions.csv``; the screening is remembered in
   ``out_dir/screening.json`` for the same datalist, sequences and limits, so that training, evaluation and inference
   of one model folder check each file once. ``strict`` stops at the first refused patient instead (exit status 2).
+- :func:`screened_items`: the same for a plain list of patients (the unlabeled pretraining pool).
 - :func:`write_exclusions`: the table (``patient_id``, ``reason``); patients refused when the table was read
   (:func:`scripts.data.cohort.read_cohort` with ``excluded``) are listed in it as well.
 
@@ -147,6 +148,17 @@ def screened(
     if out_dir:
         write_exclusions(os.path.join(out_dir, EXCLUSIONS_FILE), out["excluded"])
     return out
+
+
+def screened_items(
+    items: List[Dict[str, Any]],
+    keys: Sequence[str],
+    limits: Mapping[str, Any] | None = None,
+    strict: bool = False,
+    out_dir: str | None = None,
+) -> List[Dict[str, Any]]:
+    """:func:`screened` for a plain list of patients (an unlabeled pretraining pool): the usable ones."""
+    return screened({"training": items, "test": [], "inner_validation": {}}, keys, limits, strict, out_dir)["training"]
 
 
 def write_exclusions(path: str, excluded: Sequence[Mapping[str, str]]) -> str:
