@@ -23,21 +23,22 @@ from tests.test_workflow import train_recording_losses
 def _readings(anatomy, patient, tmp_path, name: str) -> np.ndarray:
     """Render ``patient`` at 2 mm (same noise every call) and read it through the main job's vessel-box input."""
     images = render(anatomy, patient, np.random.default_rng(7), ["ct"])
-    item = {"patient_id": name, **{k: patient[k] for k in ("location", "age", "ivt", "nihss")}}
+    item = {"patient_id": name, **{k: patient[k] for k in ("location", "side", "age", "ivt", "nihss")}}
     for seq in ("ncct", "cta"):
         item[seq] = str(tmp_path / f"{name}_{seq}.nii.gz")
         nib.save(nib.Nifti1Image(images[seq].astype(np.float32), anatomy.affine), item[seq])
     parser = _parser(["inference.json", "vessel.json", "clot_readings.json"])
     image = parser.get_parsed_content("preprocessing")(item)["image"]
     assert image.shape == (4, 67, 46, 43)  # the crop's own grid, not resampled
-    return clot_readings(image[None])[0].numpy()
+    network = parser.get_parsed_content("network_def")  # the main job's settings: aligned mirror, relative levels
+    return network.measurements(image[None])[0].numpy()
 
 
-@pytest.mark.parametrize("site", ["M1", "ICA"])
-def test_readings_follow_the_clot_length_density_perviousness_and_the_collaterals(site, tmp_path):
+@pytest.mark.parametrize("site, side", [("M1", "L"), ("ICA", "R")])
+def test_readings_follow_the_clot_length_density_perviousness_and_the_collaterals(site, side, tmp_path):
     anatomy = load_anatomy(2.0)
     base = draw_patient(np.random.default_rng([1, 2]), 2, dt.date(2020, 1, 1), 10)
-    base.update(location=site, side="L")
+    base.update(location=site, side=side)
     base["_truth"].update(clot_length_mm=10.0, clot_density_hu=55.0, clot_perviousness=0.3, collaterals=1)
     changes = {"long": ("clot_length_mm", 30.0), "dense": ("clot_density_hu", 80.0),
                "pervious": ("clot_perviousness", 0.9), "collateralised": ("collaterals", 3),
@@ -48,19 +49,18 @@ def test_readings_follow_the_clot_length_density_perviousness_and_the_collateral
         patient["_truth"][key] = value
         read[name] = _readings(anatomy, patient, tmp_path, name)
     assert read["base"][0] > np.log1p(5)  # a clot is found
-    # each reading moves with its own property (length: log voxel count; density: NCCT asymmetry in the clot;
-    # perviousness: CTA - NCCT in the clot, HU / 100; collaterals: enhancement ratio of the vessels beyond it)
-    # 3 x the length, 1.9 x the voxels: the clot's partial-volume ends count at any length, and a long M1 clot runs on
-    # into M2, whose mirror is thinner
-    assert read["long"][0] > read["base"][0] + np.log(1.6), (read["long"], read["base"])
-    assert read["dense"][1] > read["base"][1] + 0.1, (read["dense"], read["base"])  # +25 HU = 0.25 of the window
-    assert read["pervious"][2] > read["base"][2] + 0.1, (read["pervious"], read["base"])  # +36 HU, partial volume
-    assert read["collateralised"][3] > read["base"][3] + 0.08, (read["collateralised"], read["base"])
-    assert read["no collaterals"][3] < read["base"][3] - 0.08, (read["no collaterals"], read["base"])
-    # and not with the others': the collateral grade changes the clot's length reading little (grade-0 vessels beyond
-    # the clot fill to about 0.4 of their mirror's enhancement, above the clot cut-off 0.3)
+    # each reading moves with its own property (length: log voxel count; density: NCCT asymmetry in the clot, HU;
+    # perviousness: the clot's CTA - NCCT as a share of the patient's arterial enhancement; collaterals: enhancement
+    # ratio of the vessels beyond it), by about half of what the main job's settings read here or more
+    assert read["long"][0] > read["base"][0] + np.log(2), (read["long"], read["base"])  # 3 x the length
+    assert read["dense"][1] > read["base"][1] + 10, (read["dense"], read["base"])  # +25 HU, partial volume
+    assert read["pervious"][2] > read["base"][2] + 0.1, (read["pervious"], read["base"])  # +36 HU of ~308
+    assert read["collateralised"][3] > read["base"][3] + 0.06, (read["collateralised"], read["base"])
+    assert read["no collaterals"][3] < read["base"][3] - 0.03, (read["no collaterals"], read["base"])
+    # and little with the others': better filling beyond the clot sharpens its distal end under the one-voxel
+    # tolerance (grade 3 reads up to 0.37 shorter here, against +1.0 or more for 3 x the length)
     for grade in ("collateralised", "no collaterals"):
-        assert abs(read[grade][0] - read["base"][0]) < np.log(1.3), (grade, read[grade], read["base"])
+        assert abs(read[grade][0] - read["base"][0]) < np.log(1.5), (grade, read[grade], read["base"])
     assert abs(read["dense"][3] - read["base"][3]) < 0.05
 
 

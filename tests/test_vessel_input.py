@@ -168,8 +168,9 @@ def evaluated_and_inferred(
     overlays: Sequence[str], datalist: str, cohort: str, ckpt: str, out: Any, args: Sequence[str]
 ) -> Tuple[float, Dict[str, str]]:
     """Evaluate ``ckpt`` (configs/train.json + ``overlays`` + configs/evaluate.json) on ``datalist``, then infer one
-    of its test-set patients alone as "P1" (configs/inference.json + ``overlays``, with its location and clinical
-    values): (the evaluation's ensemble probability of that patient, the predictions.csv row of the inference)."""
+    of its test-set patients alone as "P1" (configs/inference.json + ``overlays``, with its location, side and
+    clinical values): (the evaluation's ensemble probability of that patient, the predictions.csv row of the inference).
+    """
     listed = ",".join(f"'{o}'" for o in overlays)
     evaluate = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
                 f"['configs/train.json',{listed},'configs/evaluate.json']", "--datalist_file", datalist,
@@ -183,8 +184,8 @@ def evaluated_and_inferred(
     clinical = json.dumps({"age": float(row["age"]), "ivt": int(row["ivt"]), "nihss": int(row["nihss"])})
     infer = [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"['configs/inference.json',{listed}]",
              "--ckpt_dir", ckpt, "--ncct", os.path.join(base, row["ncct"]), "--cta", os.path.join(base, row["cta"]),
-             "--patient_id", "P1", "--location", row["location"], "--clinical", clinical.replace(" ", ""),
-             "--output_dir", os.path.join(out, "infer"), *args]  # fmt: skip
+             "--patient_id", "P1", "--location", row["location"], "--side", row["side"],
+             "--clinical", clinical.replace(" ", ""), "--output_dir", os.path.join(out, "infer"), *args]  # fmt: skip
     result = subprocess.run(infer, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     (pred,) = list(csv.DictReader(open(os.path.join(out, "infer", "predictions.csv"))))

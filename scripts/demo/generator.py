@@ -12,7 +12,7 @@ Per patient: occlusion site (ICA 20%, M1 55%, M2 25%) and side; a clot of length
 median 12 mm, 4-40 mm), density D (N(60, 10) HU, 40-90; red-cell-rich clots are hyperdense) drawn on NCCT and
 perviousness V (Beta(2, 2), 0..1: contrast penetrating the clot, which reads D + 60 V HU on CTA); CTA with
 enhanced vessels (350 HU), vessels distal to the clot filled later and fainter through collaterals (grade G in
-0..3, to 350 x (0.5 + 0.45 G/3) HU, always brighter than the clot, so its distal end is visible); a hypoperfused
+0..3, to 42 + 308 x (0.5 + 0.45 G/3) HU: a share of the iodine over blood's 42 HU), always brighter than the clot, so its distal end is visible); a hypoperfused
 region: the part of the occluded territory (MCA; MCA and ACA for ICA) nearest the occlusion point, whose share of
 the territory follows site and collaterals only (ICA 0.6, M1 0.5, M2 0.3, plus 0.3 (1 - G/3)): never clot length,
 density or perviousness, so the territory-wide picture carries site and collaterals but none of the clot's own
@@ -64,6 +64,7 @@ SITE_EFFECT = {"ICA": -0.8, "M1": 0.0, "M2": 0.3}
 COEF = {"intercept": 0.3, "z_len": -1.0, "z_dens": 0.6, "z_perv": 0.6, "z_coll": 0.6, "z_age": -0.15, "ivt": 0.2}
 # share of the occluded territory that is hypoperfused: site + 0.3 (1 - G/3); no clot property enters it
 EXTENT_SITE = {"ICA": 0.6, "M1": 0.5, "M2": 0.3}
+BLOOD_HU = 42.0  # unenhanced blood on NCCT
 PERVIOUS_HU = 60.0  # CTA attenuation increase of a fully pervious clot
 CSV_COLUMNS = (
     "patient_id", "procedure_date", "passes", "mtici_first_pass", "mtici_final", "rescue", "stenosis_gt50",
@@ -211,6 +212,9 @@ def draw_scan(rng: np.random.Generator, age: float, world: str = "varied") -> Di
 
     - ``arterial_hu``: enhancement of the open arteries, 150-550 HU (bolus timing and cardiac output; Bae, Radiology
       2010;256:32-61); the contrast that penetrates a clot and the collateral filling scale with it;
+    - ``blood_hu``: unenhanced blood (NCCT 42 HU, both worlds): the collateral filling of the vessels beyond the clot
+      and the venous filling are shares of the iodine above it (0.12 took a share of the vessel's whole HU, which
+      at a weak bolus made poorly filled vessels as dark as a clot);
     - ``venous``: venous sinus enhancement as a share of the arterial one, 0.2-1.0 (late acquisitions fill the
       sinuses; the cavernous sinus lies around the ICA);
     - ``calibre``: vessel radii x 0.75-1.25 (M1 diameter 2-4 mm; Rai et al., J NeuroIntervent Surg 2013;5:371-5);
@@ -229,6 +233,7 @@ def draw_scan(rng: np.random.Generator, age: float, world: str = "varied") -> Di
         return {
             "world": world,
             "arterial_hu": 350.0,
+            "blood_hu": BLOOD_HU,
             "venous": 0.0,
             "calibre": 1.0,
             "courses": {},
@@ -253,6 +258,7 @@ def draw_scan(rng: np.random.Generator, age: float, world: str = "varied") -> Di
     return {
         "world": world,
         "arterial_hu": float(np.clip(rng.lognormal(np.log(320), 0.3), 150, 550)),
+        "blood_hu": BLOOD_HU,
         "venous": float(rng.uniform(0.2, 1.0)),
         "calibre": float(rng.uniform(0.75, 1.25)),
         "courses": courses,
@@ -390,13 +396,17 @@ def render(
         base = tissue - 1000 * air + scan["hu_offset"] * (1 - air)
         ncct = base - 6 * min(onset_h / 6, 1) * core_soft
         blood = np.maximum.reduce([occ["open"], occ["distal"], occ["vein"]])
-        ncct = ncct * (1 - blood) + 42 * blood
+        ncct = ncct * (1 - blood) + BLOOD_HU * blood
         ncct = ncct * (1 - occ["clot"]) + truth["clot_density_hu"] * occ["clot"]
         # the contrast in the arteries, in what penetrates the clot and in the collateral filling: one bolus
         arterial = float(scan["arterial_hu"])
         cta = base + 30 * (arterial / 350) * brain * perfusion
-        vessel = occ["open"] * arterial + occ["distal"] * arterial * (0.5 + 0.45 * truth["collaterals"] / 3)
-        vessel = vessel + occ["vein"] * arterial * float(scan["venous"])
+        # collaterals and the venous phase scale the iodine over the blood's own density, not the vessel's whole HU
+        blood_hu = float(scan["blood_hu"])
+        iodine = arterial - blood_hu
+        filling = 0.5 + 0.45 * truth["collaterals"] / 3
+        vessel = (occ["open"] + occ["distal"] * filling + occ["vein"] * float(scan["venous"])) * iodine
+        vessel = vessel + (occ["open"] + occ["distal"] + occ["vein"]) * blood_hu
         cta = cta * (1 - blood) + vessel
         clot_cta = truth["clot_density_hu"] + PERVIOUS_HU * (arterial / 350) * truth["clot_perviousness"]
         cta = cta * (1 - occ["clot"]) + clot_cta * occ["clot"]

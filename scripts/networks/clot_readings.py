@@ -35,6 +35,7 @@ from typing import Dict, Optional, Sequence
 import torch
 from torch import nn
 
+from scripts.data.mirror_align import enhancement_maps, gaussian
 from scripts.networks.tabular import ColumnSpec, TabularEncoder
 
 READINGS = ("log clot voxels", "clot NCCT asymmetry", "clot CTA - NCCT (HU/100)", "collateral enhancement")
@@ -50,16 +51,23 @@ def clot_readings(
     vessel_width: float = 100.0,
     relative: bool = False,
     tolerance: int = 1,
-    arterial_quantile: float = 0.995,
+    arterial_quantile: float = 0.999,
+    smooth: float = 0.0,
+    occluded_half: bool = False,
+    distal_high: float = 0.95,
 ) -> torch.Tensor:
     """(B, 4, H, W, D) NCCT, CTA, mirrored NCCT, mirrored CTA in [0, 1] -> the four readings (B, 4), in fp32.
 
     ``relative``: ``vessel_level`` and ``vessel_width`` are shares of the patient's own arterial enhancement (the
-    ``arterial_quantile`` of CTA - NCCT over the box's soft tissue: the brightest vessels), and the perviousness
-    reading is the clot's enhancement as a share of it (bolus timing moves all three together); otherwise HU.
-    ``tolerance`` t: both sides' enhancement and density are their largest value over 2 t - 1 voxels per axis (bone
-    grown as much) before they are compared, so a vessel course a voxel off its mirror, or an NCCT a voxel off its
-    CTA, still meets its counterpart; 1 = voxel to voxel.
+    ``arterial_quantile`` of CTA - NCCT over the box's soft tissue: its brightest vessels), bone is grown by a voxel,
+    and the perviousness reading is the clot's CTA minus its NCCT as a share of that enhancement (bolus timing moves
+    all three together); otherwise HU, as in 0.12. ``smooth``: the enhancement of both sides Gaussian-smoothed by this
+    many voxels before they are compared (a vessel's cross-section summed, so a sub-voxel offset or a thinner slice
+    changes it little). ``tolerance`` t: the patient's own enhancement and density are their largest value over
+    2 t - 1 voxels per axis before they are compared with the mirror (1 = voxel to voxel; without ``relative`` the
+    mirror's as well, and bone grown as much). ``occluded_half``: only the first half along H counts (the occluded
+    hemisphere, where :class:`scripts.data.mirror_align.MirrorAlignd` put it). ``distal_high``: the vessels beyond the
+    clot enhance from ``cut`` up to this share of their mirror (relative readings only).
 
     ``cut``: enhancement ratio below which a vessel voxel is clot; ``vessel_level``: the mirror's enhancement (HU)
     above which a voxel is a vessel; ``bone_level``: windowed NCCT at or above which a voxel is bone;
@@ -69,17 +77,11 @@ def clot_readings(
     threshold)."""
     if x.ndim != 5 or x.shape[1] != 4:
         raise ValueError(f"expected input (B, 4, H, W, D): NCCT, CTA and their mirrors, got {list(x.shape)}")
-    args = (
-        cut,
-        vessel_level,
-        bone_level,
-        windows,
-        cut_width,
-        vessel_width,
-        relative,
-        int(tolerance),
-        arterial_quantile,
-    )
+    if relative:
+        settings = (cut, vessel_level, bone_level, windows, cut_width, vessel_width, int(tolerance))
+        extra = (arterial_quantile, float(smooth), bool(occluded_half), float(distal_high))
+        return torch.cat([_relative_readings(part, *settings, *extra) for part in x.split(2)])
+    args = (cut, vessel_level, bone_level, windows, cut_width, vessel_width, int(tolerance))
     # two patients at a time: the temporaries stay small enough to be reused instead of mapped afresh for every
     # operation (a full-batch call over 170 patients took 7x longer on 2 CPU cores, most of it in the kernel)
     return torch.cat([_patient_readings(part, *args) for part in x.split(2)])
@@ -93,9 +95,7 @@ def _patient_readings(
     windows: Sequence[Sequence[float]],
     cut_width: float,
     vessel_width: float,
-    relative: bool = False,
     tolerance: int = 1,
-    arterial_quantile: float = 0.995,
 ) -> torch.Tensor:
     x = x.float()
     (n_lo, n_hi), (c_lo, c_hi) = windows
@@ -112,33 +112,73 @@ def _patient_readings(
     mc = x[:, 3].flatten(1)
     own, mirror_enhancement = enhancement.flatten(2).unbind(1)
     soft = bone.flatten(1) < 0.5
-    scale = torch.ones_like(own[:, 0])
-    if relative:  # the patient's own arterial enhancement: the brightest soft-tissue voxels of both sides
-        both = torch.where(soft, torch.maximum(own, mirror_enhancement), torch.zeros_like(own))
-        scale = torch.quantile(both, arterial_quantile, dim=1).clamp_min(50.0)
-    level, width = vessel_level * scale[:, None], vessel_width * scale[:, None]
     ratio = own / mirror_enhancement.clamp_min(1.0)
-    enhancement = own
-    margin = mirror_enhancement - level
-    vessel = (margin / width + 0.5).clamp(0.0, 1.0) if vessel_width > 0 else (margin > 0).float()
+    margin = mirror_enhancement - vessel_level
+    vessel = (margin / vessel_width + 0.5).clamp(0.0, 1.0) if vessel_width > 0 else (margin > 0).float()
     vessel = vessel * soft
     in_clot = _ramp(cut - ratio, cut_width)
     clot = vessel * in_clot
     distal = vessel * (1 - in_clot) * (ratio < 0.95) * mc
-
-    def mean(values: torch.Tensor, weight: torch.Tensor, empty: float) -> torch.Tensor:
-        total = weight.sum(1)  # below half a voxel: nothing there
-        return torch.where(total > 0.5, (values * weight).sum(1) / total.clamp_min(1e-6), torch.full_like(total, empty))
-
     return torch.stack(
         [
             torch.log1p(clot.sum(1)),
-            mean(n - mn, clot, 0.0),
-            mean(enhancement / (scale[:, None] if relative else 100.0), clot, 0.0),
-            mean(ratio, distal, 1.0),
+            _mean(n - mn, clot, 0.0),
+            _mean(own / 100.0, clot, 0.0),
+            _mean(ratio, distal, 1.0),
         ],
         1,
     )
+
+
+def _relative_readings(
+    x: torch.Tensor,
+    cut: float,
+    vessel_level: float,
+    bone_level: float,
+    windows: Sequence[Sequence[float]],
+    cut_width: float,
+    vessel_width: float,
+    tolerance: int,
+    arterial_quantile: float,
+    smooth: float,
+    occluded_half: bool,
+    distal_high: float,
+) -> torch.Tensor:
+    own, mirror, soft, arterial = enhancement_maps(x, windows, bone_level, arterial_quantile)
+    (n_lo, n_hi), (c_lo, c_hi) = windows
+    n, mn = (x[:, c].float() * (n_hi - n_lo) + n_lo for c in (0, 2))
+    c, mc = (x[:, c].float() * (c_hi - c_lo) + c_lo for c in (1, 3))
+    if smooth > 0:  # the arterial enhancement read again on the smoothed maps: the level they are compared at
+        own, mirror = gaussian(own * soft, smooth), gaussian(mirror * soft, smooth)
+        both = torch.where(soft, torch.maximum(own, mirror), torch.zeros_like(own))
+        arterial = torch.quantile(both.flatten(1), arterial_quantile, dim=1).clamp_min(20.0)
+    scale = arterial[:, None, None, None]
+    if tolerance > 1:
+        size = 2 * tolerance - 1
+        own, n, mn = (nn.functional.max_pool3d(v[:, None], size, 1, size // 2)[:, 0] for v in (own, n, mn))
+    vessel = ((mirror - vessel_level * scale) / (vessel_width * scale) + 0.5).clamp(0.0, 1.0) * soft
+    if occluded_half:
+        vessel[:, x.shape[2] // 2 :] = 0
+    ratio = own / mirror.clamp_min(1.0)
+    in_clot = _ramp(cut - ratio, cut_width)
+    clot, distal = vessel * in_clot, vessel * (1 - in_clot) * (ratio < distal_high) * mc
+    clot, distal = clot.flatten(1), distal.flatten(1)
+    pervious = (_mean(c.flatten(1), clot, 0.0) - _mean(n.flatten(1), clot, 0.0)) / arterial
+    return torch.stack(
+        [
+            torch.log1p(clot.sum(1)),
+            _mean((n - mn).flatten(1), clot, 0.0),
+            pervious,
+            _mean(ratio.flatten(1), distal, 1.0),
+        ],
+        1,
+    )
+
+
+def _mean(values: torch.Tensor, weight: torch.Tensor, empty: float) -> torch.Tensor:
+    """Weighted mean per row of (B, N) ``values``; ``empty`` where the weights sum below half a voxel."""
+    total = weight.sum(1)
+    return torch.where(total > 0.5, (values * weight).sum(1) / total.clamp_min(1e-6), torch.full_like(total, empty))
 
 
 def _ramp(margin: torch.Tensor, width: float) -> torch.Tensor:
@@ -163,6 +203,8 @@ class ClotReadingNet(nn.Module):
         cut_width, vessel_width: the widths of the linear ramps of both memberships (0 = hard thresholds).
         dropout: dropout before the linear layer (inactive in eval mode).
         clinical_columns: {name: "numeric" | [categories]}; None = image only.
+        relative, tolerance, arterial_quantile, smooth, occluded_half, distal_high: see :func:`clot_readings`.
+        collateral: settings that differ for the collateral reading (e.g. ``{"smooth": 1.0, "cut": 0.4}``).
     """
 
     def __init__(
@@ -175,11 +217,30 @@ class ClotReadingNet(nn.Module):
         vessel_width: float = 100.0,
         dropout: float = 0.0,
         clinical_columns: Optional[Dict[str, ColumnSpec]] = None,
+        relative: bool = False,
+        tolerance: int = 1,
+        arterial_quantile: float = 0.999,
+        smooth: float = 0.0,
+        occluded_half: bool = False,
+        distal_high: float = 0.95,
+        collateral: Optional[Dict[str, float]] = None,
     ) -> None:
         super().__init__()
-        self.cut, self.vessel_level, self.bone_level = float(cut), float(vessel_level), float(bone_level)
-        self.windows = [[float(v) for v in w] for w in windows]
-        self.cut_width, self.vessel_width = float(cut_width), float(vessel_width)
+        self.settings = dict(
+            cut=float(cut),
+            vessel_level=float(vessel_level),
+            bone_level=float(bone_level),
+            windows=[[float(v) for v in w] for w in windows],
+            cut_width=float(cut_width),
+            vessel_width=float(vessel_width),
+            relative=bool(relative),
+            tolerance=int(tolerance),
+            arterial_quantile=float(arterial_quantile),
+            smooth=float(smooth),
+            occluded_half=bool(occluded_half),
+            distal_high=float(distal_high),
+        )
+        self.collateral = dict(collateral or {})
         features = len(READINGS)
         if clinical_columns:
             self.tabular = TabularEncoder(clinical_columns)
@@ -187,10 +248,20 @@ class ClotReadingNet(nn.Module):
         self.head = nn.Sequential(nn.BatchNorm1d(features), nn.Dropout(dropout), nn.Linear(features, 1))
 
     def measurements(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 4, H, W, D) -> the readings (B, 4)."""
-        return clot_readings(
-            x, self.cut, self.vessel_level, self.bone_level, self.windows, self.cut_width, self.vessel_width
-        )
+        """(B, 4, H, W, D) -> the readings (B, 4); the collateral one with ``collateral``'s settings if given.
+
+        The readings have no parameters: those of the last input are kept and given again for the same input (the
+        full-batch training set, every epoch), recognised by its shape, device and a checksum of its values."""
+        key = (tuple(x.shape), x.device, float(x.float().sum()), float(x.flatten()[::97].float().sum()))
+        memo = getattr(self, "_memo", None)
+        if memo is not None and memo[0] == key and not x.requires_grad:
+            return memo[1]
+        readings = clot_readings(x, **self.settings)
+        if self.collateral:
+            distal = clot_readings(x, **{**self.settings, **self.collateral})[:, 3:]
+            readings = torch.cat([readings[:, :3], distal], 1)
+        self._memo = (key, readings.detach())
+        return readings
 
     def forward(self, x: torch.Tensor, clinical: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(B, 4, H, W, D) [and (B, R) raw clinical values] -> logit (B, 1)."""
