@@ -1,17 +1,19 @@
-"""What each part of the main job's ClotReadingNet is worth on a demo cohort, in a minute once the inputs are cached.
+"""What each part of the main job's ClotReadingNet is worth on a demo cohort, in minutes once the inputs are cached.
 
 ``python benchmarks/clot_readings_ablation.py --dataset_dir DIR`` (a demo cohort with manifest.json and the
 datalist.json that ``python -m scripts.demo`` writes).
 
 The inputs are the bundle's own: every datalist patient through the parsed ``validate#preprocessing`` of
-train.json + demo.json + vessel.json + clot_readings.json, cached once in ``DIR/clot_readings_cache.npz`` (the crop's
-own grid, 67 x 46 x 43 at 2 mm), and once more resampled to the 66 x 45 x 40 grid of 0.10.0 in
-``DIR/clot_readings_cache_resampled.npz``. The model is the one the bundle trains: a logistic regression on the
-readings + site, age, IVT, NIHSS (scikit-learn, standardised, at its maximum-likelihood fit; the bundle's full-batch
-head reproduces it within about 0.003), fitted per fold on that fold's training rows without the inner validation
-and scored on the outer fold. Prints one line per variant: CV ROC-AUC mean (SD) over the folds, pooled out-of-fold
-ROC-AUC, and the correlation of each reading with its hidden variable (log clot length, density, perviousness,
-collateral grade), then the oracle on the true hidden variables and the Bayes ROC-AUC of the same folds.
+train.json + demo.json + vessel.json + clot_readings.json (the crop's own grid, 67 x 46 x 43 at 2 mm), cached in
+``DIR/clot_readings_cache_aligned.npz`` (MirrorAlignd: each hemisphere's mirror moved onto its own vessels, the
+occluded side first) and, without MirrorAlignd, in ``DIR/clot_readings_cache.npz`` (the plain flip of 0.12). The
+model is the one the bundle trains: a logistic regression on the readings + site, age, IVT, NIHSS (scikit-learn,
+standardised, at its maximum-likelihood fit; the bundle's full-batch head reproduces it within about 0.003), fitted
+per fold on that fold's training rows without the inner validation and scored on the outer fold. Prints one line per
+variant: CV ROC-AUC mean (SD) over the folds, pooled out-of-fold ROC-AUC, and the correlation of each reading with its
+hidden variable (log clot length, density, perviousness, collateral grade), each step of the main job's readings
+added in turn; then the clinical values alone, the oracle on the true hidden variables and the Bayes ROC-AUC of the
+same folds.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Callable, Dict, List
+from typing import Dict
 
 import fire
 import numpy as np
@@ -34,30 +36,15 @@ sys.path.insert(0, ROOT)
 
 from benchmarks.replica_ablation import cached_inputs  # noqa: E402
 from scripts.data.split import load_datalist  # noqa: E402
+from scripts.evaluation.statistics import delong  # noqa: E402
 from scripts.networks.clot_readings import clot_readings  # noqa: E402
 
 CONFIGS = ["configs/train.json", "configs/demo.json", "configs/vessel.json", "configs/clot_readings.json"]
-GRIDS = {"": {}, "_resampled": {"spatial_size": [66, 45], "num_slices": 40}}  # this release's grid, 0.10.0's
+PLAIN = {"shape_transforms": "$@channel_transforms + @mirror_transforms + @resize_transforms"}  # no MirrorAlignd
 HIDDEN = ("clot_length_mm", "clot_density_hu", "clot_perviousness", "collaterals")
-
-
-def cta_ratio_readings(x: torch.Tensor) -> torch.Tensor:
-    """0.10.0's readings: vessels where the mirrored CTA exceeds 120 HU, clot where CTA < 0.5 of the mirror's."""
-    n, c, mn, mc = x.flatten(2).unbind(1)
-    vessel = (mc > 0.3) & (n < 0.95) & (mn < 0.95)
-    ratio = c / mc.clamp_min(0.05)
-    clot = (vessel & (ratio < 0.5)).float()
-    distal = (vessel & (ratio >= 0.5) & (ratio < 0.95)).float() * mc
-    total, weight = clot.sum(1).clamp_min(1e-6), distal.sum(1).clamp_min(1e-6)
-    return torch.stack(
-        [
-            torch.log1p(clot.sum(1)),
-            (clot * (n - mn)).sum(1) / total,
-            (clot * (4 * c - n)).sum(1) / total,  # CTA - NCCT in HU / 100 for the [0, 400] and [0, 100] windows
-            torch.where(distal.sum(1) > 0, (distal * ratio).sum(1) / weight, torch.ones_like(weight)),
-        ],
-        1,
-    )
+RELATIVE = {"relative": True, "vessel_level": 0.6, "vessel_width": 0.25, "cut": 0.4}
+MAIN = {**RELATIVE, "tolerance": 2, "smooth": 0.7, "occluded_half": True}
+COLLATERAL = {"cut": 0.4, "tolerance": 1, "smooth": 1.0, "distal_high": 1.05}
 
 
 def main(dataset_dir: str) -> None:
@@ -65,17 +52,16 @@ def main(dataset_dir: str) -> None:
     datalist = load_datalist(os.path.join(dataset_dir, "datalist.json"))
     with open(os.path.join(dataset_dir, "manifest.json")) as f:
         truth = json.load(f)["truth"]
-    inputs = {
-        g: cached_inputs(dataset_dir, CONFIGS, GRIDS[g], f"clot_readings_cache{g}", "ablation_models") for g in GRIDS
-    }
-    items, y, fold = inputs[""]["items"], inputs[""]["y"], inputs[""]["fold"]
+    plain = cached_inputs(dataset_dir, CONFIGS, PLAIN, "clot_readings_cache", "ablation_models")
+    aligned = cached_inputs(dataset_dir, CONFIGS, {}, "clot_readings_cache_aligned", "ablation_models")
+    items, y, fold = aligned["items"], aligned["y"], aligned["fold"]
     ids = [it["patient_id"] for it in items]
     site = np.array([[it["location"] == s for s in ("ICA", "M2")] for it in items], float)
     clinical = np.column_stack([site, [[it["age"], it["ivt"], it["nihss"]] for it in items]])
     hidden = np.array([[truth[pid][k] for k in HIDDEN] for pid in ids], float)
     hidden[:, 0] = np.log(hidden[:, 0])
 
-    def score(design: np.ndarray) -> str:
+    def score(design: np.ndarray, keep: str | None = None) -> str:
         scores, pooled = [], np.zeros(len(y))
         for k in range(datalist["settings"]["folds"]):
             inner = set(datalist["inner_validation"][str(k)])
@@ -85,38 +71,40 @@ def main(dataset_dir: str) -> None:
             pooled[outer] = model.decision_function(design[outer])
             scores.append(roc_auc_score(y[outer], pooled[outer]))
         auc = roc_auc_score(y[fold >= 0], pooled[fold >= 0])
+        if keep:
+            out_of_fold[keep] = pooled[fold >= 0]
         return f"{np.mean(scores):.3f} ({np.std(scores, ddof=1):.3f}), pooled {auc:.3f}"
 
-    def report(name: str, readings: np.ndarray, columns: List[int], with_clinical: bool = True) -> None:
-        design = np.column_stack([readings[:, columns]] + ([clinical] if with_clinical else []))
-        r = [np.corrcoef(readings[:, j], hidden[:, j])[0, 1] for j in range(4)]
-        print(f"{name}: {score(design)}; readings vs truth r = {np.round(r, 2).tolist()}", flush=True)
+    out_of_fold: Dict[str, np.ndarray] = {}
 
-    read: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"": clot_readings, "0.10.0": cta_ratio_readings}
-    sets = {(grid, name): fn(inputs[grid]["X"]).numpy() for grid in GRIDS for name, fn in read.items()}
-    main_job = sets[("", "")]
-    report("the main job: 4 readings + site, age, IVT, NIHSS", main_job, [0, 1, 2, 3])
-    report("4 readings only", main_job, [0, 1, 2, 3], with_clinical=False)
-    print(f"site, age, IVT, NIHSS only: {score(clinical)}")
-    for j, name in enumerate(("length", "density", "perviousness", "collaterals")):
-        report(f"without the {name} reading", main_job, [i for i in range(4) if i != j])
-    report("the same readings on 0.10.0's resampled grid", sets[("_resampled", "")], [0, 1, 2, 3])
-    report("0.10.0's readings (CTA ratio < 0.5, mirror > 120 HU) on this grid", sets[("", "0.10.0")], [0, 1, 2, 3])
-    report("0.10.0: its readings on its resampled grid", sets[("_resampled", "0.10.0")], [0, 1, 2, 3])
-    x = inputs[""]["X"]
-    for name, options in (
-        (
-            "relative to the patient's arterial enhancement",
-            {"relative": True, "vessel_level": 0.57, "vessel_width": 0.29},
-        ),
-        ("mirror and NCCT compared within one voxel", {"tolerance": 2}),
-        ("both", {"relative": True, "vessel_level": 0.57, "vessel_width": 0.29, "tolerance": 2}),
-    ):
-        report(f"readings {name}", clot_readings(x, **options).numpy(), [0, 1, 2, 3])
+    def report(
+        name: str, x: torch.Tensor, options: Dict, collateral: Dict | None = None, keep: str | None = None
+    ) -> None:
+        readings = _batched(x, options)
+        if collateral:
+            readings[:, 3] = _batched(x, {**options, **collateral})[:, 3]
+        r = [np.corrcoef(readings[:, j], hidden[:, j])[0, 1] for j in range(4)]
+        design = np.column_stack([readings, clinical])
+        print(f"{name}: {score(design, keep)}; readings vs truth r = {np.round(r, 2).tolist()}", flush=True)
+
+    report("0.12's readings (HU levels, plain flip)", plain["X"], {})
+    report("levels relative to the patient's arterial enhancement", plain["X"], RELATIVE)
+    report("+ the mirror aligned per hemisphere (MirrorAlignd)", aligned["X"], RELATIVE)
+    report("+ own side compared within one voxel (tolerance 2)", aligned["X"], {**RELATIVE, "tolerance": 2})
+    report("+ enhancement smoothed (0.7 voxel)", aligned["X"], {**RELATIVE, "tolerance": 2, "smooth": 0.7})
+    report("+ the occluded hemisphere only", aligned["X"], MAIN)
+    report("the main job: + collateral reading at its own settings", aligned["X"], MAIN, COLLATERAL, keep="main")
+    print(f"site, age, IVT, NIHSS only: {score(clinical, keep='clinical')}")
+    test = delong(y[fold >= 0], out_of_fold["main"], out_of_fold["clinical"])
+    print(f"the main job's readings against the clinical values alone (DeLong, pooled out-of-fold): {test}")
     print(f"oracle, the true hidden variables + site, age, IVT: {score(np.column_stack([hidden, clinical[:, :4]]))}")
     probability = np.array([truth[pid]["probability"] for pid in ids])
     bayes = [roc_auc_score(y[fold == k], probability[fold == k]) for k in range(datalist["settings"]["folds"])]
     print(f"Bayes, same folds: {np.mean(bayes):.3f}, pooled {roc_auc_score(y[fold >= 0], probability[fold >= 0]):.3f}")
+
+
+def _batched(x: torch.Tensor, options: Dict) -> np.ndarray:
+    return torch.cat([clot_readings(part, **options) for part in x.split(16)]).numpy()
 
 
 if __name__ == "__main__":
