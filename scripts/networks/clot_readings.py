@@ -21,6 +21,13 @@ Both memberships (vessel, clot) ramp linearly over ``vessel_width`` HU and ``cut
 partial-volume voxel at a clot's end or a vessel's edge counts in part instead of flipping in or out with the noise
 (on four demo cohorts this lifted the outcome model by 0.003 on average; docs/README.md Performance).
 
+The main job (``configs/clot_readings.json``) reads them ``relative``: after
+:class:`scripts.data.mirror_align.MirrorAlignd` has aligned each hemisphere's mirror onto its own vessels and turned
+the occluded side to the box's first half, the levels are shares of the patient's own arterial enhancement, both
+sides' enhancement is smoothed, the own side compared within a voxel, only the occluded hemisphere counts, and the
+collateral reading has settings of its own (``collateral``): the HU levels above hold only when every scan has the
+same bolus, calibre and symmetry (docs/README.md Performance, the varied world).
+
 No clot found: length, density and perviousness read 0. The readings (and, with ``clinical_columns``, the encoded
 clinical vector of :class:`TabularEncoder`) go through BatchNorm and one linear layer: a logistic regression whose
 image terms are the literature's, trained through the bundle like every network. Why this and not learned masks:
