@@ -12,7 +12,8 @@ Per patient: occlusion site (ICA 20%, M1 55%, M2 25%) and side; a clot of length
 median 12 mm, 4-40 mm), density D (N(60, 10) HU, 40-90; red-cell-rich clots are hyperdense) drawn on NCCT and
 perviousness V (Beta(2, 2), 0..1: contrast penetrating the clot, which reads D + 60 V HU on CTA); CTA with
 enhanced vessels (350 HU), vessels distal to the clot filled later and fainter through collaterals (grade G in
-0..3, to 42 + 308 x (0.5 + 0.45 G/3) HU: a share of the iodine over blood's 42 HU), always brighter than the clot, so its distal end is visible); a hypoperfused
+0..3, to 42 + 308 x (0.5 + 0.45 G/3) HU: a share of the iodine over blood's 42 HU, always brighter than the
+clot, so its distal end is visible); a hypoperfused
 region: the part of the occluded territory (MCA; MCA and ACA for ICA) nearest the occlusion point, whose share of
 the territory follows site and collaterals only (ICA 0.6, M1 0.5, M2 0.3, plus 0.3 (1 - G/3)): never clot length,
 density or perviousness, so the territory-wide picture carries site and collaterals but none of the clot's own
@@ -213,8 +214,8 @@ def draw_scan(rng: np.random.Generator, age: float, world: str = "varied") -> Di
     - ``arterial_hu``: enhancement of the open arteries, 150-550 HU (bolus timing and cardiac output; Bae, Radiology
       2010;256:32-61); the contrast that penetrates a clot and the collateral filling scale with it;
     - ``blood_hu``: unenhanced blood (NCCT 42 HU, both worlds): the collateral filling of the vessels beyond the clot
-      and the venous filling are shares of the iodine above it (0.12 took a share of the vessel's whole HU, which
-      at a weak bolus made poorly filled vessels as dark as a clot);
+      and the venous filling are shares of the iodine above it, not of the vessel's whole HU (which at a weak bolus
+      would make a poorly filled vessel as dark as a clot);
     - ``venous``: venous sinus enhancement as a share of the arterial one, 0.2-1.0 (late acquisitions fill the
       sinuses; the cavernous sinus lies around the ICA);
     - ``calibre``: vessel radii x 0.75-1.25 (M1 diameter 2-4 mm; Rai et al., J NeuroIntervent Surg 2013;5:371-5);

@@ -68,7 +68,7 @@ def clot_readings(
     ``relative``: ``vessel_level`` and ``vessel_width`` are shares of the patient's own arterial enhancement (the
     ``arterial_quantile`` of CTA - NCCT over the box's soft tissue: its brightest vessels), bone is grown by a voxel,
     and the perviousness reading is the clot's CTA minus its NCCT as a share of that enhancement (bolus timing moves
-    all three together); otherwise HU, as in 0.12. ``smooth``: the enhancement of both sides Gaussian-smoothed by this
+    all three together); otherwise HU. ``smooth``: the enhancement of both sides Gaussian-smoothed by this
     many voxels before they are compared (a vessel's cross-section summed, so a sub-voxel offset or a thinner slice
     changes it little). ``tolerance`` t: the patient's own enhancement and density are their largest value over
     2 t - 1 voxels per axis before they are compared with the mirror (1 = voxel to voxel; without ``relative`` the
@@ -126,15 +126,7 @@ def _patient_readings(
     in_clot = _ramp(cut - ratio, cut_width)
     clot = vessel * in_clot
     distal = vessel * (1 - in_clot) * (ratio < 0.95) * mc
-    return torch.stack(
-        [
-            torch.log1p(clot.sum(1)),
-            _mean(n - mn, clot, 0.0),
-            _mean(own / 100.0, clot, 0.0),
-            _mean(ratio, distal, 1.0),
-        ],
-        1,
-    )
+    return _four_readings(clot, n - mn, _mean(own / 100.0, clot, 0.0), ratio, distal)
 
 
 def _relative_readings(
@@ -171,15 +163,14 @@ def _relative_readings(
     clot, distal = vessel * in_clot, vessel * (1 - in_clot) * (ratio < distal_high) * mc
     clot, distal = clot.flatten(1), distal.flatten(1)
     pervious = (_mean(c.flatten(1), clot, 0.0) - _mean(n.flatten(1), clot, 0.0)) / arterial
-    return torch.stack(
-        [
-            torch.log1p(clot.sum(1)),
-            _mean((n - mn).flatten(1), clot, 0.0),
-            pervious,
-            _mean(ratio.flatten(1), distal, 1.0),
-        ],
-        1,
-    )
+    return _four_readings(clot, (n - mn).flatten(1), pervious, ratio.flatten(1), distal)
+
+
+def _four_readings(
+    clot: torch.Tensor, asymmetry: torch.Tensor, pervious: torch.Tensor, ratio: torch.Tensor, distal: torch.Tensor
+) -> torch.Tensor:
+    """(B, N) clot and distal memberships, NCCT asymmetry and enhancement ratio, (B,) perviousness -> (B, 4)."""
+    return torch.stack([torch.log1p(clot.sum(1)), _mean(asymmetry, clot, 0.0), pervious, _mean(ratio, distal, 1.0)], 1)
 
 
 def _mean(values: torch.Tensor, weight: torch.Tensor, empty: float) -> torch.Tensor:
