@@ -42,14 +42,14 @@ PLAIN = "$@channel_transforms + @mirror_transforms + @resize_transforms"
 FLIP_X = np.diag([-1.0, 1.0, 1.0])
 
 
-def _preprocessing(dataset_dir: str, work: str, plain: bool):
+def _parser(dataset_dir: str, work: str, plain: bool) -> ConfigParser:
     parser = ConfigParser()
     parser.read_config([os.path.join(ROOT, c) for c in CONFIGS])
     parser.update({"dataset_dir": dataset_dir, "ckpt_dir": work})
     if plain:
         parser["shape_transforms"] = PLAIN
     parser.get_parsed_content("imports")
-    return parser.get_parsed_content("validate#preprocessing")
+    return parser
 
 
 def _true_alignment(box: torch.Tensor, scan: dict, side: str, box_mm: list, spacing: float) -> torch.Tensor:
@@ -58,7 +58,7 @@ def _true_alignment(box: torch.Tensor, scan: dict, side: str, box_mm: list, spac
     other = "L" if side == "R" else "R"
     (a_own, t_own), (a_other, t_other) = scan["courses"][side], scan["courses"][other]
     rot_own, rot_mirror = g._rotation(a_own), FLIP_X @ g._rotation(a_other) @ FLIP_X
-    centre = np.array([15.0, 0.0, -12.0]) * np.array([-1.0 if side == "L" else 1.0, 1, 1])
+    centre = g.COURSE_PIVOT * np.array([-1.0 if side == "L" else 1.0, 1, 1])
     shape = box.shape[1:]
     lo = np.array([b[0] for b in box_mm], float)
     voxels = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3)
@@ -75,8 +75,8 @@ def _true_alignment(box: torch.Tensor, scan: dict, side: str, box_mm: list, spac
     return out.flip(1) if side == "R" else out
 
 
-def _coverage(box: torch.Tensor, clot: torch.Tensor) -> float:
-    _, mirror, _, arterial = enhancement_maps(box[None], ((0.0, 100.0), (0.0, 400.0)), 0.95, 0.999)
+def _coverage(box: torch.Tensor, clot: torch.Tensor, windows: list) -> float:
+    _, mirror, _, arterial = enhancement_maps(box[None], windows, 0.95, 0.999)
     return float((mirror[0][clot] > 0.5 * arterial[0]).float().mean())
 
 
@@ -93,7 +93,10 @@ def main(dataset_dir: str, patients: int = 80) -> None:
     anatomy = load_anatomy(settings["spacing"], DEFAULT_ATLAS_DIR)
     box_mm = ConfigParser.load_config_file(os.path.join(ROOT, "configs/vessel.json"))["vessel_box_mm"]
     with tempfile.TemporaryDirectory() as work:
-        aligned, plain = _preprocessing(dataset_dir, work, False), _preprocessing(dataset_dir, work, True)
+        parser = _parser(dataset_dir, work, False)
+        windows = [parser["ncct_window"], parser["cta_window"]]
+        aligned = parser.get_parsed_content("validate#preprocessing")
+        plain = _parser(dataset_dir, work, True).get_parsed_content("validate#preprocessing")
         results = {"plain flip": [], "MirrorAlignd": [], "the true motion": []}
         for item in items:
             i = int(item["patient_id"][len("demo") :])
@@ -111,17 +114,19 @@ def main(dataset_dir: str, patients: int = 80) -> None:
                 for key in ("ncct", "cta"):
                     paths[key] = os.path.join(work, f"truth_{key}.nii.gz")
                     nib.save(nib.Nifti1Image(images[key].astype(np.float32), anatomy.affine), paths[key])
-                cta.append(aligned({**item, **paths})["image"][1].float() * 400.0)
+                own = plain({**item, **paths})["image"][1].float()  # the CTA channel: not moved by MirrorAlignd
+                own = own.flip(0) if item["side"] == "R" else own  # turned like it
+                cta.append(own * (windows[1][1] - windows[1][0]) + windows[1][0])
             clot = (cta[1] - cta[0]) > 0.5 * g.PERVIOUS_HU * scan["arterial_hu"] / 350
             if int(clot.sum()) == 0:
                 continue
             item = {k: (os.path.join(dataset_dir, v) if k in ("ncct", "cta") else v) for k, v in item.items()}
             box = plain(dict(item))["image"]
             flipped = box.flip(1) if item["side"] == "R" else box
-            results["plain flip"].append(_coverage(flipped, clot))
-            results["MirrorAlignd"].append(_coverage(aligned(dict(item))["image"], clot))
+            results["plain flip"].append(_coverage(flipped, clot, windows))
+            results["MirrorAlignd"].append(_coverage(aligned(dict(item))["image"], clot, windows))
             moved = _true_alignment(box, scan, item["side"], box_mm, settings["spacing"])
-            results["the true motion"].append(_coverage(moved, clot))
+            results["the true motion"].append(_coverage(moved, clot, windows))
     for name, values in results.items():
         v = np.array(values)
         print(

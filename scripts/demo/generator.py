@@ -33,8 +33,8 @@ Truth (the label rule, also in manifest.json): logit P(FPE) = 0.3 - 1.0 z_len + 
 z_dens = (D - 60)/10, z_perv = (V - 0.5)/0.22, z_coll = (G - 1.6)/0.95, z_age = (age - 70)/12: the mechanisms of
 the first-pass literature (shorter, denser, more pervious clots and better collaterals are retrieved in one pass
 more often; ICA occlusions less often). FPE ~ Bernoulli(P). FPE patients get one pass and first-pass
-mTICI 2b/2c/3; the others 2-5 passes, first-pass 0/1/2a and a final grade drawn from 0..3. ``bayes_auc`` is the ROC-AUC of the true P against the drawn labels (the best any
-model can do on this cohort), ``bayes_auc_expected`` its mean over redrawn labels.
+mTICI 2b/2c/3; the others 2-5 passes, first-pass 0/1/2a and a final grade drawn from 0..3. ``bayes_auc`` is the
+ROC-AUC of the true P against the drawn labels (the best any model can do on this cohort), ``bayes_auc_expected`` its mean over redrawn labels.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ MCA_DISTAL = (((45, -18, 12), (55, -35, 25)), ((44, 8, 22), (50, 12, 38)), ((45,
 ACA = ((15, 0, -12), (4, 15, -2), (4, 32, 22), (4, 10, 50))
 PCA = ((0, -20, -22), (16, -35, -10), (22, -70, 5))
 BASILAR = ((0, -30, -48), (0, -20, -22))
+COURSE_PIVOT = np.array([15.0, 0.0, -12.0])  # the right ICA bifurcation: each hemisphere's tree turns about its own
 
 
 def _mirror(points: Sequence[Sequence[float]], side: str) -> np.ndarray:
@@ -315,14 +316,13 @@ def render(
     world, s = anatomy.world(), anatomy.spacing
     truth, side, site = patient["_truth"], patient["side"], patient["location"]
     scan = scan or draw_scan(rng, 70.0, "uniform")
-    pivot = np.array([15.0, 0.0, -12.0])  # the ICA bifurcation: each hemisphere's tree turns about its own
 
     def _course(points: Sequence[Sequence[float]], hemisphere: str) -> np.ndarray:
         placed = _mirror(points, hemisphere)
         if hemisphere not in scan["courses"]:
             return placed
         angles, shift = scan["courses"][hemisphere]
-        centre = pivot * np.array([-1.0 if hemisphere == "L" else 1.0, 1, 1])
+        centre = COURSE_PIVOT * np.array([-1.0 if hemisphere == "L" else 1.0, 1, 1])
         return (placed - centre) @ _rotation(angles).T + centre + shift
 
     calibre = float(scan["calibre"])
