@@ -23,6 +23,7 @@ from ignite.engine import Events
 
 from scripts import BundleInputError
 from scripts.data.io import atomic_write_json, folder_lock
+from scripts.training.model_record import record_model
 
 DONE = "done.json"
 TRAINED_ON = "trained_on.json"
@@ -101,10 +102,12 @@ def train_folds(
     """Train the requested folds one after another in child processes; return the folds trained now. Holds the lock
     of ``ckpt_dir`` meanwhile: a second training or evaluation on the same folder is refused; models of another
     ``datalist`` in it are refused (:func:`check_trained_on`), and so are finished folds validated on another part
-    (the optimistic protocol's models never mix with the inner-validation protocol's)."""
+    (the optimistic protocol's models never mix with the inner-validation protocol's). Records the configuration
+    beside the fold models (:func:`scripts.training.model_record.record_model`)."""
     os.makedirs(ckpt_dir, exist_ok=True)
     with folder_lock(ckpt_dir, "training"):
         check_trained_on(ckpt_dir, datalist, record=True)
+        record_model(ckpt_dir, _cli_arguments(sys.argv if argv is None else argv))
         return _train_folds(fold, num_folds, ckpt_dir, argv, validation_part)
 
 
