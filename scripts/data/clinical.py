@@ -24,9 +24,13 @@ def raw_clinical(row: Mapping[str, Any], columns: Dict[str, ColumnSpec]) -> np.n
     """One patient's raw clinical values (R,): numbers, category indices, NaN where blank."""
     values = []
     pid = row.get("patient_id", "?")
+    missing = [name for name in columns if name not in row]
+    if missing:
+        raise BundleInputError(
+            f"patient {pid}: the model needs the clinical values {', '.join(missing)}: give them as cohort columns, or "
+            "for one patient as --location and --clinical \"{'age': 70, 'ivt': 1, 'nihss': 14}\" (ids as named)"
+        )
     for name, spec in columns.items():
-        if name not in row:
-            raise BundleInputError(f"patient {pid}: clinical column '{name}' is not in the cohort table")
         value = row[name]
         if value is None or (isinstance(value, str) and value.strip() == ""):
             values.append(np.nan)
