@@ -3,8 +3,9 @@
 A subclass of MONAI Label's ``InferTask`` interface (``monailabel.interfaces.tasks.infer_v2``), not of
 ``BundleInferTask``: that one restores a segmentation into the input image (``add_post_restore``) and imports
 ``monailabel.transform.post``, which needs torchvision; this task only classifies. It builds the network and
-preprocessing from the bundle's own ``configs/inference.json`` (plus overlays), so MONAI Label predicts exactly
-what ``monai.bundle run`` predicts.
+preprocessing from the bundle's own ``configs/inference.json`` (plus overlays, or the model folder's recorded
+configuration: :mod:`scripts.training.model_record`), so MONAI Label predicts exactly what ``monai.bundle run``
+predicts.
 
 Request: ``{"image": PATH}`` where PATH is the first sequence of the model (NCCT for the CT model; a NIfTI file
 or DICOM series directory); the other sequences come as request keys (``{"cta": PATH}``) or, by MONAI Label
@@ -49,7 +50,7 @@ class OutcomeInferTask(InferTask):
             {"bundle_root": self.bundle_root, "ckpt_dir": self.ckpt_dir, "device": f"$torch.device('{device}')",
              **(overrides or {})}  # fmt: skip
         )
-        self.image_keys = list(self.parser.get_parsed_content("image_keys"))
+        self.image_keys = list(self.parser.get_parsed_content("model_image_keys"))
         meta_file = os.path.join(self.bundle_root, "configs", "metadata.json")
         meta = ConfigParser.load_config_file(meta_file) if os.path.isfile(meta_file) else {}
         super().__init__(
@@ -103,7 +104,7 @@ class OutcomeInferTask(InferTask):
     def _predict(self, item: Dict[str, Any]) -> Tuple[Any, Any, float]:
         return ensemble_predict(
             network=self.parser.get_parsed_content("network"),
-            preprocessing=self.parser.get_parsed_content("preprocessing"),
+            preprocessing=self.parser.get_parsed_content("model_preprocessing"),
             data=[item],
             ckpt_dir=self.ckpt_dir,
             device=self.parser.get_parsed_content("device"),
