@@ -67,11 +67,11 @@ def _infer(config_file: str, ckpt: str, row: dict, base: str, out: str, extra: l
     )
 
 
-@pytest.mark.parametrize("overlays, overrides", [CLOT, MNT_DL], ids=["clot_readings", "mnt_dl"])
-def test_inference_with_only_the_model_folder_gives_the_trained_configuration_s_answer(
-    overlays, overrides, side_datalist, demo_cohort, tmp_path
-):
-    ckpt = str(tmp_path / "models")
+@pytest.fixture(scope="module", params=[CLOT, MNT_DL], ids=["clot_readings", "mnt_dl"])
+def folder(request, side_datalist, demo_cohort, tmp_path_factory) -> tuple:
+    """A model folder trained (``monai.bundle run training``) and evaluated with ``overlays`` and ``overrides``."""
+    overlays, overrides = request.param
+    ckpt = str(tmp_path_factory.mktemp("models"))
     listed = ",".join(f"'{o}'" for o in ["configs/train.json", *overlays])
     trained = _bundle(
         "training",
@@ -86,9 +86,6 @@ def test_inference_with_only_the_model_folder_gives_the_trained_configuration_s_
         *_arguments(overrides),
     )
     assert trained.returncode == 0, trained.stderr[-2000:]
-    record = json.load(open(os.path.join(ckpt, RECORD)))
-    assert record["overlays"] == [os.path.basename(o) for o in overlays]
-    assert record["overrides"] == overrides  # data folders and the datalist are not part of the model
     evaluate = ",".join(f"'{o}'" for o in ["configs/train.json", *overlays, "configs/evaluate.json"])
     evaluated = _bundle(
         "--config_file",
@@ -98,10 +95,18 @@ def test_inference_with_only_the_model_folder_gives_the_trained_configuration_s_
         "--ckpt_dir",
         ckpt,
         "--output_dir",
-        str(tmp_path / "eval"),
+        os.path.join(ckpt, "eval"),
         *_arguments(overrides),
     )
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    return ckpt, overlays, overrides
+
+
+def test_inference_with_only_the_model_folder_gives_the_trained_configuration_s_answer(folder, demo_cohort, tmp_path):
+    ckpt, overlays, overrides = folder
+    record = json.load(open(os.path.join(ckpt, RECORD)))
+    assert record["overlays"] == [os.path.basename(o) for o in overlays]
+    assert record["overrides"] == overrides  # data folders and the datalist are not part of the model
 
     row = next(csv.DictReader(open(demo_cohort)))
     base = os.path.dirname(demo_cohort)
@@ -115,9 +120,74 @@ def test_inference_with_only_the_model_folder_gives_the_trained_configuration_s_
     assert float(b["probability"]) == pytest.approx(float(a["probability"]), abs=1e-6)
 
     # without its record the folder is refused by the plain configuration: the record is what made it work
-    os.remove(os.path.join(ckpt, RECORD))
-    plain = _infer("configs/inference.json", ckpt, row, base, str(tmp_path / "c"), [])
+    os.rename(os.path.join(ckpt, RECORD), os.path.join(ckpt, "moved.json"))
+    try:
+        plain = _infer("configs/inference.json", ckpt, row, base, str(tmp_path / "c"), [])
+    finally:
+        os.rename(os.path.join(ckpt, "moved.json"), os.path.join(ckpt, RECORD))
     assert plain.returncode == 2 and "does not fit the configured network" in plain.stderr
+
+
+def test_deploy_app_on_the_main_job_s_models_gives_the_study_inference_s_answer(folder, demo_cohort, tmp_path):
+    """Deploy export of a ClotReadingNet folder (traced: it does not script) and the Deploy app on a DICOM study with
+    the case's side, site and clinical values in ``case.json``: the probability of ``--study`` inference."""
+    pytest.importorskip("monai.deploy.core", reason="pip install -r requirements-deploy.txt")
+    from scripts.deploy_app.export import export
+    from tests.dicom_series import site_rules, write_study
+
+    ckpt, overlays, _ = folder
+    if overlays != CLOT[0]:
+        return  # MNT-DL's Deploy path: tests/test_workflow.py
+    row = next(csv.DictReader(open(demo_cohort)))
+    base = os.path.dirname(demo_cohort)
+    study = str(tmp_path / "study")
+    write_study(os.path.join(base, row["ncct"]), os.path.join(base, row["cta"]), study, seed=1)
+    rules = site_rules(str(tmp_path / "rules.json"), 40.0)
+    case = {"side": row["side"], "location": row["location"], "age": 70, "ivt": int(row["ivt"]), "nihss": 9}
+    json.dump(case, open(os.path.join(study, "case.json"), "w"))
+    models = str(tmp_path / "deploy")
+    export(ckpt_dir=ckpt, out=models)
+    app = subprocess.run(
+        [sys.executable, "-m", "scripts.deploy_app", "-i", study, "-o", str(tmp_path / "out"), "-m", models]
+        + ["--rules", rules, "-w", str(tmp_path / "work")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert app.returncode == 0, app.stderr[-3000:]
+    result = json.load(open(tmp_path / "out" / "prediction.json"))
+    clinical = json.dumps({k: case[k] for k in ("age", "ivt", "nihss")}).replace(" ", "")
+    cli = _bundle(
+        "--config_file",
+        "configs/inference.json",
+        "--ckpt_dir",
+        ckpt,
+        "--study",
+        study,
+        "--series_rules",
+        rules,
+        "--side",
+        case["side"],
+        "--location",
+        case["location"],
+        "--clinical",
+        clinical,
+        "--output_dir",
+        str(tmp_path / "cli"),
+    )
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    (expected,) = csv.DictReader(open(tmp_path / "cli" / "predictions.csv"))
+    assert result["folds"] == 2 and result["probability"] == pytest.approx(float(expected["probability"]), abs=1e-4)
+
+    os.remove(os.path.join(study, "case.json"))  # no side and site: refused in one line, no probability
+    refused = subprocess.run(
+        [sys.executable, "-m", "scripts.deploy_app", "-i", study, "-o", str(tmp_path / "out2"), "-m", models]
+        + ["--rules", rules, "-w", str(tmp_path / "work2")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2 and not os.path.exists(tmp_path / "out2" / "prediction.json")
 
 
 def test_record_keeps_the_overlays_and_model_overrides_and_refuses_another_model_in_the_folder(tmp_path):
@@ -152,3 +222,23 @@ def test_record_keeps_the_overlays_and_model_overrides_and_refuses_another_model
     with pytest.raises(BundleInputError, match=r"configured with \['vessel.json'\].*choose another --ckpt_dir"):
         record_model(str(tmp_path), other)
     assert recorded_parser(str(tmp_path / "none"), ["configs/inference.json"], {}) is None
+
+
+def test_case_values_come_from_case_json_and_the_dicom_header(tmp_path):
+    pytest.importorskip("monai.deploy.core", reason="pip install -r requirements-deploy.txt")
+    from pydicom.dataset import Dataset
+
+    from scripts.deploy_app.app import case_values
+
+    header = Dataset()
+    header.PatientAge, header.PatientSex = "071Y", "F"
+    (tmp_path / "case.json").write_text(json.dumps({"side": "R", "location": "M1", "nihss": 12}))
+    assert case_values(str(tmp_path), header) == {"side": "R", "location": "M1", "nihss": 12, "age": 71, "sex": "F"}
+    (tmp_path / "case.json").write_text(json.dumps({"age": 64}))
+    assert case_values(str(tmp_path), header)["age"] == 64  # the file wins over the header
+    header.PatientAge = "018M"  # months: not a year count, left out
+    (tmp_path / "case.json").unlink()
+    assert case_values(str(tmp_path), header) == {"sex": "F"}
+    (tmp_path / "case.json").write_text("{side: L")
+    with pytest.raises(BundleInputError, match="case.json: not JSON"):
+        case_values(str(tmp_path))

@@ -12,6 +12,10 @@ either
   :class:`PredictionWriterOperator`; or
 - one NIfTI file (``ncct.nii.gz``) or one DICOM series folder (``ncct/``) per sequence of the model.
 
+A model that reads more than the images (the main job's ClotReadingNet: the occlusion side and site, age, IVT,
+NIHSS) takes them from ``case.json`` in INPUT (``{"side": "L", "location": "M1", "age": 70, "ivt": 1, "nihss":
+14}``), age and sex also from a study's DICOM header; a missing one is named in one line.
+
 OUTPUT receives ``prediction.json`` (the fold-ensemble probability, its SD over folds, the prediction at the
 evaluation's cut-off, the cut-off, the warning) and, from a study, ``outcome_sr.dcm`` and ``series_selection.json``.
 
@@ -59,6 +63,31 @@ def _sequence_path(folder: str, key: str) -> Optional[str]:
         if os.path.exists(path):
             return path
     return None
+
+
+CASE_FILE = "case.json"
+
+
+def case_values(folder: str, dataset: Any = None) -> Dict[str, Any]:
+    """The cohort columns a model may need beside the images (occlusion ``location`` and ``side``, clinical values):
+    ``folder/case.json`` when the input holds one ({"side": "L", "location": "M1", "age": 70, ...}), and the patient's
+    age and sex from a DICOM header (``dataset``) where the file does not give them."""
+    values: Dict[str, Any] = {}
+    path = os.path.join(folder, CASE_FILE) if os.path.isdir(folder) else ""
+    if path and os.path.isfile(path):
+        try:
+            with open(path) as f:
+                values = json.load(f)
+        except ValueError as error:
+            raise BundleInputError(f"{path}: not JSON ({str(error).splitlines()[0]})") from None
+        if not isinstance(values, dict):
+            raise BundleInputError(f'{path}: expected an object of cohort columns, e.g. {{"side": "L"}}')
+    age = str(getattr(dataset, "PatientAge", "") or "")
+    if "age" not in values and age[:-1].isdigit() and age.endswith("Y"):  # DICOM AS: "071Y"
+        values["age"] = int(age[:-1])
+    if "sex" not in values and str(getattr(dataset, "PatientSex", "") or "") in ("M", "F"):
+        values["sex"] = str(dataset.PatientSex)
+    return values
 
 
 def _embedded(path: str) -> Dict[str, str]:
@@ -138,11 +167,13 @@ class StudySeriesSelectorOperator(DICOMSeriesSelectorOperator):
 class SeriesVolumesOperator(DICOMSeriesToVolumeOperator):
     """MONAI Deploy's ``DICOMSeriesToVolumeOperator`` (pixel data decoded by pydicom, rescaled to HU, slices ordered
     by position, RAS affine) for every selected series; the SDK's emits only the first. Output ``images``:
-    {selection name: the SDK's Image}."""
+    {selection name: the SDK's Image}; output ``header``: the first selected instance's dataset (age and sex for a
+    model with clinical values, :func:`case_values`)."""
 
     def setup(self, spec: OperatorSpec) -> None:
         spec.input(self.input_name_series)
         spec.output("images")
+        spec.output("header")
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         selected = op_input.receive(self.input_name_series)[0]
@@ -152,6 +183,8 @@ class SeriesVolumesOperator(DICOMSeriesToVolumeOperator):
             one.add_selected_series(series)
             images[series.selection_name] = self.convert_to_image([one])
         op_output.emit(images, "images")
+        first = selected.selected_series[0].series.get_sop_instances()[0]
+        op_output.emit(first.get_native_sop_instance(), "header")
 
 
 def _as_metatensor(image: Any, name: str) -> MetaTensor:
@@ -177,6 +210,7 @@ class OutcomeInferenceOperator(Operator):
     def setup(self, spec: OperatorSpec) -> None:
         if self.from_study:
             spec.input("images")
+            spec.input("header")
         spec.output("result")
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
@@ -185,21 +219,28 @@ class OutcomeInferenceOperator(Operator):
         parser = ConfigParser(json.loads(extra["inference.json"]))
         keys = parser.get_parsed_content("image_keys")
         folder = str(self.app_context.input_path)
+        header = None
         if self.from_study:
             images = op_input.receive("images")
+            header = op_input.receive("header")
             item = {k: _as_metatensor(images[k], f"{folder}: {k.upper()} series") for k in keys}
         else:
             item = {k: _sequence_path(folder, k) for k in keys}
             for k, path in item.items():
                 if path is None:
                     raise BundleInputError(f"{folder}: no {k} image ({k}.nii.gz or a DICOM series folder {k}/)")
-        image = parser.get_parsed_content("preprocessing")(dict(item))["image"].unsqueeze(0)
+        ready = parser.get_parsed_content("preprocessing")(
+            {"patient_id": "input", **case_values(folder, header), **item}
+        )
+        inputs = [ready["image"].unsqueeze(0)] + (
+            [torch.as_tensor(ready["clinical"])[None]] if "clinical" in ready else []
+        )
         probs = []
         for model in models:
             net = model.predictor
             device = next(net.parameters()).device
             with torch.no_grad():
-                probs.append(float(torch.sigmoid(net(image.to(device))).reshape(-1)[0]))
+                probs.append(float(torch.sigmoid(net(*[t.to(device) for t in inputs])).reshape(-1)[0]))
         stored = json.loads(extra["cutoffs.json"])
         cutoff = float(stored["ensemble"])
         mean, sd = combine_folds([[q] for q in probs], stored)  # Platt-scaled per fold when evaluation fitted it
@@ -291,7 +332,7 @@ class OutcomeApp(Application):
         report = OutcomeSRWriterOperator(self, app_context=app_context, output_folder=out, name="sr_writer")
         self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
         self.add_flow(selector, volumes, {("study_selected_series_list", "study_selected_series_list")})
-        self.add_flow(volumes, infer, {("images", "images")})
+        self.add_flow(volumes, infer, {("images", "images"), ("header", "header")})
         self.add_flow(infer, writer, {("result", "result")})
         self.add_flow(infer, report, {("result", "result")})
         self.add_flow(selector, report, {("study_selected_series_list", "study_selected_series_list"),
