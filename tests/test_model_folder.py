@@ -12,7 +12,13 @@ import sys
 import pytest
 
 from scripts import BundleInputError
-from scripts.training.model_record import RECORD, command_line_config, record_model, recorded_parser
+from scripts.training.model_record import (
+    RECORD,
+    command_line_config,
+    command_line_overrides,
+    record_model,
+    recorded_parser,
+)
 from tests.conftest import ROOT
 
 CLOT = (
@@ -222,6 +228,12 @@ def test_record_keeps_the_overlays_and_model_overrides_and_refuses_another_model
     with pytest.raises(BundleInputError, match=r"configured with \['vessel.json'\].*choose another --ckpt_dir"):
         record_model(str(tmp_path), other)
     assert recorded_parser(str(tmp_path / "none"), ["configs/inference.json"], {}) is None
+    # a later command line's own overrides go on top of the record (a contradicting one then meets the fold models)
+    bundle = os.path.join("site-packages", "monai", "bundle", "__main__.py")
+    argv = [bundle, "run", "--config_file", "configs/inference.json", "--num_slices", "14", "--ncct", "a.nii.gz"]
+    assert command_line_overrides(argv) == {"num_slices": 14, "ncct": "a.nii.gz"}
+    assert command_line_overrides([bundle, "run", "training", "--widths=[4,8]"]) == {"widths": [4, 8]}
+    assert command_line_overrides(["/usr/bin/pytest", "--num_slices", "14"]) == {}
 
 
 def test_case_values_come_from_case_json_and_the_dicom_header(tmp_path):

@@ -12,6 +12,7 @@ run id ``train_fold``) keeps the configuration given on the command line.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Dict, List, Sequence, Tuple
 
 from fire import parser as fire_parser
@@ -72,9 +73,24 @@ def record_model(ckpt_dir: str, args: Sequence[str]) -> None:
         )
 
 
+def command_line_overrides(argv: Sequence[str]) -> Dict[str, Any]:
+    """The overrides of this process's command line when it is ``python -m monai.bundle run [ID] ...`` or
+    ``python -m scripts.inference.quick ...`` (the same arguments), else none (a workflow built in Python)."""
+    program = argv[0].replace(os.sep, "/") if argv else ""
+    if program.endswith("monai/bundle/__main__.py") and len(argv) > 1 and argv[1] == "run":
+        args = list(argv[2:])
+        args = args[1:] if args and not args[0].startswith("-") else args
+    elif program.endswith("scripts/inference/quick.py"):
+        args = list(argv[1:])
+    else:
+        return {}
+    return command_line_config(args)[1]
+
+
 def recorded_parser(ckpt_dir: str, base: Sequence[str], fixed: Dict[str, Any]) -> ConfigParser | None:
     """The configuration of the model folder ``ckpt_dir``: the ``base`` config files, the recorded overlays and
-    overrides, then ``fixed`` (values of the calling workflow: folders, device, input checks); None without a record.
+    overrides, this process's own command-line overrides (so a contradicting ``--widths`` still meets the fold
+    models), then ``fixed`` (values of the calling workflow: folders, device, input checks); None without a record.
 
     Args:
         ckpt_dir: the model folder.
@@ -93,6 +109,7 @@ def recorded_parser(ckpt_dir: str, base: Sequence[str], fixed: Dict[str, Any]) -
                 pass  # patches an id the base does not have (a training handler): nothing inference builds
     parser = ConfigParser(merged.get())
     parser.update(record["overrides"])
+    parser.update(command_line_overrides(sys.argv))
     parser.update(fixed)
     parser.get_parsed_content("imports")
     return parser
