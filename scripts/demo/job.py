@@ -66,7 +66,7 @@ def job_configs(model: str) -> Dict[str, str]:
         "pretrain": f"['configs/pretrain.json',{overlays}]",
         "train": f"['configs/train.json','configs/select_log_loss.json',{overlays}]",
         "evaluate": f"['configs/train.json',{overlays},'configs/evaluate.json']",
-        "infer": f"['configs/inference.json',{overlays}]",
+        "infer": "configs/inference.json",  # the model folder's model_config.json supplies the overlays
     }
 
 
