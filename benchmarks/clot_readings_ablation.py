@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Dict
+from typing import Dict, List, Tuple
 
 import fire
 import numpy as np
@@ -62,14 +62,7 @@ def main(dataset_dir: str) -> None:
     hidden[:, 0] = np.log(hidden[:, 0])
 
     def score(design: np.ndarray, keep: str | None = None) -> str:
-        scores, pooled = [], np.zeros(len(y))
-        for k in range(datalist["settings"]["folds"]):
-            inner = set(datalist["inner_validation"][str(k)])
-            train = np.where((fold >= 0) & (fold != k) & np.array([pid not in inner for pid in ids]))[0]
-            outer = np.where(fold == k)[0]
-            model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(design[train], y[train])
-            pooled[outer] = model.decision_function(design[outer])
-            scores.append(roc_auc_score(y[outer], pooled[outer]))
+        scores, pooled = fold_scores(design, y, fold, ids, datalist)
         auc = roc_auc_score(y[fold >= 0], pooled[fold >= 0])
         if keep:
             out_of_fold[keep] = pooled[fold >= 0]
@@ -101,6 +94,22 @@ def main(dataset_dir: str) -> None:
     probability = np.array([truth[pid]["probability"] for pid in ids])
     bayes = [roc_auc_score(y[fold == k], probability[fold == k]) for k in range(datalist["settings"]["folds"])]
     print(f"Bayes, same folds: {np.mean(bayes):.3f}, pooled {roc_auc_score(y[fold >= 0], probability[fold >= 0]):.3f}")
+
+
+def fold_scores(
+    design: np.ndarray, y: np.ndarray, fold: np.ndarray, ids: list, datalist: dict
+) -> Tuple[List[float], np.ndarray]:
+    """A standardised logistic regression per fold, fitted on that fold's training rows without the inner
+    validation: (ROC-AUC of each outer fold, the out-of-fold scores (N,), 0 for test-set rows)."""
+    scores, pooled = [], np.zeros(len(y))
+    for k in range(datalist["settings"]["folds"]):
+        inner = set(datalist["inner_validation"][str(k)])
+        train = np.where((fold >= 0) & (fold != k) & np.array([pid not in inner for pid in ids]))[0]
+        outer = np.where(fold == k)[0]
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(design[train], y[train])
+        pooled[outer] = model.decision_function(design[outer])
+        scores.append(roc_auc_score(y[outer], pooled[outer]))
+    return scores, pooled
 
 
 def _batched(x: torch.Tensor, options: Dict) -> np.ndarray:

@@ -15,15 +15,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Dict
+from typing import Dict, Tuple
 
 import fire
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.clot_readings_ablation import COLLATERAL, CONFIGS, HIDDEN, MAIN, _batched  # noqa: E402
+from benchmarks.clot_readings_ablation import COLLATERAL, CONFIGS, HIDDEN, MAIN, _batched, fold_scores  # noqa: E402
 from benchmarks.oracle_features import cv_auc  # noqa: E402
 from benchmarks.replica_ablation import cached_inputs  # noqa: E402
 from scripts.data.split import load_datalist, write_datalist  # noqa: E402
@@ -88,25 +89,12 @@ def main(
         )
 
 
-def _main_job(data: dict, datalist: dict, readings: np.ndarray) -> tuple:
+def _main_job(data: dict, datalist: dict, readings: np.ndarray) -> Tuple[float, float]:
     """(fold mean, pooled) ROC-AUC of the main job's logistic regression on the readings and the clinical values."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     items, y, fold = data["items"], data["y"], data["fold"]
-    ids = [it["patient_id"] for it in items]
     site = np.array([[it["location"] == s for s in ("ICA", "M2")] for it in items], float)
     design = np.column_stack([readings, site, [[it["age"], it["ivt"], it["nihss"]] for it in items]])
-    scores, pooled = [], np.zeros(len(y))
-    for k in range(datalist["settings"]["folds"]):
-        inner = set(datalist["inner_validation"][str(k)])
-        train = np.where((fold >= 0) & (fold != k) & np.array([p not in inner for p in ids]))[0]
-        outer = np.where(fold == k)[0]
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(design[train], y[train])
-        pooled[outer] = model.decision_function(design[outer])
-        scores.append(roc_auc_score(y[outer], pooled[outer]))
+    scores, pooled = fold_scores(design, y, fold, [it["patient_id"] for it in items], datalist)
     return float(np.mean(scores)), float(roc_auc_score(y[fold >= 0], pooled[fold >= 0]))
 
 

@@ -73,6 +73,11 @@ def _infer(config_file: str, ckpt: str, row: dict, base: str, out: str, extra: l
     )
 
 
+def _deploy_app(study: str, out: str, models: str, rules: str) -> subprocess.CompletedProcess:
+    command = ["-m", "scripts.deploy_app", "-i", study, "-o", out, "-m", models, "--rules", rules, "-w", out + "_work"]
+    return subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True)
+
+
 @pytest.fixture(scope="module", params=[CLOT, MNT_DL], ids=["clot_readings", "mnt_dl"])
 def folder(request, side_datalist, demo_cohort, tmp_path_factory) -> tuple:
     """A model folder trained (``monai.bundle run training``) and evaluated with ``overlays`` and ``overrides``."""
@@ -153,13 +158,7 @@ def test_deploy_app_on_the_main_job_s_models_gives_the_study_inference_s_answer(
     json.dump(case, open(os.path.join(study, "case.json"), "w"))
     models = str(tmp_path / "deploy")
     export(ckpt_dir=ckpt, out=models)
-    app = subprocess.run(
-        [sys.executable, "-m", "scripts.deploy_app", "-i", study, "-o", str(tmp_path / "out"), "-m", models]
-        + ["--rules", rules, "-w", str(tmp_path / "work")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    app = _deploy_app(study, str(tmp_path / "out"), models, rules)
     assert app.returncode == 0, app.stderr[-3000:]
     result = json.load(open(tmp_path / "out" / "prediction.json"))
     clinical = json.dumps({k: case[k] for k in ("age", "ivt", "nihss")}).replace(" ", "")
@@ -186,13 +185,7 @@ def test_deploy_app_on_the_main_job_s_models_gives_the_study_inference_s_answer(
     assert result["folds"] == 2 and result["probability"] == pytest.approx(float(expected["probability"]), abs=1e-4)
 
     os.remove(os.path.join(study, "case.json"))  # no side and site: refused in one line, no probability
-    refused = subprocess.run(
-        [sys.executable, "-m", "scripts.deploy_app", "-i", study, "-o", str(tmp_path / "out2"), "-m", models]
-        + ["--rules", rules, "-w", str(tmp_path / "work2")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    refused = _deploy_app(study, str(tmp_path / "out2"), models, rules)
     assert refused.returncode == 2 and not os.path.exists(tmp_path / "out2" / "prediction.json")
 
 
