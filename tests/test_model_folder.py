@@ -78,11 +78,16 @@ def _deploy_app(study: str, out: str, models: str, rules: str) -> subprocess.Com
     return subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True)
 
 
-@pytest.fixture(scope="module", params=[CLOT, MNT_DL], ids=["clot_readings", "mnt_dl"])
-def folder(request, side_datalist, demo_cohort, tmp_path_factory) -> tuple:
-    """A model folder trained (``monai.bundle run training``) and evaluated with ``overlays`` and ``overrides``."""
-    overlays, overrides = request.param
-    ckpt = str(tmp_path_factory.mktemp("models"))
+_TRAINED: dict = {}
+
+
+def _trained(overlays: list, overrides: dict, side_datalist: str, demo_cohort: str, factory) -> tuple:
+    """A model folder trained (``monai.bundle run training``) and evaluated with ``overlays`` and ``overrides``, once
+    per module."""
+    key = tuple(overlays)
+    if key in _TRAINED:
+        return _TRAINED[key]
+    ckpt = str(factory.mktemp("models"))
     listed = ",".join(f"'{o}'" for o in ["configs/train.json", *overlays])
     trained = _bundle(
         "training",
@@ -110,7 +115,13 @@ def folder(request, side_datalist, demo_cohort, tmp_path_factory) -> tuple:
         *_arguments(overrides),
     )
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    return ckpt, overlays, overrides
+    _TRAINED[key] = ckpt, overlays, overrides
+    return _TRAINED[key]
+
+
+@pytest.fixture(scope="module", params=[CLOT, MNT_DL], ids=["clot_readings", "mnt_dl"])
+def folder(request, side_datalist, demo_cohort, tmp_path_factory) -> tuple:
+    return _trained(*request.param, side_datalist, demo_cohort, tmp_path_factory)
 
 
 def test_inference_with_only_the_model_folder_gives_the_trained_configuration_s_answer(folder, demo_cohort, tmp_path):
@@ -139,16 +150,16 @@ def test_inference_with_only_the_model_folder_gives_the_trained_configuration_s_
     assert plain.returncode == 2 and "does not fit the configured network" in plain.stderr
 
 
-def test_deploy_app_on_the_main_job_s_models_gives_the_study_inference_s_answer(folder, demo_cohort, tmp_path):
+def test_deploy_app_on_the_main_job_s_models_gives_the_study_inference_s_answer(
+    side_datalist, demo_cohort, tmp_path_factory, tmp_path
+):
     """Deploy export of a ClotReadingNet folder (traced: it does not script) and the Deploy app on a DICOM study with
     the case's side, site and clinical values in ``case.json``: the probability of ``--study`` inference."""
     pytest.importorskip("monai.deploy.core", reason="pip install -r requirements-deploy.txt")
     from scripts.deploy_app.export import export
     from tests.dicom_series import site_rules, write_study
 
-    ckpt, overlays, _ = folder
-    if overlays != CLOT[0]:
-        return  # MNT-DL's Deploy path: tests/test_workflow.py
+    ckpt, _, _ = _trained(*CLOT, side_datalist, demo_cohort, tmp_path_factory)
     row = next(csv.DictReader(open(demo_cohort)))
     base = os.path.dirname(demo_cohort)
     study = str(tmp_path / "study")
