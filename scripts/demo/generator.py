@@ -34,7 +34,8 @@ z_dens = (D - 60)/10, z_perv = (V - 0.5)/0.22, z_coll = (G - 1.6)/0.95, z_age = 
 the first-pass literature (shorter, denser, more pervious clots and better collaterals are retrieved in one pass
 more often; ICA occlusions less often). FPE ~ Bernoulli(P). FPE patients get one pass and first-pass
 mTICI 2b/2c/3; the others 2-5 passes, first-pass 0/1/2a and a final grade drawn from 0..3. ``bayes_auc`` is the
-ROC-AUC of the true P against the drawn labels (the best any model can do on this cohort), ``bayes_auc_expected`` its mean over redrawn labels.
+ROC-AUC of the true P against the drawn labels (the best any model can do on this cohort), ``bayes_auc_expected``
+its mean over redrawn labels.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import datetime as dt
 import io
 import os
 import warnings
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import fire
 import nibabel as nib
@@ -297,6 +298,200 @@ def _territory_mask(anatomy: Anatomy, site: str, side: str) -> np.ndarray:
     return np.isin(anatomy.territories, labels)
 
 
+def _course(points: Sequence[Sequence[float]], hemisphere: str, scan: Dict[str, object]) -> np.ndarray:
+    """A right-hemisphere centre line placed in ``hemisphere`` and moved by that tree's rigid motion in ``scan``."""
+    placed = _mirror(points, hemisphere)
+    if hemisphere not in scan["courses"]:
+        return placed
+    angles, shift = scan["courses"][hemisphere]
+    centre = COURSE_PIVOT * np.array([-1.0 if hemisphere == "L" else 1.0, 1, 1])
+    return (placed - centre) @ _rotation(angles).T + centre + shift
+
+
+def _arteries(
+    patient: Dict, rng: np.random.Generator, scan: Dict[str, object]
+) -> Tuple[Dict[str, List], np.ndarray, float]:
+    """The arterial tubes ({"open", "clot", "distal"}: [(centre line, radius mm)]): the contralateral tree fully
+    enhanced, the ipsilateral one split at the clot; the ipsilateral ICA-M1-M2 path and the clot's start on it (mm)."""
+    side, site = patient["side"], patient["location"]
+    path = np.concatenate([_course(ICA, side, scan), _course(M1, side, scan)[1:], _course(M2, side, scan)[1:]])
+    ica_len, m1_len = _length(_course(ICA, side, scan)), _length(_course(M1, side, scan))
+    offset = {"ICA": ica_len - 8, "M1": ica_len + rng.uniform(2, 8), "M2": ica_len + m1_len + rng.uniform(2, 6)}[site]
+    clot_end = offset + patient["_truth"]["clot_length_mm"]
+    proximal = [(_cut(path, 0, offset), 2.0)]
+    clot = [(_cut(path, offset, clot_end), 2.0)]
+    distal = [(_cut(path, clot_end, 1e9), 1.5)]
+    branch_at = ica_len + m1_len  # M2 upper division leaves at the end of M1
+    (distal if clot_end > branch_at or offset < branch_at else proximal).append((_course(M2_UPPER, side, scan), 1.3))
+    distal += [(_course(seg, side, scan), 1.0) for seg in MCA_DISTAL]
+    (distal if site == "ICA" else proximal).append((_course(ACA, side, scan), 1.3))
+    other = "L" if side == "R" else "R"
+    trees = ((ICA, 2.0), (M1, 2.0), (M2, 1.5), (M2_UPPER, 1.3), (ACA, 1.3))
+    normal = [(_course(p, other, scan), r) for p, r in trees]
+    normal += [(_course(seg, other, scan), 1.0) for seg in MCA_DISTAL]
+    normal += [(_course(PCA, "R", scan), 1.3), (_course(PCA, "L", scan), 1.3), (np.asarray(BASILAR, float), 1.8)]
+    return {"open": proximal + normal, "clot": clot, "distal": distal}, path, offset
+
+
+def _vessels(
+    anatomy: Anatomy, patient: Dict, rng: np.random.Generator, scan: Dict[str, object]
+) -> Tuple[Dict[str, np.ndarray], np.ndarray, np.ndarray, float]:
+    """Partial-volume occupancies of the arteries ("open", "clot", "distal"), veins and calcified plaques, the plaques'
+    HU, the ipsilateral path and the clot's start on it."""
+    world, s, calibre = anatomy.world(), anatomy.spacing, float(scan["calibre"])
+    tubes, path, offset = _arteries(patient, rng, scan)
+    occ = {name: np.zeros(anatomy.gm.shape, np.float32) for name in ("open", "clot", "distal", "vein", "plaque")}
+    for name, parts in tubes.items():
+        for pts, radius in parts:
+            occ[name] = np.maximum(occ[name], _tube(world, s, pts, radius * calibre))
+    plaque_hu = np.zeros(anatomy.gm.shape, np.float32)
+    if scan["venous"] > 0:  # dural sinuses and the cavernous sinuses beside the ICA, each side its own size
+        veins = [(np.asarray(p, float), r) for p, r in SINUSES]
+        for hemisphere in ("L", "R"):
+            size = float(rng.uniform(0.6, 1.2))
+            veins.append((_mirror(TRANSVERSE, hemisphere), 3.0 * size))
+            centre = _mirror([CAVERNOUS], hemisphere)[0]
+            veins.append((np.array([centre - (0, 6, 0), centre + (0, 6, 0)]), 3.0 * size))
+        for pts, radius in veins:
+            occ["vein"] = np.maximum(occ["vein"], _tube(world, s, pts, radius))
+        occ["vein"] *= 1 - np.maximum(occ["open"], occ["clot"])
+    for hemisphere, where, radius, hu in scan["plaques"]:  # calcified siphon plaques on the ICA's wall
+        ica = _course(ICA, hemisphere, scan)
+        centre = _cut(ica, where * _length(ica), where * _length(ica) + 0.1)[0] + rng.normal(0, 1.0, 3)
+        blob = np.clip((radius + s / 2 - np.linalg.norm(world - centre, axis=-1)) / s, 0, 1).astype(np.float32)
+        plaque_hu = np.maximum(plaque_hu, blob * hu)
+        occ["plaque"] = np.maximum(occ["plaque"], blob)
+    return occ, plaque_hu, path, offset
+
+
+def _hypoperfusion(
+    anatomy: Anatomy, patient: Dict, rng: np.random.Generator, at: np.ndarray, contrast: float
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The hypoperfused region (bool): the part of the occluded territory nearest the occlusion point ``at`` (mm),
+    whose share follows site and collaterals only (so it carries nothing of the clot's length, density or
+    perviousness); the smoothed infarct core inside it; the CTA parenchymal enhancement factor (1 in normal brain,
+    1 - c + c G/3 where hypoperfused, c = ``contrast``)."""
+    truth, brain = patient["_truth"], anatomy.brain
+    territory = _territory_mask(anatomy, patient["location"], patient["side"]) & (brain > 0.5)
+    reach = np.linalg.norm(anatomy.world() - at, axis=-1)
+    hypo = np.zeros(brain.shape, bool)
+    if territory.any():
+        hypo = territory & (reach <= np.quantile(reach[territory], truth["hypoperfusion_extent"]))
+    onset_h = patient["onset_to_imaging_min"] / 60
+    core_frac = float(np.clip(0.05 + 0.06 * onset_h * (1 - truth["collaterals"] / 4) + rng.normal(0, 0.02), 0.02, 0.7))
+    field = ndimage.gaussian_filter(rng.standard_normal(brain.shape), 8 / anatomy.spacing)
+    core = np.zeros(brain.shape, bool)
+    if hypo.any():
+        core = hypo & (field >= np.quantile(field[hypo], 1 - core_frac))
+    core_soft = ndimage.gaussian_filter(core.astype(np.float32), 1.0)
+    perfusion = ndimage.gaussian_filter(np.where(hypo, 1 - contrast + contrast * truth["collaterals"] / 3, 1.0), 1.0)
+    return hypo, core_soft, perfusion
+
+
+def _head(anatomy: Anatomy) -> Dict[str, np.ndarray]:
+    """Tissue classes of the head around the brain: CSF, a 2 mm CSF rim, a 6 mm skull shell, a 4 mm scalp."""
+    brain = anatomy.brain
+    outside = ndimage.distance_transform_edt(brain < 0.5, sampling=anatomy.spacing)
+    return {
+        "csf": np.clip(brain - anatomy.gm - anatomy.wm, 0, 1),
+        "skull": ((outside > 2) & (outside <= 8)).astype(np.float32),
+        "scalp": ((outside > 8) & (outside <= 12)).astype(np.float32),
+        "rim": ((outside > 0) & (outside <= 2)).astype(np.float32),
+    }
+
+
+def _ct(
+    anatomy: Anatomy,
+    patient: Dict,
+    rng: np.random.Generator,
+    scan: Dict[str, object],
+    vessels: Tuple[Dict[str, np.ndarray], np.ndarray],
+    core_soft: np.ndarray,
+    perfusion: np.ndarray,
+) -> Dict[str, np.ndarray]:
+    """NCCT and CTA in HU: the head, the vessels (one bolus fills the arteries, the clot's pervious part and the
+    collaterals), the plaques, misregistration, slice thickness and noise."""
+    head, (occ, plaque_hu), truth = _head(anatomy), vessels, patient["_truth"]
+    gm, wm, brain, s = anatomy.gm, anatomy.wm, anatomy.brain, anatomy.spacing
+    onset_h = patient["onset_to_imaging_min"] / 60
+    tissue = 38 * gm + 27 * wm + 6 * head["csf"] + 6 * head["rim"] + 1200 * head["skull"] + 40 * head["scalp"]
+    air = 1 - np.clip(brain + head["rim"] + head["skull"] + head["scalp"], 0, 1)
+    base = tissue - 1000 * air + scan["hu_offset"] * (1 - air)
+    ncct = base - 6 * min(onset_h / 6, 1) * core_soft
+    blood = np.maximum.reduce([occ["open"], occ["distal"], occ["vein"]])
+    ncct = ncct * (1 - blood) + BLOOD_HU * blood
+    ncct = ncct * (1 - occ["clot"]) + truth["clot_density_hu"] * occ["clot"]
+    arterial = float(scan["arterial_hu"])
+    cta = base + 30 * (arterial / 350) * brain * perfusion
+    # collaterals and the venous phase scale the iodine over the blood's own density, not the vessel's whole HU
+    blood_hu = float(scan["blood_hu"])
+    iodine = arterial - blood_hu
+    filling = 0.5 + 0.45 * truth["collaterals"] / 3
+    vessel = (occ["open"] + occ["distal"] * filling + occ["vein"] * float(scan["venous"])) * iodine
+    vessel = vessel + (occ["open"] + occ["distal"] + occ["vein"]) * blood_hu
+    cta = cta * (1 - blood) + vessel
+    clot_cta = truth["clot_density_hu"] + PERVIOUS_HU * (arterial / 350) * truth["clot_perviousness"]
+    cta = cta * (1 - occ["clot"]) + clot_cta * occ["clot"]
+    ncct = ncct * (1 - occ["plaque"]) + plaque_hu
+    cta = cta * (1 - occ["plaque"]) + plaque_hu
+    if scan["misregistration"] is not None:
+        ncct = _move(ncct, anatomy, scan["misregistration"], -1000.0)
+    (ncct_noise, cta_noise), (ncct_thick, cta_thick) = scan["noise"], scan["thickness"]
+    return {
+        "ncct": _slices(ncct, ncct_thick, s) + rng.normal(0, ncct_noise, gm.shape),
+        "cta": _slices(cta, cta_thick, s) + rng.normal(0, cta_noise, gm.shape),
+    }
+
+
+def _ctp(
+    anatomy: Anatomy, patient: Dict, rng: np.random.Generator, hypo: np.ndarray, core_soft: np.ndarray
+) -> Dict[str, np.ndarray]:
+    """CT perfusion maps: delayed, reduced flow where hypoperfused, low volume in the core."""
+    gm, wm, brain = anatomy.gm, anatomy.wm, anatomy.brain
+    csf = np.clip(brain - gm - wm, 0, 1)
+    g = patient["_truth"]["collaterals"] / 3
+    hypo_soft = ndimage.gaussian_filter(hypo.astype(np.float32), 1.0)
+    tissue_in = np.clip(brain, 0, 1)
+    maps = {
+        "tmax": tissue_in * (2 + hypo_soft * (4 + 6 * (1 - g))),  # s
+        "cbf": tissue_in * (60 * gm + 25 * wm + 5 * csf) * (1 - hypo_soft * (0.6 - 0.3 * g)) * (1 - 0.7 * core_soft),
+        "cbv": tissue_in * (4.5 * gm + 2.2 * wm + 0.5 * csf) * (1 - 0.65 * core_soft),  # ml/100 g
+    }
+    maps["mtt"] = np.where(maps["cbf"] > 1, 60 * maps["cbv"] / np.maximum(maps["cbf"], 1), 0)  # s
+    images = {}
+    for name, noise in (("tmax", 0.3), ("cbf", 3.0), ("cbv", 0.2), ("mtt", 0.3)):
+        images[name] = np.clip(maps[name] + tissue_in * rng.normal(0, noise, gm.shape), 0, None)
+    return images
+
+
+def _mr(anatomy: Anatomy, patient: Dict, rng: np.random.Generator, core_soft: np.ndarray) -> Dict[str, np.ndarray]:
+    """b0, b1000 (magnitude of complex noise), ADC from them (1e-6 mm^2/s) and FLAIR (bright core after 4.5 h)."""
+    head, gm, wm, brain, s = _head(anatomy), anatomy.gm, anatomy.wm, anatomy.brain, anatomy.spacing
+    csf, rim, scalp = head["csf"], head["rim"], head["scalp"]
+    onset_h = patient["onset_to_imaging_min"] / 60
+    extent = np.clip(brain + rim + scalp * 0.6, 0, 1)
+    s0 = 850 * gm + 700 * wm + 1800 * (csf + rim) + 300 * scalp
+    s0 = s0 * (1 + 0.1 * core_soft * min(onset_h / 6, 1))
+    adc_true = np.where(
+        extent > 0, (0.85 * gm + 0.75 * wm + 3.0 * (csf + rim)) / np.maximum(gm + wm + csf + rim, 1e-3), 1.0
+    )
+    adc_true = adc_true * (1 - core_soft) + 0.45 * core_soft
+    s1000 = s0 * np.exp(-adc_true)  # b = 1000 s/mm^2, ADC in 1e-3 mm^2/s
+    sigma = 0.02 * 700
+    b0 = np.abs(_slices(s0, 5, s) + rng.normal(0, sigma, gm.shape) + 1j * rng.normal(0, sigma, gm.shape))
+    b1000 = np.abs(_slices(s1000, 5, s) + rng.normal(0, sigma / 2, gm.shape) + 1j * rng.normal(0, sigma / 2, gm.shape))
+    flair = 750 * gm + 600 * wm + 150 * (csf + rim) + 250 * scalp
+    flair = flair * (1 + (0.4 if onset_h > 4.5 else 0.1) * core_soft)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        adc = -np.log(np.maximum(b1000, 1e-3) / np.maximum(b0, 1e-3)) / 1000
+    return {
+        "b0": b0,
+        "b1000": b1000,
+        "adc": np.where(b0 > 5 * sigma, np.clip(adc, 0, 5e-3), 0) * 1e6,
+        "flair": np.abs(_slices(flair, 5, s) + rng.normal(0, sigma, gm.shape)),
+    }
+
+
 def render(
     anatomy: Anatomy,
     patient: Dict,
@@ -313,147 +508,17 @@ def render(
     0.4 is a faint change; tests raise it to 0.9 so that the occlusion side is visible on a coarse grid (it never
     carries the outcome, which does not depend on the region).
     """
-    world, s = anatomy.world(), anatomy.spacing
-    truth, side, site = patient["_truth"], patient["side"], patient["location"]
     scan = scan or draw_scan(rng, 70.0, "uniform")
-
-    def _course(points: Sequence[Sequence[float]], hemisphere: str) -> np.ndarray:
-        placed = _mirror(points, hemisphere)
-        if hemisphere not in scan["courses"]:
-            return placed
-        angles, shift = scan["courses"][hemisphere]
-        centre = COURSE_PIVOT * np.array([-1.0 if hemisphere == "L" else 1.0, 1, 1])
-        return (placed - centre) @ _rotation(angles).T + centre + shift
-
-    calibre = float(scan["calibre"])
-    gm, wm, brain = anatomy.gm, anatomy.wm, anatomy.brain
-    csf = np.clip(brain - gm - wm, 0, 1)
-    outside = ndimage.distance_transform_edt(brain < 0.5, sampling=s)
-    skull = ((outside > 2) & (outside <= 8)).astype(np.float32)
-    scalp = ((outside > 8) & (outside <= 12)).astype(np.float32)
-    rim = ((outside > 0) & (outside <= 2)).astype(np.float32)
-
-    # vessels: contralateral tree fully enhanced; ipsilateral tree split at the clot
-    path = np.concatenate([_course(ICA, side), _course(M1, side)[1:], _course(M2, side)[1:]])
-    ica_len, m1_len = _length(_course(ICA, side)), _length(_course(M1, side))
-    offset = {"ICA": ica_len - 8, "M1": ica_len + rng.uniform(2, 8), "M2": ica_len + m1_len + rng.uniform(2, 6)}[site]
-    clot_end = offset + truth["clot_length_mm"]
-    proximal = [(_cut(path, 0, offset), 2.0)]
-    clot = [(_cut(path, offset, clot_end), 2.0)]
-    distal = [(_cut(path, clot_end, 1e9), 1.5)]
-    branch_at = ica_len + m1_len  # M2 upper division leaves at the end of M1
-    (distal if clot_end > branch_at or offset < branch_at else proximal).append((_course(M2_UPPER, side), 1.3))
-    distal += [(_course(seg, side), 1.0) for seg in MCA_DISTAL]
-    aca = (_course(ACA, side), 1.3)
-    (distal if site == "ICA" else proximal).append(aca)
-    other = "L" if side == "R" else "R"
-    normal = [(_course(p, other), r) for p, r in ((ICA, 2.0), (M1, 2.0), (M2, 1.5), (M2_UPPER, 1.3), (ACA, 1.3))]
-    normal += [(_course(seg, other), 1.0) for seg in MCA_DISTAL]
-    normal += [(_course(PCA, "R"), 1.3), (_course(PCA, "L"), 1.3), (np.asarray(BASILAR, float), 1.8)]
-    occ = {name: np.zeros(gm.shape, np.float32) for name in ("open", "clot", "distal", "vein", "plaque")}
-    for name, tubes in (("open", proximal + normal), ("clot", clot), ("distal", distal)):
-        for pts, radius in tubes:
-            occ[name] = np.maximum(occ[name], _tube(world, s, pts, radius * calibre))
-    plaque_hu = np.zeros(gm.shape, np.float32)
-    if scan["venous"] > 0:  # dural sinuses and the cavernous sinuses beside the ICA, each side its own size
-        veins = [(np.asarray(p, float), r) for p, r in SINUSES]
-        for hemisphere in ("L", "R"):
-            size = float(rng.uniform(0.6, 1.2))
-            veins.append((_mirror(TRANSVERSE, hemisphere), 3.0 * size))
-            centre = _mirror([CAVERNOUS], hemisphere)[0]
-            veins.append((np.array([centre - (0, 6, 0), centre + (0, 6, 0)]), 3.0 * size))
-        for pts, radius in veins:
-            occ["vein"] = np.maximum(occ["vein"], _tube(world, s, pts, radius))
-        occ["vein"] *= 1 - np.maximum(occ["open"], occ["clot"])
-    for hemisphere, where, radius, hu in scan["plaques"]:  # calcified siphon plaques on the ICA's wall
-        ica = _course(ICA, hemisphere)
-        centre = _cut(ica, where * _length(ica), where * _length(ica) + 0.1)[0] + rng.normal(0, 1.0, 3)
-        blob = np.clip((radius + s / 2 - np.linalg.norm(world - centre, axis=-1)) / s, 0, 1).astype(np.float32)
-        plaque_hu = np.maximum(plaque_hu, blob * hu)
-        occ["plaque"] = np.maximum(occ["plaque"], blob)
-
-    territory = _territory_mask(anatomy, site, side) & (brain > 0.5)
-    # hypoperfused region: the part of the territory nearest the occlusion point; its share follows site and
-    # collaterals only (hypoperfusion_extent), so it carries nothing of the clot's length, density or perviousness
-    reach = np.linalg.norm(world - _cut(path, offset, offset + 1)[0], axis=-1)
-    hypo = np.zeros(gm.shape, bool)
-    if territory.any():
-        hypo = territory & (reach <= np.quantile(reach[territory], truth["hypoperfusion_extent"]))
-    onset_h = patient["onset_to_imaging_min"] / 60
-    core_frac = float(np.clip(0.05 + 0.06 * onset_h * (1 - truth["collaterals"] / 4) + rng.normal(0, 0.02), 0.02, 0.7))
-    field = ndimage.gaussian_filter(rng.standard_normal(gm.shape), 8 / s)
-    core = np.zeros(gm.shape, bool)
-    if hypo.any():
-        core = hypo & (field >= np.quantile(field[hypo], 1 - core_frac))
-    core_soft = ndimage.gaussian_filter(core.astype(np.float32), 1.0)
-    # CTA parenchymal enhancement: 30 HU in normal brain, 30 * (1 - c + c G/3) HU where hypoperfused (c 0.4: faint)
-    c = hypoperfusion_contrast
-    perfusion = ndimage.gaussian_filter(np.where(hypo, 1 - c + c * truth["collaterals"] / 3, 1.0), 1.0)
-
+    occ, plaque_hu, path, offset = _vessels(anatomy, patient, rng, scan)
+    at = _cut(path, offset, offset + 1)[0]
+    hypo, core_soft, perfusion = _hypoperfusion(anatomy, patient, rng, at, hypoperfusion_contrast)
     images: Dict[str, np.ndarray] = {}
     if "ct" in modalities:
-        tissue = 38 * gm + 27 * wm + 6 * csf + 6 * rim + 1200 * skull + 40 * scalp
-        air = 1 - np.clip(brain + rim + skull + scalp, 0, 1)
-        base = tissue - 1000 * air + scan["hu_offset"] * (1 - air)
-        ncct = base - 6 * min(onset_h / 6, 1) * core_soft
-        blood = np.maximum.reduce([occ["open"], occ["distal"], occ["vein"]])
-        ncct = ncct * (1 - blood) + BLOOD_HU * blood
-        ncct = ncct * (1 - occ["clot"]) + truth["clot_density_hu"] * occ["clot"]
-        # the contrast in the arteries, in what penetrates the clot and in the collateral filling: one bolus
-        arterial = float(scan["arterial_hu"])
-        cta = base + 30 * (arterial / 350) * brain * perfusion
-        # collaterals and the venous phase scale the iodine over the blood's own density, not the vessel's whole HU
-        blood_hu = float(scan["blood_hu"])
-        iodine = arterial - blood_hu
-        filling = 0.5 + 0.45 * truth["collaterals"] / 3
-        vessel = (occ["open"] + occ["distal"] * filling + occ["vein"] * float(scan["venous"])) * iodine
-        vessel = vessel + (occ["open"] + occ["distal"] + occ["vein"]) * blood_hu
-        cta = cta * (1 - blood) + vessel
-        clot_cta = truth["clot_density_hu"] + PERVIOUS_HU * (arterial / 350) * truth["clot_perviousness"]
-        cta = cta * (1 - occ["clot"]) + clot_cta * occ["clot"]
-        ncct = ncct * (1 - occ["plaque"]) + plaque_hu
-        cta = cta * (1 - occ["plaque"]) + plaque_hu
-        if scan["misregistration"] is not None:
-            ncct = _move(ncct, anatomy, scan["misregistration"], -1000.0)
-        (ncct_noise, cta_noise), (ncct_thick, cta_thick) = scan["noise"], scan["thickness"]
-        images["ncct"] = _slices(ncct, ncct_thick, s) + rng.normal(0, ncct_noise, gm.shape)
-        images["cta"] = _slices(cta, cta_thick, s) + rng.normal(0, cta_noise, gm.shape)
-    if "ctp" in modalities:  # CT perfusion maps: delayed, reduced flow where hypoperfused, low volume in the core
-        g = truth["collaterals"] / 3
-        hypo_soft = ndimage.gaussian_filter(hypo.astype(np.float32), 1.0)
-        tissue_in = np.clip(brain, 0, 1)
-        maps = {
-            "tmax": tissue_in * (2 + hypo_soft * (4 + 6 * (1 - g))),  # s
-            "cbf": tissue_in
-            * (60 * gm + 25 * wm + 5 * csf)
-            * (1 - hypo_soft * (0.6 - 0.3 * g))
-            * (1 - 0.7 * core_soft),
-            "cbv": tissue_in * (4.5 * gm + 2.2 * wm + 0.5 * csf) * (1 - 0.65 * core_soft),  # ml/100 g
-        }
-        maps["mtt"] = np.where(maps["cbf"] > 1, 60 * maps["cbv"] / np.maximum(maps["cbf"], 1), 0)  # s
-        for name, noise in (("tmax", 0.3), ("cbf", 3.0), ("cbv", 0.2), ("mtt", 0.3)):
-            images[name] = np.clip(maps[name] + tissue_in * rng.normal(0, noise, gm.shape), 0, None)
+        images.update(_ct(anatomy, patient, rng, scan, (occ, plaque_hu), core_soft, perfusion))
+    if "ctp" in modalities:
+        images.update(_ctp(anatomy, patient, rng, hypo, core_soft))
     if "mr" in modalities:
-        head = np.clip(brain + rim + scalp * 0.6, 0, 1)
-        s0 = 850 * gm + 700 * wm + 1800 * (csf + rim) + 300 * scalp
-        s0 = s0 * (1 + 0.1 * core_soft * min(onset_h / 6, 1))
-        adc_true = np.where(
-            head > 0, (0.85 * gm + 0.75 * wm + 3.0 * (csf + rim)) / np.maximum(gm + wm + csf + rim, 1e-3), 1.0
-        )
-        adc_true = adc_true * (1 - core_soft) + 0.45 * core_soft
-        s1000 = s0 * np.exp(-adc_true)  # b = 1000 s/mm^2, ADC in 1e-3 mm^2/s
-        sigma = 0.02 * 700
-        b0 = np.abs(_slices(s0, 5, s) + rng.normal(0, sigma, gm.shape) + 1j * rng.normal(0, sigma, gm.shape))
-        b1000 = np.abs(
-            _slices(s1000, 5, s) + rng.normal(0, sigma / 2, gm.shape) + 1j * rng.normal(0, sigma / 2, gm.shape)
-        )
-        flair = 750 * gm + 600 * wm + 150 * (csf + rim) + 250 * scalp
-        flair = flair * (1 + (0.4 if onset_h > 4.5 else 0.1) * core_soft)
-        images["b0"], images["b1000"] = b0, b1000
-        with np.errstate(divide="ignore", invalid="ignore"):
-            adc = -np.log(np.maximum(b1000, 1e-3) / np.maximum(b0, 1e-3)) / 1000
-        images["adc"] = np.where(b0 > 5 * sigma, np.clip(adc, 0, 5e-3), 0) * 1e6
-        images["flair"] = np.abs(_slices(flair, 5, s) + rng.normal(0, sigma, gm.shape))
+        images.update(_mr(anatomy, patient, rng, core_soft))
     return images
 
 
@@ -511,32 +576,10 @@ def generate(
     truth: Dict[str, Dict] = {}
     os.makedirs(os.path.join(out, "images"), exist_ok=True)
     for i in range(int(patients)):
-        rng = np.random.default_rng([int(seed), i])
-        if unlabeled:
-            rng = np.random.default_rng([int(seed), i, 1])
-        patient = draw_patient(rng, i, first, (last - first).days + 1, prefix="pool" if unlabeled else "demo")
-        draw_rlvo(np.random.default_rng([int(seed), i, 3]), patient)
-        pid = patient["patient_id"]
-        scan = draw_scan(np.random.default_rng([int(seed), i, 4]), patient["age"], world)
-        images = render(anatomy, patient, rng, mods, float(hypoperfusion_contrast), scan)
-        patient["_truth"]["scan"] = _scan_record(scan)
-        affines = {seq: anatomy.affine for seq in images}
-        if native:
-            poses = session_poses(np.random.default_rng([int(seed), i, 2]))
-            patient["_truth"]["mni_to_scanner"] = {}
-            for acquisition, (sequences, thickness) in ACQUISITIONS.items():
-                for seq in (q for q in sequences if q in images):
-                    ct = seq in ("ncct", "cta")
-                    images[seq], affines[seq] = to_scanner(images[seq], anatomy.affine, poses[acquisition],
-                                                           anatomy.spacing, max(thickness, anatomy.spacing),
-                                                           -1024.0 if ct else 0.0)  # fmt: skip
-                    images[seq] = add_headrest(images[seq], affines[seq]) if ct else images[seq]
-                    patient["_truth"]["mni_to_scanner"][seq] = np.round(poses[acquisition], 6).tolist()
-        for seq, data in images.items():
-            rel = os.path.join("images", f"{pid}_{seq}.nii.gz")
-            _save(os.path.join(out, rel), data, affines[seq], seq in ("ncct", "cta"))
-            patient[seq] = rel
-        truth[pid] = {k: round(v, 4) if isinstance(v, float) else v for k, v in patient.pop("_truth").items()}
+        patient = _patient(
+            anatomy, out, int(seed), i, (first, last), mods, unlabeled, native, world, float(hypoperfusion_contrast)
+        )
+        truth[patient["patient_id"]] = patient.pop("_truth")
         rows.append(patient)
     settings = dict(
         patients=int(patients),
@@ -550,6 +593,66 @@ def generate(
         hypoperfusion_contrast=float(hypoperfusion_contrast),
         world=str(world),
     )
+    return _write_tables(out, rows, truth, settings, unlabeled)
+
+
+def _patient(
+    anatomy: Anatomy,
+    out: str,
+    seed: int,
+    i: int,
+    dates: Tuple[dt.date, dt.date],
+    mods: List[str],
+    unlabeled: bool,
+    native: bool,
+    world: str,
+    hypoperfusion_contrast: float,
+) -> Dict:
+    """Patient ``i``: drawn from its own seed streams, rendered, written under ``out/images``; its cohort row with the
+    image paths and its rounded truth under ``_truth``."""
+    rng = np.random.default_rng([seed, i, 1] if unlabeled else [seed, i])
+    first, last = dates
+    patient = draw_patient(rng, i, first, (last - first).days + 1, prefix="pool" if unlabeled else "demo")
+    draw_rlvo(np.random.default_rng([seed, i, 3]), patient)
+    scan = draw_scan(np.random.default_rng([seed, i, 4]), patient["age"], world)
+    images = render(anatomy, patient, rng, mods, hypoperfusion_contrast, scan)
+    patient["_truth"]["scan"] = _scan_record(scan)
+    affines = {seq: anatomy.affine for seq in images}
+    if native:
+        _to_scanner(anatomy, images, affines, patient["_truth"], np.random.default_rng([seed, i, 2]))
+    for seq, data in images.items():
+        rel = os.path.join("images", f"{patient['patient_id']}_{seq}.nii.gz")
+        _save(os.path.join(out, rel), data, affines[seq], seq in ("ncct", "cta"))
+        patient[seq] = rel
+    patient["_truth"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in patient["_truth"].items()}
+    return patient
+
+
+def _to_scanner(
+    anatomy: Anatomy, images: Dict[str, np.ndarray], affines: Dict, truth: Dict, rng: np.random.Generator
+) -> None:
+    """Each acquisition's images moved into scanner space in place (random head pose, its slice thickness, a
+    headrest on CT); the poses recorded in ``truth``."""
+    poses = session_poses(rng)
+    truth["mni_to_scanner"] = {}
+    for acquisition, (sequences, thickness) in ACQUISITIONS.items():
+        for seq in (q for q in sequences if q in images):
+            ct = seq in ("ncct", "cta")
+            images[seq], affines[seq] = to_scanner(
+                images[seq],
+                anatomy.affine,
+                poses[acquisition],
+                anatomy.spacing,
+                max(thickness, anatomy.spacing),
+                -1024.0 if ct else 0.0,
+            )
+            images[seq] = add_headrest(images[seq], affines[seq]) if ct else images[seq]
+            truth["mni_to_scanner"][seq] = np.round(poses[acquisition], 6).tolist()
+
+
+def _write_tables(out: str, rows: List[Dict], truth: Dict[str, Dict], settings: Dict, unlabeled: bool) -> str:
+    """``cohort.csv`` and ``manifest.json`` (or, for an unlabeled pool, ``unlabeled.csv`` with the image columns
+    only and ``unlabeled_manifest.json``); returns the CSV path."""
     columns = ["patient_id"] + [c for c in CSV_COLUMNS if c in rows[0] and c in SEQUENCES] if unlabeled else CSV_COLUMNS
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, restval="", extrasaction="ignore", lineterminator="\n")
@@ -562,10 +665,7 @@ def generate(
             os.path.join(out, "unlabeled_manifest.json"), {"generator": "scripts.demo.generator", "settings": settings}
         )
         return csv_path
-    atomic_write_json(
-        os.path.join(out, "manifest.json"),
-        _manifest(rows, truth, locals_=settings),
-    )
+    atomic_write_json(os.path.join(out, "manifest.json"), _manifest(rows, truth, locals_=settings))
     return csv_path
 
 
