@@ -160,15 +160,46 @@ def evaluate_predictions(
     recorded in done.json) label every output OPTIMISTIC (``metrics["protocol"]``)."""
     if recalibration not in ("none", "platt"):
         raise BundleInputError(f"recalibration: '{recalibration}' is unknown (allowed: none, platt)")
-    raw: Dict[str, Any] = {"cv": [], "test": []}
-    platt: Dict[str, List[float]] = {}
-    rows: List[Dict[str, Any]] = []
-    per_fold, per_fold_test = [], []
-    paper: Dict[str, List[Dict[str, float]]] = {"cv": [], "test": []}  # the papers' cut-offs (``optimistic``)
+    folds = _fold_results(datalist, fold_predictor, recalibration, optimistic)
+    metrics = _metrics(datalist, folds, ckpt_dir, optimistic)
+    if manifest is not None:  # the demo's Bayes AUC for the label being reported
+        label = datalist.get("settings", {}).get("label", "fpe")
+        metrics["bayes_auc"] = manifest.get("bayes_auc_by_label", {}).get(label, manifest.get("bayes_auc"))
+        same = bayes_on_reported(manifest, folds["rows"], label)
+        if same:
+            metrics["bayes_same_patients"] = same
+    metrics["subgroups"] = subgroup_metrics(folds["rows"], datalist["training"] + datalist["test"])
+    metrics["excluded"] = list(datalist.get("excluded", []))
+    write_exclusions(os.path.join(output_dir, EXCLUSIONS_FILE), metrics["excluded"])
+    _write_outputs(folds["rows"], metrics, folds["cutoffs"], ckpt_dir, output_dir)
+    cohort = datalist["training"] + datalist["test"]
+    table1 = table1_markdown(table1_rows(cohort, "label"), "label")
+    atomic_write_text(os.path.join(output_dir, "table1.md"), table1)
+    atomic_write_text(os.path.join(output_dir, "report.md"), report_markdown(datalist, metrics, table1))
+    print(metrics_markdown(metrics), flush=True)
+    return metrics
+
+
+def _fold_results(
+    datalist: Dict[str, Any],
+    fold_predictor: Callable[[int], Callable[[List[Dict[str, Any]]], np.ndarray]],
+    recalibration: str,
+    optimistic: bool,
+) -> Dict[str, Any]:
+    """Every fold model on its inner validation (cut-off, Platt parameters), its outer fold and the test set:
+    {rows (one per prediction), per_fold, per_fold_test, paper (the papers' cut-offs), cutoffs, test_probs, raw
+    (unscaled probabilities), platt}."""
+    out: Dict[str, Any] = {
+        "rows": [],
+        "per_fold": [],
+        "per_fold_test": [],
+        "cutoffs": {},
+        "test_probs": [],
+        "platt": {},
+    }
+    out.update(paper={"cv": [], "test": []}, raw={"cv": [], "test": []})
     pooled_inner_y: List[int] = []
     pooled_inner_p: List[float] = []
-    cutoffs: Dict[str, float] = {}
-    test_probs = []
     test = datalist["test"]
     for k in range(datalist["settings"]["folds"]):
         model = fold_predictor(k)
@@ -177,53 +208,60 @@ def evaluate_predictions(
         y_inner = [d["label"] for d in inner]
         run = model
         if recalibration == "platt":
-            params = platt[str(k)] = list(fit_platt(y_inner, p_inner))
+            params = out["platt"][str(k)] = list(fit_platt(y_inner, p_inner))
             p_inner = apply_platt(p_inner, params)
             run = _platt_scaled(model, params, calls := [])
-        cutoffs[str(k)] = cut = youden_cutoff(y_inner, p_inner)
+        out["cutoffs"][str(k)] = cut = youden_cutoff(y_inner, p_inner)
         pooled_inner_y += y_inner
         pooled_inner_p += p_inner.tolist()
         p_outer = run(outer)
         y_outer = [d["label"] for d in outer]
-        per_fold.append(binary_metrics(y_outer, p_outer, cut))
+        out["per_fold"].append(binary_metrics(y_outer, p_outer, cut))
         if optimistic:
-            paper["cv"].append(binary_metrics(y_outer, p_outer, youden_cutoff(y_outer, p_outer)))
-        rows += [_row(d, "cv", k, p, cut) for d, p in zip(outer, p_outer)]
+            out["paper"]["cv"].append(binary_metrics(y_outer, p_outer, youden_cutoff(y_outer, p_outer)))
+        out["rows"] += [_row(d, "cv", k, p, cut) for d, p in zip(outer, p_outer)]
         if test:
             p_test = run(test)
-            test_probs.append(p_test)
-            per_fold_test.append(binary_metrics([d["label"] for d in test], p_test, cut))
+            out["test_probs"].append(p_test)
+            y_test = [d["label"] for d in test]
+            out["per_fold_test"].append(binary_metrics(y_test, p_test, cut))
             if optimistic:
-                y_test = [d["label"] for d in test]
-                paper["test"].append(binary_metrics(y_test, p_test, youden_cutoff(y_test, p_test)))
-            rows += [_row(d, "test", k, p, cut) for d, p in zip(test, p_test)]
+                out["paper"]["test"].append(binary_metrics(y_test, p_test, youden_cutoff(y_test, p_test)))
+            out["rows"] += [_row(d, "test", k, p, cut) for d, p in zip(test, p_test)]
         if recalibration == "platt":  # the unscaled outer-fold (and test) probabilities, for "before"
-            raw["cv"].append(calls[0])
-            raw["test"] += calls[1:]
-    cutoffs["ensemble"] = youden_cutoff(pooled_inner_y, pooled_inner_p)
-    if platt:
-        cutoffs["platt"] = platt  # type: ignore[assignment]
+            out["raw"]["cv"].append(calls[0])
+            out["raw"]["test"] += calls[1:]
+    out["cutoffs"]["ensemble"] = youden_cutoff(pooled_inner_y, pooled_inner_p)
+    if out["platt"]:
+        out["cutoffs"]["platt"] = out["platt"]
+    return out
+
+
+def _metrics(datalist: Dict[str, Any], folds: Dict[str, Any], ckpt_dir: str, optimistic: bool) -> Dict[str, Any]:
+    """The cross-validation and test-set metrics of :func:`_fold_results` (the ensemble rows added to its rows), the
+    protocol label, the papers' optimistic cut-offs when asked, the uncalibrated figures after Platt scaling."""
+    rows, cutoffs, test = folds["rows"], folds["cutoffs"], datalist["test"]
     cv_y = [r["label"] for r in rows if r["set"] == "cv"]
     cv_p = [r["probability"] for r in rows if r["set"] == "cv"]
     cv_pred = [r["prediction"] for r in rows if r["set"] == "cv"]
     metrics: Dict[str, Any] = {
         "label": datalist["settings"]["label"],
         "cv": {
-            "folds": per_fold,
-            "summary": mean_sd(per_fold),
+            "folds": folds["per_fold"],
+            "summary": mean_sd(folds["per_fold"]),
             "pooled_roc_auc": float(roc_auc_score(cv_y, cv_p)),
             "pooled": pooled_metrics(cv_y, cv_p, cv_pred),
         },
         "cutoffs": cutoffs,
         "bootstrap": {"resamples": BOOTSTRAP, "seed": 0, "stratified_by": "label", "unit": "patient"},
     }
+    test_y = [d["label"] for d in test]
+    mean_p = np.mean(folds["test_probs"], axis=0) if test else np.zeros(0)
     if test:
-        mean_p = np.mean(test_probs, axis=0)
         rows += [_row(d, "test", "ensemble", p, cutoffs["ensemble"]) for d, p in zip(test, mean_p)]
-        test_y = [d["label"] for d in test]
         metrics["test"] = {
-            "folds": per_fold_test,
-            "summary": mean_sd(per_fold_test),
+            "folds": folds["per_fold_test"],
+            "summary": mean_sd(folds["per_fold_test"]),
             "ensemble": pooled_metrics(test_y, mean_p, (mean_p >= cutoffs["ensemble"]).astype(int)),
         }
     checkpoint_parts = validated_on(ckpt_dir, datalist["settings"]["folds"])
@@ -233,40 +271,25 @@ def evaluate_predictions(
             "was chosen on its reported outer fold (configs/optimistic.json); not an estimate for new patients"
         )
     if optimistic:
-        metrics["optimistic"] = {
-            "note": OPTIMISTIC_NOTE,
-            "cv": {"folds": paper["cv"], "summary": mean_sd(paper["cv"])},
-        }
+        paper = folds["paper"]
+        metrics["optimistic"] = {"note": OPTIMISTIC_NOTE, "cv": {"folds": paper["cv"], "summary": mean_sd(paper["cv"])}}
         if test:
             metrics["optimistic"]["test"] = {
-                "folds": paper["test"], "summary": mean_sd(paper["test"]),
+                "folds": paper["test"],
+                "summary": mean_sd(paper["test"]),
                 "ensemble": binary_metrics(test_y, mean_p, youden_cutoff(test_y, mean_p)),
-            }  # fmt: skip
-    if platt:
+            }
+    if folds["platt"]:
         metrics["recalibration"] = "platt, per fold, fitted on its inner-validation patients"
-        order = [r["label"] for r in rows if r["set"] == "cv"]
-        raw_cv = np.concatenate(raw["cv"])
-        metrics["cv"]["pooled_uncalibrated"] = {"roc_auc": float(roc_auc_score(order, raw_cv)),
-                                                "calibration": calibration(order, raw_cv)}  # fmt: skip
+        raw_cv = np.concatenate(folds["raw"]["cv"])
+        metrics["cv"]["pooled_uncalibrated"] = {
+            "roc_auc": float(roc_auc_score(cv_y, raw_cv)),
+            "calibration": calibration(cv_y, raw_cv),
+        }
         if test:
-            raw_mean = np.mean(raw["test"], axis=0)
+            raw_mean = np.mean(folds["raw"]["test"], axis=0)
             metrics["test"]["ensemble_uncalibrated"] = {"roc_auc": float(roc_auc_score(test_y, raw_mean)),
                                                         "calibration": calibration(test_y, raw_mean)}  # fmt: skip
-    if manifest is not None:  # the demo's Bayes AUC for the label being reported
-        label = datalist.get("settings", {}).get("label", "fpe")
-        metrics["bayes_auc"] = manifest.get("bayes_auc_by_label", {}).get(label, manifest.get("bayes_auc"))
-        same = bayes_on_reported(manifest, rows, label)
-        if same:
-            metrics["bayes_same_patients"] = same
-    metrics["subgroups"] = subgroup_metrics(rows, datalist["training"] + datalist["test"])
-    metrics["excluded"] = list(datalist.get("excluded", []))
-    write_exclusions(os.path.join(output_dir, EXCLUSIONS_FILE), metrics["excluded"])
-    _write_outputs(rows, metrics, cutoffs, ckpt_dir, output_dir)
-    cohort = datalist["training"] + datalist["test"]
-    table1 = table1_markdown(table1_rows(cohort, "label"), "label")
-    atomic_write_text(os.path.join(output_dir, "table1.md"), table1)
-    atomic_write_text(os.path.join(output_dir, "report.md"), report_markdown(datalist, metrics, table1))
-    print(metrics_markdown(metrics), flush=True)
     return metrics
 
 
