@@ -27,8 +27,6 @@ from scripts.data.profile import read_profile
 from scripts.training.kfold import fold_checkpoints, load_weights
 from scripts.training.model_record import recorded_parser
 
-EXTRA_FILES = ("metadata.json", "inference.json", "cutoffs.json", "input_profile.json", "trained_on.json")
-
 
 def model_config(ckpt_dir: str, config_file: str | Sequence[str], overrides: Dict[str, Any]) -> ConfigParser:
     """The inference configuration of the fold models in ``ckpt_dir``: their recorded overlays and overrides
@@ -45,16 +43,15 @@ def model_config(ckpt_dir: str, config_file: str | Sequence[str], overrides: Dic
 
 def _torchscript(network: torch.nn.Module, config: ConfigParser) -> torch.jit.ScriptModule:
     """``network`` scripted, or traced on a zero input of the configured shape when it does not script (the main job's
-    ClotReadingNet: fixed readings written as Python loops over settings); a traced model takes one patient at a
-    time, as the Deploy app gives it."""
+    ClotReadingNet: keyword settings and a memo of its readings); a traced model takes one patient at a time, as the
+    Deploy app gives it."""
     network.eval()
     try:
         return torch.jit.script(network)
     except Exception:  # TorchScript's frontend raises many error types for unsupported Python
         shape = [1, config.get_parsed_content("in_channels"), *config.get_parsed_content("spatial_size")]
         example = [torch.zeros(shape + [config.get_parsed_content("num_slices")])]
-        columns = config.get("clinical_columns")
-        if columns:
+        if config.get("clinical_columns"):
             example.append(torch.zeros(1, len(config.get_parsed_content("clinical_columns"))))
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the readings' memo key: a Python float

@@ -41,10 +41,10 @@ def command_line_config(args: Sequence[str]) -> Tuple[List[str], Dict[str, Any]]
         arg = rest.pop(0)
         if not arg.startswith("--"):
             continue
-        key, _, value = arg[2:].partition("=")
-        if not _ and rest and not rest[0].startswith("--"):
+        key, equals, value = arg[2:].partition("=")
+        if not equals and rest and not rest[0].startswith("--"):
             value = rest.pop(0)
-        values[key] = fire_parser.DefaultParseValue(value) if (value or _) else True
+        values[key] = fire_parser.DefaultParseValue(value) if (value or equals) else True  # a bare flag: True
     files = values.pop("config_file", [])
     return ([files] if isinstance(files, str) else list(files)), values
 
