@@ -69,8 +69,11 @@ def test_tabular_transform_is_fitted_on_the_fold_training_rows_only():
     assert out[0, 5] == 0 and out[0, 4] == 0  # the unseen category F: no one-hot weight, not "missing" either
     assert out[1, 4] == 1 and out[0, 0] == pytest.approx((20 - 75) / np.std([60, 70, 80, 90]))
     assert out[2, 1] == 0 and out[2, 3] == 1  # missing NIHSS: training mean (z = 0) and the indicator
-    with pytest.raises(BundleInputError, match="patient p0: the model needs the clinical values smoker, bmi: give"):
+    with pytest.raises(
+        BundleInputError, match="patient p0: the model needs the clinical values smoker, bmi: give"
+    ) as err:
         raw_clinical(train[0], {"smoker": "numeric", "age": "numeric", "bmi": "numeric"})  # every missing one named
+    assert str(err.value).endswith("--clinical \"{'smoker': VALUE, 'bmi': VALUE}\"")  # how to give them
     with pytest.raises(BundleInputError, match="unknown category 'X' \\(declared: M, F\\)"):
         raw_clinical({**train[0], "sex": "X"}, COLUMNS)
 

@@ -26,9 +26,12 @@ def raw_clinical(row: Mapping[str, Any], columns: Dict[str, ColumnSpec]) -> np.n
     pid = row.get("patient_id", "?")
     missing = [name for name in columns if name not in row]
     if missing:
+        flags = [f"--{name} VALUE" for name in missing if name in ("location", "side")]
+        others = [f"'{name}': VALUE" for name in missing if name not in ("location", "side")]
+        flags += [f'--clinical "{{{", ".join(others)}}}"'] if others else []
         raise BundleInputError(
             f"patient {pid}: the model needs the clinical values {', '.join(missing)}: give them as cohort columns, or "
-            "for one patient as --location and --clinical \"{'age': 70, 'ivt': 1, 'nihss': 14}\" (ids as named)"
+            f"for one patient as {' '.join(flags)}"
         )
     for name, spec in columns.items():
         value = row[name]

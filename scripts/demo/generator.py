@@ -405,13 +405,14 @@ def _ct(
     patient: Dict,
     rng: np.random.Generator,
     scan: Dict[str, object],
+    head: Dict[str, np.ndarray],
     vessels: Tuple[Dict[str, np.ndarray], np.ndarray],
     core_soft: np.ndarray,
     perfusion: np.ndarray,
 ) -> Dict[str, np.ndarray]:
     """NCCT and CTA in HU: the head, the vessels (one bolus fills the arteries, the clot's pervious part and the
     collaterals), the plaques, misregistration, slice thickness and noise."""
-    head, (occ, plaque_hu), truth = _head(anatomy), vessels, patient["_truth"]
+    (occ, plaque_hu), truth = vessels, patient["_truth"]
     gm, wm, brain, s = anatomy.gm, anatomy.wm, anatomy.brain, anatomy.spacing
     onset_h = patient["onset_to_imaging_min"] / 60
     tissue = 38 * gm + 27 * wm + 6 * head["csf"] + 6 * head["rim"] + 1200 * head["skull"] + 40 * head["scalp"]
@@ -444,11 +445,10 @@ def _ct(
 
 
 def _ctp(
-    anatomy: Anatomy, patient: Dict, rng: np.random.Generator, hypo: np.ndarray, core_soft: np.ndarray
+    anatomy: Anatomy, patient: Dict, rng: np.random.Generator, csf: np.ndarray, hypo: np.ndarray, core_soft: np.ndarray
 ) -> Dict[str, np.ndarray]:
     """CT perfusion maps: delayed, reduced flow where hypoperfused, low volume in the core."""
     gm, wm, brain = anatomy.gm, anatomy.wm, anatomy.brain
-    csf = np.clip(brain - gm - wm, 0, 1)
     g = patient["_truth"]["collaterals"] / 3
     hypo_soft = ndimage.gaussian_filter(hypo.astype(np.float32), 1.0)
     tissue_in = np.clip(brain, 0, 1)
@@ -464,9 +464,11 @@ def _ctp(
     return images
 
 
-def _mr(anatomy: Anatomy, patient: Dict, rng: np.random.Generator, core_soft: np.ndarray) -> Dict[str, np.ndarray]:
+def _mr(
+    anatomy: Anatomy, patient: Dict, rng: np.random.Generator, head: Dict[str, np.ndarray], core_soft: np.ndarray
+) -> Dict[str, np.ndarray]:
     """b0, b1000 (magnitude of complex noise), ADC from them (1e-6 mm^2/s) and FLAIR (bright core after 4.5 h)."""
-    head, gm, wm, brain, s = _head(anatomy), anatomy.gm, anatomy.wm, anatomy.brain, anatomy.spacing
+    gm, wm, brain, s = anatomy.gm, anatomy.wm, anatomy.brain, anatomy.spacing
     csf, rim, scalp = head["csf"], head["rim"], head["scalp"]
     onset_h = patient["onset_to_imaging_min"] / 60
     extent = np.clip(brain + rim + scalp * 0.6, 0, 1)
@@ -512,13 +514,14 @@ def render(
     occ, plaque_hu, path, offset = _vessels(anatomy, patient, rng, scan)
     at = _cut(path, offset, offset + 1)[0]
     hypo, core_soft, perfusion = _hypoperfusion(anatomy, patient, rng, at, hypoperfusion_contrast)
+    head = _head(anatomy)
     images: Dict[str, np.ndarray] = {}
     if "ct" in modalities:
-        images.update(_ct(anatomy, patient, rng, scan, (occ, plaque_hu), core_soft, perfusion))
+        images.update(_ct(anatomy, patient, rng, scan, head, (occ, plaque_hu), core_soft, perfusion))
     if "ctp" in modalities:
-        images.update(_ctp(anatomy, patient, rng, hypo, core_soft))
+        images.update(_ctp(anatomy, patient, rng, head["csf"], hypo, core_soft))
     if "mr" in modalities:
-        images.update(_mr(anatomy, patient, rng, core_soft))
+        images.update(_mr(anatomy, patient, rng, head, core_soft))
     return images
 
 
