@@ -54,11 +54,19 @@ def main(
     names = configs.split(",") if isinstance(configs, str) else list(configs)
     with tempfile.TemporaryDirectory() as ckpt:
         wf = ConfigWorkflow(
-            config_file=[os.path.join("configs", n) for n in names], meta_file="configs/metadata.json",
-            logging_file="configs/logging.conf", workflow_type="train", run_id="train_fold", dataset_dir=dataset_dir,
-            datalist_file=datalist_file or os.path.join(dataset_dir, "datalist.json"), ckpt_dir=ckpt, fold=fold,
-            max_epochs=epochs, patience=epochs + 1, num_workers=num_workers,
-        )  # fmt: skip
+            config_file=[os.path.join("configs", n) for n in names],
+            meta_file="configs/metadata.json",
+            logging_file="configs/logging.conf",
+            workflow_type="train",
+            run_id="train_fold",
+            dataset_dir=dataset_dir,
+            datalist_file=datalist_file or os.path.join(dataset_dir, "datalist.json"),
+            ckpt_dir=ckpt,
+            fold=fold,
+            max_epochs=epochs,
+            patience=epochs + 1,
+            num_workers=num_workers,
+        )
         wf.initialize()
         trainer = wf.parser.get_parsed_content("train#trainer")
         marks: dict = {}
@@ -77,12 +85,16 @@ def main(
         trainer.add_event_handler(Events.EPOCH_STARTED(once=2), lambda e: counting.__setitem__(0, True))
         wf.run()
     for epoch in sorted(step):
-        print(f"epoch {epoch}: per iteration, waiting for data {np.mean(data[epoch]) * 1000:.1f} ms, "
-              f"processing the batch {np.mean(step[epoch]) * 1000:.1f} ms ({len(step[epoch])} iterations)")  # fmt: skip
+        print(
+            f"epoch {epoch}: per iteration, waiting for data {np.mean(data[epoch]) * 1000:.1f} ms, "
+            f"processing the batch {np.mean(step[epoch]) * 1000:.1f} ms ({len(step[epoch])} iterations)"
+        )
     later = [e for e in step if e > 1]
-    print(f"epochs 2-{epochs}: data {np.mean([np.mean(data[e]) for e in later]) * 1000:.1f} ms vs model "
-          f"{np.mean([np.mean(step[e]) for e in later]) * 1000:.1f} ms per iteration; calls of "
-          + ", ".join(f"{k} {v}" for k, v in calls.items()))  # fmt: skip
+    print(
+        f"epochs 2-{epochs}: data {np.mean([np.mean(data[e]) for e in later]) * 1000:.1f} ms vs model "
+        f"{np.mean([np.mean(step[e]) for e in later]) * 1000:.1f} ms per iteration; calls of "
+        + ", ".join(f"{k} {v}" for k, v in calls.items())
+    )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,11 @@ MODELS = {
     "cta": (["configs/ablation_cta.json"], "MNT-DL, CTA only", []),
     "radiomics": (["configs/radiomics.json"], "Radiomics (LR / RF)", []),
     "clinical": (["configs/clinical_demo.json", "configs/clinical_baseline.json"], "Clinical only (LR)", []),
-    "late": (["configs/multimodal.json", "configs/clinical_demo.json"], "MNT-DL + clinical, late fusion",
-             ["--fusion", "late"]),
+    "late": (
+        ["configs/multimodal.json", "configs/clinical_demo.json"],
+        "MNT-DL + clinical, late fusion",
+        ["--fusion", "late"],
+    ),
     "daft": (["configs/multimodal.json", "configs/clinical_demo.json"], "MNT-DL + clinical, DAFT", []),
     "slab": ([*VESSEL, "configs/slab_net.json"], "SlabNet, vessel box, mirrored (NCCT + CTA)", []),
     "vessel": (VESSEL, "MNT-DL, vessel box, mirrored (NCCT + CTA)", []),
@@ -43,7 +46,7 @@ MODELS = {
     "vessel_resnet": ([*VESSEL, "configs/vessel_resnet.json"], "ResNet10 3-D, vessel box, mirrored", []),
     "vessel_paper_aug": ([*VESSEL, "configs/augment_paper.json"], "MNT-DL, vessel box, published augmentation", []),
     "vessel_mask": ([*VESSEL, "configs/vessel_mask.json"], "VesselMaskNet + clinical (the main job)", []),
-}  # fmt: skip
+}
 # overlays for training only (after the model's own; the evaluation stack leaves them out)
 TRAIN_ONLY = {"vessel_mask": ["configs/select_log_loss.json"]}
 
@@ -67,8 +70,19 @@ def main(
             continue
         stack = ["configs/train.json", *overlays] + ([] if "configs/demo.json" in overlays else ["configs/demo.json"])
         files = "[" + ",".join(f"'{f}'" for f in stack) + "]"
-        common = ["--dataset_dir", dataset_dir, "--datalist_file", datalist, "--label", label,
-                  "--ckpt_dir", os.path.join(out, name, "models"), "--output_dir", eval_dir, *extra]  # fmt: skip
+        common = [
+            "--dataset_dir",
+            dataset_dir,
+            "--datalist_file",
+            datalist,
+            "--label",
+            label,
+            "--ckpt_dir",
+            os.path.join(out, name, "models"),
+            "--output_dir",
+            eval_dir,
+            *extra,
+        ]
         t0 = time.time()
         if name in ("radiomics", "clinical"):  # no network: their config's run id fits and evaluates
             run_bundle("run", "--config_file", files, *common)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import fire
 import numpy as np
@@ -41,7 +41,7 @@ def _features(item: dict, truth: dict, clinical: bool) -> list:
     return row + ([float(item["age"]), float(item["ivt"])] if clinical else [])
 
 
-def cv_auc(datalist: dict, truth: Dict[str, dict], clinical: Optional[bool]) -> Tuple[float, float]:
+def cv_auc(datalist: dict, truth: Dict[str, dict], clinical: bool | None) -> Tuple[float, float]:
     """(fold mean, pooled) out-of-fold ROC-AUC of the Bayes score (``clinical=None``) or of the oracle logistic
     regression on the true variables (with age and IVT when ``clinical``)."""
     scores, labels, per_fold = [], [], []
@@ -80,23 +80,30 @@ def simulate(cohorts: int, patients: int = 300, split_seeds: int = 0, first_seed
 def _summary(results: List[Dict]) -> None:
     for r in results:
         gap_fold, gap_pooled = r["bayes"] - r["fold_mean"], r["bayes"] - r["pooled"]
-        print(f"cohort {r['seed']}, split {r['split']}: Bayes {r['bayes']:.3f}, oracle fold mean {r['fold_mean']:.3f} "
-              f"(gap {gap_fold:.3f}), pooled {r['pooled']:.3f} (gap {gap_pooled:.3f})")  # fmt: skip
+        print(
+            f"cohort {r['seed']}, split {r['split']}: Bayes {r['bayes']:.3f}, oracle fold mean {r['fold_mean']:.3f} "
+            f"(gap {gap_fold:.3f}), pooled {r['pooled']:.3f} (gap {gap_pooled:.3f})"
+        )
     gap_fold = np.array([r["bayes"] - r["fold_mean"] for r in results])
     gap_pooled = np.array([r["bayes"] - r["pooled"] for r in results])
     fold = np.array([r["fold_mean"] for r in results])
     within = (gap_fold <= 0.05) & (gap_pooled <= 0.08)
-    print(f"{len(results)} runs: Bayes {np.mean([r['bayes'] for r in results]):.3f}; oracle fold mean {fold.mean():.3f}"
-          f" (SD {fold.std():.3f}, range {fold.min():.3f}-{fold.max():.3f}); gap to the cohort's Bayes: fold mean "
-          f"{gap_fold.mean():.3f} (SD {gap_fold.std():.3f}), pooled {gap_pooled.mean():.3f} "
-          f"(SD {gap_pooled.std():.3f}); oracle within 0.05 (fold mean) in {np.mean(gap_fold <= 0.05):.0%}, within "
-          f"0.08 (pooled) in {np.mean(gap_pooled <= 0.08):.0%}, both in {np.mean(within):.0%}")  # fmt: skip
+    print(
+        f"{len(results)} runs: Bayes {np.mean([r['bayes'] for r in results]):.3f}; oracle fold mean {fold.mean():.3f}"
+        f" (SD {fold.std():.3f}, range {fold.min():.3f}-{fold.max():.3f}); gap to the cohort's Bayes: fold mean "
+        f"{gap_fold.mean():.3f} (SD {gap_fold.std():.3f}), pooled {gap_pooled.mean():.3f} "
+        f"(SD {gap_pooled.std():.3f}); oracle within 0.05 (fold mean) in {np.mean(gap_fold <= 0.05):.0%}, within "
+        f"0.08 (pooled) in {np.mean(gap_pooled <= 0.08):.0%}, both in {np.mean(within):.0%}"
+    )
 
 
 def main(
-    dataset_dir: Optional[str] = None, simulate_cohorts: int = 0, patients: int = 300, split_seeds: int = 0,
+    dataset_dir: str | None = None,
+    simulate_cohorts: int = 0,
+    patients: int = 300,
+    split_seeds: int = 0,
     first_seed: int = 0,
-) -> None:  # fmt: skip
+) -> None:
     """Print fold mean and pooled ROC-AUC of the Bayes score and the two oracle-feature models on a cohort, or the
     simulation over ``simulate_cohorts`` generated cohorts."""
     if simulate_cohorts:

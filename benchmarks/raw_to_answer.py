@@ -95,8 +95,10 @@ def main(
                     continue
                 row = next(csv.DictReader(open(os.path.join(result, "predictions.csv"))))
                 walls.setdefault((name, option), []).append(wall)
-                print(f"{name} {option}: run {run + 1}: {wall:.1f} s, probability {float(row['probability']):.6f}",
-                      flush=True)  # fmt: skip
+                print(
+                    f"{name} {option}: run {run + 1}: {wall:.1f} s, probability {float(row['probability']):.6f}",
+                    flush=True,
+                )
     for (name, option), values in walls.items():
         print(f"{name} {option}: median {sorted(values)[len(values) // 2]:.1f} s over {len(values)} runs")
 

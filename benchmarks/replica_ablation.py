@@ -22,7 +22,7 @@ import copy
 import os
 import sys
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Sequence
 
 import fire
 import numpy as np
@@ -47,7 +47,7 @@ CONFIGS = ["configs/train.json", "configs/demo.json", "configs/vessel.json", "co
 def cached_inputs(
     dataset_dir: str,
     configs: Sequence[str] = CONFIGS,
-    overrides: Optional[Dict[str, Any]] = None,
+    overrides: Dict[str, Any] | None = None,
     name: str = "replica_cache",
     models: str = "replica_models",
 ) -> dict:
@@ -99,8 +99,12 @@ def augment(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-CLINICAL = {"location": ["ICA", "M1", "M2", "M3", "ACA", "PCA", "BA", "VA"], "age": "numeric", "ivt": "numeric",
-            "nihss": "numeric"}  # fmt: skip
+CLINICAL = {
+    "location": ["ICA", "M1", "M2", "M3", "ACA", "PCA", "BA", "VA"],
+    "age": "numeric",
+    "ivt": "numeric",
+    "nihss": "numeric",
+}
 
 
 def main(
@@ -116,7 +120,7 @@ def main(
     threads: int = 1,
     masks: int = 4,
     weight_decay: float = 0.05,
-    net_args: Optional[dict] = None,
+    net_args: dict | None = None,
     train_on_inner: bool = False,
 ) -> float:
     """Train and predict every fold; returns the fold-mean outer ROC-AUC. ``train_on_inner``: the inner validation

@@ -57,11 +57,20 @@ def fold(datalist: str, cache: str, cache_dir: str, ckpt: str, epochs: int = 2) 
     os.chdir(ROOT)
     start = time.perf_counter()
     wf = ConfigWorkflow(
-        config_file=[os.path.join("configs", n) for n in CONFIGS], meta_file="configs/metadata.json",
-        logging_file="configs/logging.conf", workflow_type="train", run_id="train_fold", datalist_file=datalist,
-        dataset_dir=os.path.dirname(datalist), ckpt_dir=ckpt, fold=0, max_epochs=epochs, patience=epochs + 1,
-        dataset_cache=cache, cache_dir=cache_dir,
-    )  # fmt: skip
+        config_file=[os.path.join("configs", n) for n in CONFIGS],
+        meta_file="configs/metadata.json",
+        logging_file="configs/logging.conf",
+        workflow_type="train",
+        run_id="train_fold",
+        datalist_file=datalist,
+        dataset_dir=os.path.dirname(datalist),
+        ckpt_dir=ckpt,
+        fold=0,
+        max_epochs=epochs,
+        patience=epochs + 1,
+        dataset_cache=cache,
+        cache_dir=cache_dir,
+    )
     wf.initialize()
     trainer = wf.parser.get_parsed_content("train#trainer")  # builds both datasets (the RAM cache fills here)
     setup = time.perf_counter() - start
@@ -73,20 +82,41 @@ def fold(datalist: str, cache: str, cache_dir: str, ckpt: str, epochs: int = 2) 
     patients = len(wf.parser.get_parsed_content("train#dataset")) + len(
         wf.parser.get_parsed_content("validate#dataset")
     )
-    print(json.dumps({"setup_s": round(setup, 1), "epoch_s": [round(s, 1) for s in epoch_s],
-                      "peak_rss_gb": round(rss_gb, 2), "patients": patients}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "setup_s": round(setup, 1),
+                "epoch_s": [round(s, 1) for s in epoch_s],
+                "peak_rss_gb": round(rss_gb, 2),
+                "patients": patients,
+            }
+        )
+    )
 
 
-def train(cohort: str, sizes: str = "100,500,2000", out: str = "/tmp/scale/train", epochs: int = 2,
-          caches: str = "ram,disk") -> None:  # fmt: skip
+def train(
+    cohort: str, sizes: str = "100,500,2000", out: str = "/tmp/scale/train", epochs: int = 2, caches: str = "ram,disk"
+) -> None:
     """Print peak RSS and epoch times per cohort size and cache."""
     for size in map(int, _items(sizes)):
         datalist = _subset(cohort, size, os.path.join(out, f"n{size}"))
         for cache in _items(caches):
             run = os.path.join(out, f"n{size}", cache)
-            cmd = [sys.executable, os.path.abspath(__file__), "fold", "--datalist", datalist, "--cache", cache,
-                   "--cache_dir", os.path.join(run, "cache"), "--ckpt", os.path.join(run, "models"),
-                   "--epochs", str(epochs)]  # fmt: skip
+            cmd = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "fold",
+                "--datalist",
+                datalist,
+                "--cache",
+                cache,
+                "--cache_dir",
+                os.path.join(run, "cache"),
+                "--ckpt",
+                os.path.join(run, "models"),
+                "--epochs",
+                str(epochs),
+            ]
             start = time.perf_counter()
             result = subprocess.run(cmd, capture_output=True, text=True)
             if result.returncode:
@@ -94,9 +124,12 @@ def train(cohort: str, sizes: str = "100,500,2000", out: str = "/tmp/scale/train
                 raise SystemExit(f"n={size} {cache}: failed")
             row = json.loads(result.stdout.strip().splitlines()[-1])
             cache_mb = _folder_mb(os.path.join(run, "cache"))
-            print(f"n={size} cache={cache}: fold-0 patients {row['patients']}, peak RSS {row['peak_rss_gb']:.2f} GB, "
-                  f"datasets built in {row['setup_s']:.1f} s, epochs {row['epoch_s']} s, cache folder "
-                  f"{cache_mb:.0f} MB, process wall {time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
+            print(
+                f"n={size} cache={cache}: fold-0 patients {row['patients']}, peak RSS {row['peak_rss_gb']:.2f} GB, "
+                f"datasets built in {row['setup_s']:.1f} s, epochs {row['epoch_s']} s, cache folder "
+                f"{cache_mb:.0f} MB, process wall {time.perf_counter() - start:.0f} s",
+                flush=True,
+            )
 
 
 def _items(values: str | int | tuple) -> list[str]:
@@ -110,19 +143,36 @@ def _folder_mb(folder: str) -> float:
     return sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 1024**2
 
 
-def preprocess(cases: int = 40, workers: str = "1,2", out: str = "/tmp/scale/preprocess", spacing: float = 2.0,
-               seed: int = 31) -> None:  # fmt: skip
+def preprocess(
+    cases: int = 40, workers: str = "1,2", out: str = "/tmp/scale/preprocess", spacing: float = 2.0, seed: int = 31
+) -> None:
     """Print preprocessing wall time and throughput per worker count."""
     from scripts.demo.generator import generate
 
-    cohort = generate(os.path.join(out, "raw"), patients=max(20, int(cases)), seed=seed, modalities="ct",
-                      spacing=spacing, native=True)  # fmt: skip
+    cohort = generate(
+        os.path.join(out, "raw"), patients=max(20, int(cases)), seed=seed, modalities="ct", spacing=spacing, native=True
+    )
     table = _subset(cohort, int(cases), os.path.join(out, "subset"))
     table = os.path.join(os.path.dirname(table), "cohort.csv")
     for n in map(int, _items(workers)):
         target = os.path.join(out, f"workers{n}")
-        cmd = [sys.executable, "-m", "monai.bundle", "run", "preprocess", "--config_file", "configs/preprocess.json",
-               "--cohort", table, "--output_dir", target, "--spacing", str(spacing), "--workers", str(n)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "preprocess",
+            "--config_file",
+            "configs/preprocess.json",
+            "--cohort",
+            table,
+            "--output_dir",
+            target,
+            "--spacing",
+            str(spacing),
+            "--workers",
+            str(n),
+        ]
         start = time.perf_counter()
         result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - start
@@ -133,9 +183,12 @@ def preprocess(cases: int = 40, workers: str = "1,2", out: str = "/tmp/scale/pre
             rows = list(csv.DictReader(f))
         ok = sum(r["status"] == "ok" for r in rows)
         per_case = sum(float(r["seconds"]) for r in rows) / len(rows)
-        print(f"workers={n}: {ok}/{len(rows)} cases ok in {wall:.0f} s wall (cluster start and process start "
-              f"included): {60 * len(rows) / wall:.1f} cases/min, {60 * len(rows) / wall / n:.1f} per worker; "
-              f"{per_case:.1f} s per case inside the worker", flush=True)  # fmt: skip
+        print(
+            f"workers={n}: {ok}/{len(rows)} cases ok in {wall:.0f} s wall (cluster start and process start "
+            f"included): {60 * len(rows) / wall:.1f} cases/min, {60 * len(rows) / wall / n:.1f} per worker; "
+            f"{per_case:.1f} s per case inside the worker",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

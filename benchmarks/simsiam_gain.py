@@ -73,21 +73,42 @@ def main(
         datalist = write_datalist(csv_path, os.path.join(cohort_dir, "datalist.json"), seed=seed)
         if not os.path.isfile(encoder):
             run_bundle(
-                "run", "pretraining", "--config_file", PRETRAIN, "--dataset_dir", pool_dir,
-                "--datalist_file", datalist, "--ckpt_dir", os.path.join(out, "pretrained"),
-                "--ssl_epochs", str(ssl_epochs),
-            )  # fmt: skip
+                "run",
+                "pretraining",
+                "--config_file",
+                PRETRAIN,
+                "--dataset_dir",
+                pool_dir,
+                "--datalist_file",
+                datalist,
+                "--ckpt_dir",
+                os.path.join(out, "pretrained"),
+                "--ssl_epochs",
+                str(ssl_epochs),
+            )
         with open(os.path.join(cohort_dir, "manifest.json")) as f:
             bayes = json.load(f)["bayes_auc"]
         for arm, enc in (("scratch", None), ("pretrained", encoder)):
-            m = _arm(cohort_dir, datalist, os.path.join(cohort_dir, f"models_{arm}"),
-                     os.path.join(cohort_dir, f"eval_{arm}"), enc)  # fmt: skip
+            m = _arm(
+                cohort_dir,
+                datalist,
+                os.path.join(cohort_dir, f"models_{arm}"),
+                os.path.join(cohort_dir, f"eval_{arm}"),
+                enc,
+            )
             auc = m["cv"]["summary"]["roc_auc"]
-            rows.append({
-                "labelled": size, "repeat": r, "arm": arm, "cv_auc": auc["mean"], "cv_sd": auc["sd"],
-                "pooled": m["cv"]["pooled_roc_auc"],
-                "test": m.get("test", {}).get("ensemble", {}).get("roc_auc", float("nan")), "bayes": bayes,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "labelled": size,
+                    "repeat": r,
+                    "arm": arm,
+                    "cv_auc": auc["mean"],
+                    "cv_sd": auc["sd"],
+                    "pooled": m["cv"]["pooled_roc_auc"],
+                    "test": m.get("test", {}).get("ensemble", {}).get("roc_auc", float("nan")),
+                    "bayes": bayes,
+                }
+            )
     lines = [
         f"SimSiam gain on the demo cohort: {labelled} labelled patients per repeat (5 folds + test set from 2020), "
         f"{unlabeled} unlabeled, {ssl_epochs} pretraining epochs, spacing {spacing} mm, seed {seed}",

@@ -5,14 +5,14 @@ import os
 import sys
 import warnings
 from types import TracebackType
-from typing import Optional, Type
+from typing import Type
 
 
 class BundleInputError(ValueError):
     """Bad user input (cohort table, datalist, paths): reported as one line, exit status 2."""
 
 
-def find_input_error(exc: Optional[BaseException]) -> Optional[BundleInputError]:
+def find_input_error(exc: BaseException | None) -> BundleInputError | None:
     """The :class:`BundleInputError` that caused ``exc`` (itself, or along its cause/context chain), or None."""
     seen = set()
     while exc is not None and id(exc) not in seen:
@@ -24,7 +24,7 @@ def find_input_error(exc: Optional[BaseException]) -> Optional[BundleInputError]
 
 
 def _input_error_hook(
-    exc_type: Type[BaseException], exc: BaseException, tb: Optional[TracebackType]
+    exc_type: Type[BaseException], exc: BaseException, tb: TracebackType | None
 ) -> None:  # pragma: no cover - exercised through subprocess tests
     found = find_input_error(exc)
     if found is None:

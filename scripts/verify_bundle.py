@@ -21,17 +21,30 @@ import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SCHEMA = os.path.join(ROOT, "..", "shared", "data", "monai", "meta_schema_20240725.json")
-SECTIONS = ("Model Overview", "Data", "Preprocessing", "Training configuration", "Input", "Output",
-            "Performance", "MONAI Bundle Commands", "References", "License")  # fmt: skip
+SECTIONS = (
+    "Model Overview",
+    "Data",
+    "Preprocessing",
+    "Training configuration",
+    "Input",
+    "Output",
+    "Performance",
+    "MONAI Bundle Commands",
+    "References",
+    "License",
+)
 CODE = ["scripts", "tests", "benchmarks"]
 
 
 def _bundle(*args: str) -> Callable[[], Tuple[bool, str]]:
     def check() -> Tuple[bool, str]:
         result = subprocess.run(
-            [sys.executable, "-m", "monai.bundle", *args], cwd=ROOT, capture_output=True, text=True,
+            [sys.executable, "-m", "monai.bundle", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
             env={**os.environ, "PYTHONPATH": ROOT},
-        )  # fmt: skip
+        )
         tail = (result.stderr or result.stdout).strip().splitlines()
         return result.returncode == 0, "" if result.returncode == 0 else (tail[-1] if tail else "failed")
 
@@ -69,9 +82,10 @@ def check_files() -> Tuple[bool, str]:
         "requirements-cluster.txt",
     ):
         pins = dict(
-            line.split("#")[0].strip().split("==") for line in open(os.path.join(ROOT, name))
+            line.split("#")[0].strip().split("==")
+            for line in open(os.path.join(ROOT, name))
             if line.split("#")[0].strip()
-        )  # fmt: skip
+        )
         if name != "requirements.txt":
             optional.update(pins)
         elif pins != expected:
@@ -93,9 +107,14 @@ def main(schema: str = DEFAULT_SCHEMA) -> None:
     checks = {
         "verify_metadata": _bundle("verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", schema),
         "verify_net_in_out": _bundle(
-            "verify_net_in_out", "--net_id", "network_def", "--meta_file", "configs/metadata.json",
-            "--config_file", "configs/inference.json",
-        ),  # fmt: skip
+            "verify_net_in_out",
+            "--net_id",
+            "network_def",
+            "--meta_file",
+            "configs/metadata.json",
+            "--config_file",
+            "configs/inference.json",
+        ),
         "isort": _tool("isort", "--check-only", "--diff", *CODE),
         "black": _tool("black", "--check", *CODE),
         "flake8": _tool("flake8", *CODE),

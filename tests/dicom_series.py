@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -34,15 +34,15 @@ def write_volume_series(
     vol: np.ndarray,
     aff: np.ndarray,
     out_dir: str,
-    patient: Optional[Dict[str, str]] = None,
-    study: Optional[str] = None,
+    patient: Dict[str, str] | None = None,
+    study: str | None = None,
     number: int = 1,
     description: str = "",
     image_type: Sequence[str] = AXIAL,
-    contrast: Optional[str] = None,
-    compress: Optional[str] = None,
-    names: Optional[List[str]] = None,
-    extra: Optional[Dict[str, Any]] = None,
+    contrast: str | None = None,
+    compress: str | None = None,
+    names: List[str] | None = None,
+    extra: Dict[str, Any] | None = None,
 ) -> str:
     """One file per slice (third voxel axis) of a RAS volume in HU (``aff``: voxel -> RAS mm), oblique allowed.
 
@@ -81,7 +81,7 @@ def write_volume_series(
     return out_dir
 
 
-def write_ct_series(nifti: str, out_dir: str, patient: Optional[Dict[str, str]] = None, **options: Any) -> str:
+def write_ct_series(nifti: str, out_dir: str, patient: Dict[str, str] | None = None, **options: Any) -> str:
     """A NIfTI CT (HU) as an axial DICOM series in ``out_dir`` (options: :func:`write_volume_series`)."""
     img = nib.as_closest_canonical(nib.load(nifti))
     return write_volume_series(np.asarray(img.dataobj), img.affine, out_dir, patient, **options)
@@ -95,8 +95,9 @@ def _dose_report(path: str, study: str, number: int) -> None:
     ds.save_as(path, enforce_file_format=True)
 
 
-def write_study(ncct: str, cta: str, out_dir: str, seed: int = 0, patient: Optional[Dict[str, str]] = None,
-                thick_factor: int = 5) -> Dict[str, Any]:  # fmt: skip
+def write_study(
+    ncct: str, cta: str, out_dir: str, seed: int = 0, patient: Dict[str, str] | None = None, thick_factor: int = 5
+) -> Dict[str, Any]:
     """A stroke CT study as a router sends it: one folder, files under random names in random order, 6 series:
     a scout, a thick NCCT (every ``thick_factor``-th slice of ``ncct``), the thin NCCT (``ncct``), the CTA
     (``cta``), a CTA MIP (derived, 3-slice slabs) and a dose report. Returns the study UID and the series numbers
@@ -115,15 +116,43 @@ def write_study(ncct: str, cta: str, out_dir: str, seed: int = 0, patient: Optio
     mip_aff = ct.affine.copy()
     mip_aff[:3, 2] *= 3
     common = {"study": study, "patient": patient}
-    write_volume_series(scout, scout_aff, os.path.join(staging, "1"), number=1, description="Topogram",
-                        image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"), **common)  # fmt: skip
-    write_volume_series(nc_vol[:, :, ::thick_factor], thick_aff, os.path.join(staging, "2"), number=2,
-                        description="Head 5.0 H31s", **common)  # fmt: skip
+    write_volume_series(
+        scout,
+        scout_aff,
+        os.path.join(staging, "1"),
+        number=1,
+        description="Topogram",
+        image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
+        **common,
+    )
+    write_volume_series(
+        nc_vol[:, :, ::thick_factor],
+        thick_aff,
+        os.path.join(staging, "2"),
+        number=2,
+        description="Head 5.0 H31s",
+        **common,
+    )
     write_volume_series(nc_vol, nc.affine, os.path.join(staging, "3"), number=3, description="Head 1.0 H31s", **common)
-    write_volume_series(ct_vol, ct.affine, os.path.join(staging, "4"), number=4, description="CTA Head 1.0 Hv36",
-                        contrast="Iohexol", **common)  # fmt: skip
-    write_volume_series(mip, mip_aff, os.path.join(staging, "5"), number=5, description="CTA MIP axial",
-                        image_type=("DERIVED", "SECONDARY", "AXIAL", "MIP"), contrast="Iohexol", **common)  # fmt: skip
+    write_volume_series(
+        ct_vol,
+        ct.affine,
+        os.path.join(staging, "4"),
+        number=4,
+        description="CTA Head 1.0 Hv36",
+        contrast="Iohexol",
+        **common,
+    )
+    write_volume_series(
+        mip,
+        mip_aff,
+        os.path.join(staging, "5"),
+        number=5,
+        description="CTA MIP axial",
+        image_type=("DERIVED", "SECONDARY", "AXIAL", "MIP"),
+        contrast="Iohexol",
+        **common,
+    )
     os.makedirs(os.path.join(staging, "6"))
     _dose_report(os.path.join(staging, "6", "0000.dcm"), study, 6)
     files = [os.path.join(root, n) for root, _, names in os.walk(staging) for n in names]

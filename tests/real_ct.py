@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import plistlib
 import tarfile
-from typing import Optional
 
 import nibabel as nib
 import numpy as np
@@ -13,7 +12,7 @@ import numpy as np
 CRANIUM = "/usr/share/doc/invesalius-examples/examples/Cranium.inv3"
 
 
-def cranium_nifti(out: str, rotate_deg: float = 0.0, shift_mm: float = 0.0) -> Optional[str]:
+def cranium_nifti(out: str, rotate_deg: float = 0.0, shift_mm: float = 0.0) -> str | None:
     """Write the CT (int16 HU, 0.96 x 0.96 x 1.5 mm, with skull, face and headrest) to ``out``; optionally
     rotated about the head's z axis and shifted along x, by changing the affine only. None if not installed."""
     if not os.path.isfile(CRANIUM):

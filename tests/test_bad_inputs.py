@@ -127,8 +127,20 @@ def _assert_refused(result: subprocess.CompletedProcess, words: str, out: str) -
 def test_inference_refuses(kind, models, good, tmp_path):
     ncct = bad_image(kind, good, str(tmp_path))
     out = str(tmp_path / "out")
-    cmd = [*BUNDLE, "--config_file", "configs/inference.json", "--ckpt_dir", models, *SHAPE,
-           "--ncct", ncct, "--cta", good["cta"], "--output_dir", out]  # fmt: skip
+    cmd = [
+        *BUNDLE,
+        "--config_file",
+        "configs/inference.json",
+        "--ckpt_dir",
+        models,
+        *SHAPE,
+        "--ncct",
+        ncct,
+        "--cta",
+        good["cta"],
+        "--output_dir",
+        out,
+    ]
     result = _run(cmd)
     _assert_refused(result, IMAGE_CASES[kind], out)
     assert ncct in result.stderr.strip().splitlines()[-1]  # the file is named
@@ -136,8 +148,20 @@ def test_inference_refuses(kind, models, good, tmp_path):
 
 def test_inference_refuses_an_ncct_given_as_the_cta(models, good, tmp_path):
     out = str(tmp_path / "out")
-    cmd = [*BUNDLE, "--config_file", "configs/inference.json", "--ckpt_dir", models, *SHAPE,
-           "--ncct", good["ncct"], "--cta", good["ncct"], "--output_dir", out]  # fmt: skip
+    cmd = [
+        *BUNDLE,
+        "--config_file",
+        "configs/inference.json",
+        "--ckpt_dir",
+        models,
+        *SHAPE,
+        "--ncct",
+        good["ncct"],
+        "--cta",
+        good["ncct"],
+        "--output_dir",
+        out,
+    ]
     _assert_refused(_run(cmd), f"{good['ncct']}: CTA shows no vessel contrast", out)
 
 
@@ -158,8 +182,20 @@ def fine(tmp_path_factory):
 def test_preprocessing_refuses(kind, good, fine, tmp_path):
     ncct = fine["cta"] if kind == "cta" else bad_image(kind, good, str(tmp_path))
     out = str(tmp_path / "case")
-    cmd = [sys.executable, "-m", "scripts.preprocess", "ct", "--ncct", ncct, "--cta", fine["cta"], "--out", out,
-           "--spacing", "6"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "scripts.preprocess",
+        "ct",
+        "--ncct",
+        ncct,
+        "--cta",
+        fine["cta"],
+        "--out",
+        out,
+        "--spacing",
+        "6",
+    ]
     words = IMAGE_CASES[kind].replace("NCCT is 2-D", "NCCT is not a 3-D volume")
     result = _run(cmd)
     _assert_refused(result, words, out)
@@ -194,13 +230,17 @@ SPLIT_CASES = {
     "duplicate_id": (lambda rows: _set(rows[1], patient_id=rows[0]["patient_id"]), "patient_id"),
     "mtici_2d": (lambda rows: _set(rows[3], mtici_final="2d"), "mtici_final"),
     "impossible_date": (lambda rows: _set(rows[2], procedure_date="2019-02-30"), "procedure_date"),
-    "missing_label_columns": (lambda rows: [r.pop(k) for r in rows for k in ("mtici_final", "passes")],
-                              "missing column(s)"),
+    "missing_label_columns": (
+        lambda rows: [r.pop(k) for r in rows for k in ("mtici_final", "passes")],
+        "missing column(s)",
+    ),
     "header_only": (lambda rows: rows.__setitem__(slice(1, None), []) or rows[0].update({}), ""),
-    "one_outcome_class": (lambda rows: [_set(r, passes="1", mtici_first_pass="3", mtici_final="3") for r in rows],
-                          "one outcome class, nothing to learn"),
+    "one_outcome_class": (
+        lambda rows: [_set(r, passes="1", mtici_first_pass="3", mtici_final="3") for r in rows],
+        "one outcome class, nothing to learn",
+    ),
     "missing_image": (lambda rows: _set(rows[4], ncct="/nonexistent/ncct.nii.gz"), "ncct"),
-}  # fmt: skip
+}
 
 
 ROW_CASES = ("duplicate_id", "mtici_2d", "impossible_date", "missing_image")
@@ -236,8 +276,18 @@ def test_evaluation_refuses_a_bad_test_image(models, side_datalist, good, tmp_pa
     datalist.write_text(json.dumps(data))
     out = str(tmp_path / "eval")
     ckpt = _copy_models(models, str(tmp_path / "models"))
-    cmd = [*BUNDLE, "--config_file", "['configs/train.json','configs/evaluate.json']", "--datalist_file",
-           str(datalist), "--ckpt_dir", ckpt, *SHAPE, "--output_dir", out]  # fmt: skip
+    cmd = [
+        *BUNDLE,
+        "--config_file",
+        "['configs/train.json','configs/evaluate.json']",
+        "--datalist_file",
+        str(datalist),
+        "--ckpt_dir",
+        ckpt,
+        *SHAPE,
+        "--output_dir",
+        out,
+    ]
     reason = f"{tmp_path / 'nan.nii.gz'}: NCCT holds NaN or infinite values"
     _assert_refused(_run([*cmd, "--strict", "true"]), reason, out)
     # by default the patient is excluded, named with the reason in the exclusions table and the report
@@ -252,8 +302,18 @@ def test_evaluation_refuses_a_bad_test_image(models, side_datalist, good, tmp_pa
 
 def test_evaluation_refuses_a_folder_without_fold_models(side_datalist, tmp_path):
     out = str(tmp_path / "eval")
-    cmd = [*BUNDLE, "--config_file", "['configs/train.json','configs/evaluate.json']", "--datalist_file",
-           side_datalist, "--ckpt_dir", str(tmp_path / "no_models"), *SHAPE, "--output_dir", out]  # fmt: skip
+    cmd = [
+        *BUNDLE,
+        "--config_file",
+        "['configs/train.json','configs/evaluate.json']",
+        "--datalist_file",
+        side_datalist,
+        "--ckpt_dir",
+        str(tmp_path / "no_models"),
+        *SHAPE,
+        "--output_dir",
+        out,
+    ]
     _assert_refused(_run(cmd), "no_models", out)
 
 
@@ -266,8 +326,19 @@ def test_deploy_app_refuses(kind, models, good, tmp_path):
     (inputs / "ncct.nii.gz").write_bytes(open(bad, "rb").read())
     (inputs / "cta.nii.gz").write_bytes(open(good["cta"], "rb").read())
     out = str(tmp_path / "output")
-    cmd = [sys.executable, "-m", "scripts.deploy_app", "-i", str(inputs), "-o", out, "-m",
-           os.path.join(models, "deploy"), "-w", str(tmp_path / "work")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "scripts.deploy_app",
+        "-i",
+        str(inputs),
+        "-o",
+        out,
+        "-m",
+        os.path.join(models, "deploy"),
+        "-w",
+        str(tmp_path / "work"),
+    ]
     _assert_refused(_run(cmd), IMAGE_CASES[kind], out)
 
 
@@ -283,8 +354,22 @@ def test_inference_warns_on_a_scan_unlike_the_training_cohort(models, good, side
     offset = _save(str(tmp_path / "offset.nii.gz"), np.where(data > -200, data + 40, data).astype(np.int16), img.affine)
     rows = {}
     for name, ncct in (("good", good["ncct"]), ("offset", offset)):
-        cmd = [*BUNDLE, "--config_file", "configs/inference.json", "--ckpt_dir", models, *SHAPE, "--patient_id", name,
-               "--ncct", ncct, "--cta", good["cta"], "--output_dir", str(tmp_path / name)]  # fmt: skip
+        cmd = [
+            *BUNDLE,
+            "--config_file",
+            "configs/inference.json",
+            "--ckpt_dir",
+            models,
+            *SHAPE,
+            "--patient_id",
+            name,
+            "--ncct",
+            ncct,
+            "--cta",
+            good["cta"],
+            "--output_dir",
+            str(tmp_path / name),
+        ]
         result = _run(cmd)
         assert result.returncode == 0, result.stderr[-2000:]
         (rows[name],) = list(csv.DictReader(open(tmp_path / name / "predictions.csv")))
@@ -305,8 +390,20 @@ def test_inference_refuses_a_corrupted_or_mismatched_checkpoint(models, good, tm
     data = open(path, "rb").read()
     open(path, "wb").write(data[: len(data) // 2])
     out = str(tmp_path / "out")
-    cmd = [*BUNDLE, "--config_file", "configs/inference.json", "--ckpt_dir", ckpt, *SHAPE,
-           "--ncct", good["ncct"], "--cta", good["cta"], "--output_dir", out]  # fmt: skip
+    cmd = [
+        *BUNDLE,
+        "--config_file",
+        "configs/inference.json",
+        "--ckpt_dir",
+        ckpt,
+        *SHAPE,
+        "--ncct",
+        good["ncct"],
+        "--cta",
+        good["cta"],
+        "--output_dir",
+        out,
+    ]
     _assert_refused(_run(cmd), f"{path}: corrupted or not a model checkpoint", out)
     other = [*cmd[:-2], "--widths", "[8,8,16,16]", "--output_dir", out]
     _assert_refused(_run([c.replace(ckpt, models) for c in other]), "does not fit the configured network", out)
@@ -319,12 +416,21 @@ def test_a_second_run_on_a_locked_model_folder_is_refused(models, side_datalist,
     ckpt = _copy_models(models, str(tmp_path / "models"))
     before = {f: os.path.getmtime(os.path.join(ckpt, f)) for f in ("cutoffs.json",)}
     common = ["--datalist_file", side_datalist, "--ckpt_dir", ckpt, *SHAPE]
-    evaluate = [*BUNDLE, "--config_file", "['configs/train.json','configs/evaluate.json']", *common,
-                "--output_dir", str(tmp_path / "eval")]  # fmt: skip
+    evaluate = [
+        *BUNDLE,
+        "--config_file",
+        "['configs/train.json','configs/evaluate.json']",
+        *common,
+        "--output_dir",
+        str(tmp_path / "eval"),
+    ]
     train = [*BUNDLE, "training", "--config_file", "configs/train.json", *common, "--max_epochs", "1"]
     with folder_lock(ckpt, "test"):
-        _assert_refused(_run(evaluate), f"{ckpt}: in use by another run (.lock is locked); evaluation not started",
-                        str(tmp_path / "eval"))  # fmt: skip
+        _assert_refused(
+            _run(evaluate),
+            f"{ckpt}: in use by another run (.lock is locked); evaluation not started",
+            str(tmp_path / "eval"),
+        )
         _assert_refused(_run(train), "training not started", str(tmp_path / "none"))
     assert {f: os.path.getmtime(os.path.join(ckpt, f)) for f in before} == before
     assert _run(evaluate).returncode == 0  # the lock is released with its holder
@@ -337,11 +443,24 @@ def test_evaluation_that_cannot_write_keeps_the_earlier_outputs(models, side_dat
 
     ckpt = _copy_models(models, str(tmp_path / "models"))
     out = str(tmp_path / "eval")
-    cmd = [*BUNDLE, "--config_file", "['configs/train.json','configs/evaluate.json']", "--datalist_file",
-           side_datalist, "--ckpt_dir", ckpt, *SHAPE, "--output_dir", out]  # fmt: skip
+    cmd = [
+        *BUNDLE,
+        "--config_file",
+        "['configs/train.json','configs/evaluate.json']",
+        "--datalist_file",
+        side_datalist,
+        "--ckpt_dir",
+        ckpt,
+        *SHAPE,
+        "--output_dir",
+        out,
+    ]
     assert _run(cmd).returncode == 0
-    before = {f: open(os.path.join(out, f), "rb").read() for f in sorted(os.listdir(out)) if os.path.isfile(
-        os.path.join(out, f))}  # fmt: skip
+    before = {
+        f: open(os.path.join(out, f), "rb").read()
+        for f in sorted(os.listdir(out))
+        if os.path.isfile(os.path.join(out, f))
+    }
 
     def limit() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -353,13 +472,21 @@ def test_evaluation_that_cannot_write_keeps_the_earlier_outputs(models, side_dat
         result.returncode == 2 and lines[-1].startswith("error: ") and "cannot be written (File too large)" in lines[-1]
     )
     assert "Traceback" not in result.stderr
-    after = {f: open(os.path.join(out, f), "rb").read() for f in sorted(os.listdir(out)) if os.path.isfile(
-        os.path.join(out, f))}  # fmt: skip
+    after = {
+        f: open(os.path.join(out, f), "rb").read()
+        for f in sorted(os.listdir(out))
+        if os.path.isfile(os.path.join(out, f))
+    }
     assert after == before  # every earlier output intact, no temporary file left
 
 
-PHI = {"PatientName": "Doe^Jane", "PatientID": "MRN4711PHI", "PatientBirthDate": "19510203",
-       "AccessionNumber": "ACC998877", "InstitutionName": "St Example Stroke Unit"}  # fmt: skip
+PHI = {
+    "PatientName": "Doe^Jane",
+    "PatientID": "MRN4711PHI",
+    "PatientBirthDate": "19510203",
+    "AccessionNumber": "ACC998877",
+    "InstitutionName": "St Example Stroke Unit",
+}
 
 
 def _leaks(texts: List[bytes]) -> List[str]:
@@ -396,16 +523,44 @@ def test_no_patient_identifiers_in_any_output(models, good, fine, side_datalist,
     series = {k: write_ct_series(good[k], str(tmp_path / "dicom" / k), PHI) for k in ("ncct", "cta")}
     texts: List[bytes] = []
     out = str(tmp_path / "infer")
-    cmd = [*BUNDLE, "--config_file", "configs/inference.json", "--ckpt_dir", models, *SHAPE, "--ncct", series["ncct"],
-           "--cta", series["cta"], "--explain", "true", "--output_dir", out]  # fmt: skip
+    cmd = [
+        *BUNDLE,
+        "--config_file",
+        "configs/inference.json",
+        "--ckpt_dir",
+        models,
+        *SHAPE,
+        "--ncct",
+        series["ncct"],
+        "--cta",
+        series["cta"],
+        "--explain",
+        "true",
+        "--output_dir",
+        out,
+    ]
     result = _run(cmd)
     assert result.returncode == 0, result.stderr[-2000:]
     assert os.path.isfile(os.path.join(out, "predictions.csv")) and os.path.isdir(os.path.join(out, "explanations"))
     texts += [result.stdout.encode(), result.stderr.encode(), *_folder_bytes(out)]
     fine_series = {k: write_ct_series(fine[k], str(tmp_path / "fine" / k), PHI) for k in ("ncct", "cta")}
     case = str(tmp_path / "case")
-    result = _run([sys.executable, "-m", "scripts.preprocess", "ct", "--ncct", fine_series["ncct"], "--cta",
-                   fine_series["cta"], "--out", case, "--spacing", "6"])  # fmt: skip
+    result = _run(
+        [
+            sys.executable,
+            "-m",
+            "scripts.preprocess",
+            "ct",
+            "--ncct",
+            fine_series["ncct"],
+            "--cta",
+            fine_series["cta"],
+            "--out",
+            case,
+            "--spacing",
+            "6",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     texts += [result.stdout.encode(), result.stderr.encode(), *_folder_bytes(case)]
     data = json.load(open(side_datalist))
@@ -414,8 +569,23 @@ def test_no_patient_identifiers_in_any_output(models, good, fine, side_datalist,
     datalist = tmp_path / "datalist.json"
     datalist.write_text(json.dumps(data))
     ckpt = str(tmp_path / "models")
-    result = _run([*BUNDLE, "training", "--config_file", "configs/train.json", "--datalist_file", str(datalist),
-                   "--ckpt_dir", ckpt, *SHAPE, "--fold", "0", "--max_epochs", "1"])  # fmt: skip
+    result = _run(
+        [
+            *BUNDLE,
+            "training",
+            "--config_file",
+            "configs/train.json",
+            "--datalist_file",
+            str(datalist),
+            "--ckpt_dir",
+            ckpt,
+            *SHAPE,
+            "--fold",
+            "0",
+            "--max_epochs",
+            "1",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert any("tfevents" in name for _, _, files in os.walk(ckpt) for name in files)  # TensorBoard written
     texts += [result.stdout.encode(), result.stderr.encode(), *_folder_bytes(ckpt)]
@@ -456,8 +626,18 @@ def test_inference_refuses_a_cohort_or_datalist_with_one_bad_scan(
         source = str(tmp_path / "datalist.json")
         open(source, "w").write(json.dumps(data))
     out = str(tmp_path / "out")
-    cmd = [*BUNDLE, "--config_file", "configs/inference.json", "--ckpt_dir", models, *SHAPE, f"--{form}", source,
-           "--output_dir", out]  # fmt: skip
+    cmd = [
+        *BUNDLE,
+        "--config_file",
+        "configs/inference.json",
+        "--ckpt_dir",
+        models,
+        *SHAPE,
+        f"--{form}",
+        source,
+        "--output_dir",
+        out,
+    ]
     _assert_refused(_run([*cmd, "--strict", "true"]), f"{bad}: NCCT holds NaN or infinite values", out)
     result = _run(cmd)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -18,8 +18,9 @@ SCHEMA = os.path.join(SHARED, "monai", "meta_schema_20240725.json")
 
 @pytest.mark.skipif(not os.path.isfile(SCHEMA), reason="../shared/data/monai/meta_schema_20240725.json is absent")
 def test_verify_bundle_passes():
-    result = subprocess.run([sys.executable, "-m", "scripts.verify_bundle", "--schema", SCHEMA], cwd=ROOT,
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.verify_bundle", "--schema", SCHEMA], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
     names = ["verify_metadata", "verify_net_in_out", "isort", "black", "flake8", "bundle files"]

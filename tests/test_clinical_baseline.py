@@ -35,10 +35,23 @@ def test_learns_a_table_label_and_imputes_blanks(demo_cohort, tmp_path):
 
 
 def test_runs_through_monai_bundle(demo_cohort, datalist_2fold, tmp_path):
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "clinical_baseline", "--config_file",
-           "['configs/train.json','configs/clinical_demo.json','configs/clinical_baseline.json']",
-           "--dataset_dir", os.path.dirname(demo_cohort), "--datalist_file", datalist_2fold,
-           "--ckpt_dir", str(tmp_path / "models"), "--output_dir", str(tmp_path / "eval")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "clinical_baseline",
+        "--config_file",
+        "['configs/train.json','configs/clinical_demo.json','configs/clinical_baseline.json']",
+        "--dataset_dir",
+        os.path.dirname(demo_cohort),
+        "--datalist_file",
+        datalist_2fold,
+        "--ckpt_dir",
+        str(tmp_path / "models"),
+        "--output_dir",
+        str(tmp_path / "eval"),
+    ]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.load(open(tmp_path / "eval" / "metrics.json"))

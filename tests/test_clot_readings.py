@@ -40,9 +40,13 @@ def test_readings_follow_the_clot_length_density_perviousness_and_the_collateral
     base = draw_patient(np.random.default_rng([1, 2]), 2, dt.date(2020, 1, 1), 10)
     base.update(location=site, side=side)
     base["_truth"].update(clot_length_mm=10.0, clot_density_hu=55.0, clot_perviousness=0.3, collaterals=1)
-    changes = {"long": ("clot_length_mm", 30.0), "dense": ("clot_density_hu", 80.0),
-               "pervious": ("clot_perviousness", 0.9), "collateralised": ("collaterals", 3),
-               "no collaterals": ("collaterals", 0)}  # fmt: skip
+    changes = {
+        "long": ("clot_length_mm", 30.0),
+        "dense": ("clot_density_hu", 80.0),
+        "pervious": ("clot_perviousness", 0.9),
+        "collateralised": ("collaterals", 3),
+        "no collaterals": ("collaterals", 0),
+    }
     read = {"base": _readings(anatomy, base, tmp_path, "base")}
     for name, (key, value) in changes.items():
         patient = copy.deepcopy(base)
@@ -95,7 +99,8 @@ def test_clot_readings_configuration_lowers_the_loss_keeps_the_last_epoch_and_is
         done = json.load(open(os.path.join(ckpt, f"fold{fold}", "done.json")))
         assert done["best_epoch"] == 40  # a convex model trained to convergence: the last epoch is kept
     args = [f"--{k}={json.dumps(v).replace(' ', '')}" for k, v in TINY.items()]
-    evaluated, pred = evaluated_and_inferred(["configs/vessel.json", "configs/clot_readings.json"], side_datalist,
-                                             demo_cohort, ckpt, tmp_path, args)  # fmt: skip
+    evaluated, pred = evaluated_and_inferred(
+        ["configs/vessel.json", "configs/clot_readings.json"], side_datalist, demo_cohort, ckpt, tmp_path, args
+    )
     # the same patient, images and clinical values, through evaluation and single-patient inference
     assert float(pred["probability"]) == pytest.approx(evaluated, abs=1e-5)

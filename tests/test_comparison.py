@@ -34,18 +34,33 @@ def _train_fold(overlay: str, datalist: str, ckpt_dir, **override) -> ConfigWork
     """An initialised ``train_fold`` workflow of train.json + ``overlay`` at the tiny test size."""
     os.chdir(ROOT)
     wf = ConfigWorkflow(
-        config_file=["configs/train.json", os.path.join("configs", overlay)], meta_file="configs/metadata.json",
-        logging_file="configs/logging.conf", workflow_type="train", run_id="train_fold", datalist_file=datalist,
-        ckpt_dir=str(ckpt_dir), batch_size=4, num_slices=10, **{**TINY, **override},
-    )  # fmt: skip
+        config_file=["configs/train.json", os.path.join("configs", overlay)],
+        meta_file="configs/metadata.json",
+        logging_file="configs/logging.conf",
+        workflow_type="train",
+        run_id="train_fold",
+        datalist_file=datalist,
+        ckpt_dir=str(ckpt_dir),
+        batch_size=4,
+        num_slices=10,
+        **{**TINY, **override},
+    )
     wf.initialize()
     return wf
 
 
 def test_scanet_shapes_determinism_and_identity_start():
     torch.manual_seed(0)
-    net = SCANet(in_channels=2, num_slices=8, spatial_size=(24, 24), neighbourhood_size=4, widths=(4, 8, 8, 16),
-                 num_heads=2, sat_patch_size=2, dropout=0.5)  # fmt: skip
+    net = SCANet(
+        in_channels=2,
+        num_slices=8,
+        spatial_size=(24, 24),
+        neighbourhood_size=4,
+        widths=(4, 8, 8, 16),
+        num_heads=2,
+        sat_patch_size=2,
+        dropout=0.5,
+    )
     x = torch.randn(3, 2, 24, 24, 8)
     net.eval()
     out, all_logits = net(x), net.forward_all(x)
@@ -85,8 +100,17 @@ def test_label_switch(side_datalist):
 
 def test_scanet_trains_through_the_bundle_and_lowers_the_loss(side_datalist, tmp_path):
     no_augmentation = {f"train#random_transforms#{i}#prob": 0.0 for i in (0, 1, 2, 3)}
-    wf = _train_fold("scanet.json", side_datalist, tmp_path, fold=0, max_epochs=30, learning_rate=0.003,
-                     patience=50, label="fpe", **no_augmentation)  # fmt: skip
+    wf = _train_fold(
+        "scanet.json",
+        side_datalist,
+        tmp_path,
+        fold=0,
+        max_epochs=30,
+        learning_rate=0.003,
+        patience=50,
+        label="fpe",
+        **no_augmentation,
+    )
     assert wf.parser.get_parsed_content("datalist")["settings"]["label"] == "fpe"
     wf.parser.update({"network_def#neighbourhood_size": 5})
     assert isinstance(wf.parser.get_parsed_content("network"), SCANet)

@@ -29,9 +29,15 @@ class CountCalls(MapTransform):
 
 def _chain(seed: int):
     counter = CountCalls(["ncct"])
-    chain = Compose([LoadImaged(["ncct", "cta"], image_only=True), EnsureChannelFirstd(["ncct", "cta"]), counter,
-                     RandFlipd(["ncct", "cta"], prob=0.5, spatial_axis=0),
-                     RandGaussianNoised(["ncct"], prob=1.0, std=5.0)])  # fmt: skip
+    chain = Compose(
+        [
+            LoadImaged(["ncct", "cta"], image_only=True),
+            EnsureChannelFirstd(["ncct", "cta"]),
+            counter,
+            RandFlipd(["ncct", "cta"], prob=0.5, spatial_axis=0),
+            RandGaussianNoised(["ncct"], prob=1.0, std=5.0),
+        ]
+    )
     chain.set_random_state(seed)
     return chain, counter
 
@@ -87,7 +93,10 @@ def test_a_deterministic_full_batch_is_collated_once_and_anything_else_is_a_plai
     (plain,) = list(DataLoader(dataset, batch_size=8, shuffle=False))
     assert torch.equal(first[0]["image"], plain["image"]) and first[0]["patient_id"] == plain["patient_id"]
     # random transforms (collate_once false), several batches, a sampler or drop_last: a DataLoader, batches made anew
-    for kwargs in ({"batch_size": 8}, {"batch_size": 2, "collate_once": True},
-                   {"batch_size": 8, "collate_once": True, "drop_last": True},
-                   {"batch_size": 8, "collate_once": True, "sampler": range(5)}):  # fmt: skip
+    for kwargs in (
+        {"batch_size": 8},
+        {"batch_size": 2, "collate_once": True},
+        {"batch_size": 8, "collate_once": True, "drop_last": True},
+        {"batch_size": 8, "collate_once": True, "sampler": range(5)},
+    ):
         assert isinstance(data_loader(dataset, **kwargs), DataLoader), kwargs

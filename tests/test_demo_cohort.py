@@ -58,8 +58,10 @@ def test_draw_cohort_gives_the_generated_cohorts_truth_without_images(demo_cohor
             assert round(patient["_truth"][key], 4) == truth[key]
         row = rows[patient["patient_id"]]
         assert (patient["location"], patient["mtici_first_pass"], str(patient["age"])) == (
-            row["location"], row["mtici_first_pass"], row["age"]
-        )  # fmt: skip
+            row["location"],
+            row["mtici_first_pass"],
+            row["age"],
+        )
     assert draw_cohort(40, 4)[0]["_truth"] != drawn[0]["_truth"]
 
 

@@ -89,8 +89,12 @@ def test_the_rules_file_is_in_monai_deploy_format(study):
 
 def test_a_study_without_cta_and_a_mixed_folder_give_one_line(study, tmp_path):
     lonely = tmp_path / "no_cta"
-    write_volume_series(np.asarray(nib.load(study["ncct_nii"]).dataobj), nib.load(study["ncct_nii"]).affine,
-                        str(lonely), description="Head 1.0")  # fmt: skip
+    write_volume_series(
+        np.asarray(nib.load(study["ncct_nii"]).dataobj),
+        nib.load(study["ncct_nii"]).affine,
+        str(lonely),
+        description="Head 1.0",
+    )
     result = _preprocess("ct", "--study", str(lonely), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
     assert (
@@ -99,8 +103,12 @@ def test_a_study_without_cta_and_a_mixed_folder_give_one_line(study, tmp_path):
         + str(nib.load(study["ncct_nii"]).shape[2])
         + " images, 1 mm))"
     )
-    write_volume_series(np.asarray(nib.load(study["cta_nii"]).dataobj), nib.load(study["cta_nii"]).affine,
-                        str(lonely / "other"), contrast="Iohexol")  # fmt: skip
+    write_volume_series(
+        np.asarray(nib.load(study["cta_nii"]).dataobj),
+        nib.load(study["cta_nii"]).affine,
+        str(lonely / "other"),
+        contrast="Iohexol",
+    )
     result = _preprocess("ct", "--study", str(lonely), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.strip() == f"error: {lonely}: holds 2 studies; give one study per folder"
@@ -151,8 +159,9 @@ def test_gantry_tilt_and_missing_slices_are_refused(study, tmp_path):
     img = nib.load(study["ncct_nii"])
     tilted = img.affine.copy()
     tilted[:3, 2] = [0.0, np.sin(np.radians(15)), np.cos(np.radians(15))]  # slices stacked along a tilted axis
-    folder = write_volume_series(np.asarray(img.dataobj), tilted, str(tmp_path / "tilted"), number=7,
-                                 description="Head tilted")  # fmt: skip
+    folder = write_volume_series(
+        np.asarray(img.dataobj), tilted, str(tmp_path / "tilted"), number=7, description="Head tilted"
+    )
     for ds_path in os.listdir(folder):  # the scanner's in-plane orientation stays axial: a gantry tilt
         ds = dcmread(os.path.join(folder, ds_path))
         ds.ImageOrientationPatient = [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0]
@@ -183,16 +192,25 @@ def mr_study(tmp_path_factory):
     row = next(csv.DictReader(open(cohort)))
     nifti = {k: os.path.join(os.path.dirname(cohort), row[k]) for k in ("b0", "b1000", "adc", "flair")}
     study, dwi, folder = generate_uid(), generate_uid(), str(base / "study")
-    series = {"b0": (4, "ep2d_diff_tra", {"DiffusionBValue": 0, "SeriesInstanceUID": dwi}),
-              "b1000": (4, "ep2d_diff_tra", {"DiffusionBValue": 1000, "SeriesInstanceUID": dwi}),
-              "adc": (5, "ep2d_diff_tra_ADC", {"ImageType": ["DERIVED", "PRIMARY", "DIFFUSION", "ADC"]}),
-              "flair": (6, "t2_tirm_tra_dark-fluid FLAIR", {})}  # fmt: skip
+    series = {
+        "b0": (4, "ep2d_diff_tra", {"DiffusionBValue": 0, "SeriesInstanceUID": dwi}),
+        "b1000": (4, "ep2d_diff_tra", {"DiffusionBValue": 1000, "SeriesInstanceUID": dwi}),
+        "adc": (5, "ep2d_diff_tra_ADC", {"ImageType": ["DERIVED", "PRIMARY", "DIFFUSION", "ADC"]}),
+        "flair": (6, "t2_tirm_tra_dark-fluid FLAIR", {}),
+    }
     for key, (number, description, extra) in series.items():
         img = nib.as_closest_canonical(nib.load(nifti[key]))
         scale = 1e6 if key == "adc" else 1.0  # ADC stored in um^2/s as integers
-        write_volume_series(np.asarray(img.dataobj) * scale, img.affine, folder, study=study, number=number,
-                            description=description, names=[f"{key}_{k}" for k in range(img.shape[2])],
-                            extra={"Modality": "MR", **extra})  # fmt: skip
+        write_volume_series(
+            np.asarray(img.dataobj) * scale,
+            img.affine,
+            folder,
+            study=study,
+            number=number,
+            description=description,
+            names=[f"{key}_{k}" for k in range(img.shape[2])],
+            extra={"Modality": "MR", **extra},
+        )
     return {"dir": folder, "nifti": nifti}
 
 
@@ -211,8 +229,9 @@ def test_mr_study_split_by_b_value(mr_study, tmp_path):
     site = json.load(open(rules))  # this site's rules leave ADC out: both paths then read the same three sequences
     site["selections"] = [s for s in site["selections"] if s["name"] != "adc"]
     json.dump(site, open(rules, "w"))
-    result = _preprocess("mr", "--study", mr_study["dir"], "--out", str(tmp_path / "study"), "--spacing", "4",
-                         "--series_rules", rules)  # fmt: skip
+    result = _preprocess(
+        "mr", "--study", mr_study["dir"], "--out", str(tmp_path / "study"), "--spacing", "4", "--series_rules", rules
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     files = []
     for k in ("b0", "b1000", "flair"):  # the NIfTI path gets the integer values the DICOM files store

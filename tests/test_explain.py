@@ -78,8 +78,14 @@ def test_saliency_mass_follows_the_planted_lesion(lesion_cases, side, tmp_path):
 def test_slice_importance_comes_from_the_volume_head(lesion_cases, tmp_path):
     torch.manual_seed(0)
     network = MNTDL(in_channels=1, num_slices=10, widths=(4, 8, 8, 16), num_heads=2, dropout=0.0)
-    out = explain_item([lambda: network], _preprocessing([24, 24], 10), {"patient_id": "p", "ncct": lesion_cases["L"]},
-                       str(tmp_path), "cpu", mask_size=(8, 8, 5))  # fmt: skip
+    out = explain_item(
+        [lambda: network],
+        _preprocessing([24, 24], 10),
+        {"patient_id": "p", "ncct": lesion_cases["L"]},
+        str(tmp_path),
+        "cpu",
+        mask_size=(8, 8, 5),
+    )
     weights = np.asarray(out["slice_importance"])
     assert weights.shape == (10,) and weights.min() >= 0 and weights.sum() == pytest.approx(1, abs=1e-4)
     assert (tmp_path / "p_slices.png").is_file() and "clinical_attributions" not in out

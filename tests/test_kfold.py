@@ -97,6 +97,10 @@ def test_ensemble_preprocesses_each_case_once_for_all_fold_models(tmp_path):
     data = [{"patient_id": f"p{i}", "value": i - 2.0} for i in range(5)]
     mean, sd, cutoff = ensemble_predict(network(), preprocessing, data, str(tmp_path), "cpu", batch_size=2)
     assert sorted(calls) == [d["patient_id"] for d in data] and cutoff == 0.4
-    folds = [predict(load_weights(network(), str(tmp_path / f"fold{k}" / "model.pt")),
-                     [preprocessing(d) for d in data], "cpu") for k in range(3)]  # fmt: skip
+    folds = [
+        predict(
+            load_weights(network(), str(tmp_path / f"fold{k}" / "model.pt")), [preprocessing(d) for d in data], "cpu"
+        )
+        for k in range(3)
+    ]
     assert np.allclose(mean, np.mean(folds, axis=0)) and np.allclose(sd, np.std(folds, axis=0, ddof=1))

@@ -54,8 +54,11 @@ def test_tabular_transform_is_fitted_on_the_fold_training_rows_only():
     inner, outer = _rows([50], ["M"], [2]), _rows([20, 30], ["F", "M"], [40, 30])  # F only outside training
     for r in inner:
         r["patient_id"] = "inner"
-    datalist = {"settings": {"folds": 2}, "inner_validation": {"0": ["inner"], "1": []},
-                "training": [{**r, "fold": 1} for r in train + inner] + [{**r, "fold": 0} for r in outer]}  # fmt: skip
+    datalist = {
+        "settings": {"folds": 2},
+        "inner_validation": {"0": ["inner"], "1": []},
+        "training": [{**r, "fold": 1} for r in train + inner] + [{**r, "fold": 0} for r in outer],
+    }
     network = TabularEncoderHolder(COLUMNS)
     fit_tabular(network, fold_training_rows(datalist, 0))
     enc = network.tabular
@@ -119,19 +122,52 @@ def test_multimodal_training_through_the_bundle(side_datalist, tmp_path):
     keys = ("spatial_size", "num_slices", "widths", "num_heads", "dropout", "cta_window")
     shape = [f"--{k}={json.dumps(TINY[k])}" for k in keys]
     config = "['configs/train.json','configs/multimodal.json','configs/evaluate.json']"
-    evaluate = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, "--datalist_file", side_datalist,
-                "--ckpt_dir", ckpt, "--output_dir", str(tmp_path / "eval"), *shape, "--explain", "true"]  # fmt: skip
+    evaluate = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        config,
+        "--datalist_file",
+        side_datalist,
+        "--ckpt_dir",
+        ckpt,
+        "--output_dir",
+        str(tmp_path / "eval"),
+        *shape,
+        "--explain",
+        "true",
+    ]
     result = subprocess.run(evaluate, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    infer = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-             "['configs/inference.json','configs/multimodal.json']", "--datalist_file", side_datalist,
-             "--ckpt_dir", ckpt, "--output_dir", str(tmp_path / "infer"), "--device", "cpu", *shape,
-             "--explain", "true"]  # fmt: skip
+    infer = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        "['configs/inference.json','configs/multimodal.json']",
+        "--datalist_file",
+        side_datalist,
+        "--ckpt_dir",
+        ckpt,
+        "--output_dir",
+        str(tmp_path / "infer"),
+        "--device",
+        "cpu",
+        *shape,
+        "--explain",
+        "true",
+    ]
     result = subprocess.run(infer, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     predicted = {r["patient_id"]: float(r["probability"]) for r in _read(tmp_path / "infer" / "predictions.csv")}
-    evaluated = {r["patient_id"]: float(r["probability"]) for r in _read(tmp_path / "eval" / "predictions.csv")
-                 if r["fold"] == "ensemble"}  # fmt: skip
+    evaluated = {
+        r["patient_id"]: float(r["probability"])
+        for r in _read(tmp_path / "eval" / "predictions.csv")
+        if r["fold"] == "ensemble"
+    }
     assert predicted.keys() == evaluated.keys()
     assert all(predicted[k] == pytest.approx(evaluated[k], abs=1e-5) for k in predicted)
     # explanations: one file per patient with clinical attributions, and the summary over the patients, written by

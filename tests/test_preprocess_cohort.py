@@ -44,8 +44,9 @@ def test_raw_scans_look_like_a_scanner_wrote_them(native):
     rotation = ncct.affine[:3, :3] / np.linalg.norm(ncct.affine[:3, :3], axis=0)
     assert np.allclose(rotation, np.eye(3)), "scanner grids are axial; the head is rotated inside them"
     data = np.asarray(ncct.dataobj)
-    assert ((data == 150).sum() > 100) and not np.array_equal(ncct.shape, nib.load(
-        os.path.join(os.path.dirname(mni), flat["ncct"])).shape)  # fmt: skip
+    assert ((data == 150).sum() > 100) and not np.array_equal(
+        ncct.shape, nib.load(os.path.join(os.path.dirname(mni), flat["ncct"])).shape
+    )
     truth = json.load(open(os.path.join(os.path.dirname(raw), "manifest.json")))["truth"][row["patient_id"]]
     pose = np.array(truth["mni_to_scanner"]["ncct"])
     assert np.allclose(pose[:3, :3] @ pose[:3, :3].T, np.eye(3), atol=1e-5) and not np.allclose(pose, np.eye(4))
@@ -78,17 +79,37 @@ def test_cohort_run_with_dicom_case_and_a_failing_case(native, tmp_path):
         writer.writeheader()
         writer.writerows(rows)
     out = str(tmp_path / "pre")
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "preprocess", "--config_file", "configs/preprocess.json",
-           "--cohort", cohort, "--output_dir", out, "--workers", "2", "--spacing", "3",
-           "--vessels", "true"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "preprocess",
+        "--config_file",
+        "configs/preprocess.json",
+        "--cohort",
+        cohort,
+        "--output_dir",
+        out,
+        "--workers",
+        "2",
+        "--spacing",
+        "3",
+        "--vessels",
+        "true",
+    ]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     bad = rows[3]["patient_id"]
     assert f"{bad}: {tmp_path / 'mr.nii.gz'}: NCCT does not look like CT" in result.stderr + result.stdout
     qc = {r["patient_id"]: r for r in _rows(os.path.join(out, "qc_ct.csv"))}
     assert [qc[r["patient_id"]]["status"] for r in rows] == ["ok"] * 3 + ["failed"] * 4
-    causes = ["NCCT does not look like CT", "empty_series: NCCT empty folder (expected a DICOM series)",
-              "NCCT has 64 x 64 x 1 voxels: too small", "NCCT holds NaN"]  # fmt: skip
+    causes = [
+        "NCCT does not look like CT",
+        "empty_series: NCCT empty folder (expected a DICOM series)",
+        "NCCT has 64 x 64 x 1 voxels: too small",
+        "NCCT holds NaN",
+    ]
     for row, cause in zip(rows[3:], causes):
         assert cause in qc[row["patient_id"]]["error"] and not os.path.exists(os.path.join(out, row["patient_id"]))
         assert len(qc[row["patient_id"]]["error"].splitlines()) == 1
@@ -123,8 +144,22 @@ def _cohort_of(native, n: int, path) -> str:
 
 
 def _preprocess_cmd(cohort: str, out: str, *extra: str) -> list:
-    return [sys.executable, "-m", "monai.bundle", "run", "preprocess", "--config_file", "configs/preprocess.json",
-            "--cohort", cohort, "--output_dir", out, "--spacing", "4", *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "preprocess",
+        "--config_file",
+        "configs/preprocess.json",
+        "--cohort",
+        cohort,
+        "--output_dir",
+        out,
+        "--spacing",
+        "4",
+        *extra,
+    ]
 
 
 def test_local_cluster_gives_the_serial_outputs(native, tmp_path):
@@ -159,8 +194,14 @@ def test_an_interrupted_cluster_run_resumes_with_the_rest(native, tmp_path):
     cmd = _preprocess_cmd(cohort, out, "--workers", "1")
     # Ctrl-C as in a terminal: a shell starts background jobs with SIGINT ignored and children inherit that, so a
     # suite run with `&` or nohup let the run finish all cases (measured: all five, then ten, done)
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     pids = [r["patient_id"] for r in _rows(cohort)]
 
     def finished():
@@ -215,8 +256,11 @@ def test_native_scan_recovers_the_known_pose(native, tmp_path):
         transform = ants.read_transform(os.path.join(folder, "ncct_to_mni_0.mat"))
         return np.array([np.array(transform.apply_to_point(tuple(p * lps))) * lps for p in points])
 
-    pose = np.array(json.load(open(os.path.join(os.path.dirname(raw), "manifest.json")))["truth"][
-        row["patient_id"]]["mni_to_scanner"]["ncct"])  # fmt: skip
+    pose = np.array(
+        json.load(open(os.path.join(os.path.dirname(raw), "manifest.json")))["truth"][row["patient_id"]][
+            "mni_to_scanner"
+        ]["ncct"]
+    )
     expected = (pose @ np.c_[mapped(out_mni), np.ones(len(points))].T)[:3].T
     error = np.linalg.norm(mapped(out_raw) - expected, axis=1)
     assert error.mean() < 4.0, error.mean()

@@ -112,8 +112,10 @@ def test_a_second_process_waits_for_the_case_and_keeps_it(case, tmp_path):
     ncct, cta, out, qc = case
     target = str(tmp_path / "p1" / "ct")
     job = json.dumps([{"patient_id": "p1", "ncct": ncct, "cta": cta}, "ct", target, raw_settings(["ncct", "cta"])])
-    code = ("import json, sys; from scripts.preprocess.cohort import preprocess_case; "
-            "print(json.dumps(preprocess_case(*json.loads(sys.argv[1]))))")  # fmt: skip
+    code = (
+        "import json, sys; from scripts.preprocess.cohort import preprocess_case; "
+        "print(json.dumps(preprocess_case(*json.loads(sys.argv[1]))))"
+    )
     with case_lock(target):
         second = subprocess.Popen([sys.executable, "-c", code, job], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         time.sleep(8.0)  # its imports take a few seconds; then it blocks on the lock

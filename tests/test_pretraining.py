@@ -34,9 +34,13 @@ def _bundle_error(excinfo: pytest.ExceptionInfo) -> str:
 def _workflow(config: str, run_id: str, **override) -> ConfigWorkflow:
     os.chdir(ROOT)
     wf = ConfigWorkflow(
-        config_file=os.path.join("configs", config), meta_file="configs/metadata.json",
-        logging_file="configs/logging.conf", workflow_type="train", run_id=run_id, **{**TINY, **override},
-    )  # fmt: skip
+        config_file=os.path.join("configs", config),
+        meta_file="configs/metadata.json",
+        logging_file="configs/logging.conf",
+        workflow_type="train",
+        run_id=run_id,
+        **{**TINY, **override},
+    )
     wf.initialize()
     return wf
 
@@ -61,8 +65,16 @@ def pool(demo_cohort, datalist_2fold, tmp_path_factory):
 def pretrained(pool, datalist_2fold, tmp_path_factory):
     """Pretrain 20 epochs; record the epoch metrics and the learning rates of both groups per epoch."""
     ckpt = str(tmp_path_factory.mktemp("ssl"))
-    wf = _workflow("pretrain.json", "pretraining", unlabeled_file=pool[0], datalist_file=datalist_2fold,
-                   ckpt_dir=ckpt, ssl_epochs=20, ssl_lr=0.5, **SSL)  # fmt: skip
+    wf = _workflow(
+        "pretrain.json",
+        "pretraining",
+        unlabeled_file=pool[0],
+        datalist_file=datalist_2fold,
+        ckpt_dir=ckpt,
+        ssl_epochs=20,
+        ssl_lr=0.5,
+        **SSL,
+    )
     trainer = wf.parser.get_parsed_content("pretrain#trainer")
     items = wf.parser.get_parsed_content("pretrain#dataset").data
     history: list = []
@@ -96,8 +108,16 @@ def test_pretraining_reads_the_pool_through_the_disk_cache(pool, datalist_2fold,
     from monai.data import PersistentDataset
 
     cache = tmp_path / "cache"
-    wf = _workflow("pretrain.json", "pretraining", unlabeled_file=pool[0], datalist_file=datalist_2fold,
-                   ckpt_dir=str(tmp_path), dataset_cache="disk", cache_dir=str(cache), **SSL)  # fmt: skip
+    wf = _workflow(
+        "pretrain.json",
+        "pretraining",
+        unlabeled_file=pool[0],
+        datalist_file=datalist_2fold,
+        ckpt_dir=str(tmp_path),
+        dataset_cache="disk",
+        cache_dir=str(cache),
+        **SSL,
+    )
     dataset = wf.parser.get_parsed_content("pretrain#dataset")
     assert isinstance(dataset, PersistentDataset)
     first, second = dataset[0], dataset[0]
@@ -105,8 +125,15 @@ def test_pretraining_reads_the_pool_through_the_disk_cache(pool, datalist_2fold,
 
 
 def test_leakage_guard_can_refuse(pool, datalist_2fold, tmp_path):
-    wf = _workflow("pretrain.json", "pretraining", unlabeled_file=pool[0], datalist_file=datalist_2fold,
-                   ckpt_dir=str(tmp_path), on_overlap="refuse", **SSL)  # fmt: skip
+    wf = _workflow(
+        "pretrain.json",
+        "pretraining",
+        unlabeled_file=pool[0],
+        datalist_file=datalist_2fold,
+        ckpt_dir=str(tmp_path),
+        on_overlap="refuse",
+        **SSL,
+    )
     with pytest.raises(RuntimeError) as excinfo:
         wf.parser.get_parsed_content("pretrain#dataset")
     assert "holds 2 patient(s) of the test set or reported folds" in _bundle_error(excinfo)
@@ -114,9 +141,20 @@ def test_leakage_guard_can_refuse(pool, datalist_2fold, tmp_path):
 
 def test_collapsing_setup_is_caught_by_the_monitor(pool, datalist_2fold, tmp_path, caplog):
     """No predictor, no stop-gradient, no output BatchNorm: the trivial constant solution is reachable."""
-    wf = _workflow("pretrain.json", "pretraining", unlabeled_file=pool[0], datalist_file=datalist_2fold,
-                   ckpt_dir=str(tmp_path), ssl_epochs=8, ssl_lr=0.5, use_predictor=False, stop_gradient=False,
-                   output_bn=False, fix_predictor_lr=False, **SSL)  # fmt: skip
+    wf = _workflow(
+        "pretrain.json",
+        "pretraining",
+        unlabeled_file=pool[0],
+        datalist_file=datalist_2fold,
+        ckpt_dir=str(tmp_path),
+        ssl_epochs=8,
+        ssl_lr=0.5,
+        use_predictor=False,
+        stop_gradient=False,
+        output_bn=False,
+        fix_predictor_lr=False,
+        **SSL,
+    )
     logger = logging.getLogger("scripts.training.pretraining")
     logger.addHandler(caplog.handler)  # the bundle's logging.conf has replaced the root handlers
     try:
@@ -133,8 +171,17 @@ def test_fine_tuning_loads_the_encoder_and_warms_up_frozen(pretrained, datalist_
     ckpt, _, _ = pretrained
     encoder_file = os.path.join(ckpt, "pretrain", "encoder.pt")
     saved = torch.load(encoder_file, weights_only=True)["model"]
-    wf = _workflow("train.json", "train_fold", datalist_file=datalist_2fold, ckpt_dir=str(tmp_path), fold=0,
-                   pretrained_encoder=encoder_file, freeze_encoder_epochs=1, max_epochs=2, batch_size=4)  # fmt: skip
+    wf = _workflow(
+        "train.json",
+        "train_fold",
+        datalist_file=datalist_2fold,
+        ckpt_dir=str(tmp_path),
+        fold=0,
+        pretrained_encoder=encoder_file,
+        freeze_encoder_epochs=1,
+        max_epochs=2,
+        batch_size=4,
+    )
     network = wf.parser.get_parsed_content("network")
     for key, value in encoder_state(network.state_dict()).items():
         assert torch.equal(value.cpu(), saved[key]), key
@@ -150,8 +197,15 @@ def test_fine_tuning_loads_the_encoder_and_warms_up_frozen(pretrained, datalist_
     assert torch.equal(snapshots[0][stem], saved[stem])  # epoch 1: encoder frozen
     assert not torch.equal(snapshots[1][stem], saved[stem])  # epoch 2: encoder learns
     assert not torch.equal(snapshots[0][head], snapshots[1][head])
-    wider = _workflow("train.json", "train_fold", datalist_file=datalist_2fold, ckpt_dir=str(tmp_path), fold=0,
-                      pretrained_encoder=encoder_file, widths=[4, 8, 8, 32])  # fmt: skip
+    wider = _workflow(
+        "train.json",
+        "train_fold",
+        datalist_file=datalist_2fold,
+        ckpt_dir=str(tmp_path),
+        fold=0,
+        pretrained_encoder=encoder_file,
+        widths=[4, 8, 8, 32],
+    )
     with pytest.raises(RuntimeError) as excinfo:
         wider.parser.get_parsed_content("network")
     assert "shape mismatch local.2.0.bn1.bias (16,) vs (32,)" in _bundle_error(excinfo)

@@ -47,8 +47,12 @@ def test_glcm_by_hand():
     levels = np.array([[1, 1, 32, 32]] * 4)
     expected = []
     for dr, dc in ((0, 1), (-1, 1), (-1, 0), (-1, -1)):
-        pairs = [(levels[r, c], levels[r + dr, c + dc]) for r in range(4) for c in range(4)
-                 if 0 <= r + dr < 4 and 0 <= c + dc < 4]  # fmt: skip
+        pairs = [
+            (levels[r, c], levels[r + dr, c + dc])
+            for r in range(4)
+            for c in range(4)
+            if 0 <= r + dr < 4 and 0 <= c + dc < 4
+        ]
         expected.append(np.mean([(a - b) ** 2 for a, b in pairs]))
     assert feats["glcm_contrast"] == pytest.approx(np.mean(expected))
 

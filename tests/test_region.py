@@ -34,8 +34,9 @@ def row(demo_cohort):
 def test_mask_keeps_only_the_dilated_territory(row):
     item = Orientationd("ncct", "RAS")(LoadImaged("ncct", ensure_channel_first=True)({**row, "location": "M1"}))
     image = item["ncct"].numpy()[0]
-    _, territories = grid_maps(image.shape, item["ncct"].affine.numpy().astype(np.float64).tobytes(),
-                               TerritoryMaskd("ncct").atlas_dir)  # fmt: skip
+    _, territories = grid_maps(
+        image.shape, item["ncct"].affine.numpy().astype(np.float64).tobytes(), TerritoryMaskd("ncct").atlas_dir
+    )
     mca = territories == TERRITORIES["MCA_R" if row["side"] == "R" else "MCA_L"]
     tight = TerritoryMaskd("ncct", dilation_voxels=0)(item)["ncct"].numpy()[0]
     wide = TerritoryMaskd("ncct", dilation_voxels=2)(item)["ncct"].numpy()[0]

@@ -131,11 +131,16 @@ def test_simsiam_iteration_in_a_monai_trainer_lowers_the_loss():
     model = SimSiam(MNTDL(in_channels=2, num_slices=10, widths=(4, 8, 8, 16), num_heads=2, dropout=0.0), dim=32)
     losses: list = []
     trainer = SupervisedTrainer(
-        device=torch.device("cpu"), max_epochs=6, train_data_loader=DataLoader(data, batch_size=8, shuffle=True),
-        network=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
-        loss_function=SimSiamLoss(), iteration_update=simsiam_iteration, decollate=False,
+        device=torch.device("cpu"),
+        max_epochs=6,
+        train_data_loader=DataLoader(data, batch_size=8, shuffle=True),
+        network=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+        loss_function=SimSiamLoss(),
+        iteration_update=simsiam_iteration,
+        decollate=False,
         train_handlers=[CollapseMonitor()],
-    )  # fmt: skip
+    )
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"])))
     trainer.run()
     assert -1.0 <= min(losses) and sum(losses[-2:]) / 2 < sum(losses[:2]) / 2 - 0.05

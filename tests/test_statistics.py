@@ -275,8 +275,10 @@ def test_subgroup_metrics_by_site_side_and_modality():
     labels = [int(i % 4 < 2) for i in range(40)]
     probs = [0.9 if y else 0.1 for y in labels]
     probs[1] = 0.05  # one M1 positive ranked below every negative
-    rows = [{"patient_id": f"p{i}", "set": "cv", "fold": 0, "label": y, "probability": p}
-            for i, (y, p) in enumerate(zip(labels, probs))]  # fmt: skip
+    rows = [
+        {"patient_id": f"p{i}", "set": "cv", "fold": 0, "label": y, "probability": p}
+        for i, (y, p) in enumerate(zip(labels, probs))
+    ]
     out = subgroup_metrics(rows, items)["cv_pooled"]
     assert out["location"]["ICA"] == {"n": 20, "positives": 10, "roc_auc": 1.0, "ci95": [1.0, 1.0]}
     m1 = [(y, p) for i, (y, p) in enumerate(zip(labels, probs)) if i % 2]
@@ -352,8 +354,9 @@ def test_optimistic_protocol_is_reported_beside_and_labelled(demo_cohort, tmp_pa
     assert json.load(open(tmp_path / "e3" / "metrics.json"))["protocol"] == labelled["protocol"]
     from scripts.evaluation.compare import compare
 
-    text = compare({"A": str(tmp_path / "e1"), "B": str(tmp_path / "e2"), "C": str(tmp_path / "e3")},
-                   out=str(tmp_path / "cmp"))  # fmt: skip
+    text = compare(
+        {"A": str(tmp_path / "e1"), "B": str(tmp_path / "e2"), "C": str(tmp_path / "e3")}, out=str(tmp_path / "cmp")
+    )
     rows = {r["model"]: r for r in json.load(open(tmp_path / "cmp" / "comparison.json"))["rows"]}
     assert list(rows) == ["A", "B", "B, OPTIMISTIC cut-offs", "C (OPTIMISTIC checkpoints)"]
     paper = metrics["optimistic"]["cv"]["summary"]["sensitivity"]["mean"]

@@ -17,11 +17,24 @@ def test_mlflow_tracking_records_the_fold(side_datalist, tmp_path):
     os.chdir(ROOT)
     uri = "sqlite:///" + str(tmp_path / "mlruns.db")
     wf = ConfigWorkflow(
-        config_file="configs/train.json", meta_file="configs/metadata.json", logging_file="configs/logging.conf",
-        workflow_type="train", run_id="train_fold", tracking="mlflow", datalist_file=side_datalist,
-        ckpt_dir=str(tmp_path / "models"), output_dir=str(tmp_path / "eval"), tracking_uri=uri, fold=1,
-        max_epochs=2, spatial_size=[24, 24], num_slices=10, widths=[4, 8, 8, 16], num_heads=2, batch_size=4,
-    )  # fmt: skip
+        config_file="configs/train.json",
+        meta_file="configs/metadata.json",
+        logging_file="configs/logging.conf",
+        workflow_type="train",
+        run_id="train_fold",
+        tracking="mlflow",
+        datalist_file=side_datalist,
+        ckpt_dir=str(tmp_path / "models"),
+        output_dir=str(tmp_path / "eval"),
+        tracking_uri=uri,
+        fold=1,
+        max_epochs=2,
+        spatial_size=[24, 24],
+        num_slices=10,
+        widths=[4, 8, 8, 16],
+        num_heads=2,
+        batch_size=4,
+    )
     wf.initialize()
     wf.run()
     wf.finalize()

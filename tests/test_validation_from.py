@@ -16,11 +16,18 @@ def _engines(max_epochs: int):
     data = DataLoader(TensorDataset(torch.randn(8, 3), torch.randint(0, 2, (8, 1)).float()), batch_size=4)
     network = torch.nn.Linear(3, 1)
     prepare = lambda batch, device, non_blocking, **kwargs: (batch[0], batch[1])  # noqa: E731
-    evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=data, network=network,
-                                    prepare_batch=prepare)  # fmt: skip
-    trainer = SupervisedTrainer(device=torch.device("cpu"), max_epochs=max_epochs, train_data_loader=data,
-                                network=network, optimizer=torch.optim.SGD(network.parameters(), lr=0.1),
-                                loss_function=torch.nn.BCEWithLogitsLoss(), prepare_batch=prepare)  # fmt: skip
+    evaluator = SupervisedEvaluator(
+        device=torch.device("cpu"), val_data_loader=data, network=network, prepare_batch=prepare
+    )
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=max_epochs,
+        train_data_loader=data,
+        network=network,
+        optimizer=torch.optim.SGD(network.parameters(), lr=0.1),
+        loss_function=torch.nn.BCEWithLogitsLoss(),
+        prepare_batch=prepare,
+    )
     return trainer, evaluator
 
 

@@ -29,8 +29,15 @@ from tests.test_workflow import FIT, _workflow, train_recording_losses
 
 # a 6 mm vessel box (the demo_cohort fixture's grid), 10 slices in 5 slabs, a small SlabNet
 # (and the parenchymal CTA window, so that the side_datalist task, the occlusion side, shows as hypoperfusion)
-VESSEL_TINY = {"vessel_spacing": 6.0, "num_slices": 10, "slab_features": 4, "batch_size": 4, "patience": 80,
-               "elastic_prob": 0.0, "cta_window": [0, 150]}  # fmt: skip
+VESSEL_TINY = {
+    "vessel_spacing": 6.0,
+    "num_slices": 10,
+    "slab_features": 4,
+    "batch_size": 4,
+    "patience": 80,
+    "elastic_prob": 0.0,
+    "cta_window": [0, 150],
+}
 SLAB = ["train.json", "vessel.json", "slab_net.json"]
 
 
@@ -106,20 +113,46 @@ def test_vessel_configuration_lowers_the_loss_and_is_evaluated_and_inferred(
     assert np.mean(losses[0][-10:]) < 0.8 * np.mean(losses[0][:10]), np.round(losses[0], 3).tolist()
     overrides = [f"--{k} {json.dumps(v).replace(' ', '')}" for k, v in VESSEL_TINY.items()]
     args = " ".join(overrides).split()
-    evaluate = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-                "['configs/train.json','configs/vessel.json','configs/slab_net.json','configs/evaluate.json']",
-                "--datalist_file", side_datalist, "--ckpt_dir", ckpt, "--output_dir", str(tmp_path / "eval"),
-                *args]  # fmt: skip
+    evaluate = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        "['configs/train.json','configs/vessel.json','configs/slab_net.json','configs/evaluate.json']",
+        "--datalist_file",
+        side_datalist,
+        "--ckpt_dir",
+        ckpt,
+        "--output_dir",
+        str(tmp_path / "eval"),
+        *args,
+    ]
     result = subprocess.run(evaluate, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.load(open(tmp_path / "eval" / "metrics.json"))
     assert 0.0 <= metrics["cv"]["summary"]["roc_auc"]["mean"] <= 1.0
     row = next(iter(csv.DictReader(open(demo_cohort))))
     base = os.path.dirname(demo_cohort)
-    infer = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-             "['configs/inference.json','configs/vessel.json','configs/slab_net.json']", "--ckpt_dir", ckpt,
-             "--ncct", os.path.join(base, row["ncct"]), "--cta", os.path.join(base, row["cta"]),
-             "--patient_id", "P1", "--output_dir", str(tmp_path / "infer"), *args]  # fmt: skip
+    infer = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        "['configs/inference.json','configs/vessel.json','configs/slab_net.json']",
+        "--ckpt_dir",
+        ckpt,
+        "--ncct",
+        os.path.join(base, row["ncct"]),
+        "--cta",
+        os.path.join(base, row["cta"]),
+        "--patient_id",
+        "P1",
+        "--output_dir",
+        str(tmp_path / "infer"),
+        *args,
+    ]
     result = subprocess.run(infer, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     (pred,) = list(csv.DictReader(open(tmp_path / "infer" / "predictions.csv")))
@@ -127,8 +160,15 @@ def test_vessel_configuration_lowers_the_loss_and_is_evaluated_and_inferred(
 
 
 # VesselMaskNet with the occlusion site, age, IVT and NIHSS (configs/vessel_mask.json) on the same 6 mm box
-MASK_TINY = {"vessel_spacing": 6.0, "num_slices": 10, "batch_size": 4, "patience": 80, "elastic_prob": 0.0,
-             "cta_window": [0, 150], "network_def#points": 256}  # fmt: skip
+MASK_TINY = {
+    "vessel_spacing": 6.0,
+    "num_slices": 10,
+    "batch_size": 4,
+    "patience": 80,
+    "elastic_prob": 0.0,
+    "cta_window": [0, 150],
+    "network_def#points": 256,
+}
 MASK = ["train.json", "vessel.json", "vessel_mask.json", "select_log_loss.json"]
 
 
@@ -143,8 +183,9 @@ def test_vessel_mask_configuration_lowers_the_loss_and_is_evaluated_and_inferred
     # on it and compare with scikit-learn's log loss and with done.json
     done = json.load(open(os.path.join(ckpt, "fold0", "done.json")))
     assert done["best_epoch"] >= 10  # select_log_loss.json: checkpoints chosen from epoch 10 on
-    wf = _workflow("train_fold", MASK, datalist_file=side_datalist, ckpt_dir=str(tmp_path / "check"), fold=0,
-                   **MASK_TINY)  # fmt: skip
+    wf = _workflow(
+        "train_fold", MASK, datalist_file=side_datalist, ckpt_dir=str(tmp_path / "check"), fold=0, **MASK_TINY
+    )
     wf.initialize()
     wf.parser.get_parsed_content("network").load_state_dict(state)
     evaluator = wf.parser.get_parsed_content("validate#evaluator")
@@ -157,8 +198,9 @@ def test_vessel_mask_configuration_lowers_the_loss_and_is_evaluated_and_inferred
     assert evaluator.state.metrics["val_bce"] == pytest.approx(log_loss(labels, probs), rel=1e-4)
     assert evaluator.state.metrics["val_bce"] == pytest.approx(done["best_inner_val_metric"], rel=1e-4)
     args = [f"--{k}={json.dumps(v).replace(' ', '')}" for k, v in MASK_TINY.items()]
-    evaluated, pred = evaluated_and_inferred(["configs/vessel.json", "configs/vessel_mask.json"], side_datalist,
-                                             demo_cohort, ckpt, tmp_path, args)  # fmt: skip
+    evaluated, pred = evaluated_and_inferred(
+        ["configs/vessel.json", "configs/vessel_mask.json"], side_datalist, demo_cohort, ckpt, tmp_path, args
+    )
     assert pred["patient_id"] == "P1" and 0.0 < float(pred["probability"]) < 1.0
     # the same patient, images and clinical values, through evaluation and single-patient inference
     assert float(pred["probability"]) == pytest.approx(evaluated, abs=1e-5)
@@ -172,20 +214,56 @@ def evaluated_and_inferred(
     clinical values): (the evaluation's ensemble probability of that patient, the predictions.csv row of the inference).
     """
     listed = ",".join(f"'{o}'" for o in overlays)
-    evaluate = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-                f"['configs/train.json',{listed},'configs/evaluate.json']", "--datalist_file", datalist,
-                "--ckpt_dir", ckpt, "--output_dir", os.path.join(out, "eval"), *args]  # fmt: skip
+    evaluate = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        f"['configs/train.json',{listed},'configs/evaluate.json']",
+        "--datalist_file",
+        datalist,
+        "--ckpt_dir",
+        ckpt,
+        "--output_dir",
+        os.path.join(out, "eval"),
+        *args,
+    ]
     result = subprocess.run(evaluate, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    evaluated = {r["patient_id"]: float(r["probability"]) for r in csv.DictReader(open(os.path.join(out, "eval",
-                 "predictions.csv"))) if r["fold"] == "ensemble"}  # fmt: skip
+    evaluated = {
+        r["patient_id"]: float(r["probability"])
+        for r in csv.DictReader(open(os.path.join(out, "eval", "predictions.csv")))
+        if r["fold"] == "ensemble"
+    }
     row = next(r for r in csv.DictReader(open(cohort)) if r["patient_id"] in evaluated)  # a test-set patient
     base = os.path.dirname(cohort)
     clinical = json.dumps({"age": float(row["age"]), "ivt": int(row["ivt"]), "nihss": int(row["nihss"])})
-    infer = [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"['configs/inference.json',{listed}]",
-             "--ckpt_dir", ckpt, "--ncct", os.path.join(base, row["ncct"]), "--cta", os.path.join(base, row["cta"]),
-             "--patient_id", "P1", "--location", row["location"], "--side", row["side"],
-             "--clinical", clinical.replace(" ", ""), "--output_dir", os.path.join(out, "infer"), *args]  # fmt: skip
+    infer = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        f"['configs/inference.json',{listed}]",
+        "--ckpt_dir",
+        ckpt,
+        "--ncct",
+        os.path.join(base, row["ncct"]),
+        "--cta",
+        os.path.join(base, row["cta"]),
+        "--patient_id",
+        "P1",
+        "--location",
+        row["location"],
+        "--side",
+        row["side"],
+        "--clinical",
+        clinical.replace(" ", ""),
+        "--output_dir",
+        os.path.join(out, "infer"),
+        *args,
+    ]
     result = subprocess.run(infer, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     (pred,) = list(csv.DictReader(open(os.path.join(out, "infer", "predictions.csv"))))

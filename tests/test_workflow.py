@@ -88,8 +88,15 @@ def test_evaluate_uses_inner_validation_cutoffs(trained, side_datalist, tmp_path
     datalist_2fold = side_datalist
     ckpt, _ = trained
     out = str(tmp_path / "eval")
-    wf = _workflow("run", ["train.json", "evaluate.json"], datalist_file=datalist_2fold, ckpt_dir=ckpt,
-                   output_dir=out, fold=0, **TINY)  # fmt: skip
+    wf = _workflow(
+        "run",
+        ["train.json", "evaluate.json"],
+        datalist_file=datalist_2fold,
+        ckpt_dir=ckpt,
+        output_dir=out,
+        fold=0,
+        **TINY,
+    )
     wf.initialize()
     wf.run()
     metrics = json.load(open(os.path.join(out, "metrics.json")))
@@ -138,8 +145,16 @@ def test_disk_cache_trains_and_evaluates_like_ram(trained, side_datalist, tmp_pa
     outputs = {}
     for mode in ("ram", "disk"):
         out = str(tmp_path / f"eval_{mode}")
-        wf = _workflow("run", ["train.json", "evaluate.json"], datalist_file=side_datalist, ckpt_dir=ckpt,
-                       output_dir=out, dataset_cache=mode, cache_dir=cache, **TINY)  # fmt: skip
+        wf = _workflow(
+            "run",
+            ["train.json", "evaluate.json"],
+            datalist_file=side_datalist,
+            ckpt_dir=ckpt,
+            output_dir=out,
+            dataset_cache=mode,
+            cache_dir=cache,
+            **TINY,
+        )
         wf.initialize()
         wf.run()
         outputs[mode] = list(csv.DictReader(open(os.path.join(out, "predictions.csv"))))
@@ -202,22 +217,50 @@ def test_inference_on_raw_scans(trained, tmp_path):
     base = os.path.dirname(raw_csv)
     shape = [f"--{k}={json.dumps(TINY[k])}" for k in ("spatial_size", "num_slices", "widths", "num_heads", "dropout")]
     common = ["--ckpt_dir", ckpt, "--device", "cpu", *shape, "--patient_id", row["patient_id"]]
-    raw_cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-               "['configs/inference.json','configs/inference_raw.json']", *common,
-               "--ncct", os.path.join(base, row["ncct"]), "--cta", os.path.join(base, row["cta"]),
-               "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    raw_cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        "['configs/inference.json','configs/inference_raw.json']",
+        *common,
+        "--ncct",
+        os.path.join(base, row["ncct"]),
+        "--cta",
+        os.path.join(base, row["cta"]),
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
     result = subprocess.run(raw_cmd, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     case = tmp_path / "out" / "preprocessed" / row["patient_id"] / "ct"
     # preprocessed into the grid the fold models were trained on (grid.json beside them: the 6 mm demo grid)
     assert nib.load(str(case / "ncct.nii.gz")).shape == (31, 37, 31) and (case / "qc.json").is_file()
-    direct = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", *common,
-              "--ncct", str(case / "ncct.nii.gz"), "--cta", str(case / "cta.nii.gz"),
-              "--output_dir", str(tmp_path / "direct")]  # fmt: skip
+    direct = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        "configs/inference.json",
+        *common,
+        "--ncct",
+        str(case / "ncct.nii.gz"),
+        "--cta",
+        str(case / "cta.nii.gz"),
+        "--output_dir",
+        str(tmp_path / "direct"),
+    ]
     assert subprocess.run(direct, cwd=ROOT, capture_output=True, text=True).returncode == 0
     # the same case through the quick entry (preprocessing started in a child before MONAI is imported)
-    quick = [sys.executable, "-m", "scripts.inference.quick", *raw_cmd[raw_cmd.index("--ckpt_dir"):-1],
-             str(tmp_path / "quick")]  # fmt: skip
+    quick = [
+        sys.executable,
+        "-m",
+        "scripts.inference.quick",
+        *raw_cmd[raw_cmd.index("--ckpt_dir") : -1],
+        str(tmp_path / "quick"),
+    ]
     assert subprocess.run(quick, cwd=ROOT, capture_output=True, text=True).returncode == 0
     quick_case = tmp_path / "quick" / "preprocessed" / row["patient_id"] / "ct"
     assert json.load(open(quick_case / "qc.json"))["scans_sha256"] == json.load(open(case / "qc.json"))["scans_sha256"]
@@ -292,8 +335,13 @@ def test_monai_deploy_app(trained, demo_cohort, tmp_path):
     assert result["prediction"] == int(result["probability"] >= result["cutoff"])
 
 
-PHI = {"PatientName": "Doe^Jane", "PatientID": "MRN-424242", "PatientBirthDate": "19470203",
-       "AccessionNumber": "ACC-9911", "InstitutionName": "St Elsewhere Stroke Unit"}  # fmt: skip
+PHI = {
+    "PatientName": "Doe^Jane",
+    "PatientID": "MRN-424242",
+    "PatientBirthDate": "19470203",
+    "AccessionNumber": "ACC-9911",
+    "InstitutionName": "St Elsewhere Stroke Unit",
+}
 
 
 @pytest.fixture(scope="module")
@@ -322,8 +370,17 @@ def test_inference_on_a_dicom_study(trained, dicom_study, tmp_path):
     NIfTI files', the choice is recorded, and no identifier reaches an output."""
     ckpt, _ = trained
     shape = [f"--{k}={json.dumps(TINY[k])}" for k in ("spatial_size", "num_slices", "widths", "num_heads", "dropout")]
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--ckpt_dir", ckpt,
-           *shape]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        "configs/inference.json",
+        "--ckpt_dir",
+        ckpt,
+        *shape,
+    ]
     args = [
         "--study",
         dicom_study["dir"],
@@ -378,8 +435,21 @@ def test_monai_deploy_app_on_a_dicom_study(trained, dicom_study, tmp_path):
     models = str(tmp_path / "deploy_models")
     export(ckpt_dir=ckpt, out=models, **shape)
     out = tmp_path / "output"
-    cmd = [sys.executable, "-m", "scripts.deploy_app", "-i", dicom_study["dir"], "-o", str(out), "-m", models,
-           "--rules", dicom_study["rules"], "-w", str(tmp_path / "work")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "scripts.deploy_app",
+        "-i",
+        dicom_study["dir"],
+        "-o",
+        str(out),
+        "-m",
+        models,
+        "--rules",
+        dicom_study["rules"],
+        "-w",
+        str(tmp_path / "work"),
+    ]
     app = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert app.returncode == 0, app.stderr[-3000:]
     result = json.load(open(out / "prediction.json"))
@@ -417,8 +487,15 @@ def test_interrupted_fold_resumes(datalist_2fold, tmp_path):
     os.chdir(ROOT)
 
     def run(max_epochs: int, fail_at: int = 0) -> list:
-        wf = _workflow("train_fold", ["train.json"], datalist_file=datalist_2fold, ckpt_dir=ckpt, fold=1,
-                       max_epochs=max_epochs, **TINY)  # fmt: skip
+        wf = _workflow(
+            "train_fold",
+            ["train.json"],
+            datalist_file=datalist_2fold,
+            ckpt_dir=ckpt,
+            fold=1,
+            max_epochs=max_epochs,
+            **TINY,
+        )
         wf.initialize()
         trainer = wf.parser.get_parsed_content("train#trainer")
         started: list = []
@@ -485,9 +562,19 @@ def test_torchscript_export_matches_eager(trained, tmp_path):
 
     ckpt, _ = trained
     ts_path = str(tmp_path / "model.ts")
-    args = ["ckpt_export", "--net_id", "network_def", "--filepath", ts_path, "--ckpt_file",
-            os.path.join(ckpt, "fold0", "model.pt"), "--meta_file", "configs/metadata.json",
-            "--config_file", "configs/inference.json"]  # fmt: skip
+    args = [
+        "ckpt_export",
+        "--net_id",
+        "network_def",
+        "--filepath",
+        ts_path,
+        "--ckpt_file",
+        os.path.join(ckpt, "fold0", "model.pt"),
+        "--meta_file",
+        "configs/metadata.json",
+        "--config_file",
+        "configs/inference.json",
+    ]
     args += [f"--{k}={json.dumps(TINY[k])}" for k in ("spatial_size", "num_slices", "widths", "num_heads", "dropout")]
     env = {**os.environ, "PYTHONPATH": ROOT}
     result = subprocess.run(
@@ -532,7 +619,6 @@ def test_fold_killed_mid_epoch_resumes_to_the_same_model(datalist_2fold, tmp_pat
             "4",
             *args,
         ]
-        # fmt: skip
 
     whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
     assert subprocess.run(command(whole), cwd=ROOT, capture_output=True).returncode == 0
@@ -564,8 +650,15 @@ def test_a_resumed_fold_keeps_its_early_stopping_state(datalist_2fold, tmp_path)
         pass
 
     def state_at_epoch_3() -> dict:
-        wf = _workflow("train_fold", ["train.json"], datalist_file=datalist_2fold, ckpt_dir=str(tmp_path),
-                       fold=0, max_epochs=4, **TINY)  # fmt: skip
+        wf = _workflow(
+            "train_fold",
+            ["train.json"],
+            datalist_file=datalist_2fold,
+            ckpt_dir=str(tmp_path),
+            fold=0,
+            max_epochs=4,
+            **TINY,
+        )
         wf.initialize()
         stopper, seen = wf.parser.get_parsed_content("validate#handlers#0"), {}
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import nibabel as nib
 import numpy as np
@@ -85,7 +85,7 @@ def atlas_image(path: str) -> nib.Nifti1Image:
     return nib.Nifti1Image(np.asarray(raw.dataobj).reshape(raw.shape[:3]).astype(np.int16), ATLAS_AFFINE)
 
 
-def load_anatomy(spacing: float = 2.0, atlas_dir: Optional[str] = DEFAULT_ATLAS_DIR) -> Anatomy:
+def load_anatomy(spacing: float = 2.0, atlas_dir: str | None = DEFAULT_ATLAS_DIR) -> Anatomy:
     """Resample the MNI152 GM/WM/brain maps (nilearn, no download) and the atlas to the grid."""
     from nilearn import datasets
 
@@ -105,7 +105,7 @@ def load_anatomy(spacing: float = 2.0, atlas_dir: Optional[str] = DEFAULT_ATLAS_
 
 
 @functools.lru_cache(maxsize=8)
-def grid_maps(shape: Tuple[int, ...], affine_key: bytes, atlas_dir: Optional[str]) -> Tuple[np.ndarray, np.ndarray]:
+def grid_maps(shape: Tuple[int, ...], affine_key: bytes, atlas_dir: str | None) -> Tuple[np.ndarray, np.ndarray]:
     """(MNI152 brain mask, territory labels 1-8) resampled to an MNI-space image grid given by ``shape`` and its
     affine as float64 bytes (hashable, so cached per grid); the fallback territories without the atlas."""
     from nilearn import datasets

@@ -18,7 +18,7 @@ took about 1 s of every 1.4 s epoch on 2 CPU cores).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, Sequence
 
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
 from monai.data.utils import pickle_hashing
@@ -32,7 +32,7 @@ def cached_dataset(
     data: Sequence[Dict[str, Any]],
     transform: Callable,
     cache: str = "ram",
-    cache_dir: Optional[str] = None,
+    cache_dir: str | None = None,
     num_workers: int = 0,
 ) -> Dataset:
     """The MONAI dataset for ``cache`` (module docstring) over ``data`` with ``transform``."""
@@ -53,7 +53,7 @@ class OnceCollated:
 
     def __init__(self, loader: DataLoader) -> None:
         self.loader = loader
-        self.batch: Optional[Any] = None
+        self.batch: Any | None = None
 
     def __len__(self) -> int:
         return 1

@@ -34,19 +34,40 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
 from scripts import BundleInputError
 
-RULES_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs",
-                          "series_rules.json")  # fmt: skip
-HEADER_TAGS = ("StudyInstanceUID", "SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "StudyDescription",
-               "Modality", "SOPClassUID", "ImageType", "ContrastBolusAgent", "SliceThickness",
-               "ImageOrientationPatient", "ImagePositionPatient", "PatientPosition", "DiffusionBValue",
-               "GantryDetectorTilt", "BodyPartExamined", "ProtocolName", "Rows", "Columns", "NumberOfFrames",
-               "InstanceNumber", "ScanningSequence", "SequenceName")  # fmt: skip
+RULES_FILE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs", "series_rules.json"
+)
+HEADER_TAGS = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SeriesNumber",
+    "SeriesDescription",
+    "StudyDescription",
+    "Modality",
+    "SOPClassUID",
+    "ImageType",
+    "ContrastBolusAgent",
+    "SliceThickness",
+    "ImageOrientationPatient",
+    "ImagePositionPatient",
+    "PatientPosition",
+    "DiffusionBValue",
+    "GantryDetectorTilt",
+    "BodyPartExamined",
+    "ProtocolName",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "InstanceNumber",
+    "ScanningSequence",
+    "SequenceName",
+)
 MAX_TILT_DEG = 1.0  # slice stacks tilted against their normal by more (gantry tilt) are refused
 MAX_GAP_RATIO = 1.2  # neighbouring slice distances may differ by 20% (rounding); more means missing slices
 
@@ -59,7 +80,7 @@ class Series:
     study: str
     files: List[str]
     attrs: Dict[str, Any]
-    positions: List[Optional[List[float]]]
+    positions: List[List[float] | None]
     per_file: List[Dict[str, Any]]
     source: Any = None  # the MONAI Deploy DICOMSeries it came from, when selected inside the Deploy app
 
@@ -67,8 +88,10 @@ class Series:
         """``#N 'description' (k images, t mm)``: what the QC output and error lines name (no UIDs)."""
         thickness = self.attrs.get("SliceThickness")
         mm = f", {thickness:g} mm" if isinstance(thickness, (int, float)) else ""
-        return f"#{self.attrs.get('SeriesNumber', '?')} '{self.attrs.get('SeriesDescription', '')}' " \
-               f"({len(self.files)} images{mm})"  # fmt: skip
+        return (
+            f"#{self.attrs.get('SeriesNumber', '?')} '{self.attrs.get('SeriesDescription', '')}' "
+            f"({len(self.files)} images{mm})"
+        )
 
 
 def _plain(value: Any) -> Any:
@@ -114,9 +137,17 @@ def group_series(entries: Iterable[tuple]) -> List[Series]:
         else:
             members.sort(key=lambda m: int(m[1].get("InstanceNumber", 0)))
         first = members[0][1]
-        series.append(Series(uid=uid, study=study, files=[m[0] for m in members], attrs=dict(first),
-                             positions=[m[1].get("ImagePositionPatient") for m in members],
-                             per_file=[m[1] for m in members], source=members[0][2]))  # fmt: skip
+        series.append(
+            Series(
+                uid=uid,
+                study=study,
+                files=[m[0] for m in members],
+                attrs=dict(first),
+                positions=[m[1].get("ImagePositionPatient") for m in members],
+                per_file=[m[1] for m in members],
+                source=members[0][2],
+            )
+        )
     series.sort(key=lambda s: (int(s.attrs.get("SeriesNumber", 0) or 0), s.uid))
     return series
 
@@ -141,7 +172,7 @@ def index_folder(folder: str) -> List[Series]:
     return group_series(entries)
 
 
-def _normal(orientation: Optional[Sequence[Any]]) -> Optional[np.ndarray]:
+def _normal(orientation: Sequence[Any] | None) -> np.ndarray | None:
     if not orientation or len(orientation) != 6:
         return None
     iop = np.asarray([float(v) for v in orientation])
@@ -158,7 +189,7 @@ def orientation_name(orientation: Sequence[Any]) -> str:
     return ("Sagittal", "Coronal", "Axial")[int(np.argmax(np.abs(normal)))]
 
 
-def geometry_problem(series: Series) -> Optional[str]:
+def geometry_problem(series: Series) -> str | None:
     """Why the series cannot be read as one regular volume (gantry tilt, repeated or missing slices), or None."""
     tilt = series.attrs.get("GantryDetectorTilt")
     normal = _normal(series.attrs.get("ImageOrientationPatient"))
@@ -182,8 +213,13 @@ def geometry_problem(series: Series) -> Optional[str]:
 def _match_numeric(condition: Any, value: float) -> bool:
     if isinstance(condition, list) and len(condition) == 2 and isinstance(condition[1], str):
         bound, op = float(condition[0]), condition[1]
-        relations = {">": value > bound, ">=": value >= bound, "<": value < bound, "<=": value <= bound,
-                     "!=": value != bound}  # fmt: skip
+        relations = {
+            ">": value > bound,
+            ">=": value >= bound,
+            "<": value < bound,
+            "<=": value <= bound,
+            "!=": value != bound,
+        }
         if op not in relations:
             raise BundleInputError(f"series rules: unknown relation {op!r} (use >, >=, <, <=, !=)")
         return relations[op]
@@ -221,14 +257,17 @@ def _thickness(series: Series) -> float:
     return float(value) if isinstance(value, (int, float)) else float("inf")
 
 
-def _restricted(series: Series, conditions: Mapping[str, Any]) -> Optional[Series]:
+def _restricted(series: Series, conditions: Mapping[str, Any]) -> Series | None:
     """The series reduced to its files matching the ``instances`` conditions (None when none match)."""
     keep = [i for i, attrs in enumerate(series.per_file) if _matches_all(conditions, attrs)]
     if not keep:
         return None
-    return dataclasses.replace(series, files=[series.files[i] for i in keep],
-                               positions=[series.positions[i] for i in keep],
-                               per_file=[series.per_file[i] for i in keep])  # fmt: skip
+    return dataclasses.replace(
+        series,
+        files=[series.files[i] for i in keep],
+        positions=[series.positions[i] for i in keep],
+        per_file=[series.per_file[i] for i in keep],
+    )
 
 
 def load_rules(rules: Any = None) -> Dict[str, Dict[str, Any]]:
@@ -293,11 +332,15 @@ def select(
             why = "; ".join(f"{s.label()} is {p}" for s, p in usable) if usable else f"series found: {found}"
             raise BundleInputError(f"{where}: no suitable {key.upper()} series ({why})")
         best = good[0]
-        record = {"series_number": best.attrs.get("SeriesNumber"), "description": best.attrs.get("SeriesDescription"),
-                  "images": len(best.files), "slice_thickness_mm": best.attrs.get("SliceThickness"),
-                  "reason": f"matches rule {key!r}" + (f", {how} of {len(candidates)} matching series"
-                                                       if len(candidates) > 1 else ""),
-                  "passed_over": [s.label() + (f": {p}" if p else "") for s, p in usable if s is not best]}  # fmt: skip
+        record = {
+            "series_number": best.attrs.get("SeriesNumber"),
+            "description": best.attrs.get("SeriesDescription"),
+            "images": len(best.files),
+            "slice_thickness_mm": best.attrs.get("SliceThickness"),
+            "reason": f"matches rule {key!r}"
+            + (f", {how} of {len(candidates)} matching series" if len(candidates) > 1 else ""),
+            "passed_over": [s.label() + (f": {p}" if p else "") for s, p in usable if s is not best],
+        }
         chosen[key] = {"series": best, "record": record}
     return chosen
 
@@ -335,11 +378,11 @@ def study_series(
 
 
 def study_images(
-    study: Optional[str],
-    images: Optional[Mapping[str, str]] = None,
+    study: str | None,
+    images: Mapping[str, str] | None = None,
     keys: Sequence[str] = (),
     rules: Any = None,
-    record_dir: Optional[str] = None,
+    record_dir: str | None = None,
 ) -> Dict[str, str]:
     """The configs' ``images``: with a ``study`` folder, each sequence of ``keys`` read from the series the rules
     choose there (``record_dir/series_selection.json`` records the choice); without one, ``images`` unchanged."""
@@ -368,8 +411,10 @@ def check_series_folder(folder: str, what: str = "image") -> Series:
         problem = "empty folder (expected a DICOM series)" if empty else "holds no DICOM image series"
         raise BundleInputError(f"{folder}: {what} {problem}")
     if len(series) > 1:
-        raise BundleInputError(f"{folder}: {what} folder holds {len(series)} DICOM series (a whole study? give it "
-                               "as --study, the series rules then choose)")  # fmt: skip
+        raise BundleInputError(
+            f"{folder}: {what} folder holds {len(series)} DICOM series (a whole study? give it "
+            "as --study, the series rules then choose)"
+        )
     problem = geometry_problem(series[0])
     if problem:
         raise BundleInputError(f"{folder}: {what} series {series[0].label()} is {problem}")

@@ -10,7 +10,7 @@ import io
 import json
 import os
 import tempfile
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List
 
 from scripts import BundleInputError
 
@@ -38,7 +38,7 @@ def atomic_write(path: str, write: Callable[[str], None], suffix: str = "") -> N
             os.remove(tmp)
 
 
-def read_json_in(folder: Optional[str], name: str) -> Optional[Any]:
+def read_json_in(folder: str | None, name: str) -> Any | None:
     """``folder/name`` as JSON, or None when there is no folder or no such file."""
     path = os.path.join(folder, name) if folder else ""
     if not path or not os.path.isfile(path):
@@ -67,7 +67,7 @@ def atomic_write_text(path: str, text: str) -> None:
     atomic_write(path, _write)
 
 
-def atomic_write_csv(path: str, rows: List[Dict[str, Any]], fieldnames: Optional[List[str]] = None) -> None:
+def atomic_write_csv(path: str, rows: List[Dict[str, Any]], fieldnames: List[str] | None = None) -> None:
     """Write dict rows (columns ``fieldnames``, or the first row's) as a CSV file atomically."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fieldnames or list(rows[0]), lineterminator="\n")

@@ -17,7 +17,7 @@ probability. The statistics (NIfTI inputs; DICOM folders are not profiled):
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -68,7 +68,7 @@ def case_profile(item: Mapping[str, Any], keys: Sequence[str]) -> Dict[str, floa
     return out
 
 
-def read_profile(ckpt_dir: Optional[str]) -> Optional[Dict[str, Any]]:
+def read_profile(ckpt_dir: str | None) -> Dict[str, Any] | None:
     """``ckpt_dir/input_profile.json`` (written at training), or None."""
     return read_json_in(ckpt_dir, PROFILE_FILE)
 
@@ -107,7 +107,7 @@ def margin_of(name: str, low: float, high: float) -> float:
     return max(MARGIN * (high - low), floor, 1e-6)
 
 
-def ood_warning(case: Mapping[str, float], profile: Optional[Mapping[str, Any]]) -> str:
+def ood_warning(case: Mapping[str, float], profile: Mapping[str, Any] | None) -> str:
     """'' when every statistic of ``case`` lies within the training range widened by :data:`MARGIN` of its span
     (or no profile is stored), else one phrase per statistic outside it, joined by '; '."""
     if not profile:

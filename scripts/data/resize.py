@@ -52,13 +52,20 @@ class AntiAliasedResized(Resized):
     """``Resized`` (same arguments) whose anti-aliasing runs through :func:`anti_alias`; fall-back sizes (-1),
     ``size_mode="longest"`` and a given ``anti_aliasing_sigma`` keep MONAI's own path."""
 
-    def __init__(self, keys: KeysCollection, spatial_size: Sequence[int] | int, anti_aliasing: bool = False,
-                 size_mode: str = "all", **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        keys: KeysCollection,
+        spatial_size: Sequence[int] | int,
+        anti_aliasing: bool = False,
+        size_mode: str = "all",
+        **kwargs: Any,
+    ) -> None:
         self.fast = anti_aliasing and size_mode == "all" and kwargs.get("anti_aliasing_sigma") is None
         self.fast = self.fast and not isinstance(spatial_size, int) and all(int(s) > 0 for s in spatial_size)
         self.spatial_size = spatial_size
-        super().__init__(keys, spatial_size, size_mode=size_mode, anti_aliasing=anti_aliasing and not self.fast,
-                         **kwargs)  # fmt: skip
+        super().__init__(
+            keys, spatial_size, size_mode=size_mode, anti_aliasing=anti_aliasing and not self.fast, **kwargs
+        )
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor], lazy: bool | None = None) -> Dict[Hashable, torch.Tensor]:
         d = dict(data)

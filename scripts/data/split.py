@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import fire
 import numpy as np
@@ -34,7 +34,7 @@ def make_datalist(
     seed: int = 0,
     test_from: str = "2020-01-01",
     inner_val: float = 0.15,
-    test_fraction: Optional[float] = None,
+    test_fraction: float | None = None,
 ) -> Dict[str, Any]:
     """Assign outer folds, the test set (by date, or a stratified random ``test_fraction``) and per-fold
     inner-validation ids (deterministic in ``seed``)."""
@@ -111,7 +111,7 @@ def fold_data(datalist: Dict[str, Any], fold: int, part: str) -> List[Dict[str, 
     raise ValueError(f"unknown part '{part}'")
 
 
-def with_label(datalist: Dict[str, Any], label: Optional[str] = None) -> Dict[str, Any]:
+def with_label(datalist: Dict[str, Any], label: str | None = None) -> Dict[str, Any]:
     """The datalist with every item's ``label`` taken from ``label`` (fpe, mtici_2c or rlvo); ``None`` keeps
     the label chosen at split time. The folds stay the recorded ones (patient-grouped; stratified on the
     split's label)."""
@@ -150,14 +150,14 @@ def write_datalist(
     seed: int = 0,
     test_from: str = "2020-01-01",
     inner_val: float = 0.15,
-    test_fraction: Optional[float] = None,
+    test_fraction: float | None = None,
     overwrite: bool = False,
     strict: bool = False,
 ) -> str:
     """Split ``cohort`` and record the datalist at ``out`` once; return its path. A row that fails the cohort
     contract is left out and listed in the datalist's ``excluded`` and in ``exclusions.csv`` beside it
     (``strict``: the first one stops the split instead)."""
-    excluded: Optional[List[Dict[str, str]]] = None if strict else []
+    excluded: List[Dict[str, str]] | None = None if strict else []
     try:
         rows = read_cohort(cohort, excluded=excluded)
         data = make_datalist(rows, label, folds, seed, str(test_from), inner_val, test_fraction)
@@ -178,7 +178,7 @@ def write_datalist(
     return out
 
 
-def _ids(data: Dict[str, Any]) -> Dict[str, List[Optional[str]]]:
+def _ids(data: Dict[str, Any]) -> Dict[str, List[str | None]]:
     return {
         "training": sorted(d["patient_id"] for d in data["training"]),
         "test": sorted(d["patient_id"] for d in data["test"]),

@@ -9,7 +9,7 @@ of both hemispheres, as the published final code did.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Hashable, Mapping, Optional, Sequence
+from typing import Any, Dict, Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -20,8 +20,16 @@ from scipy import ndimage
 from scripts import BundleInputError
 from scripts.data.anatomy import DEFAULT_ATLAS_DIR, TERRITORIES, grid_maps
 
-SITE_TERRITORIES = {"ICA": ("ACA", "MCA"), "M1": ("MCA",), "M2": ("MCA",), "M3": ("MCA",), "ACA": ("ACA",),
-                    "PCA": ("PCA",), "BA": ("PCA", "VB"), "VA": ("PCA", "VB")}  # fmt: skip
+SITE_TERRITORIES = {
+    "ICA": ("ACA", "MCA"),
+    "M1": ("MCA",),
+    "M2": ("MCA",),
+    "M3": ("MCA",),
+    "ACA": ("ACA",),
+    "PCA": ("PCA",),
+    "BA": ("PCA", "VB"),
+    "VA": ("PCA", "VB"),
+}
 MIDLINE_SITES = ("BA", "VA")
 
 
@@ -45,7 +53,7 @@ class TerritoryMaskd(MapTransform):
         side_key: str = "side",
         dilation_voxels: int = 2,
         both_sides: bool = False,
-        atlas_dir: Optional[str] = DEFAULT_ATLAS_DIR,
+        atlas_dir: str | None = DEFAULT_ATLAS_DIR,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -75,7 +83,8 @@ class TerritoryMaskd(MapTransform):
         labels = territory_labels(d[self.location_key], d[self.side_key], self.both_sides)
         for key in self.key_iterator(d):
             image = d[key]
-            region = self.mask(image.shape[1:], image.affine.numpy() if torch.is_tensor(image.affine) else image.affine,
-                               labels)  # fmt: skip
+            region = self.mask(
+                image.shape[1:], image.affine.numpy() if torch.is_tensor(image.affine) else image.affine, labels
+            )
             d[key] = image * torch.as_tensor(region, dtype=image.dtype)
         return d

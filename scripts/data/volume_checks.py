@@ -19,7 +19,7 @@ The same checks as MONAI transforms: :mod:`scripts.data.checks`. Every failure r
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -50,7 +50,7 @@ CENTRAL_BOX_MM = ((-50.0, 50.0), (-60.0, 30.0), (-30.0, 20.0))  # circle of Will
 GRID_FILE = "grid.json"
 
 
-def unreadable(path: str) -> Optional[str]:
+def unreadable(path: str) -> str | None:
     """Why ``path`` cannot be read as an image (a NIfTI file, or a folder of DICOM files), or None."""
     if not os.path.exists(path):
         return "file not found"
@@ -72,7 +72,7 @@ def _describe(sequence: str) -> str:
 
 
 def check_volume(
-    array: Any, path: str, sequence: str, what: Optional[str] = None, channel_first: bool = False
+    array: Any, path: str, sequence: str, what: str | None = None, channel_first: bool = False
 ) -> np.ndarray:
     """Check one loaded volume, (H, W, D) or with ``channel_first`` (1, H, W, D); return it as a float32
     (H, W, D) array. ``what``: the name in the error line (default: the sequence's)."""
@@ -166,7 +166,7 @@ def image_grid(shape: Sequence[int], affine: Any) -> Dict[str, Any]:
     return {"shape": [int(s) for s in shape], "affine": np.round(np.asarray(affine, dtype=float), 3).tolist()}
 
 
-def check_grid(shape: Sequence[int], affine: Any, expected: Optional[Dict[str, Any]], path: str) -> None:
+def check_grid(shape: Sequence[int], affine: Any, expected: Dict[str, Any] | None, path: str) -> None:
     """The image must be on the grid the fold models were trained on (``expected``; None = not recorded)."""
     if not expected:
         return
@@ -181,19 +181,19 @@ def check_grid(shape: Sequence[int], affine: Any, expected: Optional[Dict[str, A
         )
 
 
-def read_grid(ckpt_dir: Optional[str]) -> Optional[Dict[str, Any]]:
+def read_grid(ckpt_dir: str | None) -> Dict[str, Any] | None:
     """``ckpt_dir/grid.json`` (written when the fold models were trained), or None."""
     return read_json_in(ckpt_dir, GRID_FILE)
 
 
-def grid_spacing(grid: Optional[Dict[str, Any]], default: float = 1.0) -> float:
+def grid_spacing(grid: Dict[str, Any] | None, default: float = 1.0) -> float:
     """The voxel size (mm) of a recorded grid (isotropic MNI grids), or ``default`` when none is recorded."""
     if not grid:
         return float(default)
     return float(np.round(np.linalg.norm(np.asarray(grid["affine"], dtype=float)[:3, :3], axis=0).mean(), 3))
 
 
-def write_grid(ckpt_dir: str, items: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> Optional[Dict[str, Any]]:
+def write_grid(ckpt_dir: str, items: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> Dict[str, Any] | None:
     """Record the training grid (the first item's first image, RAS) in ``ckpt_dir/grid.json``; keep an existing one
     (every fold of one ``ckpt_dir`` shares it). Returns the grid."""
     existing = read_grid(ckpt_dir)

@@ -69,19 +69,46 @@ EXTENT_SITE = {"ICA": 0.6, "M1": 0.5, "M2": 0.3}
 BLOOD_HU = 42.0  # unenhanced blood on NCCT
 PERVIOUS_HU = 60.0  # CTA attenuation increase of a fully pervious clot
 CSV_COLUMNS = (
-    "patient_id", "procedure_date", "passes", "mtici_first_pass", "mtici_final", "rescue", "stenosis_gt50",
-    "location", "side", "age", "sex", "nihss", "onset_to_imaging_min", "ivt",
-    "hypertension", "diabetes", "atrial_fibrillation",
-    "ncct", "cta", "b0", "b1000", "adc", "flair", "tmax", "cbf", "cbv", "mtt",
-)  # fmt: skip
+    "patient_id",
+    "procedure_date",
+    "passes",
+    "mtici_first_pass",
+    "mtici_final",
+    "rescue",
+    "stenosis_gt50",
+    "location",
+    "side",
+    "age",
+    "sex",
+    "nihss",
+    "onset_to_imaging_min",
+    "ivt",
+    "hypertension",
+    "diabetes",
+    "atrial_fibrillation",
+    "ncct",
+    "cta",
+    "b0",
+    "b1000",
+    "adc",
+    "flair",
+    "tmax",
+    "cbf",
+    "cbv",
+    "mtt",
+)
 
 # schematic vessel centre lines in MNI mm for the RIGHT hemisphere (x mirrored for the left): radius mm
 ICA = ((16, -4, -45), (15, -2, -25), (15, 0, -12))
 M1 = ((15, 0, -12), (28, 1, -8), (38, 2, -6))
 M2 = ((38, 2, -6), (42, -8, 4), (45, -18, 12))
 M2_UPPER = ((38, 2, -6), (42, 6, 10), (44, 8, 22))
-MCA_DISTAL = (((45, -18, 12), (55, -35, 25)), ((44, 8, 22), (50, 12, 38)), ((45, -18, 12), (52, -50, 18)),
-              ((44, 8, 22), (56, -5, 24)))  # fmt: skip
+MCA_DISTAL = (
+    ((45, -18, 12), (55, -35, 25)),
+    ((44, 8, 22), (50, 12, 38)),
+    ((45, -18, 12), (52, -50, 18)),
+    ((44, 8, 22), (56, -5, 24)),
+)
 ACA = ((15, 0, -12), (4, 15, -2), (4, 32, 22), (4, 10, 50))
 PCA = ((0, -20, -22), (16, -35, -10), (22, -70, 5))
 BASILAR = ((0, -30, -48), (0, -20, -22))
@@ -705,8 +732,11 @@ def _manifest(rows: List[Dict], truth: Dict[str, Dict], locals_: Dict) -> Dict:
         "fpe_rate": float(fpe.mean()),
         "bayes_auc": float(roc_auc_score(fpe, prob)),
         "bayes_auc_by_label": {"fpe": float(roc_auc_score(fpe, prob)), "rlvo": float(roc_auc_score(rlvo, rlvo_prob))},
-        "rlvo": {"coefficients": RLVO_COEF, "rate": float(rlvo.mean()), "clinical_share": clinical_share(
-            [{**r, "_truth": truth[r["patient_id"]]} for r in rows])},  # fmt: skip
+        "rlvo": {
+            "coefficients": RLVO_COEF,
+            "rate": float(rlvo.mean()),
+            "clinical_share": clinical_share([{**r, "_truth": truth[r["patient_id"]]} for r in rows]),
+        },
         "bayes_auc_expected": expected,
         "truth": truth,
     }

@@ -36,7 +36,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 from scripts import BundleInputError
 from scripts.data.split import write_datalist
@@ -70,7 +70,7 @@ def job_configs(model: str) -> Dict[str, str]:
     }
 
 
-def check_unlabeled(unlabeled: Optional[str], model: str) -> Optional[str]:
+def check_unlabeled(unlabeled: str | None, model: str) -> str | None:
     """The absolute path of a user's unlabeled pool (``patient_id`` + image columns) for SimSiam, or None."""
     if not unlabeled:
         return None
@@ -86,8 +86,10 @@ def check_unlabeled(unlabeled: Optional[str], model: str) -> Optional[str]:
 
 def verdict(fold_mean: float, pooled: float, bayes_folds: float, bayes_pooled: float) -> str:
     """The acceptance bounds of the demo: fold mean within 0.05 and pooled within 0.08 of the Bayes ROC-AUC."""
-    words = ["within" if ref - value <= bound else "NOT within"
-             for value, ref, bound in ((fold_mean, bayes_folds, 0.05), (pooled, bayes_pooled, 0.08))]  # fmt: skip
+    words = [
+        "within" if ref - value <= bound else "NOT within"
+        for value, ref, bound in ((fold_mean, bayes_folds, 0.05), (pooled, bayes_pooled, 0.08))
+    ]
     return f"fold mean {words[0]} 0.05, pooled {words[1]} 0.08"
 
 
@@ -98,7 +100,7 @@ def run_bundle(*args: str) -> None:
         raise SystemExit(f"step failed: python -m monai.bundle {' '.join(args)}")
 
 
-def output_folders(out: str, ckpt_dir: Optional[str], eval_dir: Optional[str]) -> Tuple[str, str]:
+def output_folders(out: str, ckpt_dir: str | None, eval_dir: str | None) -> Tuple[str, str]:
     """(fold models, evaluation) folders: the bundle's ``models/`` and ``eval/`` for the built-in demo, ``OUT/models``
     and ``OUT/eval`` beside the cohort for any other folder (a second cohort never meets the first one's fold models
     or overwrites its report; training refuses models of another datalist), unless given."""
@@ -114,11 +116,11 @@ def main(
     patients: int = 300,
     seed: int = 0,
     spacing: float = 2.0,
-    eval_dir: Optional[str] = None,
+    eval_dir: str | None = None,
     native: bool = False,
-    ckpt_dir: Optional[str] = None,
+    ckpt_dir: str | None = None,
     model: str = "clot_readings",
-    unlabeled: Optional[str] = None,
+    unlabeled: str | None = None,
     ssl_epochs: int = 100,
     world: str = "varied",
 ) -> None:
@@ -126,6 +128,27 @@ def main(
     start = time.time()
     configs = job_configs(model)
     pool = check_unlabeled(unlabeled, model)
+    csv_path = _cohort(out, patients, seed, spacing, native, world)
+    datalist = write_datalist(csv_path, os.path.join(out, "datalist.json"), seed=seed)
+    ckpt_dir, eval_dir = output_folders(out, ckpt_dir, eval_dir)
+    common = ["--dataset_dir", out, "--datalist_file", datalist, "--ckpt_dir", ckpt_dir]
+    encoder = []
+    if pool:  # SimSiam on the user's pool first (its test-set and reported-fold patients dropped by the guard)
+        ssl_dir = os.path.join(ckpt_dir, "ssl")
+        pretrain = ["--config_file", configs["pretrain"], *common[:4], "--ckpt_dir", ssl_dir, "--unlabeled_file", pool]
+        run_bundle("run", "pretraining", *pretrain, "--ssl_epochs", str(int(ssl_epochs)))
+        encoder = ["--pretrained_encoder", os.path.join(ssl_dir, "pretrain", "encoder.pt")]
+    run_bundle("run", "training", "--config_file", configs["train"], *common, *encoder)
+    evaluate = ["--config_file", configs["evaluate"], *common, "--output_dir", eval_dir]
+    run_bundle("run", *evaluate, "--recalibration", RECALIBRATION[model])
+    test_set = os.path.join(eval_dir, "test_inference")
+    run_bundle("run", "--config_file", configs["infer"], *common[2:], "--output_dir", test_set)
+    _print_result(eval_dir, time.time() - start)
+
+
+def _cohort(out: str, patients: int, seed: int, spacing: float, native: bool, world: str) -> str:
+    """``out``/cohort.csv, generated first when absent (``native``: in scanner space, then through the bundle's
+    preprocessing like a user's own scans)."""
     csv_path = os.path.join(out, "cohort.csv")
     if not os.path.isfile(csv_path) and native:
         raw = os.path.join(out, "raw")
@@ -138,32 +161,11 @@ def main(
     elif not os.path.isfile(csv_path):
         print(f"generating {patients} demo patients in {out}/ ...", flush=True)
         generate(out, patients=patients, seed=seed, modalities="ct", spacing=spacing, world=world)
-    datalist = write_datalist(csv_path, os.path.join(out, "datalist.json"), seed=seed)
-    ckpt_dir, eval_dir = output_folders(out, ckpt_dir, eval_dir)
-    common = ["--dataset_dir", out, "--datalist_file", datalist, "--ckpt_dir", ckpt_dir]
-    encoder = []
-    if pool:  # SimSiam on the user's pool first (its test-set and reported-fold patients dropped by the guard)
-        ssl_dir = os.path.join(ckpt_dir, "ssl")
-        run_bundle("run", "pretraining", "--config_file", configs["pretrain"], "--dataset_dir", out,
-                   "--datalist_file", datalist, "--ckpt_dir", ssl_dir, "--unlabeled_file", pool,
-                   "--ssl_epochs", str(int(ssl_epochs)))  # fmt: skip
-        encoder = ["--pretrained_encoder", os.path.join(ssl_dir, "pretrain", "encoder.pt")]
-    run_bundle("run", "training", "--config_file", configs["train"], *common, *encoder)
-    run_bundle(
-        "run", "--config_file", configs["evaluate"], *common, "--output_dir", eval_dir,
-        "--recalibration", RECALIBRATION[model],
-    )  # fmt: skip
-    run_bundle(
-        "run",
-        "--config_file",
-        configs["infer"],
-        "--datalist_file",
-        datalist,
-        "--ckpt_dir",
-        ckpt_dir,
-        "--output_dir",
-        os.path.join(eval_dir, "test_inference"),
-    )
+    return csv_path
+
+
+def _print_result(eval_dir: str, seconds: float) -> None:
+    """The evaluation's metrics table and one line against the Bayes ROC-AUC (when the cohort has its truth)."""
     with open(os.path.join(eval_dir, "metrics.json")) as f:
         metrics = json.load(f)
     with open(os.path.join(eval_dir, "metrics.md")) as f:
@@ -173,7 +175,7 @@ def main(
     low, high = metrics["cv"]["pooled"]["ci95"]["roc_auc"]
     same = metrics.get("bayes_same_patients", {})
     result = f"CV ROC-AUC {cv:.3f} (pooled {pooled:.3f}, 95% CI {low:.3f}-{high:.3f})"
-    minutes = f"({(time.time() - start) / 60:.1f} min)"
+    minutes = f"({seconds / 60:.1f} min)"
     if bayes is None:  # a user's own cohort: no true probabilities to compare with
         print(f"{result} {minutes}")
     else:
@@ -185,4 +187,5 @@ def main(
             f"Bayes ROC-AUC on the same patients and folds: fold mean {same['cv_fold_mean']:.3f}, pooled "
             f"{same['cv_pooled']:.3f}: {verdict(cv, pooled, same['cv_fold_mean'], same['cv_pooled'])}"
         )
-    print(f"predictions: {eval_dir}/predictions.csv, test-set inference: {eval_dir}/test_inference/predictions.csv")
+    test_set = os.path.join(eval_dir, "test_inference", "predictions.csv")
+    print(f"predictions: {eval_dir}/predictions.csv, test-set inference: {test_set}")

@@ -20,8 +20,16 @@ from typing import Dict
 
 import numpy as np
 
-RLVO_COEF = {"intercept": -1.2, "diabetes": 1.2, "hypertension": 0.7, "atrial_fibrillation": -1.3, "z_age": 0.5,
-             "ivt": -0.3, "z_len": 0.4, "site_ica": 0.5}  # fmt: skip
+RLVO_COEF = {
+    "intercept": -1.2,
+    "diabetes": 1.2,
+    "hypertension": 0.7,
+    "atrial_fibrillation": -1.3,
+    "z_age": 0.5,
+    "ivt": -0.3,
+    "z_len": 0.4,
+    "site_ica": 0.5,
+}
 CLINICAL_TERMS = ("diabetes", "hypertension", "atrial_fibrillation", "z_age", "ivt")
 COMORBIDITIES = {"hypertension": 0.6, "diabetes": 0.25, "atrial_fibrillation": 0.35}
 

@@ -15,8 +15,12 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 # acquisition -> (sequences sharing the grid, slice thickness in mm, in-plane spacing factor of the demo grid)
-ACQUISITIONS = {"ncct": (("ncct",), 5.0), "cta": (("cta",), 1.0), "dwi": (("b0", "b1000", "adc"), 5.0),
-                "flair": (("flair",), 5.0)}  # fmt: skip
+ACQUISITIONS = {
+    "ncct": (("ncct",), 5.0),
+    "cta": (("cta",), 1.0),
+    "dwi": (("b0", "b1000", "adc"), 5.0),
+    "flair": (("flair",), 5.0),
+}
 SECOND = {"cta": "ncct", "flair": "dwi"}  # acquired after, in the same session
 HEADREST_HU = 150.0
 

@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import numpy as np
 import torch
@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 SR_FILE = "outcome_sr.dcm"
 
 
-def _sequence_path(folder: str, key: str) -> Optional[str]:
+def _sequence_path(folder: str, key: str) -> str | None:
     for name in (f"{key}.nii.gz", f"{key}.nii", key):
         path = os.path.join(folder, name)
         if os.path.exists(path):
@@ -92,8 +92,13 @@ def case_values(folder: str, dataset: Any = None) -> Dict[str, Any]:
 
 def _embedded(path: str) -> Dict[str, str]:
     """The files :mod:`scripts.deploy_app.export` embedded in a fold's TorchScript."""
-    extra = {"inference.json": "", "cutoffs.json": "", "input_profile.json": "", "metadata.json": "",
-             "trained_on.json": ""}  # fmt: skip
+    extra = {
+        "inference.json": "",
+        "cutoffs.json": "",
+        "input_profile.json": "",
+        "metadata.json": "",
+        "trained_on.json": "",
+    }
     torch.jit.load(path, map_location="cpu", _extra_files=extra)
     return extra
 
@@ -192,8 +197,11 @@ def _as_metatensor(image: Any, name: str) -> MetaTensor:
     gives from a file (the transposition MONAI Deploy's ``InMemImageReader`` applies)."""
     meta = image.metadata()
     array = np.asarray(image.asnumpy(), dtype=np.float32).T[None]
-    return MetaTensor(torch.from_numpy(np.ascontiguousarray(array)), affine=torch.as_tensor(meta["affine"]),
-                      meta={"filename_or_obj": name})  # fmt: skip
+    return MetaTensor(
+        torch.from_numpy(np.ascontiguousarray(array)),
+        affine=torch.as_tensor(meta["affine"]),
+        meta={"filename_or_obj": name},
+    )
 
 
 class OutcomeInferenceOperator(Operator):
@@ -246,8 +254,14 @@ class OutcomeInferenceOperator(Operator):
         mean, sd = combine_folds([[q] for q in probs], stored)  # Platt-scaled per fold when evaluation fitted it
         p = float(mean[0])
         profile = json.loads(extra["input_profile.json"] or "null")  # absent from models exported before 0.6
-        result = {"probability": p, "probability_sd": float(sd[0]), "prediction": int(p >= cutoff), "cutoff": cutoff,
-                  "folds": len(probs), "warning": ood_warning(case_profile(item, keys), profile)}  # fmt: skip
+        result = {
+            "probability": p,
+            "probability_sd": float(sd[0]),
+            "prediction": int(p >= cutoff),
+            "cutoff": cutoff,
+            "folds": len(probs),
+            "warning": ood_warning(case_profile(item, keys), profile),
+        }
         if result["warning"]:
             logger.warning("input unlike the training cohort: %s", result["warning"])
         logger.info("outcome probability %.4f (%d fold models)", p, len(probs))
@@ -298,8 +312,13 @@ class OutcomeSRWriterOperator(Operator):
         evidence = [
             sop.get_native_sop_instance() for s in selected.selected_series for sop in s.series.get_sop_instances()
         ]
-        report = structured_report(result, evidence, str(meta.get("name", "thrombectomy outcome bundle")),
-                                   str(meta.get("version", "")), OUTCOMES.get(label, label))  # fmt: skip
+        report = structured_report(
+            result,
+            evidence,
+            str(meta.get("name", "thrombectomy outcome bundle")),
+            str(meta.get("version", "")),
+            OUTCOMES.get(label, label),
+        )
         atomic_write(os.path.join(self.output_folder, SR_FILE), lambda path: report.save_as(path), suffix=".dcm")
         atomic_write_json(os.path.join(self.output_folder, "series_selection.json"), record)
 
@@ -335,8 +354,11 @@ class OutcomeApp(Application):
         self.add_flow(volumes, infer, {("images", "images"), ("header", "header")})
         self.add_flow(infer, writer, {("result", "result")})
         self.add_flow(infer, report, {("result", "result")})
-        self.add_flow(selector, report, {("study_selected_series_list", "study_selected_series_list"),
-                                         ("selection_record", "selection_record")})  # fmt: skip
+        self.add_flow(
+            selector,
+            report,
+            {("study_selected_series_list", "study_selected_series_list"), ("selection_record", "selection_record")},
+        )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,17 @@ CONCEPTS = {
 }
 
 
-PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                 "ReferringPhysicianName", "StudyID", "AccessionNumber")  # fmt: skip
+PATIENT_STUDY = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 REFERENCE = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
 
 
@@ -99,7 +108,8 @@ def read_report(path: str) -> Dict[str, Any]:
         elif item.ValueType == "TEXT":
             values[name] = str(item.TextValue)
     values["referenced_series"] = sorted(
-        s.SeriesInstanceUID for study in ds.CurrentRequestedProcedureEvidenceSequence
+        s.SeriesInstanceUID
+        for study in ds.CurrentRequestedProcedureEvidenceSequence
         for s in study.ReferencedSeriesSequence
-    )  # fmt: skip
+    )
     return values

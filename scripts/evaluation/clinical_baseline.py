@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import fire
 import numpy as np
@@ -40,10 +40,15 @@ def clinical_model(columns: Dict[str, ColumnSpec], seed: int = 0, inner_folds: i
     numeric = [i for i, spec in enumerate(columns.values()) if spec == "numeric"]
     categorical = [i for i, spec in enumerate(columns.values()) if spec != "numeric"]
     prepare = ColumnTransformer(
-        [("numeric", make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler()), numeric),
-         ("categorical", make_pipeline(SimpleImputer(strategy="most_frequent"),
-                                       OneHotEncoder(handle_unknown="ignore")), categorical)]
-    )  # fmt: skip
+        [
+            ("numeric", make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler()), numeric),
+            (
+                "categorical",
+                make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")),
+                categorical,
+            ),
+        ]
+    )
     pipeline = Pipeline([("prepare", prepare), ("model", LogisticRegression(max_iter=2000))])
     cv = StratifiedKFold(n_splits=inner_folds, shuffle=True, random_state=seed)
     return GridSearchCV(pipeline, {"model__C": [0.01, 0.1, 1.0, 10.0]}, scoring="roc_auc", cv=cv, n_jobs=1)
@@ -54,7 +59,7 @@ def evaluate_clinical(
     clinical_columns: Dict[str, ColumnSpec],
     output_dir: str,
     ckpt_dir: str,
-    manifest: Optional[Dict[str, Any]] = None,
+    manifest: Dict[str, Any] | None = None,
     seed: int = 0,
 ) -> Dict[str, Any]:
     """Fit per fold on its training portion and evaluate like the networks; returns the metrics."""
@@ -78,8 +83,13 @@ def evaluate_clinical(
     return metrics
 
 
-def main(datalist_file: str, output_dir: str = "eval/clinical", ckpt_dir: str = "models/clinical",
-         label: Optional[str] = None, config_file: str = "configs/clinical_demo.json") -> None:  # fmt: skip
+def main(
+    datalist_file: str,
+    output_dir: str = "eval/clinical",
+    ckpt_dir: str = "models/clinical",
+    label: str | None = None,
+    config_file: str = "configs/clinical_demo.json",
+) -> None:
     """CLI: evaluate the clinical-only baseline on a recorded datalist (columns from ``config_file``)."""
     import json
 

@@ -36,8 +36,14 @@ from scripts.evaluation.statistics import bootstrap_ci, delong
 
 Predictions = Dict[str, Dict[str, Tuple[int, float]]]
 
-NAMES = {"roc_auc": "ROC-AUC", "accuracy": "Accuracy", "precision": "Precision", "sensitivity": "Sensitivity",
-         "specificity": "Specificity", "f1": "F1"}  # fmt: skip
+NAMES = {
+    "roc_auc": "ROC-AUC",
+    "accuracy": "Accuracy",
+    "precision": "Precision",
+    "sensitivity": "Sensitivity",
+    "specificity": "Specificity",
+    "f1": "F1",
+}
 
 
 def _read(name: str, run: str) -> Dict[str, Any]:
@@ -163,23 +169,37 @@ def comparison_markdown(rows: List[Dict[str, Any]]) -> str:
         + " | ".join(NAMES[m] for m in METRICS)
         + " | CV pooled ROC-AUC (95% CI) | Test ensemble ROC-AUC (95% CI) |"
     )
-    lines = [f"Label: {rows[0]['label']}; mean (SD) over {rows[0]['folds']} outer folds; pooled out-of-fold and test "
-             f"fold-ensemble ROC-AUC with {BOOTSTRAP} stratified bootstrap resamples.", "", head,
-             "|---" * (len(METRICS) + 3) + "|"]  # fmt: skip
+    lines = [
+        f"Label: {rows[0]['label']}; mean (SD) over {rows[0]['folds']} outer folds; pooled out-of-fold and test "
+        f"fold-ensemble ROC-AUC with {BOOTSTRAP} stratified bootstrap resamples.",
+        "",
+        head,
+        "|---" * (len(METRICS) + 3) + "|",
+    ]
     for r in rows:
         cells = [f"{r[f'{m}_mean']:.4f} ({r[f'{m}_sd']:.3f})" for m in METRICS]
         cells += [_auc(r, "cv_pooled_roc_auc", "cv"), _auc(r, "test_roc_auc", "test")]
         lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     if any(not math.isnan(r["test_roc_auc_mean"]) for r in rows):
         names = " | ".join(NAMES[m] for m in METRICS)
-        lines += ["", "Test set: mean (SD) over the fold models, each at its own cut-off (AJNR Table 4 layout).", "",
-                  f"| Model | {names} |", "|---" * (len(METRICS) + 1) + "|"]  # fmt: skip
+        lines += [
+            "",
+            "Test set: mean (SD) over the fold models, each at its own cut-off (AJNR Table 4 layout).",
+            "",
+            f"| Model | {names} |",
+            "|---" * (len(METRICS) + 1) + "|",
+        ]
         for r in rows:
             cells = [f"{r[f'test_{m}_mean']:.4f} ({r[f'test_{m}_sd']:.3f})" for m in METRICS]
             lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     if any(not math.isnan(r.get("cv_delong_p", float("nan"))) for r in rows):
-        lines += ["", f"Paired against {rows[0]['model']} (DeLong): ROC-AUC difference (95% CI), p.", "",
-                  "| Model | CV, pooled out-of-fold | p | Test ensemble | p |", "|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            f"Paired against {rows[0]['model']} (DeLong): ROC-AUC difference (95% CI), p.",
+            "",
+            "| Model | CV, pooled out-of-fold | p | Test ensemble | p |",
+            "|---|---|---|---|---|",
+        ]
         for r in rows[1:]:
             cells = []
             for part in ("cv", "test"):

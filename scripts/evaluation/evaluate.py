@@ -15,7 +15,7 @@ import io
 import json
 import os
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -103,7 +103,7 @@ def evaluate_folds(
     recalibration: str = "none",
     optimistic: bool = False,
     cache: str = "ram",
-    cache_dir: Optional[str] = None,
+    cache_dir: str | None = None,
 ) -> Dict[str, Any]:
     """Evaluate every fold model; write predictions, metrics and cut-offs. Returns the metrics dict. ``explain``:
     also explain the test-set patients with the fold ensemble and summarise (``output_dir/explanations``).
@@ -128,8 +128,15 @@ def evaluate_folds(
     if explain and datalist["test"]:
         from scripts.inference.explain import explain_cohort
 
-        summary = explain_cohort(network, preprocessing, datalist["test"], ckpt_dir,
-                                 os.path.join(output_dir, "explanations"), device, explain_mask_size)  # fmt: skip
+        summary = explain_cohort(
+            network,
+            preprocessing,
+            datalist["test"],
+            ckpt_dir,
+            os.path.join(output_dir, "explanations"),
+            device,
+            explain_mask_size,
+        )
         print("explanations (test set): " + json.dumps(summary), flush=True)
     return metrics
 
@@ -288,8 +295,10 @@ def _metrics(datalist: Dict[str, Any], folds: Dict[str, Any], ckpt_dir: str, opt
         }
         if test:
             raw_mean = np.mean(folds["raw"]["test"], axis=0)
-            metrics["test"]["ensemble_uncalibrated"] = {"roc_auc": float(roc_auc_score(test_y, raw_mean)),
-                                                        "calibration": calibration(test_y, raw_mean)}  # fmt: skip
+            metrics["test"]["ensemble_uncalibrated"] = {
+                "roc_auc": float(roc_auc_score(test_y, raw_mean)),
+                "calibration": calibration(test_y, raw_mean),
+            }
     return metrics
 
 
@@ -308,8 +317,10 @@ def subgroup_metrics(rows: List[Dict[str, Any]], items: List[Dict[str, Any]]) ->
     {set: {variable: {level: {...}}}} (AUC null when a group holds one class)."""
     by_id = {d["patient_id"]: {**d, "modality": modality(d)} for d in items}
     out: Dict[str, Any] = {}
-    for name, part in (("cv_pooled", [r for r in rows if r["set"] == "cv"]),
-                       ("test_ensemble", [r for r in rows if r["fold"] == "ensemble"])):  # fmt: skip
+    for name, part in (
+        ("cv_pooled", [r for r in rows if r["set"] == "cv"]),
+        ("test_ensemble", [r for r in rows if r["fold"] == "ensemble"]),
+    ):
         if not part:
             continue
         out[name] = {}
@@ -323,9 +334,12 @@ def subgroup_metrics(rows: List[Dict[str, Any]], items: List[Dict[str, Any]]) ->
                 y = [r["label"] for r in group]
                 p = [r["probability"] for r in group]
                 both = 0 < sum(y) < len(y)
-                out[name][var][level] = {"n": len(group), "positives": int(sum(y)),
-                                         "roc_auc": float(roc_auc_score(y, p)) if both else None,
-                                         "ci95": list(bootstrap_ci(y, p, n=BOOTSTRAP)) if both else None}  # fmt: skip
+                out[name][var][level] = {
+                    "n": len(group),
+                    "positives": int(sum(y)),
+                    "roc_auc": float(roc_auc_score(y, p)) if both else None,
+                    "ci95": list(bootstrap_ci(y, p, n=BOOTSTRAP)) if both else None,
+                }
     return out
 
 
@@ -486,16 +500,20 @@ def metrics_markdown(metrics: Dict[str, Any]) -> str:
     lines.append(f"\nPooled CV ROC-AUC: {metrics['cv']['pooled_roc_auc']:.4f}\n")
     if "recalibration" in metrics:
         before = metrics["cv"]["pooled_uncalibrated"]
-        lines.append(f"Recalibration: {metrics['recalibration']}. Before it: pooled CV ROC-AUC "
-                     f"{before['roc_auc']:.4f}, calibration slope {before['calibration']['slope']:.2f}\n")  # fmt: skip
+        lines.append(
+            f"Recalibration: {metrics['recalibration']}. Before it: pooled CV ROC-AUC "
+            f"{before['roc_auc']:.4f}, calibration slope {before['calibration']['slope']:.2f}\n"
+        )
     for name, part in (
         ("CV pooled", metrics["cv"].get("pooled")),
         ("test ensemble", metrics.get("test", {}).get("ensemble")),
     ):
         if part and "calibration" in part:
             c = part["calibration"]
-            lines.append(f"Calibration, {name}: Brier {c['brier']:.3f}, ECE {c['ece']:.3f}, slope {c['slope']:.2f}, "
-                         f"intercept {c['intercept']:.2f}\n")  # fmt: skip
+            lines.append(
+                f"Calibration, {name}: Brier {c['brier']:.3f}, ECE {c['ece']:.3f}, slope {c['slope']:.2f}, "
+                f"intercept {c['intercept']:.2f}\n"
+            )
     for name, variables in metrics.get("subgroups", {}).items():
         cells = []
         for var, levels in variables.items():
@@ -562,7 +580,8 @@ def report_markdown(datalist: Dict[str, Any], metrics: Dict[str, Any], table1: s
     if metrics.get("protocol"):
         checkpoint_line = f"- **{metrics['protocol']}.** Cut-offs and recalibration: inner validation."
     lines = [
-        "# Evaluation report", "",
+        "# Evaluation report",
+        "",
         f"- Label: `{metrics['label']}` (derived from the cohort table by the rule in docs/README.md, Data).",
         f"- Split: {settings.get('folds', '?')} stratified outer folds of {development} (one row per patient, no "
         f"patient in two folds), seed {settings.get('seed', '?')}; per fold an inner validation of "
@@ -570,11 +589,18 @@ def report_markdown(datalist: Dict[str, Any], metrics: Dict[str, Any], table1: s
         checkpoint_line,
         f"- Recalibration: {recal}.",
         f"- 95% CIs: {BOOTSTRAP} patient-level bootstrap resamples stratified by outcome (seed 0), percentile.",
-        "", "## Table 1", "", table1, "## Discrimination and calibration", "", metrics_markdown(metrics),
+        "",
+        "## Table 1",
+        "",
+        table1,
+        "## Discrimination and calibration",
+        "",
+        metrics_markdown(metrics),
         "Figures: [ROC curves](roc.png), [reliability diagram](calibration.png), "
         "[decision curve](decision_curve.png) ([net benefit table](decision_curve.csv)); per-patient predictions "
-        "in [predictions.csv](predictions.csv).", "",
-    ]  # fmt: skip
+        "in [predictions.csv](predictions.csv).",
+        "",
+    ]
     return "\n".join(lines + exclusions_markdown(metrics.get("excluded", [])))
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import fire
 import nibabel as nib
@@ -49,7 +49,7 @@ LEVELS = 32
 GLCM_PROPS = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation", "ASM")
 
 
-def region_masks(shape: Tuple[int, ...], affine: np.ndarray, side: str, atlas_dir: Optional[str] = DEFAULT_ATLAS_DIR):
+def region_masks(shape: Tuple[int, ...], affine: np.ndarray, side: str, atlas_dir: str | None = DEFAULT_ATLAS_DIR):
     """Masks (affected MCA territory, contralateral MCA territory, brain) in an MNI-space image grid."""
     brain, territories = grid_maps(tuple(shape), np.asarray(affine, dtype=float).tobytes(), atlas_dir)
     right = side == "R"
@@ -64,11 +64,17 @@ def first_order(values: np.ndarray, window: Tuple[float, float]) -> Dict[str, fl
     hist, _ = np.histogram(np.clip(values, *window), bins=LEVELS, range=window)
     prob = hist[hist > 0] / hist.sum()
     return {
-        "mean": float(values.mean()), "sd": float(values.std()), "skewness": float(stats.skew(values)),
-        "kurtosis": float(stats.kurtosis(values)), "p10": float(p10), "p50": float(p50), "p90": float(p90),
-        "iqr": float(p75 - p25), "energy": float(np.mean(values.astype(np.float64) ** 2)),
+        "mean": float(values.mean()),
+        "sd": float(values.std()),
+        "skewness": float(stats.skew(values)),
+        "kurtosis": float(stats.kurtosis(values)),
+        "p10": float(p10),
+        "p50": float(p50),
+        "p90": float(p90),
+        "iqr": float(p75 - p25),
+        "energy": float(np.mean(values.astype(np.float64) ** 2)),
         "entropy": float(-(prob * np.log2(prob)).sum()),
-    }  # fmt: skip
+    }
 
 
 def glcm_features(image: np.ndarray, mask: np.ndarray, window: Tuple[float, float]) -> Dict[str, float]:
@@ -102,7 +108,7 @@ def shape_features(mask: np.ndarray, spacing: Sequence[float]) -> Dict[str, floa
     }
 
 
-def patient_features(item: Dict[str, Any], sequences: Sequence[str], atlas_dir: Optional[str] = DEFAULT_ATLAS_DIR):
+def patient_features(item: Dict[str, Any], sequences: Sequence[str], atlas_dir: str | None = DEFAULT_ATLAS_DIR):
     """All features of one patient as a flat dict ``{sequence}_{region}_{feature}``."""
     out: Dict[str, float] = {}
     for seq in sequences:
@@ -125,7 +131,7 @@ def patient_features(item: Dict[str, Any], sequences: Sequence[str], atlas_dir: 
     return out
 
 
-def feature_matrix(items: List[Dict[str, Any]], sequences: Sequence[str], atlas_dir: Optional[str] = DEFAULT_ATLAS_DIR):
+def feature_matrix(items: List[Dict[str, Any]], sequences: Sequence[str], atlas_dir: str | None = DEFAULT_ATLAS_DIR):
     """(patient ids, feature names, matrix (N, F))."""
     rows = [patient_features(item, sequences, atlas_dir) for item in items]
     names = list(rows[0])
@@ -137,9 +143,13 @@ def model_search(seed: int = 0, inner_folds: int = 5) -> GridSearchCV:
     pipeline = Pipeline([("scale", StandardScaler()), ("model", LogisticRegression(max_iter=5000))])
     grid = [
         {"model": [LogisticRegression(max_iter=5000)], "model__C": [0.01, 0.1, 1.0, 10.0]},
-        {"scale": ["passthrough"], "model": [RandomForestClassifier(n_estimators=300, random_state=seed)],
-         "model__max_depth": [3, None], "model__min_samples_leaf": [1, 5]},
-    ]  # fmt: skip
+        {
+            "scale": ["passthrough"],
+            "model": [RandomForestClassifier(n_estimators=300, random_state=seed)],
+            "model__max_depth": [3, None],
+            "model__min_samples_leaf": [1, 5],
+        },
+    ]
     cv = StratifiedKFold(n_splits=inner_folds, shuffle=True, random_state=seed)
     return GridSearchCV(pipeline, grid, scoring="roc_auc", cv=cv, n_jobs=1)
 
@@ -149,8 +159,8 @@ def evaluate_radiomics(
     sequences: Sequence[str],
     output_dir: str,
     ckpt_dir: str,
-    manifest: Optional[Dict[str, Any]] = None,
-    atlas_dir: Optional[str] = DEFAULT_ATLAS_DIR,
+    manifest: Dict[str, Any] | None = None,
+    atlas_dir: str | None = DEFAULT_ATLAS_DIR,
     seed: int = 0,
     inner_folds: int = 5,
 ) -> Dict[str, Any]:
@@ -182,8 +192,13 @@ def evaluate_radiomics(
     return metrics
 
 
-def main(datalist_file: str, output_dir: str = "eval/radiomics", ckpt_dir: str = "models/radiomics",
-         sequences: Sequence[str] = ("ncct", "cta"), label: Optional[str] = None) -> None:  # fmt: skip
+def main(
+    datalist_file: str,
+    output_dir: str = "eval/radiomics",
+    ckpt_dir: str = "models/radiomics",
+    sequences: Sequence[str] = ("ncct", "cta"),
+    label: str | None = None,
+) -> None:
     """CLI: evaluate the radiomics baseline on a recorded datalist."""
     from scripts.data.split import load_datalist, with_label
     from scripts.evaluation.evaluate import read_manifest

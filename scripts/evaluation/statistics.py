@@ -185,8 +185,14 @@ def delong(labels: Sequence[int], scores_a: Sequence[float], scores_b: Sequence[
     se = np.sqrt(max(var, 0.0))
     p = float(2 * stats.norm.sf(abs(diff) / se)) if se > 0 else (1.0 if diff == 0 else 0.0)
     half = stats.norm.ppf(0.975) * se
-    return {"auc_a": auc_a, "auc_b": auc_b, "difference": diff, "ci95": [diff - half, diff + half], "p": p,
-            "se": float(se)}  # fmt: skip
+    return {
+        "auc_a": auc_a,
+        "auc_b": auc_b,
+        "difference": diff,
+        "ci95": [diff - half, diff + half],
+        "p": p,
+        "se": float(se),
+    }
 
 
 def net_benefit(labels: Sequence[int], probabilities: Sequence[float], thresholds: Sequence[float]) -> Dict[str, list]:

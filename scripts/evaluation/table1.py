@@ -25,10 +25,16 @@ from scripts.data.cohort import read_cohort
 from scripts.data.io import atomic_write_csv, atomic_write_text
 
 CONTINUOUS = (("age", "Age, years"), ("nihss", "NIHSS"), ("onset_to_imaging_min", "Onset to imaging, min"))
-CATEGORICAL = (("sex", "Sex"), ("location", "Occlusion site"), ("side", "Side"), ("ivt", "IV thrombolysis"),
-               ("hypertension", "Hypertension"), ("diabetes", "Diabetes"),
-               ("atrial_fibrillation", "Atrial fibrillation"),
-               ("stenosis_gt50", "Stenosis > 50%"))  # fmt: skip
+CATEGORICAL = (
+    ("sex", "Sex"),
+    ("location", "Occlusion site"),
+    ("side", "Side"),
+    ("ivt", "IV thrombolysis"),
+    ("hypertension", "Hypertension"),
+    ("diabetes", "Diabetes"),
+    ("atrial_fibrillation", "Atrial fibrillation"),
+    ("stenosis_gt50", "Stenosis > 50%"),
+)
 
 
 def _missing(v: Any) -> bool:
@@ -51,8 +57,15 @@ def continuous_row(name: str, groups: Sequence[Sequence[float]]) -> Dict[str, An
             f"{np.median(g):.1f} [{np.percentile(g, 25):.1f}-{np.percentile(g, 75):.1f}]" for g in (a, b, np.r_[a, b])
         ]
         test, p = "Mann-Whitney U", stats.mannwhitneyu(a, b, alternative="two-sided").pvalue
-    return {"variable": name, "level": "mean (SD)" if normal else "median [IQR]", "positive": cells[0],
-            "negative": cells[1], "all": cells[2], "test": test, "p": float(p)}  # fmt: skip
+    return {
+        "variable": name,
+        "level": "mean (SD)" if normal else "median [IQR]",
+        "positive": cells[0],
+        "negative": cells[1],
+        "all": cells[2],
+        "test": test,
+        "p": float(p),
+    }
 
 
 def categorical_rows(name: str, groups: Sequence[Sequence[str]]) -> List[Dict[str, Any]]:
@@ -70,17 +83,34 @@ def categorical_rows(name: str, groups: Sequence[Sequence[str]]) -> List[Dict[st
     for i, lev in enumerate(levels):
         n_all = int(table[i].sum())
         cells = [f"{int(table[i, j])} ({100 * table[i, j] / max(totals[j], 1):.1f}%)" for j in range(2)]
-        rows.append({"variable": name if i == 0 else "", "level": lev, "positive": cells[0], "negative": cells[1],
-                     "all": f"{n_all} ({100 * n_all / max(totals.sum(), 1):.1f}%)", "test": test if i == 0 else "",
-                     "p": p if i == 0 else float("nan")})  # fmt: skip
+        rows.append(
+            {
+                "variable": name if i == 0 else "",
+                "level": lev,
+                "positive": cells[0],
+                "negative": cells[1],
+                "all": f"{n_all} ({100 * n_all / max(totals.sum(), 1):.1f}%)",
+                "test": test if i == 0 else "",
+                "p": p if i == 0 else float("nan"),
+            }
+        )
     return rows
 
 
 def table1_rows(rows: List[Dict[str, Any]], label: str = "fpe") -> List[Dict[str, Any]]:
     """Table 1 rows for cohort rows (as :func:`scripts.data.cohort.read_cohort` returns them)."""
     counts = [str(sum(r[label] == c for r in rows)) for c in (1, 0)]
-    out = [{"variable": "Patients", "level": "n", "positive": counts[0], "negative": counts[1], "all": str(len(rows)),
-            "test": "", "p": float("nan")}]  # fmt: skip
+    out = [
+        {
+            "variable": "Patients",
+            "level": "n",
+            "positive": counts[0],
+            "negative": counts[1],
+            "all": str(len(rows)),
+            "test": "",
+            "p": float("nan"),
+        }
+    ]
     for key, name in CONTINUOUS + CATEGORICAL:
         present = [r for r in rows if key in r and not _missing(r[key])]
         if not present:  # an optional column the cohort does not record
@@ -97,8 +127,12 @@ def table1_rows(rows: List[Dict[str, Any]], label: str = "fpe") -> List[Dict[str
 
 def table1_markdown(rows: List[Dict[str, Any]], label: str) -> str:
     """The rows as a markdown table; p < 0.001 written as such."""
-    lines = [f"Table 1 by {label} (positive = {label} 1).", "",
-             f"| Variable | | {label} = 1 | {label} = 0 | All | Test | p |", "|---" * 7 + "|"]  # fmt: skip
+    lines = [
+        f"Table 1 by {label} (positive = {label} 1).",
+        "",
+        f"| Variable | | {label} = 1 | {label} = 0 | All | Test | p |",
+        "|---" * 7 + "|",
+    ]
     for r in rows:
         p = "" if np.isnan(r["p"]) else ("<0.001" if r["p"] < 0.001 else f"{r['p']:.3f}")
         lines.append(

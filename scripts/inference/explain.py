@@ -23,7 +23,7 @@ import copy
 import glob
 import json
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -39,7 +39,7 @@ from scripts.training.kfold import fold_checkpoints, load_weights
 class _WithClinical(torch.nn.Module):
     """``network(x)`` for an occlusion batch: the patient's clinical vector repeated to the batch size."""
 
-    def __init__(self, network: torch.nn.Module, clinical: Optional[torch.Tensor]) -> None:
+    def __init__(self, network: torch.nn.Module, clinical: torch.Tensor | None) -> None:
         super().__init__()
         self.network, self.clinical = network, clinical
 
@@ -49,7 +49,7 @@ class _WithClinical(torch.nn.Module):
         return self.network(x, self.clinical.expand(x.shape[0], -1))
 
 
-def slice_importance(network: torch.nn.Module, image: torch.Tensor, clinical: Optional[torch.Tensor]) -> np.ndarray:
+def slice_importance(network: torch.nn.Module, image: torch.Tensor, clinical: torch.Tensor | None) -> np.ndarray:
     """(1, C, H, W, D) -> the volume head's weight per slice (D,), or an empty array for networks without one."""
     head = getattr(network, "classifier", None)
     if head is None or not hasattr(network, "slice_features"):
@@ -66,12 +66,13 @@ def slice_importance(network: torch.nn.Module, image: torch.Tensor, clinical: Op
 
 
 def occlusion_saliency(
-    network: torch.nn.Module, image: torch.Tensor, clinical: Optional[torch.Tensor], mask_size: Sequence[int]
+    network: torch.nn.Module, image: torch.Tensor, clinical: torch.Tensor | None, mask_size: Sequence[int]
 ) -> np.ndarray:
     """(1, C, H, W, D) -> the drop in probability when each voxel's neighbourhood is occluded, (H, W, D)."""
     model = _WithClinical(network, clinical)
-    occlusion = OcclusionSensitivity(model, mask_size=list(mask_size), n_batch=16, verbose=False, mode="mean_img",
-                                     activate=torch.sigmoid)  # fmt: skip
+    occlusion = OcclusionSensitivity(
+        model, mask_size=list(mask_size), n_batch=16, verbose=False, mode="mean_img", activate=torch.sigmoid
+    )
     with torch.no_grad():
         baseline = torch.sigmoid(model(image))[0, 0]
         occluded, _ = occlusion(image)
@@ -92,13 +93,15 @@ def clinical_attributions(
     return out
 
 
-def territory_mass(saliency: np.ndarray, affine: np.ndarray, atlas_dir: Optional[str] = DEFAULT_ATLAS_DIR):
+def territory_mass(saliency: np.ndarray, affine: np.ndarray, atlas_dir: str | None = DEFAULT_ATLAS_DIR):
     """Share of the positive saliency in each arterial territory (MNI-space grid given by ``affine``)."""
     _, territories = grid_maps(saliency.shape, np.asarray(affine, dtype=np.float64).tobytes(), atlas_dir)
     positive = np.clip(saliency, 0, None)
     total = float(positive[territories > 0].sum())
-    return {name: float(positive[territories == label].sum() / total) if total > 0 else 0.0
-            for name, label in TERRITORIES.items()}  # fmt: skip
+    return {
+        name: float(positive[territories == label].sum() / total) if total > 0 else 0.0
+        for name, label in TERRITORIES.items()
+    }
 
 
 def explain_item(
@@ -133,8 +136,11 @@ def explain_item(
     affine = np.asarray(inverted.affine, dtype=np.float64)
     pid = str(item["patient_id"])
     os.makedirs(out_dir, exist_ok=True)
-    atomic_write(os.path.join(out_dir, f"{pid}_saliency.nii.gz"),
-                 lambda tmp: nib.save(nib.Nifti1Image(grid, affine), tmp), suffix=".nii.gz")  # fmt: skip
+    atomic_write(
+        os.path.join(out_dir, f"{pid}_saliency.nii.gz"),
+        lambda tmp: nib.save(nib.Nifti1Image(grid, affine), tmp),
+        suffix=".nii.gz",
+    )
     result: Dict[str, Any] = {"patient_id": pid, "slice_importance": np.mean(slices, axis=0).round(5).tolist()}
     result["territory_saliency_share"] = territory_mass(grid, affine)
     if attributions:
@@ -148,7 +154,7 @@ def explain_item(
     return result
 
 
-def _background(item: Dict[str, Any]) -> Optional[np.ndarray]:
+def _background(item: Dict[str, Any]) -> np.ndarray | None:
     """The first CT/MR input as an array (file grid, like the inverted saliency), for the picture."""
     for key in ("ncct", "adc", "cta", "b1000", "flair"):
         if item.get(key) and os.path.isfile(str(item[key])):
@@ -156,7 +162,7 @@ def _background(item: Dict[str, Any]) -> Optional[np.ndarray]:
     return None
 
 
-def _pictures(pid: str, saliency: np.ndarray, background: Optional[np.ndarray], slices: np.ndarray, out: str) -> None:
+def _pictures(pid: str, saliency: np.ndarray, background: np.ndarray | None, slices: np.ndarray, out: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

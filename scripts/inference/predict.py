@@ -12,7 +12,7 @@ import copy
 import csv
 import io
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -30,12 +30,12 @@ from scripts.training.kfold import fold_checkpoints, load_weights, read_json
 
 
 def input_items(
-    cohort: Optional[str],
-    datalist_file: Optional[str],
+    cohort: str | None,
+    datalist_file: str | None,
     images: Dict[str, str],
     patient_id: str,
     image_keys: Sequence[str],
-    case_info: Optional[Dict[str, Any]] = None,
+    case_info: Dict[str, Any] | None = None,
 ) -> List[Dict[str, Any]]:
     """Items ``{patient_id, <sequence>: path, ...}`` from exactly one of: a cohort CSV (every patient, all its
     columns: the region mode needs ``location``/``side``, a multimodal model the clinical columns), a datalist (its
@@ -158,10 +158,10 @@ def ensemble_predict(
     data: List[Dict[str, Any]],
     ckpt_dir: str,
     device: Any,
-    inferer: Optional[Callable] = None,
-    postprocessing: Optional[Callable] = None,
+    inferer: Callable | None = None,
+    postprocessing: Callable | None = None,
     batch_size: int = 2,
-    models: Optional[Sequence[torch.nn.Module]] = None,
+    models: Sequence[torch.nn.Module] | None = None,
 ) -> Tuple[np.ndarray, np.ndarray, float]:
     """Fold-ensemble probabilities of ``data``: (mean (N,), SD over folds (N,), the ensemble cut-off). The fold
     models (``models``, or loaded here by :func:`load_folds`) are loaded once and each batch is preprocessed once for
@@ -180,12 +180,12 @@ def predict_cohort(
     ckpt_dir: str,
     output_dir: str,
     device: Any,
-    inferer: Optional[Callable] = None,
-    postprocessing: Optional[Callable] = None,
+    inferer: Callable | None = None,
+    postprocessing: Callable | None = None,
     batch_size: int = 2,
     explain: bool = False,
     explain_mask_size: Sequence[int] = (12, 12, 5),
-    models: Optional[Sequence[torch.nn.Module]] = None,
+    models: Sequence[torch.nn.Module] | None = None,
     image_keys: Sequence[str] | None = None,
     input_limits: Dict[str, Any] | None = None,
     strict: bool = True,
@@ -233,7 +233,8 @@ def predict_cohort(
     if explain:
         from scripts.inference.explain import explain_cohort
 
-        explain_cohort(network, preprocessing, data, ckpt_dir, os.path.join(output_dir, "explanations"), device,
-                       explain_mask_size)  # fmt: skip
+        explain_cohort(
+            network, preprocessing, data, ckpt_dir, os.path.join(output_dir, "explanations"), device, explain_mask_size
+        )
     print(buf.getvalue(), end="", flush=True)
     return out

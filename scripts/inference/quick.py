@@ -28,7 +28,7 @@ import runpy
 import signal
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 DEFAULT_CONFIGS = "['configs/inference.json','configs/inference_raw.json']"
 RAW_CONFIG = "inference_raw.json"
@@ -90,7 +90,7 @@ def _value(files: Sequence[str], args: Dict[str, str], key: str, default: Any = 
     return base + joined.group(2) if isinstance(base, str) else None
 
 
-def early_job(argv: Sequence[str]) -> Optional[Dict[str, Any]]:
+def early_job(argv: Sequence[str]) -> Dict[str, Any] | None:
     """The preprocessing job of the one raw case that ``argv`` asks for (``preprocess_case``'s arguments), or None
     when it is not one raw case given as image paths with ``configs/inference_raw.json``."""
     from scripts.data.volume_checks import grid_spacing, read_grid
@@ -128,7 +128,7 @@ def run_job(job: str) -> None:
     preprocess_case(spec["row"], spec["modality"], spec["out"], spec["settings"])
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Start the early preprocessing (when there is one raw case), then ``python -m monai.bundle run`` with ``argv``
     in this process; the child is ended with the workflow."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -138,10 +138,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     child = None
     if job is not None:
         child = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from scripts.inference.quick import run_job; run_job(sys.argv[1])",
-             json.dumps(job)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=os.getcwd(),
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-c",
+                "import sys; from scripts.inference.quick import run_job; run_job(sys.argv[1])",
+                json.dumps(job),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=os.getcwd(),
+        )
         with contextlib.suppress(OSError):  # only where a priority may be raised (root with CAP_SYS_NICE)
             os.setpriority(os.PRIO_PROCESS, child.pid, CHILD_NICE)
     try:

@@ -25,8 +25,13 @@ from scripts.monailabel_app.outcome_task import OutcomeInferTask  # noqa: E402
 class OutcomeApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]) -> None:
         self.bundle_root = conf.get("bundle_root", os.path.dirname(os.path.dirname(app_dir)))
-        super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="thrombectomy-outcome",
-                         description="Thrombectomy outcome prediction (MNT-DL fold ensemble)")  # fmt: skip
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="thrombectomy-outcome",
+            description="Thrombectomy outcome prediction (MNT-DL fold ensemble)",
+        )
 
     def init_infers(self) -> Dict[str, InferTask]:
         overlays = [c for c in self.conf.get("config_files", "configs/inference.json").split(",") if c]

@@ -19,7 +19,7 @@ as ``series``. Result: ``(None, {"label": 0|1, "score": p, ...})``.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 from monai.bundle import ConfigParser
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
@@ -38,8 +38,8 @@ class OutcomeInferTask(InferTask):
         self,
         bundle_root: str,
         config_files: Sequence[str] = ("configs/inference.json",),
-        ckpt_dir: Optional[str] = None,
-        overrides: Optional[Dict[str, Any]] = None,
+        ckpt_dir: str | None = None,
+        overrides: Dict[str, Any] | None = None,
         device: str = "cpu",
     ) -> None:
         self.bundle_root = os.path.abspath(bundle_root)
@@ -47,8 +47,12 @@ class OutcomeInferTask(InferTask):
         self.parser.read_config([os.path.join(self.bundle_root, f) for f in config_files])
         self.ckpt_dir = ckpt_dir or os.path.join(self.bundle_root, "models")
         self.parser.update(  # ckpt_dir: the input checks read the fold models' grid.json from it
-            {"bundle_root": self.bundle_root, "ckpt_dir": self.ckpt_dir, "device": f"$torch.device('{device}')",
-             **(overrides or {})}  # fmt: skip
+            {
+                "bundle_root": self.bundle_root,
+                "ckpt_dir": self.ckpt_dir,
+                "device": f"$torch.device('{device}')",
+                **(overrides or {}),
+            }
         )
         self.image_keys = list(self.parser.get_parsed_content("model_image_keys"))
         meta_file = os.path.join(self.bundle_root, "configs", "metadata.json")
@@ -68,7 +72,7 @@ class OutcomeInferTask(InferTask):
             return False
         return os.path.isfile(os.path.join(self.ckpt_dir, "cutoffs.json"))
 
-    def _item(self, request: Dict[str, Any]) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
+    def _item(self, request: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any] | None]:
         """The request as a data item, and the series choice when it named a study."""
         image, study = request.get("image"), request.get("study")
         if not study and image and os.path.isdir(image) and len(index_folder(image)) > 1:

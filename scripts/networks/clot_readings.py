@@ -37,7 +37,7 @@ Bayes ROC-AUC, reading the image little (``benchmarks/clot_measurements.py``, do
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import torch
 from torch import nn
@@ -214,14 +214,14 @@ class ClotReadingNet(nn.Module):
         cut_width: float = 0.1,
         vessel_width: float = 100.0,
         dropout: float = 0.0,
-        clinical_columns: Optional[Dict[str, ColumnSpec]] = None,
+        clinical_columns: Dict[str, ColumnSpec] | None = None,
         relative: bool = False,
         tolerance: int = 1,
         arterial_quantile: float = 0.999,
         smooth: float = 0.0,
         occluded_half: bool = False,
         distal_high: float = 0.95,
-        collateral: Optional[Dict[str, float]] = None,
+        collateral: Dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.settings = dict(
@@ -261,7 +261,7 @@ class ClotReadingNet(nn.Module):
         self._memo = (key, readings.detach())
         return readings
 
-    def forward(self, x: torch.Tensor, clinical: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 4, H, W, D) [and (B, R) raw clinical values] -> logit (B, 1)."""
         with torch.autocast(x.device.type, enabled=False):  # counts and means over 10^5 voxels: fp32
             features = self.measurements(x)

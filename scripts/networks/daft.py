@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -19,7 +17,7 @@ class DAFT(nn.Module):
     and b2 at (1, 0), so the block starts as the identity and the image network is undisturbed at first.
     """
 
-    def __init__(self, channels: int, tabular_features: int, base_filters: int = 64, bottleneck: Optional[int] = None):
+    def __init__(self, channels: int, tabular_features: int, base_filters: int = 64, bottleneck: int | None = None):
         super().__init__()
         self.channels = channels
         hidden = bottleneck or max(1, int((4 * base_filters + tabular_features) / 7))

@@ -138,10 +138,17 @@ def slice_resnet34(
     global average pool): (N, widths[0], h, w) -> (N, widths[3], 1, 1), the neighbourhood branch.
     """
     resnet = ResNet(
-        block="basic", layers=[3, 4, 6, 3], block_inplanes=list(widths), spatial_dims=2,
-        n_input_channels=in_channels, conv1_t_size=7, conv1_t_stride=2, shortcut_type="B",
-        feed_forward=False, bias_downsample=False,
-    )  # fmt: skip
+        block="basic",
+        layers=[3, 4, 6, 3],
+        block_inplanes=list(widths),
+        spatial_dims=2,
+        n_input_channels=in_channels,
+        conv1_t_size=7,
+        conv1_t_stride=2,
+        shortcut_type="B",
+        feed_forward=False,
+        bias_downsample=False,
+    )
     stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.act, resnet.maxpool, resnet.layer1)
     layer3 = list(resnet.layer3.children())
     if nonlocal_block:

@@ -3,7 +3,7 @@ stage, or late fusion (concatenate + MLP) as the baseline to beat."""
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import torch
 from monai.networks.nets import ResNet
@@ -50,7 +50,7 @@ class MultimodalMNTDL(MNTDL):
         clinical_columns: Dict[str, ColumnSpec],
         fusion: str = "daft",
         hidden: int = 32,
-        daft_bottleneck: Optional[int] = None,
+        daft_bottleneck: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -68,7 +68,7 @@ class MultimodalMNTDL(MNTDL):
             head_features = self.classifier.fc.in_features
             self.late = _late_head(head_features + self.tabular.out_features, hidden, kwargs.get("dropout", 0.2))
 
-    def slice_features(self, x: torch.Tensor, clinical: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def slice_features(self, x: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C, H, W, D), (B, R) -> (B, D, F); the clinical vector enters through DAFT (late fusion: unused)."""
         if self.fusion != "daft":
             return super().slice_features(x)
@@ -117,18 +117,33 @@ class MultimodalResNet(nn.Module):
         layers: Sequence[int] = (3, 4, 6, 3),
         fusion: str = "daft",
         hidden: int = 32,
-        daft_bottleneck: Optional[int] = None,
+        daft_bottleneck: int | None = None,
         dropout: float = 0.2,
     ) -> None:
         super().__init__()
         _check_fusion(fusion)
         self.fusion = fusion
         self.tabular = TabularEncoder(clinical_columns)
-        resnet = ResNet(block="basic", layers=list(layers), block_inplanes=list(widths), spatial_dims=3,
-                        n_input_channels=in_channels, num_classes=1, feed_forward=False)  # fmt: skip
+        resnet = ResNet(
+            block="basic",
+            layers=list(layers),
+            block_inplanes=list(widths),
+            spatial_dims=3,
+            n_input_channels=in_channels,
+            num_classes=1,
+            feed_forward=False,
+        )
         blocks = list(resnet.layer4.children())
-        self.pre = nn.Sequential(resnet.conv1, resnet.bn1, resnet.act, resnet.maxpool, resnet.layer1, resnet.layer2,
-                                 resnet.layer3, *blocks[:-1])  # fmt: skip
+        self.pre = nn.Sequential(
+            resnet.conv1,
+            resnet.bn1,
+            resnet.act,
+            resnet.maxpool,
+            resnet.layer1,
+            resnet.layer2,
+            resnet.layer3,
+            *blocks[:-1],
+        )
         self.post = nn.Sequential(blocks[-1], nn.AdaptiveAvgPool3d(1), nn.Flatten())
         self.dropout = nn.Dropout(dropout)
         if fusion == "daft":

@@ -30,9 +30,14 @@ class SpatialAttentionTransformer(nn.Module):
             raise ValueError(f"SAT: feature map size {size} is not a multiple of patch size {patch_size}")
         self.grid = size // patch_size
         self.embed = PatchEmbeddingBlock(
-            in_channels=channels, img_size=(size, size), patch_size=(patch_size, patch_size),
-            hidden_size=hidden_size, num_heads=num_heads, proj_type="conv", spatial_dims=2,
-        )  # fmt: skip
+            in_channels=channels,
+            img_size=(size, size),
+            patch_size=(patch_size, patch_size),
+            hidden_size=hidden_size,
+            num_heads=num_heads,
+            proj_type="conv",
+            spatial_dims=2,
+        )
         self.blocks = nn.Sequential(
             *(TransformerBlock(hidden_size, 2 * hidden_size, num_heads, qkv_bias=True) for _ in range(depth))
         )

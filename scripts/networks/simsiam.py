@@ -13,10 +13,15 @@ from scripts.networks.mnt_dl import MNTDL
 def projector(in_features: int, dim: int, output_bn: bool = True) -> nn.Sequential:
     """3-layer MLP with BatchNorm; the output BatchNorm has no affine parameters (as in the paper)."""
     return nn.Sequential(
-        nn.Linear(in_features, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True),
-        nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True),
-        nn.Linear(dim, dim, bias=not output_bn), nn.BatchNorm1d(dim, affine=False) if output_bn else nn.Identity(),
-    )  # fmt: skip
+        nn.Linear(in_features, dim, bias=False),
+        nn.BatchNorm1d(dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(dim, dim, bias=False),
+        nn.BatchNorm1d(dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(dim, dim, bias=not output_bn),
+        nn.BatchNorm1d(dim, affine=False) if output_bn else nn.Identity(),
+    )
 
 
 def predictor(dim: int, hidden: int) -> nn.Sequential:

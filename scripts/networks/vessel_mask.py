@@ -27,7 +27,7 @@ the anatomy of a few hundred volumes (docs/README.md, Performance).
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import torch
 from torch import nn
@@ -65,9 +65,9 @@ class VesselMaskNet(nn.Module):
         hidden: int = 8,
         bone_level: float = 0.95,
         dropout: float = 0.1,
-        clinical_columns: Optional[Dict[str, ColumnSpec]] = None,
+        clinical_columns: Dict[str, ColumnSpec] | None = None,
         ratio: bool = False,
-        means: Optional[Sequence[int]] = None,
+        means: Sequence[int] | None = None,
         ratio_masks: bool = False,
     ) -> None:
         super().__init__()
@@ -118,7 +118,7 @@ class VesselMaskNet(nn.Module):
             )
         return torch.cat([torch.log(size + 1e-3), means.flatten(1)], 1)
 
-    def forward(self, x: torch.Tensor, clinical: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 4, H, W, D) [and (B, R) raw clinical values] -> logit (B, 1)."""
         features = self.measurements(x)
         tabular = getattr(self, "tabular", None)

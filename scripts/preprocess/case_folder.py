@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, Mapping, Tuple
 
 import numpy as np
 
@@ -81,7 +81,7 @@ def case_settings(modality: str, settings: Mapping[str, Any]) -> Dict[str, Any]:
     return chosen
 
 
-def scans_fingerprint(scans: Dict[str, Optional[str]], settings: Optional[Mapping[str, Any]] = None) -> str:
+def scans_fingerprint(scans: Dict[str, str | None], settings: Mapping[str, Any] | None = None) -> str:
     """SHA-256 over each given scan's sequence name, real path, size and modification time (a DICOM folder: those of
     every file in it) and the ``settings`` (:func:`case_settings`). Stored in ``qc.json`` as ``scans_sha256``
     instead of the paths, which can carry identifiers."""
@@ -102,8 +102,8 @@ def scans_fingerprint(scans: Dict[str, Optional[str]], settings: Optional[Mappin
 
 
 def read_qc(
-    out: str, scans: Optional[Dict[str, Optional[str]]] = None, settings: Optional[Mapping[str, Any]] = None
-) -> Optional[Dict[str, Any]]:
+    out: str, scans: Dict[str, str | None] | None = None, settings: Mapping[str, Any] | None = None
+) -> Dict[str, Any] | None:
     """The QC dict of a finished case folder, or None; with ``scans`` (sequence -> path) only a folder made from
     those very files with those ``settings`` counts as finished (a corrected cohort row, another scan under the same
     patient_id and output folder, or another spacing must not get the old case's images)."""
@@ -144,8 +144,11 @@ def qc_picture(image, template, path: str, window: Tuple[float, float]) -> None:
 
     img, tpl = image.numpy(), template.numpy()
     centre = [s // 2 for s in img.shape]
-    views = [(img[:, :, centre[2]], tpl[:, :, centre[2]]), (img[:, centre[1], :], tpl[:, centre[1], :]),
-             (img[centre[0], :, :], tpl[centre[0], :, :])]  # fmt: skip
+    views = [
+        (img[:, :, centre[2]], tpl[:, :, centre[2]]),
+        (img[:, centre[1], :], tpl[:, centre[1], :]),
+        (img[centre[0], :, :], tpl[centre[0], :, :]),
+    ]
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
     for ax, (a, b), title in zip(axes, views, ("axial", "coronal", "sagittal")):
         ax.imshow(np.rot90(a), cmap="gray", vmin=window[0], vmax=window[1])

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Tuple
 
 from tqdm import tqdm
 
@@ -33,7 +33,7 @@ def _with_threads(function: Callable, threads: int, *args: Any) -> Dict[str, Any
 
 
 @contextlib.contextmanager
-def _client(workers: int, scheduler: Optional[str], cases: int) -> Iterator[Tuple[Any, int]]:
+def _client(workers: int, scheduler: str | None, cases: int) -> Iterator[Tuple[Any, int]]:
     """(a Dask client, ITK threads per case): on ``scheduler``, or on a new LocalCluster that is closed with it
     (also on Ctrl-C: no worker outlives the run)."""
     from distributed import Client, LocalCluster
@@ -44,8 +44,15 @@ def _client(workers: int, scheduler: Optional[str], cases: int) -> Iterator[Tupl
         return
     cores = os.cpu_count() or 1
     n = max(1, min(int(workers) if int(workers) > 0 else cores, cases))
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=0, host="127.0.0.1",
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster:  # fmt: skip
+    with LocalCluster(
+        n_workers=n,
+        threads_per_worker=1,
+        processes=True,
+        memory_limit=0,
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    ) as cluster:
         with Client(cluster) as client:
             yield client, max(1, cores // n)
 
@@ -54,7 +61,7 @@ def run_cases(
     case: Callable[..., Dict[str, Any]],
     jobs: Dict[str, tuple],
     workers: int = 0,
-    scheduler: Optional[str] = None,
+    scheduler: str | None = None,
 ) -> Dict[str, Dict[str, Any]]:
     """``case(*jobs[patient_id])`` for every patient (the function returns a QC dict with ``status`` and ``error``
     and never raises for a bad case); returns patient_id -> QC dict. Failures are logged as one line naming the
@@ -82,8 +89,9 @@ def run_cases(
 
         logging.getLogger("distributed").setLevel(logging.ERROR)  # its INFO/WARNING lines would bury the progress
         with _client(workers, scheduler, len(jobs)) as (client, threads):
-            futures = {client.submit(_with_threads, case, threads, *args, pure=False): pid
-                       for pid, args in jobs.items()}  # fmt: skip
+            futures = {
+                client.submit(_with_threads, case, threads, *args, pure=False): pid for pid, args in jobs.items()
+            }
             for future in as_completed(futures):
                 pid = futures[future]
                 try:

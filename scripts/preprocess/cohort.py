@@ -17,7 +17,7 @@ import csv
 import io
 import logging
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from scripts import BundleInputError
 from scripts.data.cohort import SEQUENCES, check_patient_id
@@ -30,8 +30,17 @@ logger = logging.getLogger(__name__)
 MODALITY_INPUTS = {"ct": ("ncct", "cta"), "mr": ("b0", "b1000", "adc", "flair", "tmax", "cbf", "cbv", "mtt")}
 OUTPUT_IMAGES = {"ct": ("ncct", "cta", "vessels"), "mr": MODALITY_INPUTS["mr"]}
 IMAGE_COLUMNS = set(SEQUENCES)
-QC_COLUMNS = ("patient_id", "status", "error", "brain_volume_ml", "dice_template_brain", "coverage", "similarity_mi",
-              "flags", "seconds")  # fmt: skip
+QC_COLUMNS = (
+    "patient_id",
+    "status",
+    "error",
+    "brain_volume_ml",
+    "dice_template_brain",
+    "coverage",
+    "similarity_mi",
+    "flags",
+    "seconds",
+)
 
 
 def read_rows(cohort: str) -> Tuple[List[str], List[Dict[str, str]]]:
@@ -77,13 +86,26 @@ def preprocess_case(row: Dict[str, str], modality: str, out: str, settings: Dict
             raise BundleInputError(f"no {first} image")
         with case_lock(out):
             if modality == "ct":
-                qc = preprocess_ct(row["ncct"], out, row.get("cta") or None, settings["transform"],
-                                   settings["spacing"], vessels=settings.get("vessels", False))  # fmt: skip
+                qc = preprocess_ct(
+                    row["ncct"],
+                    out,
+                    row.get("cta") or None,
+                    settings["transform"],
+                    settings["spacing"],
+                    vessels=settings.get("vessels", False),
+                )
             else:
                 perfusion = {k: row.get(k, "") for k in PERFUSION}
-                qc = preprocess_mr(row["b0"], out, row.get("b1000") or None, row.get("adc") or None,
-                                   row.get("flair") or None, perfusion, settings["spacing"],
-                                   settings["histogram_reference"])  # fmt: skip
+                qc = preprocess_mr(
+                    row["b0"],
+                    out,
+                    row.get("b1000") or None,
+                    row.get("adc") or None,
+                    row.get("flair") or None,
+                    perfusion,
+                    settings["spacing"],
+                    settings["histogram_reference"],
+                )
         return {**qc, "status": "ok", "error": ""}
     except BundleInputError as error:
         return {"status": "failed", "error": str(error)}
@@ -98,7 +120,7 @@ def run_cases(
     outs: Dict[str, str],
     settings: Dict[str, Any],
     workers: int = 0,
-    scheduler: Optional[str] = None,
+    scheduler: str | None = None,
 ) -> Dict[str, Dict[str, Any]]:
     """Preprocess ``rows`` into ``outs[patient_id]``, one Dask task per case (:mod:`scripts.preprocess.cluster`:
     ``workers`` 0 = one per core on a LocalCluster, or ``scheduler`` an existing cluster's address or ``serial``);
@@ -110,8 +132,9 @@ def run_cases(
         if qc is not None:
             results[row["patient_id"]] = {**qc, "status": "ok", "error": ""}
         elif read_qc(out) is not None:
-            logger.info("%s: the case folder was made from other scans or settings; preprocessing again",
-                        row["patient_id"])  # fmt: skip
+            logger.info(
+                "%s: the case folder was made from other scans or settings; preprocessing again", row["patient_id"]
+            )
     if results:
         logger.info("%d of %d cases already preprocessed (kept)", len(results), len(rows))
     jobs = {
@@ -125,8 +148,12 @@ def run_cases(
 def raw_settings(image_keys: Sequence[str], spacing: float = 1.0) -> Dict[str, Any]:
     """Preprocessing settings of raw scans at inference: affine registration to MNI at ``spacing`` mm, CTA vessel
     maps when the model reads ``vessels``."""
-    return {"spacing": float(spacing), "transform": "Affine", "histogram_reference": None,
-            "vessels": "vessels" in image_keys}  # fmt: skip
+    return {
+        "spacing": float(spacing),
+        "transform": "Affine",
+        "histogram_reference": None,
+        "vessels": "vessels" in image_keys,
+    }
 
 
 def preprocess_items(
@@ -135,7 +162,7 @@ def preprocess_items(
     image_keys: Sequence[str],
     spacing: float = 1.0,
     workers: int = 0,
-    scheduler: Optional[str] = None,
+    scheduler: str | None = None,
 ) -> List[Dict[str, Any]]:
     """Inference on raw scans: preprocess each item (``{patient_id, <sequence>: raw path, ...}``) into
     ``output_dir/<patient_id>/<modality>`` and return the items pointing at the model's ``image_keys`` there.
@@ -165,9 +192,9 @@ def preprocess_cohort(
     workers: int = 0,
     spacing: float = 1.0,
     transform: str = "Affine",
-    histogram_reference: Optional[str] = None,
+    histogram_reference: str | None = None,
     vessels: bool = False,
-    scheduler: Optional[str] = None,
+    scheduler: str | None = None,
 ) -> str:
     """Preprocess every case of ``cohort`` into ``output_dir/<patient_id>/<modality>``; write
     ``output_dir/qc_<modality>.csv`` and ``output_dir/cohort.csv``; return the rewritten cohort's path.
@@ -180,16 +207,21 @@ def preprocess_cohort(
     columns, rows = read_rows(cohort)
     if not set(MODALITY_INPUTS[modality]) & set(columns):
         raise BundleInputError(f"{cohort}: no {modality.upper()} image column ({', '.join(MODALITY_INPUTS[modality])})")
-    settings = {"spacing": float(spacing), "transform": transform, "histogram_reference": histogram_reference,
-                "vessels": bool(vessels)}  # fmt: skip
+    settings = {
+        "spacing": float(spacing),
+        "transform": transform,
+        "histogram_reference": histogram_reference,
+        "vessels": bool(vessels),
+    }
     outs = {r["patient_id"]: case_dir(output_dir, r["patient_id"], modality) for r in rows}
     os.makedirs(output_dir, exist_ok=True)
     results = run_cases(rows, modality, outs, settings, workers, scheduler)
     _write_qc_table(os.path.join(output_dir, f"qc_{modality}.csv"), rows, results)
     path = _write_cohort(os.path.join(output_dir, "cohort.csv"), columns, rows, results, outs, modality)
     failed = [pid for pid, r in results.items() if r["status"] == "failed"]
-    logger.info("%d of %d cases preprocessed, %d failed; cohort: %s", len(rows) - len(failed), len(rows),
-                len(failed), path)  # fmt: skip
+    logger.info(
+        "%d of %d cases preprocessed, %d failed; cohort: %s", len(rows) - len(failed), len(rows), len(failed), path
+    )
     if len(failed) == len(rows):
         raise BundleInputError(f"{cohort}: every case failed (see {output_dir}/qc_{modality}.csv)")
     return path

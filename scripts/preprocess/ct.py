@@ -18,7 +18,7 @@ ANTsPy, since the published code has none):
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import numpy as np
 
@@ -64,13 +64,13 @@ def ct_brain_mask(ct, head=None):
 def preprocess_ct(
     ncct: str,
     out: str,
-    cta: Optional[str] = None,
+    cta: str | None = None,
     transform: str = "Affine",
     spacing: float = 1.0,
-    templates: Optional[str] = None,
+    templates: str | None = None,
     seed: int = 0,
     vessels: bool = False,
-    series: Optional[Dict[str, Any]] = None,
+    series: Dict[str, Any] | None = None,
 ) -> Dict[str, Any]:
     """Preprocess one patient; write ``out`` atomically (all files or none) and return the QC dict.
     ``vessels``: also write ``vessels.nii.gz``, the CTA's vesselness in the brain (:mod:`scripts.preprocess.vessels`).
@@ -102,11 +102,19 @@ def preprocess_ct(
     # the affine is fitted to the brain outline (smoothed masks, mean squares): on the real head CT the
     # intensity-driven affine (mutual information) varied from run to run (template-brain Dice 0.88-0.92),
     # the outline fit gave 0.923 every time, also with the head rotated by 15 degrees and shifted by 20 mm
-    reg = register(fixed=ants.smooth_image(template_mask, 2), moving=ants.smooth_image(brain, 2),
-                   type_of_transform="Affine", aff_metric="meansquares")  # fmt: skip
+    reg = register(
+        fixed=ants.smooth_image(template_mask, 2),
+        moving=ants.smooth_image(brain, 2),
+        type_of_transform="Affine",
+        aff_metric="meansquares",
+    )
     if transform == "SyN":  # deformable refinement on intensities, starting from the affine
-        syn = register(fixed=template * template_mask, moving=coarse * brain, type_of_transform="SyNOnly",
-                       initial_transform=reg["fwdtransforms"][0])  # fmt: skip
+        syn = register(
+            fixed=template * template_mask,
+            moving=coarse * brain,
+            type_of_transform="SyNOnly",
+            initial_transform=reg["fwdtransforms"][0],
+        )
         reg = {"fwdtransforms": syn["fwdtransforms"]}
     clock.lap("register_ncct")
     cta_rigid = []
@@ -152,8 +160,14 @@ def preprocess_ct(
         "dice_template_brain": round(dice(warped_brain.numpy(), prior.numpy()), 4),
         "similarity_mi": template_similarity(template * template_mask, masked(warped, mask, 0)),
     }
-    qc["flags"] = [f for f, bad in (("registration", qc["dice_template_brain"] < 0.85),
-                                    ("brain_volume", not 800 <= volume_native <= 2000)) if bad]  # fmt: skip
+    qc["flags"] = [
+        f
+        for f, bad in (
+            ("registration", qc["dice_template_brain"] < 0.85),
+            ("brain_volume", not 800 <= volume_native <= 2000),
+        )
+        if bad
+    ]
     qc["seconds"] = clock.seconds
     qc["scans_sha256"] = scans_fingerprint(scans, settings)
     if series:

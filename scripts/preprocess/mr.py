@@ -19,7 +19,7 @@ The published MR pipeline (``original_code_facts.md``) without FSL, in ANTsPy:
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import numpy as np
 
@@ -95,15 +95,15 @@ def _match_histogram(image, reference_path: str, mask):
 def preprocess_mr(
     b0: str,
     out: str,
-    b1000: Optional[str] = None,
-    adc: Optional[str] = None,
-    flair: Optional[str] = None,
-    perfusion: Optional[Dict[str, str]] = None,
+    b1000: str | None = None,
+    adc: str | None = None,
+    flair: str | None = None,
+    perfusion: Dict[str, str] | None = None,
     spacing: float = 1.0,
-    histogram_reference: Optional[str] = None,
-    templates: Optional[str] = None,
+    histogram_reference: str | None = None,
+    templates: str | None = None,
     seed: int = 0,
-    series: Optional[Dict[str, Any]] = None,
+    series: Dict[str, Any] | None = None,
 ) -> Dict[str, Any]:
     """Preprocess one MR patient; write ``out`` atomically (all files or none) and return the QC dict.
     ``perfusion``: {tmax|cbf|cbv|mtt: path}; ``series``: the DICOM study's series choice, kept in the QC. An ``out``
@@ -135,9 +135,14 @@ def preprocess_mr(
     # head mask, bias field and registration on a 2 mm copy; the smooth field is then applied at full resolution
     coarse = ants.resample_image(images["b0"], (WORK_SPACING,) * 3, use_voxels=False, interp_type=0)
     head = mr_head_mask(coarse)
-    bias = ants.n4_bias_field_correction(coarse, mask=head, shrink_factor=4, spline_param=300,
-                                         convergence={"iters": [50, 50, 30, 20], "tol": 1e-7},
-                                         return_bias_field=True)  # fmt: skip
+    bias = ants.n4_bias_field_correction(
+        coarse,
+        mask=head,
+        shrink_factor=4,
+        spline_param=300,
+        convergence={"iters": [50, 50, 30, 20], "tol": 1e-7},
+        return_bias_field=True,
+    )
     bias = bias.new_image_like(np.maximum(bias.numpy(), 1e-3))
     coarse = coarse / bias
     for name in ("b0", "b1000"):
@@ -149,8 +154,9 @@ def preprocess_mr(
     # mutual information on every voxel of the 2 mm copy: on the real stroke T2, ANTsPy's default 20 % random sample
     # let the optimiser stop anywhere between volume scales 0.72 and 0.88 (native brain 1560-2020 ml from one scan,
     # run to run); the full sample gave 0.662-0.667 over seeds and threads (2.5 s)
-    reg = register(fixed=template, moving=coarse, type_of_transform="Affine", aff_metric="mattes",
-                   aff_random_sampling_rate=1.0)  # fmt: skip
+    reg = register(
+        fixed=template, moving=coarse, type_of_transform="Affine", aff_metric="mattes", aff_random_sampling_rate=1.0
+    )
     to_mni = reg["fwdtransforms"]
     clock.lap("register_b0")
     to_b0: Dict[str, list] = {}
@@ -185,8 +191,9 @@ def preprocess_mr(
         "histogram_matched": bool(histogram_reference),
     }
     qc["coverage"] = round(float(brain / max(prior.sum(), 1)), 4)  # share of the template brain imaged
-    qc["flags"] = [f for f, bad in (("coverage", qc["coverage"] < 0.8),
-                                    ("brain_volume", not 800 <= native_ml <= 2000)) if bad]  # fmt: skip
+    qc["flags"] = [
+        f for f, bad in (("coverage", qc["coverage"] < 0.8), ("brain_volume", not 800 <= native_ml <= 2000)) if bad
+    ]
     qc["seconds"] = clock.seconds
     qc["scans_sha256"] = scans_fingerprint(scans, settings)
     if series:

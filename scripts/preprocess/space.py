@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import nibabel as nib
 import numpy as np
@@ -24,7 +23,7 @@ def cormack_to_hu(c: np.ndarray) -> np.ndarray:
     return np.where(c <= 900, c - 1024, np.where(c <= 3100, (c - 900) / 11 - 124, c - 3024)).astype(np.float32)
 
 
-def template_dir(explicit: Optional[str] = None) -> str:
+def template_dir(explicit: str | None = None) -> str:
     """The folder with Rorden's templates (``data/templates`` via large_files.yml, or ../shared/data/templates)."""
     for folder in [explicit] if explicit else list(TEMPLATE_DIRS):
         if folder and os.path.isfile(os.path.join(folder, "scct.nii")):
@@ -35,7 +34,7 @@ def template_dir(explicit: Optional[str] = None) -> str:
     )
 
 
-def template_brain_mask(folder: Optional[str] = None):
+def template_brain_mask(folder: str | None = None):
     """The template brain (``scct_stripped.nii`` > 0) as a 0/1 ANTs image, 2 mm MNI."""
     import ants
 
@@ -43,7 +42,7 @@ def template_brain_mask(folder: Optional[str] = None):
     return mask.new_image_like((mask.numpy() > 0).astype(np.float32))
 
 
-def load_ct_template(folder: Optional[str] = None):
+def load_ct_template(folder: str | None = None):
     """(CT template in HU, its brain mask) as ANTs images, 2 mm MNI."""
     import ants
 
@@ -51,7 +50,7 @@ def load_ct_template(folder: Optional[str] = None):
     return raw.new_image_like(cormack_to_hu(raw.numpy())), template_brain_mask(folder)
 
 
-def load_mr_template(folder: Optional[str] = None):
+def load_mr_template(folder: str | None = None):
     """(FLAIR template with skull, the brain mask on its grid) as ANTs images, 2 mm MNI (same grid as scct)."""
     import ants
 

@@ -6,7 +6,7 @@ extra image channel (``vessels``; Canals et al. 2025 fed an automated vascular s
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -17,7 +17,7 @@ VESSEL_HU = (100.0, 600.0)  # contrast-filled vessels; the CTA is clipped to thi
 def vesselness(
     cta: np.ndarray,
     spacing: Sequence[float],
-    brain_mask: Optional[np.ndarray] = None,
+    brain_mask: np.ndarray | None = None,
     radii_mm: Sequence[float] = (1.0, 2.0, 3.0),
 ) -> np.ndarray:
     """Frangi vesselness of a CTA in HU (X, Y, Z) with voxel ``spacing`` (mm), scaled to 0..1 (the 99.9th

@@ -7,7 +7,7 @@ import functools
 import os
 import tempfile
 from contextvars import ContextVar
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import nibabel as nib
 import numpy as np
@@ -102,7 +102,7 @@ def seed_ants(seed: int) -> None:
     ants.config._random_seed = int(seed) + 1
 
 
-_SCRATCH: ContextVar[Optional[str]] = ContextVar("ants_scratch", default=None)
+_SCRATCH: ContextVar[str | None] = ContextVar("ants_scratch", default=None)
 
 
 def ants_scratch(function: Callable) -> Callable:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import stat
-from typing import Any, List, Mapping, Optional
+from typing import Any, List, Mapping
 
 import torch
 from ignite.handlers.checkpoint import BaseSaveHandler
@@ -31,14 +31,14 @@ class AtomicDiskSaver(BaseSaveHandler):
         filename: fixed file name (MONAI's ``key_metric_filename``/``final_filename``), or None for ignite's names.
     """
 
-    def __init__(self, dirname: str, filename: Optional[str] = None) -> None:
+    def __init__(self, dirname: str, filename: str | None = None) -> None:
         self.dirname = str(dirname)
         self.filename = filename
         self._pending: List[str] = []
         for leftover in glob.glob(os.path.join(self.dirname, PARTIAL + "*.pt")):  # from a killed write
             os.remove(leftover)
 
-    def __call__(self, checkpoint: Mapping, filename: str, metadata: Optional[Mapping] = None) -> None:
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
         name = self.filename or filename
 
         def _write(tmp: str) -> None:

@@ -16,7 +16,7 @@ import os
 import re
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 import torch
 from ignite.engine import Events
@@ -72,7 +72,7 @@ def datalist_fingerprint(datalist: Dict[str, Any]) -> Dict[str, Any]:
     return {"label": datalist["settings"]["label"], "patients": len(triples), "sha256": digest}
 
 
-def check_trained_on(ckpt_dir: str, datalist: Optional[Dict[str, Any]], record: bool = False) -> None:
+def check_trained_on(ckpt_dir: str, datalist: Dict[str, Any] | None, record: bool = False) -> None:
     """Refuse fold models in ``ckpt_dir`` that were trained on another datalist (other patients, folds or label):
     finished folds would be skipped or evaluated on patients they were trained on. ``record``: write the
     fingerprint when the folder has none (training)."""
@@ -95,8 +95,8 @@ def train_folds(
     fold: object,
     num_folds: int,
     ckpt_dir: str,
-    argv: Optional[Sequence[str]] = None,
-    datalist: Optional[Dict[str, Any]] = None,
+    argv: Sequence[str] | None = None,
+    datalist: Dict[str, Any] | None = None,
     validation_part: str = "inner_val",
 ) -> List[int]:
     """Train the requested folds one after another in child processes; return the folds trained now. Holds the lock
@@ -115,7 +115,7 @@ def _train_folds(
     fold: object,
     num_folds: int,
     ckpt_dir: str,
-    argv: Optional[Sequence[str]] = None,
+    argv: Sequence[str] | None = None,
     validation_part: str = "inner_val",
 ) -> List[int]:
     folds = fold_list(fold, num_folds)
@@ -166,7 +166,7 @@ def init_distributed(backend: str, fold: object) -> int:
     return dist.get_rank()
 
 
-def resume_checkpoint(fold_dir: str) -> Optional[str]:
+def resume_checkpoint(fold_dir: str) -> str | None:
     """Latest per-epoch checkpoint of an interrupted fold, or None."""
     found = glob.glob(os.path.join(fold_dir, "resume_checkpoint_epoch=*.pt"))
     if not found:

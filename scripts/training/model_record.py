@@ -26,10 +26,27 @@ RECORD = "model_config.json"
 NOT_RECORDED_FILES = ("train.json", "multi_gpu_train.json", "evaluate.json")
 # overrides that name data, folders, the device or the run, not the model
 NOT_RECORDED_KEYS = (
-    "config_file", "meta_file", "logging_file", "args_file", "tracking", "run_id", "init_id", "final_id", "fold",
-    "dataset_dir", "datalist_file", "ckpt_dir", "output_dir", "cache_dir", "dataset_cache", "device", "num_workers",
-    "pretrained_encoder", "unlabeled_file", "bundle_root",
-)  # fmt: skip
+    "config_file",
+    "meta_file",
+    "logging_file",
+    "args_file",
+    "tracking",
+    "run_id",
+    "init_id",
+    "final_id",
+    "fold",
+    "dataset_dir",
+    "datalist_file",
+    "ckpt_dir",
+    "output_dir",
+    "cache_dir",
+    "dataset_cache",
+    "device",
+    "num_workers",
+    "pretrained_encoder",
+    "unlabeled_file",
+    "bundle_root",
+)
 
 
 def command_line_config(args: Sequence[str]) -> Tuple[List[str], Dict[str, Any]]:

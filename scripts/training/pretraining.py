@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 import torch
 
@@ -42,7 +42,7 @@ def leakage_guard(
 def unlabeled_items(
     unlabeled_file: str,
     image_keys: Sequence[str],
-    datalist_file: Optional[str],
+    datalist_file: str | None,
     reported_folds: Any = "all",
     on_overlap: str = "drop",
 ) -> List[Dict[str, Any]]:
@@ -109,7 +109,7 @@ def encoder_state(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return out
 
 
-def load_pretrained_encoder(network: torch.nn.Module, path: Optional[str]) -> torch.nn.Module:
+def load_pretrained_encoder(network: torch.nn.Module, path: str | None) -> torch.nn.Module:
     """Load the encoder weights of a pretraining checkpoint into ``network`` strictly (no-op when ``path``
     is empty) and return the network.
 
@@ -241,8 +241,11 @@ class CollapseMonitor:
         if score < self.threshold * healthy:
             logger.warning(
                 "SimSiam collapse: epoch %d projection std %.4f < %.2f x healthy %.4f",
-                engine.state.epoch, score, self.threshold, healthy,
-            )  # fmt: skip
+                engine.state.epoch,
+                score,
+                self.threshold,
+                healthy,
+            )
 
 
 def pretrain(trainer: Any, resume_handlers: Sequence[Any], network: torch.nn.Module, encoder_file: str) -> str:
@@ -255,8 +258,11 @@ def pretrain(trainer: Any, resume_handlers: Sequence[Any], network: torch.nn.Mod
         handler.attach(trainer)
     trainer.run()
     if trainer.state.epoch < trainer.state.max_epochs:
-        logger.warning("pretraining stopped at epoch %d of %d: no encoder written; run again to resume",
-                       trainer.state.epoch, trainer.state.max_epochs)  # fmt: skip
+        logger.warning(
+            "pretraining stopped at epoch %d of %d: no encoder written; run again to resume",
+            trainer.state.epoch,
+            trainer.state.max_epochs,
+        )
         return ""
     return save_encoder(network, encoder_file)
 
