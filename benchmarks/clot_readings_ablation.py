@@ -4,7 +4,7 @@
 datalist.json that ``python -m scripts.demo`` writes).
 
 The inputs are the bundle's own: every datalist patient through the parsed ``validate#preprocessing`` of
-train.json + demo.json + vessel.json + clot_readings.json (the crop's own grid, 67 x 46 x 43 at 2 mm), cached in
+train.json + clot_readings.json (the crop's own grid, 67 x 46 x 43 at 2 mm), cached in
 ``DIR/clot_readings_cache_aligned.npz`` (MirrorAlignd: each hemisphere's mirror moved onto its own vessels, the
 occluded side first) and, without MirrorAlignd, in ``DIR/clot_readings_cache.npz`` (the plain flip of 0.12). The
 model is the one the bundle trains: a logistic regression on the readings + site, age, IVT, NIHSS (scikit-learn,
@@ -39,7 +39,7 @@ from scripts.data.split import load_datalist  # noqa: E402
 from scripts.evaluation.statistics import delong  # noqa: E402
 from scripts.networks.clot_readings import clot_readings  # noqa: E402
 
-CONFIGS = ["configs/train.json", "configs/demo.json", "configs/vessel.json", "configs/clot_readings.json"]
+CONFIGS = ["configs/train.json", "configs/clot_readings.json"]
 PLAIN = {"shape_transforms": "$@channel_transforms + @mirror_transforms + @resize_transforms"}  # no MirrorAlignd
 HIDDEN = ("clot_length_mm", "clot_density_hu", "clot_perviousness", "collaterals")
 RELATIVE = {"relative": True, "vessel_level": 0.6, "vessel_width": 0.25, "cut": 0.4}

@@ -6,7 +6,7 @@
 ClotReadingNet finds a clot where the mirror has a vessel and the patient's own side does not, so the readings are only
 as good as the mirror's alignment at the clot. For the first ``patients`` of the cohort the clot is rendered again
 without noise at perviousness 0 and 1 (the CTA changes in the clot only) and put through the bundle's preprocessing
-(train.json + demo.json + vessel.json + clot_readings.json): the clot voxels are where the CTA rose by more than half
+(train.json + clot_readings.json): the clot voxels are where the CTA rose by more than half
 of a fully pervious clot's enhancement. Printed: the share of clot voxels whose mirror enhances by more than half the
 patient's arterial enhancement (coverage) after the plain flip, after MirrorAlignd, and with the mirror moved by the
 generator's own relative motion of the two vessel trees (the most an alignment can reach), each as the mean over
@@ -37,7 +37,7 @@ from scripts.data.mirror_align import enhancement_maps  # noqa: E402
 from scripts.data.split import load_datalist  # noqa: E402
 from scripts.demo import generator as g  # noqa: E402
 
-CONFIGS = ["configs/train.json", "configs/demo.json", "configs/vessel.json", "configs/clot_readings.json"]
+CONFIGS = ["configs/train.json", "configs/clot_readings.json"]
 PLAIN = "$@channel_transforms + @mirror_transforms + @resize_transforms"
 FLIP_X = np.diag([-1.0, 1.0, 1.0])
 
@@ -91,7 +91,7 @@ def main(dataset_dir: str, patients: int = 80) -> None:
     datalist = load_datalist(os.path.join(dataset_dir, "datalist.json"))
     items = (datalist["training"] + datalist["test"])[: int(patients)]
     anatomy = load_anatomy(settings["spacing"], DEFAULT_ATLAS_DIR)
-    box_mm = ConfigParser.load_config_file(os.path.join(ROOT, "configs/vessel.json"))["vessel_box_mm"]
+    box_mm = ConfigParser.load_config_file(os.path.join(ROOT, "configs/experiments/vessel.json"))["vessel_box_mm"]
     with tempfile.TemporaryDirectory() as work:
         parser = _parser(dataset_dir, work, False)
         windows = [parser["ncct_window"], parser["cta_window"]]

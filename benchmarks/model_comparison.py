@@ -23,32 +23,44 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from scripts.demo.job import run_bundle  # noqa: E402
 from scripts.evaluation.compare import compare  # noqa: E402
 
-# model name -> (overlays between train.json and demo.json, table name, further overrides); configs/vessel.json goes
-# after demo.json (its input size replaces the demo's whole-head 48 x 48)
-VESSEL = ["configs/demo.json", "configs/vessel.json"]
+# model name -> (overlays between train.json and demo.json, table name, further overrides);
+# configs/experiments/vessel.json goes after demo.json (its input size replaces the demo's whole-head 48 x 48)
+VESSEL = ["configs/demo.json", "configs/experiments/vessel.json"]
 MODELS = {
     "mnt_dl": ([], "MNT-DL (NCCT + CTA)", []),
-    "scanet": (["configs/scanet.json"], "SCANet (NCCT + CTA)", []),
-    "resnet34": (["configs/resnet34.json"], "ResNet34, 3-D (NCCT + CTA)", []),
-    "ncct": (["configs/ablation_ncct.json"], "MNT-DL, NCCT only", []),
-    "cta": (["configs/ablation_cta.json"], "MNT-DL, CTA only", []),
-    "radiomics": (["configs/radiomics.json"], "Radiomics (LR / RF)", []),
-    "clinical": (["configs/clinical_demo.json", "configs/clinical_baseline.json"], "Clinical only (LR)", []),
+    "scanet": (["configs/experiments/scanet.json"], "SCANet (NCCT + CTA)", []),
+    "resnet34": (["configs/experiments/resnet34.json"], "ResNet34, 3-D (NCCT + CTA)", []),
+    "ncct": ([], "MNT-DL, NCCT only", ["--image_keys", "['ncct']", "--channel_keys", "['ncct','ncct']"]),
+    "cta": ([], "MNT-DL, CTA only", ["--image_keys", "['cta']", "--channel_keys", "['cta','cta']"]),
+    "radiomics": (["configs/experiments/radiomics.json"], "Radiomics (LR / RF)", []),
+    "clinical": (
+        ["configs/experiments/clinical_demo.json", "configs/experiments/clinical_baseline.json"],
+        "Clinical only (LR)",
+        [],
+    ),
     "late": (
-        ["configs/multimodal.json", "configs/clinical_demo.json"],
+        ["configs/experiments/multimodal.json", "configs/experiments/clinical_demo.json"],
         "MNT-DL + clinical, late fusion",
         ["--fusion", "late"],
     ),
-    "daft": (["configs/multimodal.json", "configs/clinical_demo.json"], "MNT-DL + clinical, DAFT", []),
-    "slab": ([*VESSEL, "configs/slab_net.json"], "SlabNet, vessel box, mirrored (NCCT + CTA)", []),
+    "daft": (
+        ["configs/experiments/multimodal.json", "configs/experiments/clinical_demo.json"],
+        "MNT-DL + clinical, DAFT",
+        [],
+    ),
+    "slab": ([*VESSEL, "configs/experiments/slab_net.json"], "SlabNet, vessel box, mirrored (NCCT + CTA)", []),
     "vessel": (VESSEL, "MNT-DL, vessel box, mirrored (NCCT + CTA)", []),
     "vessel_nomirror": (VESSEL, "MNT-DL, vessel box, not mirrored", ["--mirror", "false"]),
-    "vessel_resnet": ([*VESSEL, "configs/vessel_resnet.json"], "ResNet10 3-D, vessel box, mirrored", []),
-    "vessel_paper_aug": ([*VESSEL, "configs/augment_paper.json"], "MNT-DL, vessel box, published augmentation", []),
-    "vessel_mask": ([*VESSEL, "configs/vessel_mask.json"], "VesselMaskNet + clinical (the main job)", []),
+    "vessel_resnet": ([*VESSEL, "configs/experiments/vessel_resnet.json"], "ResNet10 3-D, vessel box, mirrored", []),
+    "vessel_paper_aug": (
+        [*VESSEL, "configs/experiments/augment_paper.json"],
+        "MNT-DL, vessel box, published augmentation",
+        [],
+    ),
+    "vessel_mask": ([*VESSEL, "configs/experiments/vessel_mask.json"], "VesselMaskNet + clinical (the main job)", []),
 }
 # overlays for training only (after the model's own; the evaluation stack leaves them out)
-TRAIN_ONLY = {"vessel_mask": ["configs/select_log_loss.json"]}
+TRAIN_ONLY = {"vessel_mask": ["configs/experiments/select_log_loss.json"]}
 
 
 def main(

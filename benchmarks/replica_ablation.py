@@ -4,7 +4,7 @@
 [--learning_rate 0.003] [--max_epochs 60] [--patience 25] [--first_epoch 1] [--seed 0] [--threads 1] [--masks 4]
 [--weight_decay 0.05] [--net_args "{'ratio': True}"]``
 (``--net_args``: further VesselMaskNet arguments; ``--first_epoch N``: inner validation, checkpoint choice and early
-stopping from epoch N on, as ``checkpoint_first_epoch`` in ``configs/select_log_loss.json``)
+stopping from epoch N on, as ``checkpoint_first_epoch`` in ``configs/experiments/select_log_loss.json``)
 
 The inputs are the bundle's own: every patient of ``DIR/datalist.json`` through the parsed
 ``validate#preprocessing`` of train.json + demo.json + vessel.json (+ slab_net.json for 40 slices), cached once
@@ -41,7 +41,12 @@ from scripts.networks.precision import switch  # noqa: E402
 from scripts.networks.slab_net import SlabNet  # noqa: E402
 from scripts.networks.vessel_mask import VesselMaskNet  # noqa: E402
 
-CONFIGS = ["configs/train.json", "configs/demo.json", "configs/vessel.json", "configs/slab_net.json"]
+CONFIGS = [
+    "configs/train.json",
+    "configs/demo.json",
+    "configs/experiments/vessel.json",
+    "configs/experiments/slab_net.json",
+]
 
 
 def cached_inputs(

@@ -26,7 +26,13 @@ import fire
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-CONFIGS = ["train.json", "demo.json", "vessel.json", "vessel_mask.json", "select_log_loss.json"]
+CONFIGS = [
+    "train.json",
+    "demo.json",
+    "experiments/vessel.json",
+    "experiments/vessel_mask.json",
+    "experiments/select_log_loss.json",
+]
 
 
 def _subset(cohort: str, size: int, out: str) -> str:

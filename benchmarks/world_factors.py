@@ -4,7 +4,7 @@ value at a time, everything else varied as in ``scripts.demo``.
 ``python benchmarks/world_factors.py --factors no_courses,calibre1 [--seed 0] [--patients 300] [--out /tmp/wf]``
 generates ``OUT/<factor>_s<seed>`` (the demo's patients and seed; the scan constants of
 :func:`scripts.demo.generator.draw_scan` with the factor replaced), splits it as the demo does, caches the bundle's
-inputs (train.json + demo.json + vessel.json + clot_readings.json, MirrorAlignd included) and prints the main job's
+inputs (train.json + clot_readings.json, MirrorAlignd included) and prints the main job's
 model (the readings + site, age, IVT, NIHSS; a logistic regression per fold, as ``clot_readings_ablation.py``), the
 oracle on the true hidden variables and the Bayes ROC-AUC on the same folds, and each reading's correlation with its
 hidden variable. ``--factors varied`` is the demo itself.

@@ -42,7 +42,7 @@ def test_runs_through_monai_bundle(demo_cohort, datalist_2fold, tmp_path):
         "run",
         "clinical_baseline",
         "--config_file",
-        "['configs/train.json','configs/clinical_demo.json','configs/clinical_baseline.json']",
+        "['configs/train.json','configs/experiments/clinical_demo.json','configs/experiments/clinical_baseline.json']",
         "--dataset_dir",
         os.path.dirname(demo_cohort),
         "--datalist_file",

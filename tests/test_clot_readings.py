@@ -27,7 +27,7 @@ def _readings(anatomy, patient, tmp_path, name: str) -> np.ndarray:
     for seq in ("ncct", "cta"):
         item[seq] = str(tmp_path / f"{name}_{seq}.nii.gz")
         nib.save(nib.Nifti1Image(images[seq].astype(np.float32), anatomy.affine), item[seq])
-    parser = _parser(["inference.json", "vessel.json", "clot_readings.json"])
+    parser = _parser(["inference.json", "clot_readings.json"])
     image = parser.get_parsed_content("preprocessing")(item)["image"]
     assert image.shape == (4, 67, 46, 43)  # the crop's own grid, not resampled
     network = parser.get_parsed_content("network_def")  # the main job's settings: aligned mirror, relative levels
@@ -85,7 +85,7 @@ def test_network_is_a_linear_head_on_the_readings_and_refuses_a_wrong_input():
 
 # the main job's configuration on the 6 mm side_datalist cohort (a fit test: the readings cannot see a clot there)
 TINY = {"vessel_spacing": 6.0, "num_slices": 10, "max_epochs": 40}
-CONFIGS = ["train.json", "select_log_loss.json", "vessel.json", "clot_readings.json"]
+CONFIGS = ["train.json", "clot_readings.json"]
 
 
 def test_clot_readings_configuration_lowers_the_loss_keeps_the_last_epoch_and_is_evaluated_and_inferred(
@@ -100,7 +100,12 @@ def test_clot_readings_configuration_lowers_the_loss_keeps_the_last_epoch_and_is
         assert done["best_epoch"] == 40  # a convex model trained to convergence: the last epoch is kept
     args = [f"--{k}={json.dumps(v).replace(' ', '')}" for k, v in TINY.items()]
     evaluated, pred = evaluated_and_inferred(
-        ["configs/vessel.json", "configs/clot_readings.json"], side_datalist, demo_cohort, ckpt, tmp_path, args
+        ["configs/clot_readings.json"],
+        side_datalist,
+        demo_cohort,
+        ckpt,
+        tmp_path,
+        args,
     )
     # the same patient, images and clinical values, through evaluation and single-patient inference
     assert float(pred["probability"]) == pytest.approx(evaluated, abs=1e-5)

@@ -76,7 +76,9 @@ def test_scanet_shapes_determinism_and_identity_start():
         SCANet(spatial_size=(24, 24), widths=(4, 8, 8, 16), sat_patch_size=4)
 
 
-@pytest.mark.parametrize("overlay,slices,branches", [("scanet.json", 26, 2), ("resnet34.json", 25, 0)])
+@pytest.mark.parametrize(
+    "overlay,slices,branches", [("experiments/scanet.json", 26, 2), ("experiments/resnet34.json", 25, 0)]
+)
 def test_config_networks_shapes_and_eval_determinism(overlay, slices, branches):
     torch.manual_seed(0)
     net = _network(overlay).eval()
@@ -101,7 +103,7 @@ def test_label_switch(side_datalist):
 def test_scanet_trains_through_the_bundle_and_lowers_the_loss(side_datalist, tmp_path):
     no_augmentation = {f"train#random_transforms#{i}#prob": 0.0 for i in (0, 1, 2, 3)}
     wf = _train_fold(
-        "scanet.json",
+        "experiments/scanet.json",
         side_datalist,
         tmp_path,
         fold=0,
@@ -156,20 +158,22 @@ def test_comparison_table(tmp_path):
         compare({"D": str(tmp_path / "missing")}, out=str(tmp_path / "cmp3"))
 
 
-@pytest.mark.parametrize(
-    "base,ablation,channels", [([], "ablation_ncct.json", 2), (["mri.json"], "ablation_adc.json", 3)]
-)
-def test_single_sequence_ablation_fills_the_channels(demo_cohort, base, ablation, channels):
+@pytest.mark.parametrize("base,sequence,channels", [([], "ncct", 2), (["mri.json"], "adc", 3)])
+def test_single_sequence_ablation_fills_the_channels(demo_cohort, base, sequence, channels):
+    """The documented single-sequence override (``--image_keys "['ncct']" --channel_keys "['ncct','ncct']"``): the
+    one sequence in every input channel, equal to its channel of the full input."""
     from scripts.data.cohort import read_cohort
 
     row = read_cohort(demo_cohort)[0]
     images = {}
-    for overlays in ([*base, ablation], base):
+    for ablated in (True, False):
         parser = ConfigParser()
-        parser.read_config([os.path.join(ROOT, "configs", f) for f in ["inference.json", *overlays]])
+        parser.read_config([os.path.join(ROOT, "configs", f) for f in ["inference.json", *base]])
         parser.update({**TINY, "ckpt_dir": NO_MODELS})
+        if ablated:
+            parser.update({"image_keys": [sequence], "channel_keys": [sequence] * channels})
         item = {k: row[k] for k in ("ncct", "cta", "adc", "b1000", "flair")}  # all sequences, as in a datalist
-        images[len(overlays) > len(base)] = parser.get_parsed_content("preprocessing")(item)["image"]
+        images[ablated] = parser.get_parsed_content("preprocessing")(item)["image"]
     ablated, full = images[True], images[False]
     assert ablated.shape == full.shape == (channels, 24, 24, 25)
     assert all(torch.equal(ablated[0], ablated[c]) for c in range(channels))  # one sequence in every channel
@@ -177,7 +181,7 @@ def test_single_sequence_ablation_fills_the_channels(demo_cohort, base, ablation
 
 
 def test_resnet34_trains_one_epoch_through_the_bundle(side_datalist, tmp_path):
-    wf = _train_fold("resnet34.json", side_datalist, tmp_path, fold=1, max_epochs=1)
+    wf = _train_fold("experiments/resnet34.json", side_datalist, tmp_path, fold=1, max_epochs=1)
     wf.run()
     wf.finalize()
     state = torch.load(os.path.join(str(tmp_path), "fold1", "model.pt"), weights_only=True)

@@ -36,8 +36,8 @@ def test_resume_checkpoint_is_the_latest_epoch(tmp_path):
 
 
 def test_optimistic_overlay_validates_on_the_outer_fold_and_never_mixes(datalist_2fold, tmp_path):
-    """``configs/optimistic.json`` (the papers' protocol) chooses the checkpoint on the reported outer fold and keeps
-    its models apart; a folder whose finished folds were validated otherwise is refused."""
+    """``configs/experiments/optimistic.json`` (the papers' protocol) chooses the checkpoint on the reported outer fold
+    and keeps its models apart; a folder whose finished folds were validated otherwise is refused."""
     import json
     import os
 
@@ -56,7 +56,10 @@ def test_optimistic_overlay_validates_on_the_outer_fold_and_never_mixes(datalist
     datalist = load_datalist(datalist_2fold)
     outer = sorted(d["patient_id"] for d in fold_data(datalist, 1, "outer"))
     inner = sorted(d["patient_id"] for d in fold_data(datalist, 1, "inner_val"))
-    for overlays, expected, folder in (((), inner, "models"), (("optimistic.json",), outer, "models_optimistic")):
+    for overlays, expected, folder in (
+        ((), inner, "models"),
+        (("experiments/optimistic.json",), outer, "models_optimistic"),
+    ):
         parser = parsed(*overlays)
         assert sorted(d["patient_id"] for d in parser.get_parsed_content("validate#dataset#data")) == expected
         assert parser.get_parsed_content("ckpt_dir") == os.path.join(str(tmp_path), folder)

@@ -23,7 +23,7 @@ WINDOWS = ((0.0, 100.0), (0.0, 400.0))
 @pytest.fixture(scope="module")
 def asymmetric(tmp_path_factory):
     """One M1 occlusion on the right, its right vessel tree turned 4 degrees and shifted 2 mm against the left one;
-    the vessel box before alignment (configs/vessel.json) and the patient's item."""
+    the vessel box before alignment (configs/experiments/vessel.json) and the patient's item."""
     anatomy = load_anatomy(2.0)
     patient = draw_patient(np.random.default_rng([1, 2]), 2, dt.date(2020, 1, 1), 10)
     patient.update(location="M1", side="R")
@@ -35,7 +35,7 @@ def asymmetric(tmp_path_factory):
     for seq in ("ncct", "cta"):
         item[seq] = str(folder / f"asym_{seq}.nii.gz")
         nib.save(nib.Nifti1Image(images[seq].astype(np.float32), anatomy.affine), item[seq])
-    plain = _parser(["inference.json", "vessel.json", "clot_readings.json"])
+    plain = _parser(["inference.json", "clot_readings.json"])
     plain["shape_transforms"] = "$@channel_transforms + @mirror_transforms + @resize_transforms"
     return plain.get_parsed_content("preprocessing")(dict(item))["image"], item
 
@@ -67,7 +67,7 @@ def test_the_occluded_side_is_turned_to_the_first_half(asymmetric):
     turned = MirrorAlignd("image", WINDOWS)({"image": box, "side": "R"})["image"]
     kept = MirrorAlignd("image", WINDOWS)({"image": box, "side": "L"})["image"]
     assert torch.allclose(turned, kept.flip(1))  # the right hemisphere (the occlusion) now comes first
-    parsed = _parser(["inference.json", "vessel.json", "clot_readings.json"])
+    parsed = _parser(["inference.json", "clot_readings.json"])
     assert torch.allclose(parsed.get_parsed_content("preprocessing")(dict(item))["image"], turned, atol=1e-5)
 
 

@@ -22,7 +22,7 @@ from scripts.training.model_record import (
 from tests.conftest import ROOT
 
 CLOT = (
-    ["configs/select_log_loss.json", "configs/vessel.json", "configs/clot_readings.json"],
+    ["configs/clot_readings.json"],
     {"vessel_spacing": 6.0, "num_slices": 10, "max_epochs": 5},
 )
 MNT_DL = (
@@ -124,6 +124,22 @@ def folder(request, side_datalist, demo_cohort, tmp_path_factory) -> tuple:
     return _trained(*request.param, side_datalist, demo_cohort, tmp_path_factory)
 
 
+def test_evaluation_with_only_the_model_folder_gives_the_trained_configuration_s_report(
+    folder, side_datalist, tmp_path
+):
+    """``['configs/train.json','configs/evaluate.json']`` with ``--ckpt_dir`` alone: the recorded overlays and
+    overrides build the network and preprocessing, and every prediction equals the evaluation given them."""
+    ckpt, _, _ = folder
+    out = str(tmp_path / "eval")
+    plain = "['configs/train.json','configs/evaluate.json']"
+    result = _bundle("--config_file", plain, "--datalist_file", side_datalist, "--ckpt_dir", ckpt, "--output_dir", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with_overlays = list(csv.DictReader(open(os.path.join(ckpt, "eval", "predictions.csv"))))
+    folder_only = list(csv.DictReader(open(os.path.join(out, "predictions.csv"))))
+    assert len(folder_only) == len(with_overlays) > 0
+    assert [r["probability"] for r in folder_only] == [r["probability"] for r in with_overlays]
+
+
 def test_inference_with_only_the_model_folder_gives_the_trained_configuration_s_answer(folder, demo_cohort, tmp_path):
     ckpt, overlays, overrides = folder
     record = json.load(open(os.path.join(ckpt, RECORD)))
@@ -203,7 +219,7 @@ def test_deploy_app_on_the_main_job_s_models_gives_the_study_inference_s_answer(
 def test_record_keeps_the_overlays_and_model_overrides_and_refuses_another_model_in_the_folder(tmp_path):
     args = [
         "--config_file",
-        "['configs/train.json','configs/vessel.json']",
+        "['configs/train.json','configs/experiments/vessel.json']",
         "--dataset_dir",
         "/data",
         "--fold=2",
@@ -214,7 +230,7 @@ def test_record_keeps_the_overlays_and_model_overrides_and_refuses_another_model
         str(tmp_path),
     ]
     files, overrides = command_line_config(args)
-    assert files == ["configs/train.json", "configs/vessel.json"]
+    assert files == ["configs/train.json", "configs/experiments/vessel.json"]
     assert overrides == {
         "dataset_dir": "/data",
         "fold": 2,

@@ -110,7 +110,7 @@ def test_multimodal_training_through_the_bundle(side_datalist, tmp_path):
     encoder fitted on that fold's training rows, and inference predicts from images and clinical values."""
     ckpt = str(tmp_path / "models")
     overrides = {0: {**TINY, **FIT, "max_epochs": 30}, 1: {**TINY, "max_epochs": 1}}
-    losses = train_recording_losses(["train.json", "multimodal.json"], side_datalist, ckpt, overrides)
+    losses = train_recording_losses(["train.json", "experiments/multimodal.json"], side_datalist, ckpt, overrides)
     assert np.mean(losses[0][-3:]) < 0.8 * np.mean(losses[0][:3]), losses[0]
     from scripts.data.split import load_datalist
 
@@ -121,7 +121,7 @@ def test_multimodal_training_through_the_bundle(side_datalist, tmp_path):
     assert state["tabular.fitted"].item() == 1
     keys = ("spatial_size", "num_slices", "widths", "num_heads", "dropout", "cta_window")
     shape = [f"--{k}={json.dumps(TINY[k])}" for k in keys]
-    config = "['configs/train.json','configs/multimodal.json','configs/evaluate.json']"
+    config = "['configs/train.json','configs/experiments/multimodal.json','configs/evaluate.json']"
     evaluate = [
         sys.executable,
         "-m",
@@ -147,7 +147,7 @@ def test_multimodal_training_through_the_bundle(side_datalist, tmp_path):
         "monai.bundle",
         "run",
         "--config_file",
-        "['configs/inference.json','configs/multimodal.json']",
+        "['configs/inference.json','configs/experiments/multimodal.json']",
         "--datalist_file",
         side_datalist,
         "--ckpt_dir",

@@ -1,4 +1,5 @@
-"""Region input mode (configs/region.json): images masked to the dilated territories of the occlusion site."""
+"""Region input mode (configs/experiments/region.json): images masked to the dilated territories of the occlusion
+site."""
 
 from __future__ import annotations
 
@@ -50,10 +51,11 @@ def test_mask_keeps_only_the_dilated_territory(row):
 
 
 def test_region_overlay_masks_the_network_input(row):
-    """Train/inference preprocessing with configs/region.json: the window-scaled input is zero outside the region."""
+    """Train/inference preprocessing with configs/experiments/region.json: the window-scaled input is zero outside the
+    region."""
     os.chdir(ROOT)
     parser = ConfigParser()
-    parser.read_config([os.path.join("configs", f) for f in ("inference.json", "region.json")])
+    parser.read_config([os.path.join("configs", f) for f in ("inference.json", "experiments/region.json")])
     parser["ckpt_dir"] = NO_MODELS
     parser["image_keys"], parser["in_channels"], parser["spatial_size"] = ["ncct"], 1, [32, 32]
     parser["shape_transforms"] = parser["shape_transforms"][:2]  # no resize: compare voxel by voxel
@@ -74,7 +76,7 @@ def test_region_mode_without_the_site_is_a_clear_error(row):
 
     os.chdir(ROOT)
     parser = ConfigParser()
-    parser.read_config([os.path.join("configs", f) for f in ("inference.json", "region.json")])
+    parser.read_config([os.path.join("configs", f) for f in ("inference.json", "experiments/region.json")])
     parser["ckpt_dir"], parser["image_keys"] = NO_MODELS, ["ncct"]
     with pytest.raises(Exception) as raised:
         parser.get_parsed_content("preprocessing")({"patient_id": "p7", "ncct": row["ncct"]})

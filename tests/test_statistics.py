@@ -344,7 +344,7 @@ def test_optimistic_protocol_is_reported_beside_and_labelled(demo_cohort, tmp_pa
         assert paper["sensitivity"] + paper["specificity"] >= inner["sensitivity"] + inner["specificity"] - 1e-9
     assert "OPTIMISTIC cut-offs" in (tmp_path / "e2" / "metrics.md").read_text()
     assert "OPTIMISTIC" not in (tmp_path / "e1" / "report.md").read_text()
-    for k in range(2):  # fold models trained with configs/optimistic.json
+    for k in range(2):  # fold models trained with configs/experiments/optimistic.json
         os.makedirs(tmp_path / "m3" / f"fold{k}")
         (tmp_path / "m3" / f"fold{k}" / "done.json").write_text(json.dumps({"validated_on": "outer"}))
     labelled = evaluate_predictions(data, noisy_fold_predictor, str(tmp_path / "m3"), str(tmp_path / "e3"))

@@ -131,15 +131,40 @@ def _walk(node: object, targets: List[str], expressions: List[str]) -> None:
         expressions.append(node)
 
 
-CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.json")))
+CONFIGS = sorted(
+    glob.glob(os.path.join(ROOT, "configs", "*.json")) + glob.glob(os.path.join(ROOT, "configs", "*", "*.json"))
+)
+MAX_TOP_LEVEL_CONFIGS = 15  # the model zoo's bundles hold at most 12
 
 
-@pytest.mark.parametrize("config", [os.path.basename(c) for c in CONFIGS])
+def test_configs_top_level_is_small_and_holds_no_prose():
+    top = [f for f in os.listdir(os.path.join(ROOT, "configs")) if os.path.isfile(os.path.join(ROOT, "configs", f))]
+    assert len(top) <= MAX_TOP_LEVEL_CONFIGS, sorted(top)
+    for path in CONFIGS:
+        keys = json.load(open(path)) if not path.endswith("metadata.json") else {}
+        assert not [k for k in keys if k.endswith("_note")], path  # prose goes in the model card
+
+
+def _macros(node) -> List[str]:
+    """Every ``%file#id`` macro in a config's values."""
+    if isinstance(node, dict):
+        return [m for value in node.values() for m in _macros(value)]
+    if isinstance(node, list):
+        return [m for value in node for m in _macros(value)]
+    return [node[1:]] if isinstance(node, str) and node.startswith("%") and "#" in node else []
+
+
+@pytest.mark.parametrize("config", [os.path.relpath(c, os.path.join(ROOT, "configs")) for c in CONFIGS])
 def test_every_config_reference_resolves(config):
+    from monai.bundle import ConfigParser
     from monai.bundle.config_item import ComponentLocator
 
     with open(os.path.join(ROOT, "configs", config)) as f:
         content = json.load(f)
+    for macro in _macros(content):  # another config's id, by path from the bundle root
+        path, _, key = macro.partition("#")
+        assert os.path.isfile(os.path.join(ROOT, path)), f"{config}: {macro}: no such config"
+        ConfigParser(ConfigParser.load_config_file(os.path.join(ROOT, path)))[key]  # KeyError when the id is gone
     targets: List[str] = []
     expressions: List[str] = []
     _walk(content, targets, expressions)

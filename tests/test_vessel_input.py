@@ -1,5 +1,5 @@
-"""The vessel-resolution input (configs/vessel.json): an MNI box holding both ICA / MCA courses, mirrored; SlabNet
-on it (configs/slab_net.json) trained, evaluated and used for inference through monai.bundle."""
+"""The vessel-resolution input (configs/experiments/vessel.json): an MNI box holding both ICA / MCA courses, mirrored;
+SlabNet on it (configs/experiments/slab_net.json) trained, evaluated and used for inference through monai.bundle."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ VESSEL_TINY = {
     "elastic_prob": 0.0,
     "cta_window": [0, 150],
 }
-SLAB = ["train.json", "vessel.json", "slab_net.json"]
+SLAB = ["train.json", "experiments/vessel.json", "experiments/slab_net.json"]
 
 
 def _parser(files, **override) -> ConfigParser:
@@ -63,7 +63,7 @@ def test_vessel_box_holds_both_carotid_and_middle_cerebral_courses(side, tmp_pat
         nib.save(nib.Nifti1Image(images[seq].astype(np.float32), anatomy.affine), path)
         item[seq] = path
     # the box crop at the grid's own spacing, before windowing and resizing
-    parser = _parser(["inference.json", "vessel.json"])
+    parser = _parser(["inference.json", "experiments/vessel.json"])
     crop = parser.get_parsed_content("load_transforms") + parser.get_parsed_content("mask_transforms")
     out = dict(item)
     for t in crop:
@@ -119,7 +119,8 @@ def test_vessel_configuration_lowers_the_loss_and_is_evaluated_and_inferred(
         "monai.bundle",
         "run",
         "--config_file",
-        "['configs/train.json','configs/vessel.json','configs/slab_net.json','configs/evaluate.json']",
+        "['configs/train.json','configs/experiments/vessel.json','configs/experiments/slab_net.json',"
+        "'configs/evaluate.json']",
         "--datalist_file",
         side_datalist,
         "--ckpt_dir",
@@ -140,7 +141,7 @@ def test_vessel_configuration_lowers_the_loss_and_is_evaluated_and_inferred(
         "monai.bundle",
         "run",
         "--config_file",
-        "['configs/inference.json','configs/vessel.json','configs/slab_net.json']",
+        "['configs/inference.json','configs/experiments/vessel.json','configs/experiments/slab_net.json']",
         "--ckpt_dir",
         ckpt,
         "--ncct",
@@ -159,7 +160,7 @@ def test_vessel_configuration_lowers_the_loss_and_is_evaluated_and_inferred(
     assert pred["patient_id"] == "P1" and 0.0 < float(pred["probability"]) < 1.0
 
 
-# VesselMaskNet with the occlusion site, age, IVT and NIHSS (configs/vessel_mask.json) on the same 6 mm box
+# VesselMaskNet with the occlusion site, age, IVT and NIHSS (configs/experiments/vessel_mask.json) on the same 6 mm box
 MASK_TINY = {
     "vessel_spacing": 6.0,
     "num_slices": 10,
@@ -169,7 +170,7 @@ MASK_TINY = {
     "cta_window": [0, 150],
     "network_def#points": 256,
 }
-MASK = ["train.json", "vessel.json", "vessel_mask.json", "select_log_loss.json"]
+MASK = ["train.json", "experiments/vessel.json", "experiments/vessel_mask.json", "experiments/select_log_loss.json"]
 
 
 def test_vessel_mask_configuration_lowers_the_loss_and_is_evaluated_and_inferred(side_datalist, demo_cohort, tmp_path):
@@ -199,7 +200,12 @@ def test_vessel_mask_configuration_lowers_the_loss_and_is_evaluated_and_inferred
     assert evaluator.state.metrics["val_bce"] == pytest.approx(done["best_inner_val_metric"], rel=1e-4)
     args = [f"--{k}={json.dumps(v).replace(' ', '')}" for k, v in MASK_TINY.items()]
     evaluated, pred = evaluated_and_inferred(
-        ["configs/vessel.json", "configs/vessel_mask.json"], side_datalist, demo_cohort, ckpt, tmp_path, args
+        ["configs/experiments/vessel.json", "configs/experiments/vessel_mask.json"],
+        side_datalist,
+        demo_cohort,
+        ckpt,
+        tmp_path,
+        args,
     )
     assert pred["patient_id"] == "P1" and 0.0 < float(pred["probability"]) < 1.0
     # the same patient, images and clinical values, through evaluation and single-patient inference

@@ -1,7 +1,7 @@
 """The mirrored hemisphere aligned to the patient's own, vessel tree on vessel tree, before any voxel comparison.
 
-The vessel box of ``configs/vessel.json`` holds NCCT, CTA and their left-right mirrors: each voxel's counterpart in
-the other hemisphere is the patient's own control. Real circles of Willis are not symmetric to the millimetre, so a
+The vessel box of ``configs/clot_readings.json`` holds NCCT, CTA and their left-right mirrors: each voxel's counterpart
+in the other hemisphere is the patient's own control. Real circles of Willis are not symmetric to the millimetre, so a
 plain flip puts a vessel beside its counterpart (2-4 mm on the varied demo) and a voxel-to-voxel comparison then reads
 every normal vessel as occluded. :func:`align_mirror` moves the mirror channels of each hemisphere onto that
 hemisphere's own vessels:

@@ -1,22 +1,20 @@
 """The main job on the built-in demo cohort: generate -> split -> train all folds -> evaluate -> infer -> report.
 
 ``python -m scripts.demo [--out demo] [--patients 300] [--seed 0] [--spacing 2] [--world varied|uniform] [--native]
-[--ckpt_dir DIR]
-[--model clot_readings|vessel_mask|mnt_dl] [--unlabeled CSV [--ssl_epochs 100]]`` runs
-each step as the ``monai.bundle`` command a user would type (printed before it runs), with ``configs/demo.json``
-(the CPU budget), ``configs/vessel.json`` (the vessel-box input, mirrored) and ``configs/clot_readings.json``
-(ClotReadingNet: the literature's clot and collateral readings with the occlusion site, age, IVT and NIHSS, one
-linear layer trained to convergence, the last epoch kept) on top of the paper-size configs; training chooses each
-fold's checkpoint on inner-validation log loss (``configs/select_log_loss.json``) from the overlay's
-``checkpoint_first_epoch`` on; evaluation reports the fold models' own probabilities (``--recalibration none``;
-``platt`` for the other models, whose fold models disagree in scale: :data:`RECALIBRATION`).
+[--ckpt_dir DIR] [--model clot_readings|vessel_mask|mnt_dl] [--unlabeled CSV [--ssl_epochs 100]]`` runs each step as
+the ``monai.bundle`` command a user would type (printed before it runs): ``configs/train.json`` with the main job's
+overlay ``configs/clot_readings.json`` (ClotReadingNet: the literature's clot and collateral readings with the
+occlusion site, age, IVT and NIHSS, one linear layer trained to convergence, the last epoch kept); evaluation reports
+the fold models' own probabilities (``--recalibration none``; ``platt`` for the other models, whose fold models
+disagree in scale: :data:`RECALIBRATION`).
 Steps whose outputs exist are kept (folds already trained are skipped), so an interrupted demo continues where it
 stopped. Remove ``--out`` and the fold models to start over: ``models/`` for the built-in demo (``--out demo``),
 ``OUT/models`` for any other folder (``--ckpt_dir`` chooses another); the evaluation goes to ``eval/`` or
 ``OUT/eval`` likewise (``--eval_dir``).
 
-``--model vessel_mask`` runs VesselMaskNet (learned soft masks on the vessel set, ``configs/vessel_mask.json``: the
-main job of 0.5-0.9.3); ``--model mnt_dl`` the papers' MNT-DL at demo size (``configs/demo.json``);
+``--model vessel_mask`` runs VesselMaskNet (learned soft masks on the vessel set,
+``configs/experiments/vessel_mask.json``); ``--model mnt_dl`` the papers' MNT-DL at demo size (``configs/demo.json``);
+both choose each fold's checkpoint on inner-validation log loss (``configs/experiments/select_log_loss.json``);
 ``--unlabeled CSV`` (``patient_id`` + image columns, paths relative to the CSV; on the cohort's grid) pretrains its
 encoder with SimSiam on that pool first (``configs/pretrain.json``, encoder in ``CKPT/ssl/pretrain``, the leakage
 guard dropping test-set and reported-fold patients) and fine-tunes from it. ClotReadingNet and VesselMaskNet have no
@@ -42,10 +40,12 @@ from scripts import BundleInputError
 from scripts.data.split import write_datalist
 from scripts.demo.generator import generate
 
-# --model: the configuration overlays on top of the paper-size configs
+# --model: the configuration overlays on top of configs/train.json (the paper-size defaults); the main job's overlay
+# holds all it changes, the others choose their training checkpoint on inner-validation log loss
+SELECT_LOG_LOSS = "'configs/experiments/select_log_loss.json',"
 MODELS = {
-    "clot_readings": "'configs/demo.json','configs/vessel.json','configs/clot_readings.json'",  # the main job's model
-    "vessel_mask": "'configs/demo.json','configs/vessel.json','configs/vessel_mask.json'",  # the 0.5-0.9.3 main job
+    "clot_readings": "'configs/clot_readings.json'",  # the main job's model
+    "vessel_mask": "'configs/demo.json','configs/experiments/vessel.json','configs/experiments/vessel_mask.json'",
     "mnt_dl": "'configs/demo.json'",  # the papers' MNT-DL at demo size: an image encoder SimSiam can pretrain
 }
 
@@ -64,7 +64,7 @@ def job_configs(model: str) -> Dict[str, str]:
     overlays = MODELS[model]
     return {
         "pretrain": f"['configs/pretrain.json',{overlays}]",
-        "train": f"['configs/train.json','configs/select_log_loss.json',{overlays}]",
+        "train": f"['configs/train.json',{'' if model == 'clot_readings' else SELECT_LOG_LOSS}{overlays}]",
         "evaluate": f"['configs/train.json',{overlays},'configs/evaluate.json']",
         "infer": "configs/inference.json",  # the model folder's model_config.json supplies the overlays
     }

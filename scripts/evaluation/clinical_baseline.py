@@ -1,7 +1,8 @@
 """Clinical-only baseline: logistic regression on the cohort table, same folds and protocol as the networks.
 
-``python -m monai.bundle run clinical_baseline --config_file "['configs/train.json','configs/clinical_demo.json',
-'configs/clinical_baseline.json']"`` (or ``python -m scripts.evaluation.clinical_baseline --datalist_file D``).
+``python -m monai.bundle run clinical_baseline --config_file "['configs/train.json',
+'configs/experiments/clinical_demo.json','configs/experiments/clinical_baseline.json']"`` (or
+``python -m scripts.evaluation.clinical_baseline --datalist_file D``).
 The reference any image or multimodal claim must beat.
 
 Features: the config's ``clinical_columns`` (numeric, or categories) plus occlusion site and side, read with
@@ -88,7 +89,7 @@ def main(
     output_dir: str = "eval/clinical",
     ckpt_dir: str = "models/clinical",
     label: str | None = None,
-    config_file: str = "configs/clinical_demo.json",
+    config_file: str = "configs/experiments/clinical_demo.json",
 ) -> None:
     """CLI: evaluate the clinical-only baseline on a recorded datalist (columns from ``config_file``)."""
     import json

@@ -163,8 +163,9 @@ def evaluate_predictions(
 
     ``optimistic``: also the papers' own protocol beside the honest one, labelled OPTIMISTIC (``metrics["optimistic"]``,
     metrics.md, report.md): each fold's metrics at the Youden cut-off of its reported outer fold, and on the test set
-    at the test set's own. Fold models whose checkpoint was chosen on the outer fold (``configs/optimistic.json``,
-    recorded in done.json) label every output OPTIMISTIC (``metrics["protocol"]``)."""
+    at the test set's own. Fold models whose checkpoint was chosen on the outer fold
+    (``configs/experiments/optimistic.json``, recorded in done.json) label every output OPTIMISTIC
+    (``metrics["protocol"]``)."""
     if recalibration not in ("none", "platt"):
         raise BundleInputError(f"recalibration: '{recalibration}' is unknown (allowed: none, platt)")
     folds = _fold_results(datalist, fold_predictor, recalibration, optimistic)
@@ -275,7 +276,8 @@ def _metrics(datalist: Dict[str, Any], folds: Dict[str, Any], ckpt_dir: str, opt
     if "outer" in checkpoint_parts:
         metrics["protocol"] = (
             f"OPTIMISTIC: the checkpoint of {checkpoint_parts.count('outer')} of {len(checkpoint_parts)} fold models "
-            "was chosen on its reported outer fold (configs/optimistic.json); not an estimate for new patients"
+            "was chosen on its reported outer fold (configs/experiments/optimistic.json); "
+            "not an estimate for new patients"
         )
     if optimistic:
         paper = folds["paper"]

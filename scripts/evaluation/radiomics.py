@@ -1,7 +1,7 @@
 """Radiomics baseline: first-order, shape and texture features in arterial-territory masks, then a
 scikit-learn classifier tuned inside the training folds only, evaluated by the same protocol as the networks.
 
-``python -m monai.bundle run radiomics --config_file "['configs/train.json','configs/radiomics.json']"``
+``python -m monai.bundle run radiomics --config_file "['configs/train.json','configs/experiments/radiomics.json']"``
 (or ``python -m scripts.evaluation.radiomics --datalist_file D --output_dir eval/radiomics``).
 
 Features, per sequence (scikit-image and scipy; pyradiomics does not install cleanly on current numpy), in

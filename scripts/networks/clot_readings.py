@@ -1,7 +1,7 @@
 """ClotReadingNet: the thrombus literature's four clot and collateral readings, fixed, and one learned linear layer.
 
-Built for the mirrored vessel box of ``configs/vessel.json`` (NCCT and CTA windowed to [0, 1], each followed by its
-left-right mirror) at the crop's own grid (``configs/clot_readings.json``: no resampling blur). The first-pass
+Built for the mirrored vessel box of ``configs/clot_readings.json`` (NCCT and CTA windowed to [0, 1], each followed by
+its left-right mirror) at the crop's own grid (``configs/clot_readings.json``: no resampling blur). The first-pass
 literature reads a few numbers off the clot and the vessels beyond it; this network reads them the same way on every
 patient, without a learned segmentation:
 
@@ -190,7 +190,8 @@ class ClotReadingNet(nn.Module):
     """Logistic regression on the fixed clot and collateral readings (+ clinical values) of a mirrored vessel box.
 
     ``forward(x[, clinical])``: ``x`` (B, 4, H, W, D): NCCT, CTA, mirrored NCCT, mirrored CTA, each windowed to
-    [0, 1] (``configs/vessel.json``); ``clinical`` (B, R) raw clinical values when ``clinical_columns`` is given.
+    [0, 1] (``configs/clot_readings.json``); ``clinical`` (B, R) raw clinical values when ``clinical_columns`` is
+    given.
     Output: the logit, (B, 1).
 
     Args:

@@ -1,7 +1,7 @@
 """SlabNet: a small network that reads the vessels of a mirrored vessel box as radiologists read CTA: slab MIPs.
 
-Built for the vessel-box input of ``configs/vessel.json`` (both ICA / MCA courses in an MNI box, each sequence
-followed by its left-right mirror), where the outcome lives in a few hundred voxels: the clot (its length,
+Built for the vessel-box input of ``configs/experiments/vessel.json`` (both ICA / MCA courses in an MNI box, each
+sequence followed by its left-right mirror), where the outcome lives in a few hundred voxels: the clot (its length,
 density, perviousness) and the vessels beyond it (collateral filling). With 300 labelled patients, networks with
 spatial convolutions memorise the noise of those volumes before they find the clot (measured: docs/README.md,
 Performance); SlabNet instead sees every in-plane position as one vector and pools detections over the plane:
@@ -27,7 +27,7 @@ from torch import nn
 class SlabNet(nn.Module):
     """Slab-MIP asymmetry features, a per-position MLP and global pooling.
 
-    Input ``x``: (B, 2S, H, W, D): S sequences then their S left-right mirrors (``configs/vessel.json`` with
+    Input ``x``: (B, 2S, H, W, D): S sequences then their S left-right mirrors (``configs/experiments/vessel.json`` with
     ``mirror`` on), D slices with D divisible by ``num_slabs``. Output: the logit, (B, 1).
 
     Args:

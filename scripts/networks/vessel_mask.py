@@ -1,6 +1,6 @@
 """VesselMaskNet: learned clot and vessel measurements on the CTA iodine set, a network shaped like clot radiomics.
 
-Built for the mirrored vessel box of ``configs/vessel.json`` (NCCT and CTA, each followed by its left-right
+Built for the mirrored vessel box of ``configs/experiments/vessel.json`` (NCCT and CTA, each followed by its left-right
 mirror). The first-pass literature's imaging predictors are measurements of a few hundred voxels: the clot's length,
 density (NCCT HU) and perviousness (CTA HU inside it), and how brightly the vessels beyond it fill (collaterals).
 Radiologists find them on the vessels, so the network does the same:
@@ -39,7 +39,8 @@ class VesselMaskNet(nn.Module):
     """Soft-mask measurements on the CTA iodine set of a mirrored NCCT + CTA vessel box.
 
     ``forward(x[, clinical])``: ``x`` (B, 4, H, W, D): NCCT, CTA, mirrored NCCT, mirrored CTA, each windowed to
-    [0, 1] (``configs/vessel.json``); ``clinical`` (B, R) raw clinical values when ``clinical_columns`` is given.
+    [0, 1] (``configs/experiments/vessel.json``); ``clinical`` (B, R) raw clinical values when ``clinical_columns``
+    is given.
     Output: the logit, (B, 1).
 
     Args:
