@@ -194,9 +194,6 @@ def test_reference_check_fails_on_an_old_module_path():
 
 
 MAX_FUNCTION_LINES = 80
-# not split yet: preprocess_ct's tests need invesalius-examples (absent on the development machine), and
-# preprocess_mr's ANTs output is not bit-reproducible run to run, so a split cannot be checked byte for byte
-LONG_FUNCTIONS = {"scripts/preprocess/ct.py::preprocess_ct", "scripts/preprocess/mr.py::preprocess_mr"}
 
 
 def long_functions(root: str, limit: int = MAX_FUNCTION_LINES) -> Dict[str, int]:
@@ -211,8 +208,8 @@ def long_functions(root: str, limit: int = MAX_FUNCTION_LINES) -> Dict[str, int]
     return found
 
 
-def test_no_function_in_scripts_is_longer_than_80_lines_but_the_two_listed():
-    assert set(long_functions(ROOT)) == LONG_FUNCTIONS  # a listed one split: take it off the list
+def test_no_function_in_scripts_is_longer_than_80_lines():
+    assert long_functions(ROOT) == {}
 
 
 def test_the_function_length_check_sees_a_long_function(tmp_path):

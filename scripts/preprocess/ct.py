@@ -18,7 +18,7 @@ ANTsPy, since the published code has none):
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
@@ -99,38 +99,11 @@ def preprocess_ct(
         raise BundleInputError(f"{ncct}: skull stripping found only {volume_native:.0f} ml of brain; is it a head CT?")
     clock.lap("skull_strip")
     template, template_mask = load_ct_template(templates)
-    # the affine is fitted to the brain outline (smoothed masks, mean squares): on the real head CT the
-    # intensity-driven affine (mutual information) varied from run to run (template-brain Dice 0.88-0.92),
-    # the outline fit gave 0.923 every time, also with the head rotated by 15 degrees and shifted by 20 mm
-    reg = register(
-        fixed=ants.smooth_image(template_mask, 2),
-        moving=ants.smooth_image(brain, 2),
-        type_of_transform="Affine",
-        aff_metric="meansquares",
-    )
-    if transform == "SyN":  # deformable refinement on intensities, starting from the affine
-        syn = register(
-            fixed=template * template_mask,
-            moving=coarse * brain,
-            type_of_transform="SyNOnly",
-            initial_transform=reg["fwdtransforms"][0],
-        )
-        reg = {"fwdtransforms": syn["fwdtransforms"]}
+    reg = _register_ncct(coarse, brain, template, template_mask, transform)
     clock.lap("register_ncct")
-    cta_rigid = []
+    cta_rigid: list = []
     if angio is not None:
-        angio_coarse = ants.resample_image(angio, (WORK_SPACING,) * 3, use_voxels=False, interp_type=0)
-        rigid = register(fixed=coarse, moving=angio_coarse, type_of_transform="Rigid", aff_metric="mattes")
-        cta_rigid = rigid["fwdtransforms"]
-        # head overlap within the field of view both scans cover (a CTA often reaches down to the aortic arch)
-        angio_head = ants.apply_transforms(coarse, head_mask(angio_coarse), cta_rigid, interpolator="nearestNeighbor")
-        covered = ants.apply_transforms(coarse, angio_coarse * 0 + 1, cta_rigid, interpolator="nearestNeighbor")
-        overlap = dice(head.numpy() * covered.numpy(), angio_head.numpy())
-        if overlap < MIN_CTA_OVERLAP:
-            raise BundleInputError(
-                f"{cta}: CTA does not overlap the NCCT after rigid registration (head Dice {overlap:.2f}); "
-                "different patients or a failed registration"
-            )
+        cta_rigid, overlap = _register_cta(coarse, head, angio, cta)
         clock.lap("register_cta")
     grid = mni_grid(spacing)
     warped = ants.apply_transforms(grid, image, reg["fwdtransforms"], interpolator="linear", defaultvalue=-1024)
@@ -152,22 +125,8 @@ def preprocess_ct(
         outputs["vessels"] = mask.new_image_like(vesselness(outputs["cta"].numpy(), [spacing] * 3, mask.numpy()))
         clock.lap("vessels")
     template_in_grid = ants.resample_image_to_target(template * template_mask, grid)
-    qc = {
-        "transform": transform,
-        "spacing_mm": spacing,
-        "brain_volume_ml": round(volume_native, 1),
-        "brain_volume_mni_ml": round(float(mask.sum() * spacing**3 / 1000), 1),
-        "dice_template_brain": round(dice(warped_brain.numpy(), prior.numpy()), 4),
-        "similarity_mi": template_similarity(template * template_mask, masked(warped, mask, 0)),
-    }
-    qc["flags"] = [
-        f
-        for f, bad in (
-            ("registration", qc["dice_template_brain"] < 0.85),
-            ("brain_volume", not 800 <= volume_native <= 2000),
-        )
-        if bad
-    ]
+    mi = template_similarity(template * template_mask, masked(warped, mask, 0))
+    qc = _ct_qc(transform, spacing, volume_native, mask, warped_brain, prior, mi)
     qc["seconds"] = clock.seconds
     qc["scans_sha256"] = scans_fingerprint(scans, settings)
     if series:
@@ -177,4 +136,62 @@ def preprocess_ct(
     images = {**outputs, "brain_mask": mask, "territories": territories}
     files = {**transform_names("ncct_to_mni", reg["fwdtransforms"]), **transform_names("cta_to_ncct_rigid", cta_rigid)}
     write_case(out, images, files, qc, template_in_grid, window=(0, 80))
+    return qc
+
+
+def _register_ncct(coarse, brain, template, template_mask, transform: str) -> Dict[str, Any]:
+    """The NCCT's 2 mm copy to the CT template: an affine of the brain outline, optionally refined by SyN."""
+    import ants
+
+    # the affine is fitted to the brain outline (smoothed masks, mean squares): on the real head CT the
+    # intensity-driven affine (mutual information) varied from run to run (template-brain Dice 0.88-0.92),
+    # the outline fit gave 0.923 every time, also with the head rotated by 15 degrees and shifted by 20 mm
+    reg = register(
+        fixed=ants.smooth_image(template_mask, 2),
+        moving=ants.smooth_image(brain, 2),
+        type_of_transform="Affine",
+        aff_metric="meansquares",
+    )
+    if transform == "SyN":  # deformable refinement on intensities, starting from the affine
+        syn = register(
+            fixed=template * template_mask,
+            moving=coarse * brain,
+            type_of_transform="SyNOnly",
+            initial_transform=reg["fwdtransforms"][0],
+        )
+        reg = {"fwdtransforms": syn["fwdtransforms"]}
+    return reg
+
+
+def _register_cta(coarse, head, angio, cta: str) -> Tuple[List[str], float]:
+    """The CTA rigidly onto the NCCT's 2 mm copy -> (transform files, head Dice); refused when the heads differ."""
+    import ants
+
+    angio_coarse = ants.resample_image(angio, (WORK_SPACING,) * 3, use_voxels=False, interp_type=0)
+    rigid = register(fixed=coarse, moving=angio_coarse, type_of_transform="Rigid", aff_metric="mattes")
+    cta_rigid = rigid["fwdtransforms"]
+    # head overlap within the field of view both scans cover (a CTA often reaches down to the aortic arch)
+    angio_head = ants.apply_transforms(coarse, head_mask(angio_coarse), cta_rigid, interpolator="nearestNeighbor")
+    covered = ants.apply_transforms(coarse, angio_coarse * 0 + 1, cta_rigid, interpolator="nearestNeighbor")
+    overlap = dice(head.numpy() * covered.numpy(), angio_head.numpy())
+    if overlap < MIN_CTA_OVERLAP:
+        raise BundleInputError(
+            f"{cta}: CTA does not overlap the NCCT after rigid registration (head Dice {overlap:.2f}); "
+            "different patients or a failed registration"
+        )
+    return cta_rigid, overlap
+
+
+def _ct_qc(transform: str, spacing: float, volume_native: float, mask, warped_brain, prior, mi: float) -> Dict:
+    """The case's QC values and flags (a poor fit to the template brain, an implausible brain volume)."""
+    qc = {
+        "transform": transform,
+        "spacing_mm": spacing,
+        "brain_volume_ml": round(volume_native, 1),
+        "brain_volume_mni_ml": round(float(mask.sum() * spacing**3 / 1000), 1),
+        "dice_template_brain": round(dice(warped_brain.numpy(), prior.numpy()), 4),
+        "similarity_mi": mi,
+    }
+    flags = (("registration", qc["dice_template_brain"] < 0.85), ("brain_volume", not 800 <= volume_native <= 2000))
+    qc["flags"] = [f for f, bad in flags if bad]
     return qc

@@ -19,7 +19,7 @@ The published MR pipeline (``original_code_facts.md``) without FSL, in ANTsPy:
 from __future__ import annotations
 
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
@@ -123,48 +123,14 @@ def preprocess_mr(
         raise BundleInputError(f"{histogram_reference}: histogram reference case folder not found")
     seed_ants(seed)
     clock = StageClock()
-    paths = {"b0": b0, "b1000": b1000, "adc": adc, "flair": flair, **perfusion}
-    images = {name: read_volume(path, name) for name, path in paths.items() if path}
-    for name in ("b0", "b1000", "flair"):
-        if name in images:
-            _check_mr(images[name], paths[name], name)
-    if "adc" not in images and "b1000" in images:
-        b1000_on_b0 = ants.resample_image_to_target(images["b1000"], images["b0"])
-        images["adc"] = images["b0"].new_image_like(compute_adc(images["b0"].numpy(), b1000_on_b0.numpy()))
+    images = _read_mr({"b0": b0, "b1000": b1000, "adc": adc, "flair": flair, **perfusion})
     clock.lap("read")
-    # head mask, bias field and registration on a 2 mm copy; the smooth field is then applied at full resolution
-    coarse = ants.resample_image(images["b0"], (WORK_SPACING,) * 3, use_voxels=False, interp_type=0)
-    head = mr_head_mask(coarse)
-    bias = ants.n4_bias_field_correction(
-        coarse,
-        mask=head,
-        shrink_factor=4,
-        spline_param=300,
-        convergence={"iters": [50, 50, 30, 20], "tol": 1e-7},
-        return_bias_field=True,
-    )
-    bias = bias.new_image_like(np.maximum(bias.numpy(), 1e-3))
-    coarse = coarse / bias
-    for name in ("b0", "b1000"):
-        if name in images:
-            on_grid = ants.resample_image_to_target(bias, images[name], interp_type="linear").numpy()
-            images[name] = images[name] / images[name].new_image_like(np.where(on_grid > 1e-3, on_grid, 1.0))
+    coarse, head = _bias_correct(images)
     clock.lap("bias_correct")
     template, template_mask = load_mr_template(templates)
-    # mutual information on every voxel of the 2 mm copy: on the real stroke T2, ANTsPy's default 20 % random sample
-    # let the optimiser stop anywhere between volume scales 0.72 and 0.88 (native brain 1560-2020 ml from one scan,
-    # run to run); the full sample gave 0.662-0.667 over seeds and threads (2.5 s)
-    reg = register(
-        fixed=template, moving=coarse, type_of_transform="Affine", aff_metric="mattes", aff_random_sampling_rate=1.0
-    )
-    to_mni = reg["fwdtransforms"]
+    to_mni = _register_b0(coarse, template)
     clock.lap("register_b0")
-    to_b0: Dict[str, list] = {}
-    for name in ("flair", *PERFUSION):
-        if name in images:
-            moving = ants.resample_image(images[name], (WORK_SPACING,) * 3, use_voxels=False, interp_type=0)
-            rigid = register(fixed=coarse, moving=moving, type_of_transform="Rigid", aff_metric="mattes")
-            to_b0[name] = rigid["fwdtransforms"]
+    to_b0 = _register_to_b0(coarse, images)
     clock.lap("register_others")
     grid = mni_grid(spacing)
     warped_head = ants.apply_transforms(grid, head, to_mni, interpolator="linear") > 0.5
@@ -204,3 +170,65 @@ def preprocess_mr(
     ordered = {"b0": outputs.pop("b0"), **outputs, "brain_mask": mask, "territories": territories}
     write_case(out, ordered, files, qc, template_in_grid, window=(-2.5, 2.5))
     return qc
+
+
+def _read_mr(paths: Dict[str, str | None]) -> Dict[str, Any]:
+    """The given sequences as ANTs images, each checked to be MR; ADC computed from b0 and b1000 when not given."""
+    import ants
+
+    images = {name: read_volume(path, name) for name, path in paths.items() if path}
+    for name in ("b0", "b1000", "flair"):
+        if name in images:
+            _check_mr(images[name], paths[name], name)
+    if "adc" not in images and "b1000" in images:
+        b1000_on_b0 = ants.resample_image_to_target(images["b1000"], images["b0"])
+        images["adc"] = images["b0"].new_image_like(compute_adc(images["b0"].numpy(), b1000_on_b0.numpy()))
+    return images
+
+
+def _bias_correct(images: Dict[str, Any]) -> Tuple[Any, Any]:
+    """N4 on b0's 2 mm copy; b0 and b1000 divided by the field in place -> (the corrected copy, its head mask)."""
+    import ants
+
+    # head mask, bias field and registration on a 2 mm copy; the smooth field is then applied at full resolution
+    coarse = ants.resample_image(images["b0"], (WORK_SPACING,) * 3, use_voxels=False, interp_type=0)
+    head = mr_head_mask(coarse)
+    bias = ants.n4_bias_field_correction(
+        coarse,
+        mask=head,
+        shrink_factor=4,
+        spline_param=300,
+        convergence={"iters": [50, 50, 30, 20], "tol": 1e-7},
+        return_bias_field=True,
+    )
+    bias = bias.new_image_like(np.maximum(bias.numpy(), 1e-3))
+    coarse = coarse / bias
+    for name in ("b0", "b1000"):
+        if name in images:
+            on_grid = ants.resample_image_to_target(bias, images[name], interp_type="linear").numpy()
+            images[name] = images[name] / images[name].new_image_like(np.where(on_grid > 1e-3, on_grid, 1.0))
+    return coarse, head
+
+
+def _register_b0(coarse, template) -> List[str]:
+    """b0's corrected 2 mm copy to the FLAIR template: the affine's transform files."""
+    # mutual information on every voxel of the 2 mm copy: on the real stroke T2, ANTsPy's default 20 % random sample
+    # let the optimiser stop anywhere between volume scales 0.72 and 0.88 (native brain 1560-2020 ml from one scan,
+    # run to run); the full sample gave 0.662-0.667 over seeds and threads (2.5 s)
+    reg = register(
+        fixed=template, moving=coarse, type_of_transform="Affine", aff_metric="mattes", aff_random_sampling_rate=1.0
+    )
+    return reg["fwdtransforms"]
+
+
+def _register_to_b0(coarse, images: Dict[str, Any]) -> Dict[str, list]:
+    """FLAIR and the perfusion maps rigidly onto b0 (each on its 2 mm copy): {name: transform files}."""
+    import ants
+
+    to_b0: Dict[str, list] = {}
+    for name in ("flair", *PERFUSION):
+        if name in images:
+            moving = ants.resample_image(images[name], (WORK_SPACING,) * 3, use_voxels=False, interp_type=0)
+            rigid = register(fixed=coarse, moving=moving, type_of_transform="Rigid", aff_metric="mattes")
+            to_b0[name] = rigid["fwdtransforms"]
+    return to_b0
