@@ -20,10 +20,25 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
+from tests.helpers import BUNDLE
 
 TINY = {"spatial_size": [24, 24], "num_slices": 10, "widths": [4, 8, 8, 16], "num_heads": 2, "dropout": 0.0}
 SHAPE = [f"--{k}={json.dumps(v).replace(' ', '')}" for k, v in TINY.items()]
-BUNDLE = [sys.executable, "-m", "monai.bundle", "run"]
+
+
+def _infer_cmd(models: str, out: str, *flags: str) -> List[str]:
+    """Single-patient inference with the module's tiny fold models, writing to ``out``."""
+    return [
+        *BUNDLE,
+        "--config_file",
+        "configs/inference.json",
+        "--ckpt_dir",
+        models,
+        *SHAPE,
+        *flags,
+        "--output_dir",
+        out,
+    ]
 
 
 def _run(cmd: List[str]) -> subprocess.CompletedProcess:
@@ -127,20 +142,7 @@ def _assert_refused(result: subprocess.CompletedProcess, words: str, out: str) -
 def test_inference_refuses(kind, models, good, tmp_path):
     ncct = bad_image(kind, good, str(tmp_path))
     out = str(tmp_path / "out")
-    cmd = [
-        *BUNDLE,
-        "--config_file",
-        "configs/inference.json",
-        "--ckpt_dir",
-        models,
-        *SHAPE,
-        "--ncct",
-        ncct,
-        "--cta",
-        good["cta"],
-        "--output_dir",
-        out,
-    ]
+    cmd = _infer_cmd(models, out, "--ncct", ncct, "--cta", good["cta"])
     result = _run(cmd)
     _assert_refused(result, IMAGE_CASES[kind], out)
     assert ncct in result.stderr.strip().splitlines()[-1]  # the file is named
@@ -148,20 +150,7 @@ def test_inference_refuses(kind, models, good, tmp_path):
 
 def test_inference_refuses_an_ncct_given_as_the_cta(models, good, tmp_path):
     out = str(tmp_path / "out")
-    cmd = [
-        *BUNDLE,
-        "--config_file",
-        "configs/inference.json",
-        "--ckpt_dir",
-        models,
-        *SHAPE,
-        "--ncct",
-        good["ncct"],
-        "--cta",
-        good["ncct"],
-        "--output_dir",
-        out,
-    ]
+    cmd = _infer_cmd(models, out, "--ncct", good["ncct"], "--cta", good["ncct"])
     _assert_refused(_run(cmd), f"{good['ncct']}: CTA shows no vessel contrast", out)
 
 
@@ -354,22 +343,7 @@ def test_inference_warns_on_a_scan_unlike_the_training_cohort(models, good, side
     offset = _save(str(tmp_path / "offset.nii.gz"), np.where(data > -200, data + 40, data).astype(np.int16), img.affine)
     rows = {}
     for name, ncct in (("good", good["ncct"]), ("offset", offset)):
-        cmd = [
-            *BUNDLE,
-            "--config_file",
-            "configs/inference.json",
-            "--ckpt_dir",
-            models,
-            *SHAPE,
-            "--patient_id",
-            name,
-            "--ncct",
-            ncct,
-            "--cta",
-            good["cta"],
-            "--output_dir",
-            str(tmp_path / name),
-        ]
+        cmd = _infer_cmd(models, str(tmp_path / name), "--patient_id", name, "--ncct", ncct, "--cta", good["cta"])
         result = _run(cmd)
         assert result.returncode == 0, result.stderr[-2000:]
         (rows[name],) = list(csv.DictReader(open(tmp_path / name / "predictions.csv")))
@@ -523,22 +497,7 @@ def test_no_patient_identifiers_in_any_output(models, good, fine, side_datalist,
     series = {k: write_ct_series(good[k], str(tmp_path / "dicom" / k), PHI) for k in ("ncct", "cta")}
     texts: List[bytes] = []
     out = str(tmp_path / "infer")
-    cmd = [
-        *BUNDLE,
-        "--config_file",
-        "configs/inference.json",
-        "--ckpt_dir",
-        models,
-        *SHAPE,
-        "--ncct",
-        series["ncct"],
-        "--cta",
-        series["cta"],
-        "--explain",
-        "true",
-        "--output_dir",
-        out,
-    ]
+    cmd = _infer_cmd(models, out, "--ncct", series["ncct"], "--cta", series["cta"], "--explain", "true")
     result = _run(cmd)
     assert result.returncode == 0, result.stderr[-2000:]
     assert os.path.isfile(os.path.join(out, "predictions.csv")) and os.path.isdir(os.path.join(out, "explanations"))
@@ -626,18 +585,7 @@ def test_inference_refuses_a_cohort_or_datalist_with_one_bad_scan(
         source = str(tmp_path / "datalist.json")
         open(source, "w").write(json.dumps(data))
     out = str(tmp_path / "out")
-    cmd = [
-        *BUNDLE,
-        "--config_file",
-        "configs/inference.json",
-        "--ckpt_dir",
-        models,
-        *SHAPE,
-        f"--{form}",
-        source,
-        "--output_dir",
-        out,
-    ]
+    cmd = _infer_cmd(models, out, f"--{form}", source)
     _assert_refused(_run([*cmd, "--strict", "true"]), f"{bad}: NCCT holds NaN or infinite values", out)
     result = _run(cmd)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 
@@ -13,6 +12,7 @@ from scripts.data.cohort import read_cohort
 from scripts.data.split import make_datalist
 from scripts.evaluation.clinical_baseline import evaluate_clinical
 from tests.conftest import ROOT
+from tests.helpers import BUNDLE, config_list
 
 COLUMNS = {"age": "numeric", "sex": ["M", "F"], "nihss": "numeric", "ivt": "numeric"}
 
@@ -35,23 +35,12 @@ def test_learns_a_table_label_and_imputes_blanks(demo_cohort, tmp_path):
 
 
 def test_runs_through_monai_bundle(demo_cohort, datalist_2fold, tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "clinical_baseline",
-        "--config_file",
-        "['configs/train.json','configs/experiments/clinical_demo.json','configs/experiments/clinical_baseline.json']",
-        "--dataset_dir",
-        os.path.dirname(demo_cohort),
-        "--datalist_file",
-        datalist_2fold,
-        "--ckpt_dir",
-        str(tmp_path / "models"),
-        "--output_dir",
-        str(tmp_path / "eval"),
-    ]
+    configs = config_list(
+        "configs/train.json", "configs/experiments/clinical_demo.json", "configs/experiments/clinical_baseline.json"
+    )
+    data = ["--dataset_dir", os.path.dirname(demo_cohort), "--datalist_file", datalist_2fold]
+    folders = ["--ckpt_dir", str(tmp_path / "models"), "--output_dir", str(tmp_path / "eval")]
+    cmd = [*BUNDLE, "clinical_baseline", "--config_file", configs, *data, *folders]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.load(open(tmp_path / "eval" / "metrics.json"))

@@ -20,6 +20,7 @@ from scripts.training.model_record import (
     recorded_parser,
 )
 from tests.conftest import ROOT
+from tests.helpers import config_list, patient_flags, run_bundle
 
 CLOT = (
     ["configs/clot_readings.json"],
@@ -42,34 +43,9 @@ def _arguments(overrides: dict) -> list:
     return [f"--{k}={json.dumps(v).replace(' ', '')}" for k, v in overrides.items()]
 
 
-def _bundle(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", *args], cwd=ROOT, capture_output=True, text=True
-    )
-
-
 def _infer(config_file: str, ckpt: str, row: dict, base: str, out: str, extra: list) -> subprocess.CompletedProcess:
-    clinical = json.dumps({"age": float(row["age"]), "ivt": int(row["ivt"]), "nihss": int(row["nihss"])})
-    return _bundle(
-        "--config_file",
-        config_file,
-        "--ckpt_dir",
-        ckpt,
-        "--ncct",
-        os.path.join(base, row["ncct"]),
-        "--cta",
-        os.path.join(base, row["cta"]),
-        "--patient_id",
-        "P1",
-        "--location",
-        row["location"],
-        "--side",
-        row["side"],
-        "--clinical",
-        clinical.replace(" ", ""),
-        "--output_dir",
-        out,
-        *extra,
+    return run_bundle(
+        "--config_file", config_file, "--ckpt_dir", ckpt, *patient_flags(row, base), "--output_dir", out, *extra
     )
 
 
@@ -88,31 +64,15 @@ def _trained(overlays: list, overrides: dict, side_datalist: str, demo_cohort: s
     if key in _TRAINED:
         return _TRAINED[key]
     ckpt = str(factory.mktemp("models"))
-    listed = ",".join(f"'{o}'" for o in ["configs/train.json", *overlays])
-    trained = _bundle(
-        "training",
-        "--config_file",
-        f"[{listed}]",
-        "--datalist_file",
-        side_datalist,
-        "--ckpt_dir",
-        ckpt,
-        "--dataset_dir",
-        os.path.dirname(demo_cohort),
-        *_arguments(overrides),
+    data = ["--datalist_file", side_datalist, "--ckpt_dir", ckpt]
+    train = config_list("configs/train.json", *overlays)
+    trained = run_bundle(
+        "training", "--config_file", train, *data, "--dataset_dir", os.path.dirname(demo_cohort), *_arguments(overrides)
     )
     assert trained.returncode == 0, trained.stderr[-2000:]
-    evaluate = ",".join(f"'{o}'" for o in ["configs/train.json", *overlays, "configs/evaluate.json"])
-    evaluated = _bundle(
-        "--config_file",
-        f"[{evaluate}]",
-        "--datalist_file",
-        side_datalist,
-        "--ckpt_dir",
-        ckpt,
-        "--output_dir",
-        os.path.join(ckpt, "eval"),
-        *_arguments(overrides),
+    evaluate = config_list("configs/train.json", *overlays, "configs/evaluate.json")
+    evaluated = run_bundle(
+        "--config_file", evaluate, *data, "--output_dir", os.path.join(ckpt, "eval"), *_arguments(overrides)
     )
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     _TRAINED[key] = ckpt, overlays, overrides
@@ -132,7 +92,9 @@ def test_evaluation_with_only_the_model_folder_gives_the_trained_configuration_s
     ckpt, _, _ = folder
     out = str(tmp_path / "eval")
     plain = "['configs/train.json','configs/evaluate.json']"
-    result = _bundle("--config_file", plain, "--datalist_file", side_datalist, "--ckpt_dir", ckpt, "--output_dir", out)
+    result = run_bundle(
+        "--config_file", plain, "--datalist_file", side_datalist, "--ckpt_dir", ckpt, "--output_dir", out
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     with_overlays = list(csv.DictReader(open(os.path.join(ckpt, "eval", "predictions.csv"))))
     folder_only = list(csv.DictReader(open(os.path.join(out, "predictions.csv"))))
@@ -189,21 +151,15 @@ def test_deploy_app_on_the_main_job_s_models_gives_the_study_inference_s_answer(
     assert app.returncode == 0, app.stderr[-3000:]
     result = json.load(open(tmp_path / "out" / "prediction.json"))
     clinical = json.dumps({k: case[k] for k in ("age", "ivt", "nihss")}).replace(" ", "")
-    cli = _bundle(
+    values = ["--side", case["side"], "--location", case["location"], "--clinical", clinical]
+    study_flags = ["--study", study, "--series_rules", rules]
+    cli = run_bundle(
         "--config_file",
         "configs/inference.json",
         "--ckpt_dir",
         ckpt,
-        "--study",
-        study,
-        "--series_rules",
-        rules,
-        "--side",
-        case["side"],
-        "--location",
-        case["location"],
-        "--clinical",
-        clinical,
+        *study_flags,
+        *values,
         "--output_dir",
         str(tmp_path / "cli"),
     )
@@ -211,9 +167,11 @@ def test_deploy_app_on_the_main_job_s_models_gives_the_study_inference_s_answer(
     (expected,) = csv.DictReader(open(tmp_path / "cli" / "predictions.csv"))
     assert result["folds"] == 2 and result["probability"] == pytest.approx(float(expected["probability"]), abs=1e-4)
 
-    os.remove(os.path.join(study, "case.json"))  # no side and site: refused in one line, no probability
-    refused = _deploy_app(study, str(tmp_path / "out2"), models, rules)
+    json.dump({k: case[k] for k in ("age", "ivt", "nihss")}, open(os.path.join(study, "case.json"), "w"))
+    refused = _deploy_app(study, str(tmp_path / "out2"), models, rules)  # no side and site: one line, no probability
     assert refused.returncode == 2 and not os.path.exists(tmp_path / "out2" / "prediction.json")
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.endswith('case.json ({"side": ..., "location": ...})') and "needs side, location:" in last
 
 
 def test_record_keeps_the_overlays_and_model_overrides_and_refuses_another_model_in_the_folder(tmp_path):

@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,7 +16,7 @@ from scripts.data.clinical import fit_tabular, fold_training_rows, raw_clinical
 from scripts.networks.daft import DAFT
 from scripts.networks.multimodal import MultimodalMNTDL, MultimodalResNet
 from scripts.networks.tabular import TabularEncoder
-from tests.conftest import ROOT
+from tests.helpers import config_list, run_bundle
 from tests.test_workflow import FIT, TINY, train_recording_losses
 
 COLUMNS = {"age": "numeric", "sex": ["M", "F"], "nihss": "numeric"}
@@ -121,46 +119,12 @@ def test_multimodal_training_through_the_bundle(side_datalist, tmp_path):
     assert state["tabular.fitted"].item() == 1
     keys = ("spatial_size", "num_slices", "widths", "num_heads", "dropout", "cta_window")
     shape = [f"--{k}={json.dumps(TINY[k])}" for k in keys]
-    config = "['configs/train.json','configs/experiments/multimodal.json','configs/evaluate.json']"
-    evaluate = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        config,
-        "--datalist_file",
-        side_datalist,
-        "--ckpt_dir",
-        ckpt,
-        "--output_dir",
-        str(tmp_path / "eval"),
-        *shape,
-        "--explain",
-        "true",
-    ]
-    result = subprocess.run(evaluate, cwd=ROOT, capture_output=True, text=True)
+    data = ["--datalist_file", side_datalist, "--ckpt_dir", ckpt, *shape, "--explain", "true"]
+    evaluate = config_list("configs/train.json", "configs/experiments/multimodal.json", "configs/evaluate.json")
+    result = run_bundle("--config_file", evaluate, *data, "--output_dir", str(tmp_path / "eval"))
     assert result.returncode == 0, result.stderr[-2000:]
-    infer = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        "['configs/inference.json','configs/experiments/multimodal.json']",
-        "--datalist_file",
-        side_datalist,
-        "--ckpt_dir",
-        ckpt,
-        "--output_dir",
-        str(tmp_path / "infer"),
-        "--device",
-        "cpu",
-        *shape,
-        "--explain",
-        "true",
-    ]
-    result = subprocess.run(infer, cwd=ROOT, capture_output=True, text=True)
+    infer = config_list("configs/inference.json", "configs/experiments/multimodal.json")
+    result = run_bundle("--config_file", infer, *data, "--output_dir", str(tmp_path / "infer"), "--device", "cpu")
     assert result.returncode == 0, result.stderr[-2000:]
     predicted = {r["patient_id"]: float(r["probability"]) for r in _read(tmp_path / "infer" / "predictions.csv")}
     evaluated = {

@@ -8,7 +8,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 
 import ants
 import nibabel as nib
@@ -20,6 +19,7 @@ from scripts.data.cohort import read_cohort
 from scripts.demo.generator import generate
 from tests.conftest import ROOT
 from tests.dicom_series import write_ct_series
+from tests.helpers import BUNDLE
 
 
 @pytest.fixture(scope="module")
@@ -79,25 +79,7 @@ def test_cohort_run_with_dicom_case_and_a_failing_case(native, tmp_path):
         writer.writeheader()
         writer.writerows(rows)
     out = str(tmp_path / "pre")
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "preprocess",
-        "--config_file",
-        "configs/preprocess.json",
-        "--cohort",
-        cohort,
-        "--output_dir",
-        out,
-        "--workers",
-        "2",
-        "--spacing",
-        "3",
-        "--vessels",
-        "true",
-    ]
+    cmd = _preprocess_cmd(cohort, out, "--workers", "2", "--vessels", "true", spacing=3)
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     bad = rows[3]["patient_id"]
@@ -143,23 +125,9 @@ def _cohort_of(native, n: int, path) -> str:
     return str(path)
 
 
-def _preprocess_cmd(cohort: str, out: str, *extra: str) -> list:
-    return [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "preprocess",
-        "--config_file",
-        "configs/preprocess.json",
-        "--cohort",
-        cohort,
-        "--output_dir",
-        out,
-        "--spacing",
-        "4",
-        *extra,
-    ]
+def _preprocess_cmd(cohort: str, out: str, *extra: str, spacing: int = 4) -> list:
+    paths = ["--cohort", cohort, "--output_dir", out, "--spacing", str(spacing)]
+    return [*BUNDLE, "preprocess", "--config_file", "configs/preprocess.json", *paths, *extra]
 
 
 def test_local_cluster_gives_the_serial_outputs(native, tmp_path):

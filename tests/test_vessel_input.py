@@ -7,8 +7,6 @@ import csv
 import datetime as dt
 import json
 import os
-import subprocess
-import sys
 from typing import Any, Dict, Sequence, Tuple
 
 import nibabel as nib
@@ -25,6 +23,7 @@ from scripts.data.anatomy import load_anatomy
 from scripts.data.mni_box import VESSEL_BOX_MM, MNIBoxd
 from scripts.demo.generator import ICA, M1, M2, _mirror, draw_patient, render
 from tests.conftest import ROOT
+from tests.helpers import config_list, patient_flags, run_bundle
 from tests.test_workflow import FIT, _workflow, train_recording_losses
 
 # a 6 mm vessel box (the demo_cohort fixture's grid), 10 slices in 5 slabs, a small SlabNet
@@ -113,14 +112,11 @@ def test_vessel_configuration_lowers_the_loss_and_is_evaluated_and_inferred(
     assert np.mean(losses[0][-10:]) < 0.8 * np.mean(losses[0][:10]), np.round(losses[0], 3).tolist()
     overrides = [f"--{k} {json.dumps(v).replace(' ', '')}" for k, v in VESSEL_TINY.items()]
     args = " ".join(overrides).split()
-    evaluate = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
+    overlays = ("configs/experiments/vessel.json", "configs/experiments/slab_net.json")
+    evaluate = config_list("configs/train.json", *overlays, "configs/evaluate.json")
+    result = run_bundle(
         "--config_file",
-        "['configs/train.json','configs/experiments/vessel.json','configs/experiments/slab_net.json',"
-        "'configs/evaluate.json']",
+        evaluate,
         "--datalist_file",
         side_datalist,
         "--ckpt_dir",
@@ -128,33 +124,17 @@ def test_vessel_configuration_lowers_the_loss_and_is_evaluated_and_inferred(
         "--output_dir",
         str(tmp_path / "eval"),
         *args,
-    ]
-    result = subprocess.run(evaluate, cwd=ROOT, capture_output=True, text=True)
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.load(open(tmp_path / "eval" / "metrics.json"))
     assert 0.0 <= metrics["cv"]["summary"]["roc_auc"]["mean"] <= 1.0
     row = next(iter(csv.DictReader(open(demo_cohort))))
     base = os.path.dirname(demo_cohort)
-    infer = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        "['configs/inference.json','configs/experiments/vessel.json','configs/experiments/slab_net.json']",
-        "--ckpt_dir",
-        ckpt,
-        "--ncct",
-        os.path.join(base, row["ncct"]),
-        "--cta",
-        os.path.join(base, row["cta"]),
-        "--patient_id",
-        "P1",
-        "--output_dir",
-        str(tmp_path / "infer"),
-        *args,
-    ]
-    result = subprocess.run(infer, cwd=ROOT, capture_output=True, text=True)
+    infer = config_list("configs/inference.json", *overlays)
+    patient = patient_flags(row, base, clinical=False)
+    result = run_bundle(
+        "--config_file", infer, "--ckpt_dir", ckpt, *patient, "--output_dir", str(tmp_path / "infer"), *args
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     (pred,) = list(csv.DictReader(open(tmp_path / "infer" / "predictions.csv")))
     assert pred["patient_id"] == "P1" and 0.0 < float(pred["probability"]) < 1.0
@@ -219,14 +199,10 @@ def evaluated_and_inferred(
     of its test-set patients alone as "P1" (configs/inference.json + ``overlays``, with its location, side and
     clinical values): (the evaluation's ensemble probability of that patient, the predictions.csv row of the inference).
     """
-    listed = ",".join(f"'{o}'" for o in overlays)
-    evaluate = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
+    evaluate = config_list("configs/train.json", *overlays, "configs/evaluate.json")
+    result = run_bundle(
         "--config_file",
-        f"['configs/train.json',{listed},'configs/evaluate.json']",
+        evaluate,
         "--datalist_file",
         datalist,
         "--ckpt_dir",
@@ -234,8 +210,7 @@ def evaluated_and_inferred(
         "--output_dir",
         os.path.join(out, "eval"),
         *args,
-    ]
-    result = subprocess.run(evaluate, cwd=ROOT, capture_output=True, text=True)
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     evaluated = {
         r["patient_id"]: float(r["probability"])
@@ -244,33 +219,17 @@ def evaluated_and_inferred(
     }
     row = next(r for r in csv.DictReader(open(cohort)) if r["patient_id"] in evaluated)  # a test-set patient
     base = os.path.dirname(cohort)
-    clinical = json.dumps({"age": float(row["age"]), "ivt": int(row["ivt"]), "nihss": int(row["nihss"])})
-    infer = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
+    infer = config_list("configs/inference.json", *overlays)
+    result = run_bundle(
         "--config_file",
-        f"['configs/inference.json',{listed}]",
+        infer,
         "--ckpt_dir",
         ckpt,
-        "--ncct",
-        os.path.join(base, row["ncct"]),
-        "--cta",
-        os.path.join(base, row["cta"]),
-        "--patient_id",
-        "P1",
-        "--location",
-        row["location"],
-        "--side",
-        row["side"],
-        "--clinical",
-        clinical.replace(" ", ""),
+        *patient_flags(row, base),
         "--output_dir",
         os.path.join(out, "infer"),
         *args,
-    ]
-    result = subprocess.run(infer, cwd=ROOT, capture_output=True, text=True)
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     (pred,) = list(csv.DictReader(open(os.path.join(out, "infer", "predictions.csv"))))
     return evaluated[row["patient_id"]], pred

@@ -17,6 +17,7 @@ from monai.bundle import ConfigWorkflow
 
 from scripts import BundleInputError
 from tests.conftest import ROOT
+from tests.helpers import BUNDLE, config_list
 
 TINY = {
     "spatial_size": [24, 24],
@@ -168,7 +169,7 @@ def test_inference_one_patient_and_cohort(trained, demo_cohort, tmp_path):
     base = os.path.dirname(demo_cohort)
     out1, out2 = str(tmp_path / "one"), str(tmp_path / "all")
     shape = [f"--{k}={json.dumps(TINY[k])}" for k in ("spatial_size", "num_slices", "widths", "num_heads", "dropout")]
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json"]
+    cmd = [*BUNDLE, "--config_file", "configs/inference.json"]
     cmd += ["--ckpt_dir", ckpt, "--device", "cpu", *shape]
     first = ["--patient_id", rows[0]["patient_id"], "--ncct", os.path.join(base, rows[0]["ncct"])]
     first += ["--cta", os.path.join(base, rows[0]["cta"])]
@@ -217,38 +218,21 @@ def test_inference_on_raw_scans(trained, tmp_path):
     base = os.path.dirname(raw_csv)
     shape = [f"--{k}={json.dumps(TINY[k])}" for k in ("spatial_size", "num_slices", "widths", "num_heads", "dropout")]
     common = ["--ckpt_dir", ckpt, "--device", "cpu", *shape, "--patient_id", row["patient_id"]]
-    raw_cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        "['configs/inference.json','configs/inference_raw.json']",
-        *common,
-        "--ncct",
-        os.path.join(base, row["ncct"]),
-        "--cta",
-        os.path.join(base, row["cta"]),
-        "--output_dir",
-        str(tmp_path / "out"),
-    ]
+    scans = ["--ncct", os.path.join(base, row["ncct"]), "--cta", os.path.join(base, row["cta"])]
+    raw = config_list("configs/inference.json", "configs/inference_raw.json")
+    raw_cmd = [*BUNDLE, "--config_file", raw, *common, *scans, "--output_dir", str(tmp_path / "out")]
     result = subprocess.run(raw_cmd, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     case = tmp_path / "out" / "preprocessed" / row["patient_id"] / "ct"
     # preprocessed into the grid the fold models were trained on (grid.json beside them: the 6 mm demo grid)
     assert nib.load(str(case / "ncct.nii.gz")).shape == (31, 37, 31) and (case / "qc.json").is_file()
+    scans = ["--ncct", str(case / "ncct.nii.gz"), "--cta", str(case / "cta.nii.gz")]
     direct = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
+        *BUNDLE,
         "--config_file",
         "configs/inference.json",
         *common,
-        "--ncct",
-        str(case / "ncct.nii.gz"),
-        "--cta",
-        str(case / "cta.nii.gz"),
+        *scans,
         "--output_dir",
         str(tmp_path / "direct"),
     ]
@@ -284,7 +268,7 @@ def test_monailabel_infer_task(trained, demo_cohort, tmp_path):
     task = OutcomeInferTask(ROOT, ckpt_dir=ckpt, overrides=shape)
     assert task.is_valid() and task.info()["type"] == "classification"
     result_file, result = task({"image": ncct, "patient_id": row["patient_id"]})  # CTA found beside the NCCT
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--ckpt_dir", ckpt]
+    cmd = [*BUNDLE, "--config_file", "configs/inference.json", "--ckpt_dir", ckpt]
     cmd += [f"--{k}={json.dumps(v)}" for k, v in shape.items()] + ["--output_dir", str(tmp_path), "--ncct", ncct]
     cmd += ["--cta", ncct.replace("ncct", "cta"), "--patient_id", row["patient_id"]]
     assert subprocess.run(cmd, cwd=ROOT, capture_output=True).returncode == 0
@@ -326,7 +310,7 @@ def test_monai_deploy_app(trained, demo_cohort, tmp_path):
     app = subprocess.run(cmd + ["-w", str(tmp_path / "work")], cwd=ROOT, capture_output=True, text=True)
     assert app.returncode == 0, app.stderr[-3000:]
     result = json.load(open(out / "prediction.json"))
-    cli = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--ckpt_dir", ckpt]
+    cli = [*BUNDLE, "--config_file", "configs/inference.json", "--ckpt_dir", ckpt]
     cli += [f"--{k}={json.dumps(v)}" for k, v in shape.items()] + ["--output_dir", str(tmp_path / "cli")]
     cli += ["--ncct", os.path.join(base, row["ncct"]), "--cta", os.path.join(base, row["cta"])]
     assert subprocess.run(cli, cwd=ROOT, capture_output=True).returncode == 0
@@ -370,17 +354,7 @@ def test_inference_on_a_dicom_study(trained, dicom_study, tmp_path):
     NIfTI files', the choice is recorded, and no identifier reaches an output."""
     ckpt, _ = trained
     shape = [f"--{k}={json.dumps(TINY[k])}" for k in ("spatial_size", "num_slices", "widths", "num_heads", "dropout")]
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        "configs/inference.json",
-        "--ckpt_dir",
-        ckpt,
-        *shape,
-    ]
+    cmd = [*BUNDLE, "--config_file", "configs/inference.json", "--ckpt_dir", ckpt, *shape]
     args = [
         "--study",
         dicom_study["dir"],
@@ -453,7 +427,7 @@ def test_monai_deploy_app_on_a_dicom_study(trained, dicom_study, tmp_path):
     app = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert app.returncode == 0, app.stderr[-3000:]
     result = json.load(open(out / "prediction.json"))
-    cli = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--ckpt_dir", ckpt]
+    cli = [*BUNDLE, "--config_file", "configs/inference.json", "--ckpt_dir", ckpt]
     cli += [f"--{k}={json.dumps(v)}" for k, v in shape.items()] + ["--output_dir", str(tmp_path / "cli")]
     cli += [f"--{k}={v}" for k, v in dicom_study["nifti"].items()]
     assert subprocess.run(cli, cwd=ROOT, capture_output=True).returncode == 0
@@ -530,7 +504,7 @@ def test_training_id_runs_every_fold_and_skips_finished_ones(side_datalist, tmp_
     args = ["--config_file", "configs/train.json", "--datalist_file", side_datalist, "--ckpt_dir", ckpt]
     args += ["--max_epochs", "1", "--device", "cpu", "--spatial_size", "[24, 24]", "--num_slices", "10"]
     args += ["--widths", "[4, 8, 8, 16]", "--num_heads", "2"]
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", *args]
+    cmd = [*BUNDLE, "training", *args]
     first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-2000:]
     for fold in (0, 1):
@@ -601,18 +575,13 @@ def test_fold_killed_mid_epoch_resumes_to_the_same_model(datalist_2fold, tmp_pat
     args = [f"--{k}={json.dumps(v).replace(' ', '')}" for k, v in TINY.items()]  # augmentation on: random
 
     def command(ckpt: str) -> list:
+        data = ["--datalist_file", datalist_2fold, "--ckpt_dir", ckpt]
         return [
-            sys.executable,
-            "-m",
-            "monai.bundle",
-            "run",
+            *BUNDLE,
             "train_fold",
             "--config_file",
             "configs/train.json",
-            "--datalist_file",
-            datalist_2fold,
-            "--ckpt_dir",
-            ckpt,
+            *data,
             "--fold",
             "0",
             "--max_epochs",
@@ -697,7 +666,7 @@ def _side_predictions(ckpt: str, cohort: str, out: str, runs: dict) -> tuple:
     {run: probabilities}) in patient order."""
     keys = ("spatial_size", "num_slices", "widths", "num_heads", "dropout", "cta_window")
     shape = [f"--{k}={json.dumps(TINY[k]).replace(' ', '')}" for k in keys]
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--ckpt_dir", ckpt]
+    cmd = [*BUNDLE, "--config_file", "configs/inference.json", "--ckpt_dir", ckpt]
     cmd += ["--device", "cpu", "--cohort", cohort, *shape]
     probabilities = {}
     for name, options in runs.items():

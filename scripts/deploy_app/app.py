@@ -90,6 +90,14 @@ def case_values(folder: str, dataset: Any = None) -> Dict[str, Any]:
     return values
 
 
+def needed_values(parser: ConfigParser) -> List[str]:
+    """The cohort columns the exported model reads beside the images: its clinical columns, and the occlusion side
+    when its preprocessing turns the occluded hemisphere first (``MirrorAlignd``)."""
+    columns = list(parser.get_parsed_content("clinical_columns") or {}) if parser.get("clinical_columns") else []
+    turns = "MirrorAlignd" in json.dumps(parser.get("align_transforms") or [])
+    return (["side"] if turns else []) + columns
+
+
 def _embedded(path: str) -> Dict[str, str]:
     """The files :mod:`scripts.deploy_app.export` embedded in a fold's TorchScript."""
     extra = {
@@ -237,9 +245,14 @@ class OutcomeInferenceOperator(Operator):
             for k, path in item.items():
                 if path is None:
                     raise BundleInputError(f"{folder}: no {k} image ({k}.nii.gz or a DICOM series folder {k}/)")
-        ready = parser.get_parsed_content("preprocessing")(
-            {"patient_id": "input", **case_values(folder, header), **item}
-        )
+        values = case_values(folder, header)
+        missing = [name for name in needed_values(parser) if name not in values]
+        if missing:
+            example = ", ".join(f'"{name}": ...' for name in missing)
+            raise BundleInputError(
+                f"{folder}: the model needs {', '.join(missing)}: give them in {folder}/{CASE_FILE} ({{{example}}})"
+            )
+        ready = parser.get_parsed_content("preprocessing")({"patient_id": "input", **values, **item})
         inputs = [ready["image"].unsqueeze(0)] + (
             [torch.as_tensor(ready["clinical"])[None]] if "clinical" in ready else []
         )

@@ -5,8 +5,9 @@ value ...]`` writes ``DIR/model_config.json`` once (:func:`record_model`): the o
 (their paths and their JSON content at training time) and the command-line overrides that are not data, paths or
 the device. Inference and evaluation read it back (:func:`recorded_parser`): ``configs/inference.json`` (or
 ``train.json`` + ``evaluate.json``) with ``--ckpt_dir DIR`` builds the network, the preprocessing and the sequences
-from the recorded overlays and overrides, so a model folder needs no flags that only its trainer knew. A folder without a record (trained in Python with the run id
-``train_fold``, or by a bundle that did not write one) keeps the configuration given on the command line.
+from the recorded overlays and overrides, so a model folder needs no flags that only its trainer knew. A folder
+without a record (trained in Python with the run id ``train_fold``, or by a bundle that did not write one) keeps the
+configuration given on the command line.
 """
 
 from __future__ import annotations
