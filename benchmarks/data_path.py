@@ -1,7 +1,7 @@
 """Where a training step's time goes: data loading vs the model, and whether epochs after the first load or resample.
 
 python benchmarks/data_path.py --dataset_dir demo [--datalist_file demo/datalist.json] [--epochs 3] [--fold 0]
-    [--configs train.json,demo.json,vessel.json,vessel_mask.json,select_log_loss.json] [--num_workers 0]
+    [--configs train.json,clot_readings.json] [--num_workers 0]
 
 Runs ``train_fold`` of the given configs in-process (the README main job's overlays by default), times each
 iteration's wait for the DataLoader (ignite's ``GET_BATCH_STARTED`` to ``GET_BATCH_COMPLETED``) and its processing
@@ -34,7 +34,7 @@ def main(
     datalist_file: str = "",
     epochs: int = 3,
     fold: int = 0,
-    configs: str = "train.json,demo.json,vessel.json,vessel_mask.json,select_log_loss.json",
+    configs: str = "train.json,clot_readings.json",
     num_workers: int = 0,
 ) -> None:
     """Print the data-vs-model split per epoch and the loading/resampling calls after epoch 1."""

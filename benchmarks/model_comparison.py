@@ -57,7 +57,7 @@ MODELS = {
         "MNT-DL, vessel box, published augmentation",
         [],
     ),
-    "vessel_mask": ([*VESSEL, "configs/experiments/vessel_mask.json"], "VesselMaskNet + clinical (the main job)", []),
+    "vessel_mask": ([*VESSEL, "configs/experiments/vessel_mask.json"], "VesselMaskNet + clinical", []),
 }
 # overlays for training only (after the model's own; the evaluation stack leaves them out)
 TRAIN_ONLY = {"vessel_mask": ["configs/experiments/select_log_loss.json"]}

@@ -35,7 +35,18 @@ def cached_dataset(
     cache_dir: str | None = None,
     num_workers: int = 0,
 ) -> Dataset:
-    """The MONAI dataset for ``cache`` (module docstring) over ``data`` with ``transform``."""
+    """The MONAI dataset over ``data`` with ``transform``, its deterministic part cached as ``cache`` says.
+
+    Args:
+        data: the patients' items.
+        transform: the preprocessing (its random transforms run on every access).
+        cache: "ram" (``CacheDataset``), "disk" (``PersistentDataset`` in ``cache_dir``) or "none".
+        cache_dir: the disk cache's folder.
+        num_workers: workers filling the RAM cache.
+
+    Returns:
+        the dataset.
+    """
     if cache == "ram":
         return CacheDataset(data, transform, cache_rate=1.0, num_workers=num_workers, progress=False)
     if cache == "disk":

@@ -384,8 +384,18 @@ def study_images(
     rules: Any = None,
     record_dir: str | None = None,
 ) -> Dict[str, str]:
-    """The configs' ``images``: with a ``study`` folder, each sequence of ``keys`` read from the series the rules
-    choose there (``record_dir/series_selection.json`` records the choice); without one, ``images`` unchanged."""
+    """The configs' ``images``: each sequence read from the series the rules choose in a DICOM study folder.
+
+    Args:
+        study: a study folder as PACS sends it, or None.
+        images: {sequence: path} given instead of a study.
+        keys: the sequences the model reads.
+        rules: the series rules (``configs/series_rules.json`` format), a path or their content.
+        record_dir: where ``series_selection.json`` records the choice.
+
+    Returns:
+        {sequence: path}: with a study, the chosen series; without one, ``images`` unchanged.
+    """
     if not study:
         return dict(images or {})
     found, record = study_series(study, keys, rules)

@@ -113,10 +113,21 @@ def screened(
     strict: bool = False,
     out_dir: str | None = None,
 ) -> Dict[str, Any]:
-    """``datalist`` without the patients whose images fail the input checks (sequences ``keys``, limits
-    ``limits``: :func:`scripts.data.volume_checks.input_limits`), with ``excluded`` = [{patient_id, reason}] (the
-    split's own exclusions first); ``out_dir``: where the exclusions table and the remembered screening go.
-    ``strict``: raise the first refusal instead. Every patient refused raises as well."""
+    """``datalist`` without the patients whose images fail the input checks.
+
+    Args:
+        datalist: the split (training and test items).
+        keys: the sequences to check.
+        limits: the checks' limits (:func:`scripts.data.volume_checks.input_limits`).
+        strict: raise the first refusal instead of excluding.
+        out_dir: where the exclusions table and the remembered screening go.
+
+    Returns:
+        the datalist with ``excluded`` = [{patient_id, reason}] (the split's own exclusions first).
+
+    Raises:
+        BundleInputError: with ``strict``, or when every patient is refused.
+    """
     limits = input_limits(limits)
     fingerprint = _fingerprint(datalist, keys, limits)
     remembered = read_json_in(out_dir, SCREENING_FILE) if out_dir else None
@@ -157,7 +168,18 @@ def screened_items(
     strict: bool = False,
     out_dir: str | None = None,
 ) -> List[Dict[str, Any]]:
-    """:func:`screened` for a plain list of patients (an unlabeled pretraining pool): the usable ones."""
+    """:func:`screened` for a plain list of patients (an unlabeled pretraining pool).
+
+    Args:
+        items: the patients' items.
+        keys: the sequences to check.
+        limits: the checks' limits.
+        strict: raise the first refusal instead of excluding.
+        out_dir: where the exclusions table goes.
+
+    Returns:
+        the usable items.
+    """
     return screened({"training": items, "test": [], "inner_validation": {}}, keys, limits, strict, out_dir)["training"]
 
 

@@ -238,7 +238,7 @@ CAVERNOUS = (16, 0, -28)  # centre of the right cavernous sinus around the ICA (
 
 def draw_scan(rng: np.random.Generator, age: float, world: str = "varied") -> Dict[str, object]:
     """One patient's acquisition and anatomy constants: the same for every patient in the ``uniform`` world (the
-    demo of 0.12 and the tests), drawn per patient in the ``varied`` world from the ranges real scans show:
+    tests' world), drawn per patient in the ``varied`` world from the ranges real scans show:
 
     - ``arterial_hu``: enhancement of the open arteries, 150-550 HU (bolus timing and cardiac output; Bae, Radiology
       2010;256:32-61); the contrast that penetrates a clot and the collateral filling scale with it;
@@ -583,7 +583,7 @@ def generate(
     """Write a demo cohort to ``out``; the same arguments always give identical files. Returns the CSV path.
 
     ``world``: ``varied`` (default) draws each patient's acquisition and anatomy constants (:func:`draw_scan`);
-    ``uniform`` gives every patient the same ones (the demo of 0.12). The patients, their hidden variables and
+    ``uniform`` gives every patient the same ones. The patients, their hidden variables and
     outcomes are the same in both worlds (the scan constants come from a seed stream of their own).
 
     ``unlabeled=True`` writes an unlabeled pool for self-supervised pretraining instead: patients

@@ -63,7 +63,19 @@ def evaluate_clinical(
     manifest: Dict[str, Any] | None = None,
     seed: int = 0,
 ) -> Dict[str, Any]:
-    """Fit per fold on its training portion and evaluate like the networks; returns the metrics."""
+    """Fit the clinical-only model per fold on its training portion and evaluate it like the networks.
+
+    Args:
+        datalist: the split.
+        clinical_columns: {column: "numeric" or its categories}.
+        output_dir: where the evaluation's outputs go.
+        ckpt_dir: where the fold models' cut-offs go.
+        manifest: the demo's truth (Bayes ROC-AUC), if any.
+        seed: the seed of the inner tuning.
+
+    Returns:
+        the metrics dict (as ``metrics.json``).
+    """
     columns = {**dict(clinical_columns), **{k: v for k, v in SITE_SIDE.items() if k not in clinical_columns}}
     items = datalist["training"] + datalist["test"]
     x = {d["patient_id"]: raw_clinical(d, columns) for d in items}

@@ -105,10 +105,28 @@ def evaluate_folds(
     cache: str = "ram",
     cache_dir: str | None = None,
 ) -> Dict[str, Any]:
-    """Evaluate every fold model; write predictions, metrics and cut-offs. Returns the metrics dict. ``explain``:
-    also explain the test-set patients with the fold ensemble and summarise (``output_dir/explanations``).
-    ``recalibration``: "none" or "platt"; ``optimistic``: also the papers' cut-offs (see :func:`evaluate_predictions`);
-    ``cache``/``cache_dir``: where the preprocessed patients are kept (:mod:`scripts.data.cache`).
+    """Evaluate every fold model; write predictions, metrics, figures, the report and the cut-offs.
+
+    Args:
+        network: the configured network (each fold's weights are loaded into it).
+        preprocessing: the deterministic preprocessing of ``validate``.
+        datalist: the split.
+        ckpt_dir: the model folder.
+        output_dir: where the outputs go.
+        device: the torch device.
+        inferer: the inferer (default: call the network).
+        postprocessing: the postprocessing (the sigmoid).
+        batch_size: patients per forward.
+        manifest: the demo's truth (Bayes ROC-AUC), if any.
+        explain: also explain the test-set patients with the fold ensemble (``output_dir/explanations``).
+        explain_mask_size: the occlusion patch of the explanations, voxels.
+        recalibration: "none" or "platt" (each fold model scaled on its inner validation).
+        optimistic: also the papers' cut-offs, labelled OPTIMISTIC (:func:`evaluate_predictions`).
+        cache: where the preprocessed patients are kept (:mod:`scripts.data.cache`).
+        cache_dir: the disk cache's folder.
+
+    Returns:
+        the metrics dict (as ``metrics.json``).
     """
     check_trained_on(ckpt_dir, datalist)  # fold models of another datalist would see their own training patients
     items = datalist["training"] + datalist["test"]

@@ -164,7 +164,21 @@ def evaluate_radiomics(
     seed: int = 0,
     inner_folds: int = 5,
 ) -> Dict[str, Any]:
-    """Extract features once, tune and fit per fold on its training portion, evaluate like the networks."""
+    """Extract the radiomics features once, tune and fit per fold on its training portion, evaluate like the networks.
+
+    Args:
+        datalist: the split.
+        sequences: the sequences to read features from.
+        output_dir: where the evaluation's outputs go.
+        ckpt_dir: where the fold models' cut-offs go.
+        manifest: the demo's truth (Bayes ROC-AUC), if any.
+        atlas_dir: the arterial-territory atlas (the regions).
+        seed: the seed of the inner tuning.
+        inner_folds: folds of the inner tuning.
+
+    Returns:
+        the metrics dict (as ``metrics.json``).
+    """
     from scripts.data.split import fold_data
     from scripts.evaluation.evaluate import evaluate_predictions
 

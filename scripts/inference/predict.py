@@ -37,10 +37,20 @@ def input_items(
     image_keys: Sequence[str],
     case_info: Dict[str, Any] | None = None,
 ) -> List[Dict[str, Any]]:
-    """Items ``{patient_id, <sequence>: path, ...}`` from exactly one of: a cohort CSV (every patient, all its
-    columns: the region mode needs ``location``/``side``, a multimodal model the clinical columns), a datalist (its
-    prospective test set) or one image path per sequence (with ``case_info``: such values from the command line).
-    ``image_keys``: the sequences every item must have."""
+    """The patients to predict, from exactly one of a cohort CSV, a datalist or one path per sequence.
+
+    Args:
+        cohort: a cohort CSV (every patient with all its columns: the region mode needs ``location``/``side``, a
+            multimodal model the clinical columns).
+        datalist_file: a datalist (its prospective test set).
+        images: {sequence: path} of one patient.
+        patient_id: that patient's id.
+        image_keys: the sequences every item must have.
+        case_info: the one patient's other values from the command line (side, site, clinical values).
+
+    Returns:
+        items ``{patient_id, <sequence>: path, ...}``.
+    """
     given = [name for name, v in (("cohort", cohort), ("datalist_file", datalist_file), ("images", images)) if v]
     if len(given) != 1:
         raise BundleInputError(
@@ -190,14 +200,31 @@ def predict_cohort(
     input_limits: Dict[str, Any] | None = None,
     strict: bool = True,
 ) -> str:
-    """Predict ``data`` with every fold model (``models``: already loaded by :func:`load_folds`); write
-    ``output_dir/predictions.csv``; return its path. ``explain``: also write per-patient explanations and their
-    summary to ``output_dir/explanations`` (:mod:`scripts.inference.explain`).
+    """Predict ``data`` with every fold model and write ``output_dir/predictions.csv``.
 
-    Unless ``strict``, every patient's images (``image_keys``; NIfTI in MNI space) are checked first
-    (:func:`scripts.data.screen.screen_images` with ``input_limits``): a refused patient gets a row with no
-    probability and the reason, is listed in ``output_dir/exclusions.csv``, and the others are predicted.
-    ``strict`` leaves the checks to the preprocessing, where the first refusal stops the run (exit status 2).
+    Unless ``strict``, every patient's images are checked first (:func:`scripts.data.screen.screen_images`): a
+    refused patient gets a row with no probability and the reason, is listed in ``output_dir/exclusions.csv``, and
+    the others are predicted; ``strict`` leaves the checks to the preprocessing, where the first refusal stops the run.
+
+    Args:
+        network: the configured network (used when ``models`` is None).
+        preprocessing: the inference preprocessing.
+        data: the patients' items.
+        ckpt_dir: the model folder (fold models, cut-offs, the input profile).
+        output_dir: where the outputs go.
+        device: the torch device.
+        inferer: the inferer (default: call the network).
+        postprocessing: the postprocessing (the sigmoid).
+        batch_size: patients per forward.
+        explain: also per-patient explanations and their summary (``output_dir/explanations``).
+        explain_mask_size: the occlusion patch of the explanations, voxels.
+        models: the fold models already loaded by :func:`load_folds`.
+        image_keys: the sequences to check (NIfTI in MNI space).
+        input_limits: the checks' limits.
+        strict: stop at the first refused patient.
+
+    Returns:
+        the path of ``predictions.csv``.
     """
     refused: Dict[str, str] = {}
     if not strict and image_keys:

@@ -18,8 +18,7 @@ patient, without a learned segmentation:
   of their mirror (retrograde filling beyond the occlusion); 1 when there are none.
 
 Both memberships (vessel, clot) ramp linearly over ``vessel_width`` HU and ``cut_width`` around their levels, so a
-partial-volume voxel at a clot's end or a vessel's edge counts in part instead of flipping in or out with the noise
-(on four demo cohorts this lifted the outcome model by 0.003 on average; docs/README.md Performance).
+partial-volume voxel at a clot's end or a vessel's edge counts in part instead of flipping in or out with the noise.
 
 The main job (``configs/clot_readings.json``) reads them ``relative``: after
 :class:`scripts.data.mirror_align.MirrorAlignd` has aligned each hemisphere's mirror onto its own vessels and turned

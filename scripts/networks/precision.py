@@ -153,12 +153,22 @@ def for_speed(
     bf16_modules: Sequence[str] = (),
     compile: bool = False,
 ) -> torch.nn.Module:
-    """:func:`autocast_forward`; with ``channels_last`` the 4-D (2-D convolution) weights in channels-last memory
-    format (oneDNN's fast layout on CPU; values and ``state_dict`` keys unchanged); with ``fold_norm``
-    :func:`fold_batch_norm` as soon as a checkpoint has been loaded into the module (``load_state_dict``), so load
-    each fold's weights into its own copy; ``bf16_modules``: names of submodules (``get_submodule``) that run in bf16
-    autocast whatever ``precision`` is, e.g. ``["stem"]`` of MNT-DL; with ``compile``
-    :func:`compile_for_inference` after loading (and folding). Returns the same module."""
+    """:func:`autocast_forward` with the memory format, folding and compilation options.
+
+    Args:
+        module: the network.
+        precision: "fp32", "bf16" or "fp16" autocast.
+        channels_last: the 4-D (2-D convolution) weights in channels-last memory format (oneDNN's fast layout on
+            CPU; values and ``state_dict`` keys unchanged).
+        fold_norm: :func:`fold_batch_norm` as soon as a checkpoint has been loaded (``load_state_dict``), so load
+            each fold's weights into its own copy.
+        bf16_modules: names of submodules (``get_submodule``) that run in bf16 autocast whatever ``precision`` is,
+            e.g. ``["stem"]`` of MNT-DL.
+        compile: :func:`compile_for_inference` after loading (and folding).
+
+    Returns:
+        the same module.
+    """
     if switch(channels_last, "channels_last"):
         module = module.to(memory_format=torch.channels_last)
     fold, compile = switch(fold_norm, "fold_batch_norm"), switch(compile, "compile")

@@ -1,7 +1,7 @@
 """Where preprocessing cases run: one Dask task per case (``distributed``).
 
 - default: a ``LocalCluster`` on this machine, ``workers`` processes (0 = one per core) with one task each and the
-  cores shared out as ITK threads (what the former process pool did);
+  cores shared out as ITK threads;
 - ``scheduler="tcp://HOST:PORT"``: an existing Dask cluster (``dask scheduler`` + ``dask worker`` on the nodes, or
   ``dask_jobqueue.SLURMCluster`` / ``PBSCluster``; docs/README.md, Preprocessing); its workers must import this
   bundle (started from the bundle root, or with it on ``PYTHONPATH``) and see the same paths;

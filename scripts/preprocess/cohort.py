@@ -164,9 +164,21 @@ def preprocess_items(
     workers: int = 0,
     scheduler: str | None = None,
 ) -> List[Dict[str, Any]]:
-    """Inference on raw scans: preprocess each item (``{patient_id, <sequence>: raw path, ...}``) into
-    ``output_dir/<patient_id>/<modality>`` and return the items pointing at the model's ``image_keys`` there.
-    A failed patient is logged and left out; an error if none is left."""
+    """Inference on raw scans: preprocess each item into ``output_dir/<patient_id>/<modality>``.
+
+    A failed patient is logged and left out; an error if none is left.
+
+    Args:
+        items: ``{patient_id, <sequence>: raw path, ...}``.
+        output_dir: where the case folders go.
+        image_keys: the sequences the model reads.
+        spacing: the MNI grid's spacing, mm (the fold models' grid).
+        workers: Dask LocalCluster workers; 0 = one per core.
+        scheduler: an existing Dask cluster's address instead, or "serial".
+
+    Returns:
+        the items pointing at the preprocessed ``image_keys``.
+    """
     modality = "ct" if set(image_keys) & set(MODALITY_INPUTS["ct"]) else "mr"
     rows = [{k: str(v) for k, v in item.items() if v is not None} for item in items]
     outs = {r["patient_id"]: case_dir(output_dir, r["patient_id"], modality) for r in rows}
@@ -196,10 +208,22 @@ def preprocess_cohort(
     vessels: bool = False,
     scheduler: str | None = None,
 ) -> str:
-    """Preprocess every case of ``cohort`` into ``output_dir/<patient_id>/<modality>``; write
-    ``output_dir/qc_<modality>.csv`` and ``output_dir/cohort.csv``; return the rewritten cohort's path.
-    ``workers`` 0 = one per core on a Dask LocalCluster (ITK threads shared out); ``scheduler``: an existing Dask
-    cluster's address instead, or ``serial`` (this process); ``vessels``: CTA vessel maps too (CT)."""
+    """Preprocess every case of ``cohort`` into ``output_dir/<patient_id>/<modality>``, one Dask task a case.
+
+    Args:
+        cohort: the cohort CSV of raw scans.
+        output_dir: where the case folders, ``qc_<modality>.csv`` and the rewritten ``cohort.csv`` go.
+        modality: "ct" or "mr".
+        workers: Dask LocalCluster workers; 0 = one per core (ITK threads shared out).
+        spacing: the MNI grid's spacing, mm.
+        transform: "Affine" or "SyN" (CT).
+        histogram_reference: a case folder whose histograms the MR sequences are matched to.
+        vessels: CTA vessel maps too (CT).
+        scheduler: an existing Dask cluster's address instead, or "serial" (this process).
+
+    Returns:
+        the rewritten cohort's path.
+    """
     if modality not in MODALITY_INPUTS:
         raise BundleInputError(f"--modality '{modality}': use ct or mr")
     if transform not in ("Affine", "SyN"):

@@ -99,11 +99,24 @@ def train_folds(
     datalist: Dict[str, Any] | None = None,
     validation_part: str = "inner_val",
 ) -> List[int]:
-    """Train the requested folds one after another in child processes; return the folds trained now. Holds the lock
-    of ``ckpt_dir`` meanwhile: a second training or evaluation on the same folder is refused; models of another
-    ``datalist`` in it are refused (:func:`check_trained_on`), and so are finished folds validated on another part
-    (the optimistic protocol's models never mix with the inner-validation protocol's). Records the configuration
-    beside the fold models (:func:`scripts.training.model_record.record_model`)."""
+    """Train the requested folds one after another in child processes.
+
+    Holds the lock of ``ckpt_dir`` meanwhile: a second training or evaluation on the same folder is refused; models
+    of another ``datalist`` in it are refused (:func:`check_trained_on`), and so are finished folds validated on
+    another part (the optimistic protocol's models never mix with the inner-validation protocol's). Records the
+    configuration beside the fold models (:func:`scripts.training.model_record.record_model`).
+
+    Args:
+        fold: one fold index (an int or its string), or "all".
+        num_folds: the split's number of folds.
+        ckpt_dir: the model folder.
+        argv: the command line passed on to each fold's process (default: this process's).
+        datalist: the split, recorded in ``trained_on.json``.
+        validation_part: "inner_val" or "outer" (the optimistic protocol).
+
+    Returns:
+        the folds trained now.
+    """
     os.makedirs(ckpt_dir, exist_ok=True)
     with folder_lock(ckpt_dir, "training"):
         check_trained_on(ckpt_dir, datalist, record=True)

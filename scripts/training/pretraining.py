@@ -46,8 +46,18 @@ def unlabeled_items(
     reported_folds: Any = "all",
     on_overlap: str = "drop",
 ) -> List[Dict[str, Any]]:
-    """The unlabeled table's items after the leakage guard against ``datalist_file`` (its test set and the
-    outer folds that will be reported; ``"all"`` = every fold). ``datalist_file=None`` skips the guard."""
+    """The unlabeled table's items after the leakage guard.
+
+    Args:
+        unlabeled_file: the pool's table (``patient_id`` + image columns, paths relative to it).
+        image_keys: the sequences every item must have.
+        datalist_file: the split to guard against (its test set and the reported outer folds); None skips the guard.
+        reported_folds: the outer folds that will be reported; "all" = every fold.
+        on_overlap: "drop" the overlapping patients or "refuse" the pool.
+
+    Returns:
+        the pool's items.
+    """
     items = read_image_table(unlabeled_file, image_keys)
     if not datalist_file:
         logger.warning("no datalist given: the unlabeled data is not checked against test patients")
