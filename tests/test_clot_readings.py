@@ -14,14 +14,17 @@ import pytest
 import torch
 
 from scripts.data.anatomy import load_anatomy
+from scripts.data.split import load_datalist
 from scripts.demo.generator import draw_patient, render
+from scripts.inference.measurements import percentile, read_reference
 from scripts.networks.clot_readings import ClotReadingNet, clot_readings
 from tests.test_vessel_input import _parser, evaluated_and_inferred
 from tests.test_workflow import train_recording_losses
 
 
-def _readings(anatomy, patient, tmp_path, name: str) -> np.ndarray:
-    """Render ``patient`` at 2 mm (same noise every call) and read it through the main job's vessel-box input."""
+def _readings(anatomy, patient, tmp_path, name: str) -> tuple:
+    """Render ``patient`` at 2 mm (same noise every call) and read it through the main job's vessel-box input:
+    (the four readings, the measurements in physical units)."""
     images = render(anatomy, patient, np.random.default_rng(7), ["ct"])
     item = {"patient_id": name, **{k: patient[k] for k in ("location", "side", "age", "ivt", "nihss")}}
     for seq in ("ncct", "cta"):
@@ -31,7 +34,7 @@ def _readings(anatomy, patient, tmp_path, name: str) -> np.ndarray:
     image = parser.get_parsed_content("preprocessing")(item)["image"]
     assert image.shape == (4, 67, 46, 43)  # the crop's own grid, not resampled
     network = parser.get_parsed_content("network_def")  # the main job's settings: aligned mirror, relative levels
-    return network.measurements(image[None])[0].numpy()
+    return network.measurements(image[None])[0].numpy(), network.clinical_measurements(image[None])[0]
 
 
 @pytest.mark.parametrize("site, side", [("M1", "L"), ("ICA", "R")])
@@ -47,11 +50,12 @@ def test_readings_follow_the_clot_length_density_perviousness_and_the_collateral
         "collateralised": ("collaterals", 3),
         "no collaterals": ("collaterals", 0),
     }
-    read = {"base": _readings(anatomy, base, tmp_path, "base")}
+    read, measured = {}, {}
+    read["base"], measured["base"] = _readings(anatomy, base, tmp_path, "base")
     for name, (key, value) in changes.items():
         patient = copy.deepcopy(base)
         patient["_truth"][key] = value
-        read[name] = _readings(anatomy, patient, tmp_path, name)
+        read[name], measured[name] = _readings(anatomy, patient, tmp_path, name)
     assert read["base"][0] > np.log1p(5)  # a clot is found
     # each reading moves with its own property (length: log voxel count; density: NCCT asymmetry in the clot, HU;
     # perviousness: the clot's CTA - NCCT as a share of the patient's arterial enhancement; collaterals: enhancement
@@ -66,6 +70,18 @@ def test_readings_follow_the_clot_length_density_perviousness_and_the_collateral
     for grade in ("collateralised", "no collaterals"):
         assert abs(read[grade][0] - read["base"][0]) < np.log(1.5), (grade, read[grade], read["base"])
     assert abs(read["dense"][3] - read["base"][3]) < 0.05
+    # the same in physical units, as a reader would check them on the CTA: a 10 mm clot reads 4-20 mm (2 mm voxels,
+    # its ends partial-volume), 30 mm at least 10 mm longer; +25 HU density and +0.6 perviousness (+36 HU of
+    # contrast inside the clot at this bolus) show in HU, partial volume taking part of each
+    base = measured["base"]
+    assert 4.0 <= base["clot_length_mm"] <= 20.0, base
+    assert measured["long"]["clot_length_mm"] > base["clot_length_mm"] + 10, (measured["long"], base)
+    assert measured["dense"]["clot_ncct_hu"] > base["clot_ncct_hu"] + 8, (measured["dense"], base)
+    assert measured["pervious"]["clot_perviousness_hu"] > base["clot_perviousness_hu"] + 10, (
+        measured["pervious"],
+        base,
+    )
+    assert base["distal_filling_ratio"] == pytest.approx(float(read["base"][3]), abs=1e-3)  # the collateral reading
 
 
 def test_network_is_a_linear_head_on_the_readings_and_refuses_a_wrong_input():
@@ -109,3 +125,12 @@ def test_clot_readings_configuration_lowers_the_loss_keeps_the_last_epoch_and_is
     )
     # the same patient, images and clinical values, through evaluation and single-patient inference
     assert float(pred["probability"]) == pytest.approx(evaluated, abs=1e-5)
+    # beside it the measurements, the side and site they were read on, and each one's percentile among the
+    # development patients, whose values evaluation wrote to the model folder
+    reference = read_reference(ckpt)
+    assert len(reference["arterial_enhancement_hu"]) == len(load_datalist(side_datalist)["training"])
+    assert pred["side"] in ("L", "R") and pred["location"]
+    value = float(pred["arterial_enhancement_hu"])
+    assert float(pred["arterial_enhancement_hu_pct"]) == pytest.approx(
+        percentile(reference["arterial_enhancement_hu"], value), abs=0.1
+    )

@@ -166,6 +166,12 @@ def test_deploy_app_on_the_main_job_s_models_gives_the_study_inference_s_answer(
     assert cli.returncode == 0, cli.stderr[-2000:]
     (expected,) = csv.DictReader(open(tmp_path / "cli" / "predictions.csv"))
     assert result["folds"] == 2 and result["probability"] == pytest.approx(float(expected["probability"]), abs=1e-4)
+    # the clot measurements and their percentiles in the training cohort: prediction.json as predictions.csv
+    measured = result["measurements"]
+    assert measured["side"] == expected["side"] == case["side"] and "clot_length_mm_pct" in measured
+    for name, value in measured.items():
+        if name not in ("side", "location"):
+            assert (value is None and expected[name] == "") or value == pytest.approx(float(expected[name]), abs=0.05)
 
     json.dump({k: case[k] for k in ("age", "ivt", "nihss")}, open(os.path.join(study, "case.json"), "w"))
     refused = _deploy_app(study, str(tmp_path / "out2"), models, rules)  # no side and site: one line, no probability

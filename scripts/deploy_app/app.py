@@ -51,6 +51,7 @@ from scripts.data.dicom_study import RULES_FILE, group_series, header, load_rule
 from scripts.data.io import atomic_write, atomic_write_json
 from scripts.data.profile import case_profile, ood_warning
 from scripts.deploy_app.report import structured_report
+from scripts.inference.measurements import measurement_fields
 from scripts.inference.predict import combine_folds
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ def _embedded(path: str) -> Dict[str, str]:
         "input_profile.json": "",
         "metadata.json": "",
         "trained_on.json": "",
+        "measurements.json": "",
     }
     torch.jit.load(path, map_location="cpu", _extra_files=extra)
     return extra
@@ -275,6 +277,11 @@ class OutcomeInferenceOperator(Operator):
             "folds": len(probs),
             "warning": ood_warning(case_profile(item, keys), profile),
         }
+        # the main job's clot measurements: fixed readings of the configured network, no fold weights needed
+        measure = getattr(parser.get_parsed_content("network_def"), "clinical_measurements", None)
+        if measure is not None:
+            reference = json.loads(extra["measurements.json"] or "{}")  # absent from models exported before 0.16
+            result["measurements"] = measurement_fields(values, measure(inputs[0])[0], reference)
         if result["warning"]:
             logger.warning("input unlike the training cohort: %s", result["warning"])
         logger.info("outcome probability %.4f (%d fold models)", p, len(probs))

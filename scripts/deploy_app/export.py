@@ -24,6 +24,7 @@ from scripts import BundleInputError
 from scripts.data.checks import read_grid
 from scripts.data.io import atomic_write, read_json_in
 from scripts.data.profile import read_profile
+from scripts.inference.measurements import read_reference
 from scripts.training.kfold import fold_checkpoints, load_weights
 from scripts.training.model_record import recorded_parser
 
@@ -85,6 +86,7 @@ def export(
         "cutoffs.json": json.dumps(json.load(open(cutoffs))),
         "input_profile.json": json.dumps(read_profile(ckpt_dir)),  # the training cohort's image statistics
         "trained_on.json": json.dumps(read_json_in(ckpt_dir, "trained_on.json")),  # the label, for the SR
+        "measurements.json": json.dumps(read_reference(ckpt_dir)),  # the training cohort's clot measurements
     }
     written = []
     for ckpt in fold_checkpoints(ckpt_dir):

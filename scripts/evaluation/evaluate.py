@@ -29,7 +29,8 @@ from scripts.data.screen import EXCLUSIONS_FILE, write_exclusions
 from scripts.data.split import fold_data
 from scripts.evaluation.statistics import bootstrap_ci, bootstrap_metric_cis, calibration, fit_platt, net_benefit
 from scripts.evaluation.table1 import table1_markdown, table1_rows
-from scripts.inference.predict import apply_platt, predict
+from scripts.inference.measurements import write_reference
+from scripts.inference.predict import apply_platt, predict, predict_many
 from scripts.training.kfold import check_trained_on, load_weights, validated_on
 
 BOOTSTRAP = 1000  # stratified patient-level resamples behind every 95% CI
@@ -143,6 +144,11 @@ def evaluate_folds(
         return run
 
     metrics = evaluate_predictions(datalist, fold_predictor, ckpt_dir, output_dir, manifest, recalibration, optimistic)
+    if hasattr(network, "clinical_measurements"):  # the training cohort's values, for inference's percentiles
+        development = torch.utils.data.Subset(data, [index[d["patient_id"]] for d in datalist["training"]])
+        measured: List[Dict[str, float]] = []
+        predict_many([network], development, device, inferer, postprocessing, batch_size, measured)
+        write_reference(ckpt_dir, measured)
     if explain and datalist["test"]:
         from scripts.inference.explain import explain_cohort
 

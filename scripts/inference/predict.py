@@ -26,6 +26,7 @@ from scripts.data.screen import EXCLUSIONS_FILE, screen_images, write_exclusions
 from scripts.data.split import load_datalist
 from scripts.data.volume_checks import input_limits as input_limits_of
 from scripts.data.volume_checks import read_grid
+from scripts.inference.measurements import measurement_fields, read_reference
 from scripts.training.kfold import fold_checkpoints, load_weights, read_json
 
 
@@ -112,14 +113,23 @@ def predict_many(
     inferer: Callable | None = None,
     postprocessing: Callable | None = None,
     batch_size: int = 4,
+    measured: List[Dict[str, float]] | None = None,
 ) -> List[np.ndarray]:
-    """Probabilities (N,) of every network, the dataset's transforms run once per batch for all of them."""
+    """Probabilities (N,) of every network, the dataset's transforms run once per batch for all of them.
+    ``measured``: receives each patient's measurements in physical units when the networks report them
+    (:meth:`scripts.networks.clot_readings.ClotReadingNet.clinical_measurements`: fixed readings, the same for
+    every fold model, so read once)."""
     for network in networks:
         network.eval()
     out: List[List[np.ndarray]] = [[] for _ in networks]
+    measure = (
+        getattr(getattr(networks[0], "_orig_mod", networks[0]), "clinical_measurements", None) if networks else None
+    )
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
         for k, network in enumerate(networks):
             out[k].append(_probabilities(network, batch, device, inferer, postprocessing))
+        if measured is not None and measure is not None:
+            measured.extend(measure(batch["image"].to(device)))
     return [np.concatenate(o) if o else np.zeros(0) for o in out]
 
 
@@ -147,6 +157,11 @@ def combine_folds(probs: Sequence[Any], cutoffs: Dict[str, Any]) -> Tuple[np.nda
     return stack.mean(axis=0), sd
 
 
+def _cells(fields: Dict[str, Any], columns: Sequence[str]) -> List[str]:
+    """The CSV cells of ``columns``: values as written, None (no value) and absent fields empty."""
+    return ["" if fields.get(c) is None else str(fields[c]) for c in columns]
+
+
 def load_folds(network: torch.nn.Module, ckpt_dir: str, device: Any) -> List[torch.nn.Module]:
     """The fold models of ``ckpt_dir`` (copies of ``network`` with each ``fold*/model.pt`` loaded), after checking
     that evaluation stored ``cutoffs.json`` beside them. ``configs/inference.json`` resolves them before the input
@@ -172,13 +187,15 @@ def ensemble_predict(
     postprocessing: Callable | None = None,
     batch_size: int = 2,
     models: Sequence[torch.nn.Module] | None = None,
+    measured: List[Dict[str, float]] | None = None,
 ) -> Tuple[np.ndarray, np.ndarray, float]:
     """Fold-ensemble probabilities of ``data``: (mean (N,), SD over folds (N,), the ensemble cut-off). The fold
     models (``models``, or loaded here by :func:`load_folds`) are loaded once and each batch is preprocessed once for
-    all of them."""
+    all of them; ``measured`` as in :func:`predict_many`."""
     stored = _cutoffs(ckpt_dir)
     models = load_folds(network, ckpt_dir, device) if models is None else models
-    probs = predict_many(models, Dataset(data, preprocessing), device, inferer, postprocessing, batch_size)
+    dataset = Dataset(data, preprocessing)
+    probs = predict_many(models, dataset, device, inferer, postprocessing, batch_size, measured)
     mean, sd = combine_folds(probs, stored)
     return mean, sd, float(stored["ensemble"])
 
@@ -239,13 +256,17 @@ def predict_cohort(
         excluded = [{"patient_id": p, "reason": r} for p, r in refused.items()]
         write_exclusions(os.path.join(output_dir, EXCLUSIONS_FILE), excluded)
     kept = [item for item in data if item["patient_id"] not in refused]
+    measured: List[Dict[str, float]] = []
     mean, sd, cutoff = ensemble_predict(
-        network, preprocessing, kept, ckpt_dir, device, inferer, postprocessing, batch_size, models
+        network, preprocessing, kept, ckpt_dir, device, inferer, postprocessing, batch_size, models, measured
     )
+    reference = read_reference(ckpt_dir)
+    extra = {item["patient_id"]: measurement_fields(item, m, reference) for item, m in zip(kept, measured)}
     answers = {item["patient_id"]: (p, s) for item, p, s in zip(kept, mean, sd)}
+    columns = list(next(iter(extra.values()), {}))  # the measurements of the main job's model, when it reports them
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["patient_id", "probability", "probability_sd", "prediction", "warning"])
+    writer.writerow(["patient_id", "probability", "probability_sd", "prediction", "warning", *columns])
     profile = read_profile(ckpt_dir)
     for item in data:
         if item["patient_id"] in refused:
@@ -253,7 +274,10 @@ def predict_cohort(
             continue
         p, s = answers[item["patient_id"]]
         warning = ood_warning(case_profile(item, [k for k in SEQUENCES if k in item]), profile) if profile else ""
-        writer.writerow([item["patient_id"], f"{p:.6f}", f"{s:.6f}", int(p >= cutoff), warning])
+        fields = extra.get(item["patient_id"], {})
+        writer.writerow(
+            [item["patient_id"], f"{p:.6f}", f"{s:.6f}", int(p >= cutoff), warning, *_cells(fields, columns)]
+        )
     out = os.path.join(output_dir, "predictions.csv")
     atomic_write_text(out, buf.getvalue())
     data = kept

@@ -36,9 +36,12 @@ Bayes ROC-AUC, reading the image little (``benchmarks/clot_measurements.py``, do
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+import inspect
+from typing import Any, Dict, List, Sequence
 
+import numpy as np
 import torch
+from scipy import ndimage
 from torch import nn
 
 from scripts.data.mirror_align import enhancement_maps, gaussian
@@ -142,10 +145,36 @@ def _relative_readings(
     occluded_half: bool,
     distal_high: float,
 ) -> torch.Tensor:
+    settings = (cut, vessel_level, bone_level, windows, cut_width, vessel_width, tolerance, arterial_quantile, smooth)
+    m = _relative_maps(x, *settings, occluded_half, distal_high)
+    clot, distal = m["clot"].flatten(1), m["distal"].flatten(1)
+    pervious = (_mean(m["cta"].flatten(1), clot, 0.0) - _mean(m["ncct_reach"].flatten(1), clot, 0.0)) / m["arterial"]
+    asymmetry = (m["ncct_reach"] - m["mirror_ncct_reach"]).flatten(1)
+    return _four_readings(clot, asymmetry, pervious, m["ratio"].flatten(1), distal)
+
+
+def _relative_maps(
+    x: torch.Tensor,
+    cut: float,
+    vessel_level: float,
+    bone_level: float,
+    windows: Sequence[Sequence[float]],
+    cut_width: float,
+    vessel_width: float,
+    tolerance: int,
+    arterial_quantile: float,
+    smooth: float,
+    occluded_half: bool,
+    distal_high: float,
+) -> Dict[str, torch.Tensor]:
+    """The relative readings' voxel maps (B, H, W, D): clot and distal memberships, enhancement ratio, NCCT and CTA
+    in HU (``ncct_reach``, ``mirror_ncct_reach``: the largest within ``tolerance``), and the arterial enhancement
+    (B,)."""
     own, mirror, soft, arterial = enhancement_maps(x, windows, bone_level, arterial_quantile)
     (n_lo, n_hi), (c_lo, c_hi) = windows
     n, mn = (x[:, c].float() * (n_hi - n_lo) + n_lo for c in (0, 2))
     c, mc = (x[:, c].float() * (c_hi - c_lo) + c_lo for c in (1, 3))
+    maps = {"ncct": n, "mirror_ncct": mn, "cta": c}
     if smooth > 0:  # the arterial enhancement read again on the smoothed maps: the level they are compared at
         own, mirror = gaussian(own * soft, smooth), gaussian(mirror * soft, smooth)
         both = torch.where(soft, torch.maximum(own, mirror), torch.zeros_like(own))
@@ -159,10 +188,63 @@ def _relative_readings(
         vessel[:, x.shape[2] // 2 :] = 0
     ratio = own / mirror.clamp_min(1.0)
     in_clot = _ramp(cut - ratio, cut_width)
-    clot, distal = vessel * in_clot, vessel * (1 - in_clot) * (ratio < distal_high) * mc
-    clot, distal = clot.flatten(1), distal.flatten(1)
-    pervious = (_mean(c.flatten(1), clot, 0.0) - _mean(n.flatten(1), clot, 0.0)) / arterial
-    return _four_readings(clot, (n - mn).flatten(1), pervious, ratio.flatten(1), distal)
+    maps.update(clot=vessel * in_clot, distal=vessel * (1 - in_clot) * (ratio < distal_high) * mc, ratio=ratio)
+    maps.update(ncct_reach=n, mirror_ncct_reach=mn, arterial=arterial)
+    return maps
+
+
+def clot_measurements(x: torch.Tensor, voxel_mm: float, **settings: Any) -> Dict[str, torch.Tensor]:
+    """The relative readings in physical units, for a neuroradiologist to check (B, 4, H, W, D) -> {name: (B,)}.
+
+    Args:
+        x: NCCT, CTA, mirrored NCCT, mirrored CTA in [0, 1], the occluded hemisphere first (``MirrorAlignd``).
+        voxel_mm: the box's voxel size in mm.
+        settings: :func:`clot_readings`' settings (``relative`` ones).
+
+    Returns:
+        ``clot_length_mm``: the extent of the clot's largest connected part along its main axis (:func:`_extent`);
+        ``clot_ncct_hu``: the clot's mean NCCT density; ``clot_asymmetry_hu``: that minus its mirror's;
+        ``clot_perviousness_hu``: its mean CTA minus NCCT (the contrast inside the clot); ``arterial_enhancement_hu``:
+        the patient's arterial enhancement the levels are shares of. NaN where no clot is found (length 0).
+    """
+    names = ("cut", "vessel_level", "bone_level", "windows", "cut_width", "vessel_width", "tolerance")
+    names += ("arterial_quantile", "smooth", "occluded_half", "distal_high")
+    defaults = {k: p.default for k, p in inspect.signature(clot_readings).parameters.items() if k in names}
+    values = {**defaults, **{k: v for k, v in settings.items() if k in names}}
+    m = _relative_maps(x.float(), *[values[k] for k in names])
+    clot = m["clot"].flatten(1)
+    nan = torch.full_like(m["arterial"], float("nan"))
+    found = clot.sum(1) > 0.5
+    ncct, mirror, cta = (m[k].flatten(1) for k in ("ncct", "mirror_ncct", "cta"))
+    means = {k: torch.where(found, _mean(v, clot, 0.0), nan) for k, v in (("n", ncct), ("m", mirror), ("c", cta))}
+    return {
+        "clot_length_mm": torch.stack([_extent(w) for w in m["clot"]]) * voxel_mm,
+        "clot_ncct_hu": means["n"],
+        "clot_asymmetry_hu": means["n"] - means["m"],
+        "clot_perviousness_hu": means["c"] - means["n"],
+        "arterial_enhancement_hu": m["arterial"],
+    }
+
+
+def _extent(weight: torch.Tensor) -> torch.Tensor:
+    """(H, W, D) clot membership -> the extent in voxels of its largest connected part (membership > 0.5, 26-connected)
+    along that part's main axis (5th to 95th weighted percentile, plus a voxel); 0 without one. Scattered voxels read
+    as clot elsewhere (a vessel beside its mirror) would otherwise stretch the extent."""
+    labels, count = ndimage.label(weight.cpu().numpy() > 0.5, structure=np.ones((3, 3, 3)))
+    if count == 0:
+        return weight.new_zeros(())
+    largest = np.argmax(np.bincount(labels.ravel())[1:]) + 1
+    part = torch.from_numpy(labels == largest).to(weight.device)
+    points = torch.nonzero(part).float()
+    w = weight[part].float()
+    centre = (points * w[:, None]).sum(0) / w.sum()
+    spread = ((points - centre) * w[:, None]).T @ (points - centre) / w.sum()
+    along = (points - centre) @ torch.linalg.eigh(spread)[1][:, -1]
+    order = torch.argsort(along)
+    cumulative = torch.cumsum(w[order], 0) / w.sum()
+    index = torch.searchsorted(cumulative, torch.tensor([0.05, 0.95], dtype=cumulative.dtype)).clamp_max(len(w) - 1)
+    low, high = along[order][index].unbind()
+    return high - low + 1.0
 
 
 def _four_readings(
@@ -203,6 +285,7 @@ class ClotReadingNet(nn.Module):
         clinical_columns: {name: "numeric" | [categories]}; None = image only.
         relative, tolerance, arterial_quantile, smooth, occluded_half, distal_high: see :func:`clot_readings`.
         collateral: settings that differ for the collateral reading (e.g. ``{"smooth": 1.0, "cut": 0.4}``).
+        voxel_mm: the box's voxel size in mm (the clot length of :meth:`clinical_measurements`).
     """
 
     def __init__(
@@ -222,6 +305,7 @@ class ClotReadingNet(nn.Module):
         occluded_half: bool = False,
         distal_high: float = 0.95,
         collateral: Dict[str, float] | None = None,
+        voxel_mm: float = 2.0,
     ) -> None:
         super().__init__()
         self.settings = dict(
@@ -239,6 +323,7 @@ class ClotReadingNet(nn.Module):
             distal_high=float(distal_high),
         )
         self.collateral = dict(collateral or {})
+        self.voxel_mm = float(voxel_mm)
         features = len(READINGS)
         if clinical_columns:
             self.tabular = TabularEncoder(clinical_columns)
@@ -260,6 +345,18 @@ class ClotReadingNet(nn.Module):
             readings = torch.cat([readings[:, :3], distal], 1)
         self._memo = (key, readings.detach())
         return readings
+
+    @torch.no_grad()
+    def clinical_measurements(self, x: torch.Tensor) -> List[Dict[str, float]]:
+        """(B, 4, H, W, D) -> per patient the readings in physical units (:func:`clot_measurements`) and
+        ``distal_filling_ratio``, the collateral reading (the vessels beyond the clot against their mirror). Only
+        the relative readings (the main job's) have physical units; otherwise an empty dict per patient."""
+        if not self.settings["relative"]:
+            return [{} for _ in range(len(x))]
+        with torch.autocast(x.device.type, enabled=False):
+            values = clot_measurements(x, self.voxel_mm, **self.settings)
+            values["distal_filling_ratio"] = self.measurements(x)[:, 3]
+        return [{k: round(float(v[b]), 3) for k, v in values.items()} for b in range(len(x))]
 
     def forward(self, x: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 4, H, W, D) [and (B, R) raw clinical values] -> logit (B, 1)."""
