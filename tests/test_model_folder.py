@@ -172,6 +172,16 @@ def test_deploy_app_on_the_main_job_s_models_gives_the_study_inference_s_answer(
     for name, value in measured.items():
         if name not in ("side", "location"):
             assert (value is None and expected[name] == "") or value == pytest.approx(float(expected[name]), abs=0.05)
+    # and as a TID 1500 measurement report: the same values, in UCUM units, beside the probability
+    from scripts.deploy_app.report import MEASUREMENTS, read_measurements
+
+    report = read_measurements(str(tmp_path / "out" / "measurements_sr.dcm"))
+    for key, (concept, unit) in MEASUREMENTS.items():
+        if measured[key] is not None:
+            assert report[concept[2]] == (pytest.approx(measured[key], abs=1e-3), unit[0]), key
+    assert report["Length"][1] == "mm" and report["Arterial enhancement"][1] == "[hnsf'U]"  # no clot at 6 mm
+    (probability,) = [v for k, v in report.items() if k.startswith("Outcome probability")]
+    assert probability[0] == pytest.approx(result["probability"], abs=1e-6)
 
     json.dump({k: case[k] for k in ("age", "ivt", "nihss")}, open(os.path.join(study, "case.json"), "w"))
     refused = _deploy_app(study, str(tmp_path / "out2"), models, rules)  # no side and site: one line, no probability

@@ -50,12 +50,13 @@ from scripts import BundleInputError
 from scripts.data.dicom_study import RULES_FILE, group_series, header, load_rules, named_rules, select, selection_record
 from scripts.data.io import atomic_write, atomic_write_json
 from scripts.data.profile import case_profile, ood_warning
-from scripts.deploy_app.report import structured_report
+from scripts.deploy_app.report import measurement_report, structured_report
 from scripts.inference.measurements import measurement_fields
 from scripts.inference.predict import combine_folds
 
 logger = logging.getLogger(__name__)
 SR_FILE = "outcome_sr.dcm"
+MEASUREMENTS_SR_FILE = "measurements_sr.dcm"  # TID 1500, when the model measures the clot
 
 
 def _sequence_path(folder: str, key: str) -> str | None:
@@ -340,6 +341,11 @@ class OutcomeSRWriterOperator(Operator):
             OUTCOMES.get(label, label),
         )
         atomic_write(os.path.join(self.output_folder, SR_FILE), lambda path: report.save_as(path), suffix=".dcm")
+        if result.get("measurements"):  # the main job's clot measurements as a TID 1500 measurement report
+            names = (str(meta.get("name", "thrombectomy outcome bundle")), str(meta.get("version", "")))
+            tid1500 = measurement_report(result, evidence, *names, OUTCOMES.get(label, label))
+            path = os.path.join(self.output_folder, MEASUREMENTS_SR_FILE)
+            atomic_write(path, lambda target: tid1500.save_as(target), suffix=".dcm")
         atomic_write_json(os.path.join(self.output_folder, "series_selection.json"), record)
 
 

@@ -113,3 +113,105 @@ def read_report(path: str) -> Dict[str, Any]:
         for s in study.ReferencedSeriesSequence
     )
     return values
+
+
+# the main job's measurements (scripts.inference.measurements) as TID 1500 numeric measurements: concept, UCUM unit
+HU = ("[hnsf'U]", "Hounsfield unit")
+MEASUREMENTS = {
+    "clot_length_mm": (("410668003", "SCT", "Length"), ("mm", "millimeter")),
+    "clot_ncct_hu": (("CLOTNCCT", SCHEME, "Clot mean NCCT attenuation"), HU),
+    "clot_asymmetry_hu": (("CLOTASYM", SCHEME, "Clot NCCT attenuation minus the mirrored side's"), HU),
+    "clot_perviousness_hu": (("CLOTPERV", SCHEME, "Clot perviousness (CTA minus NCCT)"), HU),
+    "distal_filling_ratio": (("DISTFILL", SCHEME, "Distal vessel filling ratio to the other side"), ("1", "no units")),
+    "arterial_enhancement_hu": (("ARTENH", SCHEME, "Arterial enhancement"), HU),
+}
+
+
+def measurement_report(
+    result: Dict[str, Any], evidence: Sequence[Any], model_name: str, model_version: str, outcome: str
+) -> Any:
+    """A TID 1500 Measurement Report (highdicom ``Comprehensive3DSR``) of the main job's clot measurements and the
+    outcome probability, one measurement group tracked as "occlusive clot", the model as the observing device and
+    the algorithm; referencing ``evidence`` like :func:`structured_report`.
+
+    Args:
+        result: the prediction dict with ``measurements`` (:func:`scripts.inference.measurements.measurement_fields`).
+        evidence: pydicom datasets of the input series (one study).
+        model_name: the bundle's name.
+        model_version: its version.
+        outcome: the outcome's name (the label).
+
+    Returns:
+        the SR dataset.
+    """
+    import highdicom as hd
+    from highdicom.sr import (
+        AlgorithmIdentification,
+        CodedConcept,
+        DeviceObserverIdentifyingAttributes,
+        Measurement,
+        MeasurementReport,
+        MeasurementsAndQualitativeEvaluations,
+        ObservationContext,
+        ObserverContext,
+        TrackingIdentifier,
+    )
+
+    algorithm = AlgorithmIdentification(name=model_name, version=model_version or "unknown")
+    values = result["measurements"]
+    measurements = [
+        Measurement(
+            name=CodedConcept(*concept),
+            value=float(values[key]),
+            unit=CodedConcept(unit[0], "UCUM", unit[1]),
+            algorithm_id=algorithm,
+        )
+        for key, (concept, unit) in MEASUREMENTS.items()
+        if values.get(key) is not None
+    ]
+    probability = CodedConcept(CONCEPTS["probability"][0], SCHEME, f"{CONCEPTS['probability'][1]}: {outcome}")
+    unitless = CodedConcept("1", "UCUM", "no units")
+    measurements.append(
+        Measurement(probability, round(float(result["probability"]), 6), unitless, algorithm_id=algorithm)
+    )
+    group = MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=TrackingIdentifier(uid=hd.UID(), identifier="occlusive clot"),
+        finding_type=CodedConcept("CLOT", SCHEME, "Occlusive clot"),
+        algorithm_id=algorithm,
+        measurements=measurements,
+    )
+    device = DeviceObserverIdentifyingAttributes(uid=hd.UID(), name=model_name[:64])
+    observer = ObserverContext(CodedConcept("121007", "DCM", "Device"), device)
+    report = MeasurementReport(
+        observation_context=ObservationContext(observer_device_context=observer),
+        procedure_reported=CodedConcept("25045-6", "LN", "CT unspecified body region"),
+        imaging_measurements=[group],
+    )
+    return hd.sr.Comprehensive3DSR(
+        evidence=[evidence_header(ds) for ds in evidence],
+        content=report,
+        series_instance_uid=hd.UID(),
+        series_number=9902,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="Thrombectomy outcome bundle",
+        series_description=f"{model_name} measurements: {DISCLAIMER}"[:64],
+    )
+
+
+def read_measurements(path: str) -> Dict[str, Any]:
+    """The numeric measurements back from a measurement report (pydicom only): concept meaning -> (value, UCUM unit)."""
+    from pydicom import dcmread
+
+    found: Dict[str, Any] = {}
+
+    def walk(items: Any) -> None:
+        for item in items:
+            if item.ValueType == "NUM":
+                measured = item.MeasuredValueSequence[0]
+                unit = measured.MeasurementUnitsCodeSequence[0].CodeValue
+                found[item.ConceptNameCodeSequence[0].CodeMeaning] = (float(measured.NumericValue), unit)
+            walk(item.get("ContentSequence", []))
+
+    walk(dcmread(path).ContentSequence)
+    return found
