@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 
+import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ from tests.test_workflow import train_recording_losses
 
 def _readings(anatomy, patient, tmp_path, name: str) -> tuple:
     """Render ``patient`` at 2 mm (same noise every call) and read it through the main job's vessel-box input:
-    (the four readings, the measurements in physical units)."""
+    (the four readings, the measurements in physical units, the key image)."""
     images = render(anatomy, patient, np.random.default_rng(7), ["ct"])
     item = {"patient_id": name, **{k: patient[k] for k in ("location", "side", "age", "ivt", "nihss")}}
     for seq in ("ncct", "cta"):
@@ -34,7 +35,8 @@ def _readings(anatomy, patient, tmp_path, name: str) -> tuple:
     image = parser.get_parsed_content("preprocessing")(item)["image"]
     assert image.shape == (4, 67, 46, 43)  # the crop's own grid, not resampled
     network = parser.get_parsed_content("network_def")  # the main job's settings: aligned mirror, relative levels
-    return network.measurements(image[None])[0].numpy(), network.clinical_measurements(image[None])[0]
+    x = image[None]
+    return network.measurements(x)[0].numpy(), network.clinical_measurements(x)[0], network.key_views(x)[0].numpy()
 
 
 @pytest.mark.parametrize("site, side", [("M1", "L"), ("ICA", "R")])
@@ -51,11 +53,11 @@ def test_readings_follow_the_clot_length_density_perviousness_and_the_collateral
         "no collaterals": ("collaterals", 0),
     }
     read, measured = {}, {}
-    read["base"], measured["base"] = _readings(anatomy, base, tmp_path, "base")
+    read["base"], measured["base"], view = _readings(anatomy, base, tmp_path, "base")
     for name, (key, value) in changes.items():
         patient = copy.deepcopy(base)
         patient["_truth"][key] = value
-        read[name], measured[name] = _readings(anatomy, patient, tmp_path, name)
+        read[name], measured[name], _ = _readings(anatomy, patient, tmp_path, name)
     assert read["base"][0] > np.log1p(5)  # a clot is found
     # each reading moves with its own property (length: log voxel count; density: NCCT asymmetry in the clot, HU;
     # perviousness: the clot's CTA - NCCT as a share of the patient's arterial enhancement; collaterals: enhancement
@@ -82,6 +84,10 @@ def test_readings_follow_the_clot_length_density_perviousness_and_the_collateral
         base,
     )
     assert base["distal_filling_ratio"] == pytest.approx(float(read["base"][3]), abs=1e-3)  # the collateral reading
+    # the key image: the occluded half's iodine (left) beside its mirror's (right), the clot in red on the left only
+    red = (view[..., 0] - view[..., 1]) > 0.5
+    half = view.shape[1] // 2
+    assert view.shape == (46, 66, 3) and red[:, :half].sum() >= 2 and red[:, half:].sum() == 0
 
 
 def test_network_is_a_linear_head_on_the_readings_and_refuses_a_wrong_input():
@@ -131,6 +137,8 @@ def test_clot_readings_configuration_lowers_the_loss_keeps_the_last_epoch_and_is
     assert len(reference["arterial_enhancement_hu"]) == len(load_datalist(side_datalist)["training"])
     assert pred["side"] in ("L", "R") and pred["location"]
     value = float(pred["arterial_enhancement_hu"])
+    key = plt.imread(os.path.join(tmp_path, "infer", "key_images", "P1.png"))  # 4 pixels a voxel, own | mirror
+    assert key.shape[:2] == (4 * 16, 4 * 22)  # the 6 mm box: 23 x 16 voxels, 11 a half
     assert float(pred["arterial_enhancement_hu_pct"]) == pytest.approx(
         percentile(reference["arterial_enhancement_hu"], value), abs=0.1
     )

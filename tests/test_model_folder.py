@@ -182,6 +182,15 @@ def test_deploy_app_on_the_main_job_s_models_gives_the_study_inference_s_answer(
     assert report["Length"][1] == "mm" and report["Arterial enhancement"][1] == "[hnsf'U]"  # no clot at 6 mm
     (probability,) = [v for k, v in report.items() if k.startswith("Outcome probability")]
     assert probability[0] == pytest.approx(result["probability"], abs=1e-6)
+    # the key image of the study, as inference writes it for a NIfTI pair: the same pixels
+    from matplotlib.pyplot import imread
+
+    key, nifti_key = (
+        tmp_path / "out" / "key_image.png",
+        tmp_path / "cli" / "key_images" / f"{expected['patient_id']}.png",
+    )
+    assert imread(str(key)).shape == imread(str(nifti_key)).shape == (4 * 16, 4 * 22, 4)
+    assert abs(imread(str(key)) - imread(str(nifti_key))).max() < 0.02
 
     json.dump({k: case[k] for k in ("age", "ivt", "nihss")}, open(os.path.join(study, "case.json"), "w"))
     refused = _deploy_app(study, str(tmp_path / "out2"), models, rules)  # no side and site: one line, no probability

@@ -51,12 +51,13 @@ from scripts.data.dicom_study import RULES_FILE, group_series, header, load_rule
 from scripts.data.io import atomic_write, atomic_write_json
 from scripts.data.profile import case_profile, ood_warning
 from scripts.deploy_app.report import measurement_report, structured_report
-from scripts.inference.measurements import measurement_fields
+from scripts.inference.measurements import measurement_fields, write_key_image
 from scripts.inference.predict import combine_folds
 
 logger = logging.getLogger(__name__)
 SR_FILE = "outcome_sr.dcm"
 MEASUREMENTS_SR_FILE = "measurements_sr.dcm"  # TID 1500, when the model measures the clot
+KEY_VIEW = "key_view"  # the result's key image array, on its way to key_image.png
 
 
 def _sequence_path(folder: str, key: str) -> str | None:
@@ -279,10 +280,11 @@ class OutcomeInferenceOperator(Operator):
             "warning": ood_warning(case_profile(item, keys), profile),
         }
         # the main job's clot measurements: fixed readings of the configured network, no fold weights needed
-        measure = getattr(parser.get_parsed_content("network_def"), "clinical_measurements", None)
-        if measure is not None:
+        reader = parser.get_parsed_content("network_def")
+        if hasattr(reader, "clinical_measurements"):
             reference = json.loads(extra["measurements.json"] or "{}")  # absent from models exported before 0.16
-            result["measurements"] = measurement_fields(values, measure(inputs[0])[0], reference)
+            result["measurements"] = measurement_fields(values, reader.clinical_measurements(inputs[0])[0], reference)
+            result[KEY_VIEW] = reader.key_views(inputs[0])[0].numpy()  # written as key_image.png, not into the JSON
         if result["warning"]:
             logger.warning("input unlike the training cohort: %s", result["warning"])
         logger.info("outcome probability %.4f (%d fold models)", p, len(probs))
@@ -290,7 +292,8 @@ class OutcomeInferenceOperator(Operator):
 
 
 class PredictionWriterOperator(Operator):
-    """Writes the ``result`` dict to ``OUTPUT/prediction.json`` (atomically)."""
+    """Writes the ``result`` dict to ``OUTPUT/prediction.json`` (atomically), and the main job's key image to
+    ``OUTPUT/key_image.png``."""
 
     def __init__(self, fragment: Fragment, *args: Any, output_folder: str, **kwargs: Any) -> None:
         self.output_folder = output_folder
@@ -302,7 +305,10 @@ class PredictionWriterOperator(Operator):
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         result: Dict[str, Any] = op_input.receive("result")
         os.makedirs(self.output_folder, exist_ok=True)
-        atomic_write_json(os.path.join(self.output_folder, "prediction.json"), result)
+        if KEY_VIEW in result:
+            write_key_image(os.path.join(self.output_folder, "key_image.png"), result[KEY_VIEW])
+        answer = {k: v for k, v in result.items() if k != KEY_VIEW}
+        atomic_write_json(os.path.join(self.output_folder, "prediction.json"), answer)
 
 
 OUTCOMES = {"fpe": "First-pass effect", "mtici_2c": "Final mTICI >= 2c", "rlvo": "Refractory LVO"}

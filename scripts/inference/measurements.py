@@ -17,9 +17,10 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
-from scripts.data.io import atomic_write_json, read_json_in
+from scripts.data.io import atomic_write, atomic_write_json, read_json_in
 
 MEASUREMENTS_FILE = "measurements.json"
+KEY_IMAGES = "key_images"  # the folder of the key images beside predictions.csv
 CASE_FIELDS = ("side", "location")  # where the readings were taken: the occluded side and the occlusion site
 
 
@@ -71,3 +72,15 @@ def measurement_fields(
         fields[name] = None if math.isnan(value) else value
         fields[f"{name}_pct"] = None if math.isnan(share) else round(share, 1)
     return fields
+
+
+def write_key_image(path: str, view: np.ndarray, zoom: int = 4) -> None:
+    """``view`` (rows, columns, 3) RGB in [0, 1] (``ClotReadingNet.key_views``) to a PNG at ``path``, each voxel
+    ``zoom`` pixels (nearest neighbour, so the voxels stay visible), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    big = np.repeat(np.repeat(np.clip(view, 0, 1), zoom, 0), zoom, 1)
+    atomic_write(path, lambda tmp: plt.imsave(tmp, big, format="png"), suffix=".png")

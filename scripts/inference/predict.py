@@ -26,7 +26,7 @@ from scripts.data.screen import EXCLUSIONS_FILE, screen_images, write_exclusions
 from scripts.data.split import load_datalist
 from scripts.data.volume_checks import input_limits as input_limits_of
 from scripts.data.volume_checks import read_grid
-from scripts.inference.measurements import measurement_fields, read_reference
+from scripts.inference.measurements import KEY_IMAGES, measurement_fields, read_reference, write_key_image
 from scripts.training.kfold import fold_checkpoints, load_weights, read_json
 
 
@@ -114,22 +114,24 @@ def predict_many(
     postprocessing: Callable | None = None,
     batch_size: int = 4,
     measured: List[Dict[str, float]] | None = None,
+    views: List[np.ndarray] | None = None,
 ) -> List[np.ndarray]:
     """Probabilities (N,) of every network, the dataset's transforms run once per batch for all of them.
     ``measured``: receives each patient's measurements in physical units when the networks report them
     (:meth:`scripts.networks.clot_readings.ClotReadingNet.clinical_measurements`: fixed readings, the same for
-    every fold model, so read once)."""
+    every fold model, so read once); ``views``: each patient's key image (``key_views``), likewise."""
     for network in networks:
         network.eval()
     out: List[List[np.ndarray]] = [[] for _ in networks]
-    measure = (
-        getattr(getattr(networks[0], "_orig_mod", networks[0]), "clinical_measurements", None) if networks else None
-    )
+    reader = getattr(networks[0], "_orig_mod", networks[0]) if networks else None
+    measure, view = getattr(reader, "clinical_measurements", None), getattr(reader, "key_views", None)
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
         for k, network in enumerate(networks):
             out[k].append(_probabilities(network, batch, device, inferer, postprocessing))
         if measured is not None and measure is not None:
             measured.extend(measure(batch["image"].to(device)))
+        if views is not None and view is not None:
+            views.extend(view(batch["image"].to(device)).cpu().numpy())
     return [np.concatenate(o) if o else np.zeros(0) for o in out]
 
 
@@ -188,14 +190,15 @@ def ensemble_predict(
     batch_size: int = 2,
     models: Sequence[torch.nn.Module] | None = None,
     measured: List[Dict[str, float]] | None = None,
+    views: List[np.ndarray] | None = None,
 ) -> Tuple[np.ndarray, np.ndarray, float]:
     """Fold-ensemble probabilities of ``data``: (mean (N,), SD over folds (N,), the ensemble cut-off). The fold
     models (``models``, or loaded here by :func:`load_folds`) are loaded once and each batch is preprocessed once for
-    all of them; ``measured`` as in :func:`predict_many`."""
+    all of them; ``measured`` and ``views`` as in :func:`predict_many`."""
     stored = _cutoffs(ckpt_dir)
     models = load_folds(network, ckpt_dir, device) if models is None else models
     dataset = Dataset(data, preprocessing)
-    probs = predict_many(models, dataset, device, inferer, postprocessing, batch_size, measured)
+    probs = predict_many(models, dataset, device, inferer, postprocessing, batch_size, measured, views)
     mean, sd = combine_folds(probs, stored)
     return mean, sd, float(stored["ensemble"])
 
@@ -257,9 +260,12 @@ def predict_cohort(
         write_exclusions(os.path.join(output_dir, EXCLUSIONS_FILE), excluded)
     kept = [item for item in data if item["patient_id"] not in refused]
     measured: List[Dict[str, float]] = []
+    views: List[np.ndarray] = []
     mean, sd, cutoff = ensemble_predict(
-        network, preprocessing, kept, ckpt_dir, device, inferer, postprocessing, batch_size, models, measured
+        network, preprocessing, kept, ckpt_dir, device, inferer, postprocessing, batch_size, models, measured, views
     )
+    for item, view in zip(kept, views):  # the main job's key image: its iodine projection, the mirror, the clot
+        write_key_image(os.path.join(output_dir, KEY_IMAGES, f"{item['patient_id']}.png"), view)
     reference = read_reference(ckpt_dir)
     extra = {item["patient_id"]: measurement_fields(item, m, reference) for item, m in zip(kept, measured)}
     answers = {item["patient_id"]: (p, s) for item, p, s in zip(kept, mean, sd)}

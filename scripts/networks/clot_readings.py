@@ -358,6 +358,30 @@ class ClotReadingNet(nn.Module):
             values["distal_filling_ratio"] = self.measurements(x)[:, 3]
         return [{k: round(float(v[b]), 3) for k, v in values.items()} for b in range(len(x))]
 
+    @torch.no_grad()
+    def key_views(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 4, H, W, D) -> (B, W, H, 3) RGB in [0, 1]: the axial maximum-intensity projection of the occluded
+        half's iodine (CTA minus NCCT outside bone, as a share of the patient's arterial enhancement) on the left
+        beside its aligned mirror's on the right, the clot membership's projection in red: the key image a reader
+        checks the measurements on. Relative readings only (the main job's); the occluded side first
+        (``MirrorAlignd``)."""
+        with torch.autocast(x.device.type, enabled=False):
+            names = ("cut", "vessel_level", "bone_level", "windows", "cut_width", "vessel_width", "tolerance")
+            names += ("arterial_quantile", "smooth", "occluded_half", "distal_high")
+            clot = _relative_maps(x.float(), *[self.settings[k] for k in names])["clot"]
+            settings = self.settings
+            iodine, mirrored, soft, arterial = enhancement_maps(
+                x.float(), settings["windows"], settings["bone_level"], settings["arterial_quantile"]
+            )
+            scale = arterial[:, None, None, None]
+            half = x.shape[2] // 2
+            own, mirror = ((v * soft / scale)[:, :half].amax(-1) for v in (iodine, mirrored))  # (B, half, W)
+            red = clot[:, :half].amax(-1)
+            grey = torch.cat([own, mirror], 1).clamp(0, 1)  # (B, 2 half, W): own left, mirror right
+            marks = torch.cat([red, torch.zeros_like(red)], 1)
+            rgb = torch.stack([torch.maximum(grey, marks), grey * (1 - marks), grey * (1 - marks)], -1)
+        return rgb.transpose(1, 2).flip(1)  # rows: anterior at the top
+
     def forward(self, x: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 4, H, W, D) [and (B, R) raw clinical values] -> logit (B, 1)."""
         with torch.autocast(x.device.type, enabled=False):  # counts and means over 10^5 voxels: fp32
