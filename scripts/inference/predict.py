@@ -159,6 +159,31 @@ def combine_folds(probs: Sequence[Any], cutoffs: Dict[str, Any]) -> Tuple[np.nda
     return stack.mean(axis=0), sd
 
 
+def _predictions_table(
+    data: List[Dict[str, Any]],
+    answers: Dict[str, Tuple[float, float, Dict[str, Any]]],
+    refused: Dict[str, str],
+    cutoff: float,
+    profile: Dict[str, Any] | None,
+) -> str:
+    """predictions.csv: per patient its probability, SD, prediction, warning and (the main job's) measurements, or
+    no probability and the reason it was excluded."""
+    columns = list(next(iter(answers.values()), (0, 0, {}))[2])  # the main job's measurements, when it reports them
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["patient_id", "probability", "probability_sd", "prediction", "warning", *columns])
+    for item in data:
+        if item["patient_id"] in refused:
+            writer.writerow([item["patient_id"], "", "", "", f"excluded: {refused[item['patient_id']]}"])
+            continue
+        p, s, fields = answers[item["patient_id"]]
+        warning = ood_warning(case_profile(item, [k for k in SEQUENCES if k in item]), profile) if profile else ""
+        writer.writerow(
+            [item["patient_id"], f"{p:.6f}", f"{s:.6f}", int(p >= cutoff), warning, *_cells(fields, columns)]
+        )
+    return buf.getvalue()
+
+
 def _cells(fields: Dict[str, Any], columns: Sequence[str]) -> List[str]:
     """The CSV cells of ``columns``: values as written, None (no value) and absent fields empty."""
     return ["" if fields.get(c) is None else str(fields[c]) for c in columns]
@@ -268,30 +293,15 @@ def predict_cohort(
         write_key_image(os.path.join(output_dir, KEY_IMAGES, f"{item['patient_id']}.png"), view)
     reference = read_reference(ckpt_dir)
     extra = {item["patient_id"]: measurement_fields(item, m, reference) for item, m in zip(kept, measured)}
-    answers = {item["patient_id"]: (p, s) for item, p, s in zip(kept, mean, sd)}
-    columns = list(next(iter(extra.values()), {}))  # the measurements of the main job's model, when it reports them
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["patient_id", "probability", "probability_sd", "prediction", "warning", *columns])
-    profile = read_profile(ckpt_dir)
-    for item in data:
-        if item["patient_id"] in refused:
-            writer.writerow([item["patient_id"], "", "", "", f"excluded: {refused[item['patient_id']]}"])
-            continue
-        p, s = answers[item["patient_id"]]
-        warning = ood_warning(case_profile(item, [k for k in SEQUENCES if k in item]), profile) if profile else ""
-        fields = extra.get(item["patient_id"], {})
-        writer.writerow(
-            [item["patient_id"], f"{p:.6f}", f"{s:.6f}", int(p >= cutoff), warning, *_cells(fields, columns)]
-        )
+    answers = {item["patient_id"]: (p, s, extra.get(item["patient_id"], {})) for item, p, s in zip(kept, mean, sd)}
+    table = _predictions_table(data, answers, refused, cutoff, read_profile(ckpt_dir))
     out = os.path.join(output_dir, "predictions.csv")
-    atomic_write_text(out, buf.getvalue())
-    data = kept
+    atomic_write_text(out, table)
     if explain:
         from scripts.inference.explain import explain_cohort
 
         explain_cohort(
-            network, preprocessing, data, ckpt_dir, os.path.join(output_dir, "explanations"), device, explain_mask_size
+            network, preprocessing, kept, ckpt_dir, os.path.join(output_dir, "explanations"), device, explain_mask_size
         )
-    print(buf.getvalue(), end="", flush=True)
+    print(table, end="", flush=True)
     return out
