@@ -47,6 +47,9 @@ from torch import nn
 from scripts.data.mirror_align import enhancement_maps, gaussian
 from scripts.networks.tabular import ColumnSpec, TabularEncoder
 
+# the relative readings' settings, in the order of _relative_maps' parameters
+RELATIVE_SETTINGS = ("cut", "vessel_level", "bone_level", "windows", "cut_width", "vessel_width", "tolerance")
+RELATIVE_SETTINGS += ("arterial_quantile", "smooth", "occluded_half", "distal_high")
 READINGS = ("log clot voxels", "clot NCCT asymmetry", "clot CTA - NCCT (HU/100)", "collateral enhancement")
 
 
@@ -131,22 +134,9 @@ def _patient_readings(
     return _four_readings(clot, n - mn, _mean(own / 100.0, clot, 0.0), ratio, distal)
 
 
-def _relative_readings(
-    x: torch.Tensor,
-    cut: float,
-    vessel_level: float,
-    bone_level: float,
-    windows: Sequence[Sequence[float]],
-    cut_width: float,
-    vessel_width: float,
-    tolerance: int,
-    arterial_quantile: float,
-    smooth: float,
-    occluded_half: bool,
-    distal_high: float,
-) -> torch.Tensor:
-    settings = (cut, vessel_level, bone_level, windows, cut_width, vessel_width, tolerance, arterial_quantile, smooth)
-    m = _relative_maps(x, *settings, occluded_half, distal_high)
+def _relative_readings(x: torch.Tensor, *settings: Any) -> torch.Tensor:
+    """:func:`clot_readings` with ``relative``: ``settings`` in the order of :data:`RELATIVE_SETTINGS`."""
+    m = _relative_maps(x, *settings)
     clot, distal = m["clot"].flatten(1), m["distal"].flatten(1)
     pervious = (_mean(m["cta"].flatten(1), clot, 0.0) - _mean(m["ncct_reach"].flatten(1), clot, 0.0)) / m["arterial"]
     asymmetry = (m["ncct_reach"] - m["mirror_ncct_reach"]).flatten(1)
@@ -207,8 +197,7 @@ def clot_measurements(x: torch.Tensor, voxel_mm: float, **settings: Any) -> Dict
         ``clot_perviousness_hu``: its mean CTA minus NCCT (the contrast inside the clot); ``arterial_enhancement_hu``:
         the patient's arterial enhancement the levels are shares of. NaN where no clot is found (length 0).
     """
-    names = ("cut", "vessel_level", "bone_level", "windows", "cut_width", "vessel_width", "tolerance")
-    names += ("arterial_quantile", "smooth", "occluded_half", "distal_high")
+    names = RELATIVE_SETTINGS
     defaults = {k: p.default for k, p in inspect.signature(clot_readings).parameters.items() if k in names}
     values = {**defaults, **{k: v for k, v in settings.items() if k in names}}
     m = _relative_maps(x.float(), *[values[k] for k in names])
@@ -366,9 +355,7 @@ class ClotReadingNet(nn.Module):
         checks the measurements on. Relative readings only (the main job's); the occluded side first
         (``MirrorAlignd``)."""
         with torch.autocast(x.device.type, enabled=False):
-            names = ("cut", "vessel_level", "bone_level", "windows", "cut_width", "vessel_width", "tolerance")
-            names += ("arterial_quantile", "smooth", "occluded_half", "distal_high")
-            clot = _relative_maps(x.float(), *[self.settings[k] for k in names])["clot"]
+            clot = _relative_maps(x.float(), *[self.settings[k] for k in RELATIVE_SETTINGS])["clot"]
             settings = self.settings
             iodine, mirrored, soft, arterial = enhancement_maps(
                 x.float(), settings["windows"], settings["bone_level"], settings["arterial_quantile"]
