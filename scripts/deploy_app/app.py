@@ -282,7 +282,7 @@ class OutcomeInferenceOperator(Operator):
         # the main job's clot measurements: fixed readings of the configured network, no fold weights needed
         reader = parser.get_parsed_content("network_def")
         if hasattr(reader, "clinical_measurements"):
-            reference = json.loads(extra["measurements.json"] or "{}")  # absent from models exported before 0.16
+            reference = json.loads(extra["measurements.json"] or "{}")  # absent from older exports
             result["measurements"] = measurement_fields(values, reader.clinical_measurements(inputs[0])[0], reference)
             result[KEY_VIEW] = reader.key_views(inputs[0])[0].numpy()  # written as key_image.png, not into the JSON
         if result["warning"]:

@@ -16,6 +16,7 @@ import os
 from typing import Any, Dict, List, Sequence
 
 import numpy as np
+from scipy.stats import percentileofscore
 
 from scripts.data.io import atomic_write, atomic_write_json, read_json_in
 
@@ -43,11 +44,11 @@ def read_reference(ckpt_dir: str) -> Dict[str, List[float]]:
 
 
 def percentile(reference: Sequence[float], value: float) -> float:
-    """The share (0-100) of the reference values below ``value``, ties counted half; NaN without either."""
+    """The share (0-100) of the reference values below ``value``, ties counted half (scipy's ``percentileofscore``,
+    kind "mean"); NaN without either."""
     if not reference or math.isnan(value):
         return float("nan")
-    ref = np.asarray(reference, float)
-    return float(100.0 * (np.sum(ref < value) + 0.5 * np.sum(ref == value)) / len(ref))
+    return float(percentileofscore(reference, value, kind="mean"))
 
 
 def measurement_fields(
