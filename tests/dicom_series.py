@@ -52,13 +52,13 @@ def write_volume_series(
     spacing = np.linalg.norm(aff[:3, :3], axis=0)
     lps = np.array([-1.0, -1.0, 1.0])
     rows_dir, cols_dir = aff[:3, 0] / spacing[0] * lps, aff[:3, 1] / spacing[1] * lps
-    series, study = generate_uid(), study or generate_uid()
+    series, study, frame_of_reference = generate_uid(), study or generate_uid(), generate_uid()
     os.makedirs(out_dir, exist_ok=True)
     for k in range(vol.shape[2]):
         ds = _file_meta(CTImageStorage)
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality, ds.PatientID = study, series, "CT", "anonymous"
         ds.SeriesNumber, ds.SeriesDescription, ds.ImageType = number, description, list(image_type)
-        ds.PatientPosition = "HFS"
+        ds.PatientPosition, ds.FrameOfReferenceUID = "HFS", frame_of_reference
         if contrast:
             ds.ContrastBolusAgent = contrast
         for keyword, value in {**(patient or {}), **(extra or {})}.items():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -100,6 +101,15 @@ def test_evaluation_with_only_the_model_folder_gives_the_trained_configuration_s
     folder_only = list(csv.DictReader(open(os.path.join(out, "predictions.csv"))))
     assert len(folder_only) == len(with_overlays) > 0
     assert [r["probability"] for r in folder_only] == [r["probability"] for r in with_overlays]
+    # the main job's report shows the key images of the test patients it was most and least sure of
+    report = open(os.path.join(out, "report.md")).read()
+    linked = re.findall(r"\(key_images/([\w-]+)\.png\)", report)
+    if folder[1] == CLOT[0]:
+        test = [r for r in folder_only if r["set"] == "test" and r["fold"] == "ensemble"]
+        assert "## Key images" in report and len(linked) == min(10, len(test)) == len(set(linked)) > 0
+        assert all(os.path.isfile(os.path.join(out, "key_images", f"{p}.png")) for p in linked)
+    else:  # a network that draws no key image
+        assert "## Key images" not in report and not linked
 
 
 def test_inference_with_only_the_model_folder_gives_the_trained_configuration_s_answer(folder, demo_cohort, tmp_path):
@@ -141,7 +151,7 @@ def test_deploy_app_on_the_main_job_s_models_gives_the_study_inference_s_answer(
     row = next(csv.DictReader(open(demo_cohort)))
     base = os.path.dirname(demo_cohort)
     study = str(tmp_path / "study")
-    write_study(os.path.join(base, row["ncct"]), os.path.join(base, row["cta"]), study, seed=1)
+    written = write_study(os.path.join(base, row["ncct"]), os.path.join(base, row["cta"]), study, seed=1)
     rules = site_rules(str(tmp_path / "rules.json"), 40.0)
     case = {"side": row["side"], "location": row["location"], "age": 70, "ivt": int(row["ivt"]), "nihss": 9}
     json.dump(case, open(os.path.join(study, "case.json"), "w"))
@@ -173,7 +183,7 @@ def test_deploy_app_on_the_main_job_s_models_gives_the_study_inference_s_answer(
         if name not in ("side", "location"):
             assert (value is None and expected[name] == "") or value == pytest.approx(float(expected[name]), abs=0.05)
     # and as a TID 1500 measurement report: the same values, in UCUM units, beside the probability
-    from scripts.deploy_app.report import MEASUREMENTS, read_measurements
+    from scripts.inference.dicom_report import MEASUREMENTS, read_measurements
 
     report = read_measurements(str(tmp_path / "out" / "measurements_sr.dcm"))
     for key, (concept, unit) in MEASUREMENTS.items():
@@ -191,12 +201,50 @@ def test_deploy_app_on_the_main_job_s_models_gives_the_study_inference_s_answer(
     )
     assert imread(str(key)).shape == imread(str(nifti_key)).shape == (4 * 16, 4 * 22, 4)
     assert abs(imread(str(key)) - imread(str(nifti_key))).max() < 0.02
+    _same_dicom_answers(study, written, tmp_path / "out", tmp_path / "cli" / "dicom" / expected["patient_id"], key)
 
     json.dump({k: case[k] for k in ("age", "ivt", "nihss")}, open(os.path.join(study, "case.json"), "w"))
     refused = _deploy_app(study, str(tmp_path / "out2"), models, rules)  # no side and site: one line, no probability
     assert refused.returncode == 2 and not os.path.exists(tmp_path / "out2" / "prediction.json")
     last = refused.stderr.strip().splitlines()[-1]
     assert last.endswith('case.json ({"side": ..., "location": ...})') and "needs side, location:" in last
+
+
+def _same_dicom_answers(study: str, written: dict, app: str, cli: str, key_png: str) -> None:
+    """The Deploy app's and ``--study`` inference's DICOM answers: the same four objects of the study, the SEG on the
+    CTA's frame of reference with its slices as source, the key image as a secondary capture of the PNG's pixels."""
+    import highdicom as hd
+    import numpy as np
+    from matplotlib.pyplot import imread
+    from pydicom import dcmread
+
+    from scripts.inference.dicom_answer import MEASUREMENTS_SR_FILE, SR_FILE
+    from scripts.inference.dicom_images import KEY_IMAGE_FILE, SEG_FILE
+    from scripts.inference.dicom_report import read_measurements
+
+    names = {SR_FILE, MEASUREMENTS_SR_FILE, SEG_FILE, KEY_IMAGE_FILE}
+    assert names <= set(os.listdir(app)) and names == set(os.listdir(cli))
+    files = [dcmread(os.path.join(study, f), stop_before_pixels=True) for f in os.listdir(study) if f != "case.json"]
+    cta = [ds for ds in files if ds.get("SeriesNumber") == written["cta"]]
+    ncct = [ds for ds in files if ds.get("SeriesNumber") == written["ncct"]]
+    segs = [hd.seg.segread(os.path.join(folder, SEG_FILE)) for folder in (app, cli)]
+    for seg in segs:
+        assert seg.StudyInstanceUID == written["study"] and seg.FrameOfReferenceUID == cta[0].FrameOfReferenceUID
+        assert [s.SeriesInstanceUID for s in seg.ReferencedSeriesSequence] == [cta[0].SeriesInstanceUID]
+        assert [d.SegmentLabel for d in seg.SegmentSequence] == ["vessel", "clot"]
+    uids = [ds.SOPInstanceUID for ds in cta]
+    pixels = [seg.get_pixels_by_source_instance(uids, segment_numbers=[1, 2]) for seg in segs]
+    assert pixels[0].shape == (len(cta), cta[0].Rows, cta[0].Columns, 2) and (pixels[0] == pixels[1]).all()
+    assert pixels[0][..., 0].any()  # the vessels the mirror shows, on the CTA's slices
+    assert read_measurements(os.path.join(app, MEASUREMENTS_SR_FILE)) == pytest.approx(
+        read_measurements(os.path.join(cli, MEASUREMENTS_SR_FILE)), abs=1e-4
+    )
+    capture = dcmread(os.path.join(app, KEY_IMAGE_FILE))
+    assert capture.StudyInstanceUID == written["study"] and capture.Modality == "OT"
+    referenced = {s.SeriesInstanceUID for s in capture.ReferencedSeriesSequence}
+    assert referenced == {cta[0].SeriesInstanceUID, ncct[0].SeriesInstanceUID}
+    png = imread(str(key_png))[..., :3]
+    assert capture.pixel_array.shape == png.shape and np.abs(capture.pixel_array / 255.0 - png).max() < 0.01
 
 
 def test_record_keeps_the_overlays_and_model_overrides_and_refuses_another_model_in_the_folder(tmp_path):
@@ -257,3 +305,20 @@ def test_case_values_come_from_case_json_and_the_dicom_header(tmp_path):
     (tmp_path / "case.json").write_text("{side: L")
     with pytest.raises(BundleInputError, match="case.json: not JSON"):
         case_values(str(tmp_path))
+
+
+def test_confidence_extremes_take_the_ensemble_rows_furthest_from_and_nearest_to_the_cut_off():
+    from scripts.evaluation.key_images import confidence_extremes
+
+    probabilities = [0.05, 0.5, 0.45, 0.95, 0.6, 0.29, 0.99, 0.41, 0.7, 0.2, 0.52, 0.01]
+    rows = [
+        {"patient_id": f"p{i}", "set": "test", "fold": "ensemble", "probability": p, "cutoff": 0.4}
+        for i, p in enumerate(probabilities)
+    ]
+    rows += [{"patient_id": "cv", "set": "cv", "fold": 0, "probability": 1.0, "cutoff": 0.4}]  # not a test patient
+    rows += [{"patient_id": "f0", "set": "test", "fold": 0, "probability": 1.0, "cutoff": 0.4}]  # one fold's row
+    chosen = confidence_extremes(rows)
+    assert [r["patient_id"] for r in chosen["most"]] == ["p6", "p3", "p11", "p0", "p8"]
+    assert [r["patient_id"] for r in chosen["least"]] == ["p7", "p2", "p1", "p5", "p10"]
+    few = confidence_extremes(rows[:3])  # three test patients: each shown once
+    assert len(few["most"]) == 1 and len(few["least"]) == 2

@@ -402,7 +402,7 @@ def test_monai_deploy_app_on_a_dicom_study(trained, dicom_study, tmp_path):
     from pydicom import dcmread
 
     from scripts.deploy_app.export import export
-    from scripts.deploy_app.report import DISCLAIMER, read_report
+    from scripts.inference.dicom_report import DISCLAIMER, read_report
 
     ckpt, _ = trained
     shape = {k: TINY[k] for k in ("spatial_size", "num_slices", "widths", "num_heads", "dropout")}

@@ -528,10 +528,12 @@ def render(
     modalities: Sequence[str],
     hypoperfusion_contrast: float = 0.4,
     scan: Dict[str, object] | None = None,
+    truth: bool = False,
 ) -> Dict[str, np.ndarray]:
     """Images of one patient in the anatomy's grid: NCCT/CTA in HU, b0/b1000/ADC/FLAIR in scanner units.
 
-    ``scan``: the acquisition and anatomy constants of :func:`draw_scan` (None: the uniform world's).
+    ``scan``: the acquisition and anatomy constants of :func:`draw_scan` (None: the uniform world's). ``truth``: also
+    ``clot``, the clot's partial-volume occupancy (0-1) in the same grid (what a clot segmentation is checked on).
 
     ``hypoperfusion_contrast`` c: the hypoperfused region's CTA enhancement is 30 HU x (1 - c + c G/3); the default
     0.4 is a faint change; tests raise it to 0.9 so that the occlusion side is visible on a coarse grid (it never
@@ -549,6 +551,8 @@ def render(
         images.update(_ctp(anatomy, patient, rng, head["csf"], hypo, core_soft))
     if "mr" in modalities:
         images.update(_mr(anatomy, patient, rng, head, core_soft))
+    if truth:
+        images["clot"] = occ["clot"]
     return images
 
 

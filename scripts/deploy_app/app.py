@@ -8,7 +8,7 @@ either
   ``DICOMDataLoaderOperator`` -> :class:`StudySeriesSelectorOperator` (MONAI Deploy's selector running the bundle's
   rules, ``configs/series_rules.json``: the same choice as the CLIs' ``--study``) -> :class:`SeriesVolumesOperator`
   (MONAI Deploy's ``DICOMSeriesToVolumeOperator``, for every selected series) -> :class:`OutcomeInferenceOperator`
-  -> :class:`OutcomeSRWriterOperator` (a DICOM Comprehensive SR, :mod:`scripts.deploy_app.report`) and
+  -> :class:`OutcomeSRWriterOperator` (the DICOM answers, :mod:`scripts.inference.dicom_answer`) and
   :class:`PredictionWriterOperator`; or
 - one NIfTI file (``ncct.nii.gz``) or one DICOM series folder (``ncct/``) per sequence of the model.
 
@@ -17,7 +17,10 @@ NIHSS) takes them from ``case.json`` in INPUT (``{"side": "L", "location": "M1",
 14}``), age and sex also from a study's DICOM header; a missing one is named in one line.
 
 OUTPUT receives ``prediction.json`` (the fold-ensemble probability, its SD over folds, the prediction at the
-evaluation's cut-off, the cut-off, the warning) and, from a study, ``outcome_sr.dcm`` and ``series_selection.json``.
+evaluation's cut-off, the cut-off, the warning; the main job's clot measurements) and the main job's
+``key_image.png``; from a study also ``series_selection.json`` and the answer as DICOM objects of the study
+(:mod:`scripts.inference.dicom_answer`): ``outcome_sr.dcm``, and for the main job ``measurements_sr.dcm`` (TID 1500),
+``clot_seg.dcm`` (vessel and clot on the CTA's slices) and ``key_image_sc.dcm``.
 
 :class:`OutcomeInferenceOperator` is used instead of ``MonaiBundleInferenceOperator`` because the model takes several
 named sequences as channels, which that operator's single-image input mapping does not express; it runs the bundle's
@@ -45,19 +48,20 @@ from monai.deploy.operators import (
     DICOMSeriesSelectorOperator,
     DICOMSeriesToVolumeOperator,
 )
+from monai.transforms import Orientation
 
 from scripts import BundleInputError
 from scripts.data.dicom_study import RULES_FILE, group_series, header, load_rules, named_rules, select, selection_record
-from scripts.data.io import atomic_write, atomic_write_json
+from scripts.data.io import atomic_write_json
 from scripts.data.profile import case_profile, ood_warning
-from scripts.deploy_app.report import measurement_report, structured_report
+from scripts.inference.dicom_answer import write_dicom_answer
+from scripts.inference.dicom_images import box_affine
 from scripts.inference.measurements import measurement_fields, write_key_image
 from scripts.inference.predict import combine_folds
 
 logger = logging.getLogger(__name__)
-SR_FILE = "outcome_sr.dcm"
-MEASUREMENTS_SR_FILE = "measurements_sr.dcm"  # TID 1500, when the model measures the clot
 KEY_VIEW = "key_view"  # the result's key image array, on its way to key_image.png
+CLOT = "clot"  # the result's clot memberships and their box, on their way to the DICOM SEG
 
 
 def _sequence_path(folder: str, key: str) -> str | None:
@@ -285,6 +289,11 @@ class OutcomeInferenceOperator(Operator):
             reference = json.loads(extra["measurements.json"] or "{}")  # absent from older exports
             result["measurements"] = measurement_fields(values, reader.clinical_measurements(inputs[0])[0], reference)
             result[KEY_VIEW] = reader.key_views(inputs[0])[0].numpy()  # written as key_image.png, not into the JSON
+            if self.from_study and "cta" in item:  # where the clot was read, for the SEG on the CTA's slices
+                cta = Orientation("RAS")(item["cta"])
+                affine = box_affine(parser.get_parsed_content("preprocessing"), cta)
+                memberships = reader.membership_maps(inputs[0])[0].numpy()
+                result[CLOT] = {"memberships": memberships, "affine": affine, "side": values.get("side")}
         if result["warning"]:
             logger.warning("input unlike the training cohort: %s", result["warning"])
         logger.info("outcome probability %.4f (%d fold models)", p, len(probs))
@@ -307,21 +316,25 @@ class PredictionWriterOperator(Operator):
         os.makedirs(self.output_folder, exist_ok=True)
         if KEY_VIEW in result:
             write_key_image(os.path.join(self.output_folder, "key_image.png"), result[KEY_VIEW])
-        answer = {k: v for k, v in result.items() if k != KEY_VIEW}
+        answer = {k: v for k, v in result.items() if k not in (KEY_VIEW, CLOT)}
         atomic_write_json(os.path.join(self.output_folder, "prediction.json"), answer)
 
 
-OUTCOMES = {"fpe": "First-pass effect", "mtici_2c": "Final mTICI >= 2c", "rlvo": "Refractory LVO"}
-
-
 class OutcomeSRWriterOperator(Operator):
-    """Writes ``OUTPUT/outcome_sr.dcm`` (:func:`scripts.deploy_app.report.structured_report`, referencing every
-    selected input series) and ``OUTPUT/series_selection.json`` (which series, and why)."""
+    """Writes the answer's DICOM objects (:func:`scripts.inference.dicom_answer.write_dicom_answer`: the outcome SR;
+    for the main job also the TID 1500 measurement report, the clot SEG on the CTA and the key image as a secondary
+    capture), referencing the selected input series, and ``OUTPUT/series_selection.json`` (which series, and why)."""
 
     def __init__(
-        self, fragment: Fragment, *args: Any, app_context: AppContext, output_folder: str, **kwargs: Any
+        self,
+        fragment: Fragment,
+        *args: Any,
+        app_context: AppContext,
+        output_folder: str,
+        keep_identifiers: bool = False,
+        **kwargs: Any,
     ) -> None:
-        self.app_context, self.output_folder = app_context, output_folder
+        self.app_context, self.output_folder, self.keep_identifiers = app_context, output_folder, keep_identifiers
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
@@ -336,28 +349,23 @@ class OutcomeSRWriterOperator(Operator):
         extra = _embedded(_fold_models(self.app_context)[0].path)
         meta = json.loads(extra["metadata.json"] or "{}")
         label = (json.loads(extra["trained_on.json"] or "null") or {}).get("label", "fpe")
-        evidence = [
-            sop.get_native_sop_instance() for s in selected.selected_series for sop in s.series.get_sop_instances()
-        ]
-        report = structured_report(
-            result,
-            evidence,
-            str(meta.get("name", "thrombectomy outcome bundle")),
-            str(meta.get("version", "")),
-            OUTCOMES.get(label, label),
-        )
-        atomic_write(os.path.join(self.output_folder, SR_FILE), lambda path: report.save_as(path), suffix=".dcm")
-        if result.get("measurements"):  # the main job's clot measurements as a TID 1500 measurement report
-            names = (str(meta.get("name", "thrombectomy outcome bundle")), str(meta.get("version", "")))
-            tid1500 = measurement_report(result, evidence, *names, OUTCOMES.get(label, label))
-            path = os.path.join(self.output_folder, MEASUREMENTS_SR_FILE)
-            atomic_write(path, lambda target: tid1500.save_as(target), suffix=".dcm")
+        datasets = {
+            s.selection_name: [sop.get_native_sop_instance() for sop in s.series.get_sop_instances()]
+            for s in selected.selected_series
+        }
+        evidence = [ds for series in datasets.values() for ds in series]
+        clot = result.get(CLOT)
+        if clot is not None:
+            clot = {**clot, "view": result[KEY_VIEW]}
+        cta = datasets.get("cta", [])
+        write_dicom_answer(self.output_folder, result, evidence, cta, meta, label, clot, self.keep_identifiers)
         atomic_write_json(os.path.join(self.output_folder, "series_selection.json"), record)
 
 
 class OutcomeApp(Application):
     """Thrombectomy outcome prediction as a MONAI Deploy application (module docstring). ``--rules FILE``: series
-    rules for DICOM studies (default ``configs/series_rules.json``)."""
+    rules for DICOM studies (default ``configs/series_rules.json``); ``--keep_identifiers``: the DICOM answers carry
+    the patient's name, ID and birth date (for a PACS that files results by patient ID; default: empty)."""
 
     def compose(self) -> None:
         argv = list(self.argv)
@@ -366,6 +374,9 @@ class OutcomeApp(Application):
             at = argv.index("--rules")
             rules = argv[at + 1]
             del argv[at : at + 2]
+        keep_identifiers = "--keep_identifiers" in argv
+        if keep_identifiers:
+            argv.remove("--keep_identifiers")
         app_context = Application.init_app_context(argv)
         folder, out = str(app_context.input_path), str(app_context.output_path)
         writer = PredictionWriterOperator(self, output_folder=out, name="writer")
@@ -380,7 +391,9 @@ class OutcomeApp(Application):
         selector = StudySeriesSelectorOperator(self, keys=keys, rules=rules, where=folder, name="series_selector")
         volumes = SeriesVolumesOperator(self, name="series_to_volumes")
         infer = OutcomeInferenceOperator(self, app_context=app_context, from_study=True, name="outcome")
-        report = OutcomeSRWriterOperator(self, app_context=app_context, output_folder=out, name="sr_writer")
+        report = OutcomeSRWriterOperator(
+            self, app_context=app_context, output_folder=out, keep_identifiers=keep_identifiers, name="sr_writer"
+        )
         self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
         self.add_flow(selector, volumes, {("study_selected_series_list", "study_selected_series_list")})
         self.add_flow(volumes, infer, {("images", "images"), ("header", "header")})

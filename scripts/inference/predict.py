@@ -184,6 +184,35 @@ def _predictions_table(
     return buf.getvalue()
 
 
+def _dicom_answers(
+    kept: List[Dict[str, Any]],
+    answers: Dict[str, Tuple[float, float, Dict[str, Any]]],
+    views: List[np.ndarray],
+    cutoff: float,
+    profile: Dict[str, Any] | None,
+    model: Tuple[torch.nn.Module, Callable],
+    ckpt_dir: str,
+    output_dir: str,
+    dicom_answer: Dict[str, Any],
+) -> None:
+    """The DICOM answers of the patients read from DICOM series folders (:func:`predict_cohort`)."""
+    from scripts.data.io import read_json_in
+    from scripts.inference.dicom_answer import write_study_answer
+
+    meta = read_json(dicom_answer["metadata_file"])
+    label = (read_json_in(ckpt_dir, "trained_on.json") or {}).get("label", "fpe")
+    for i, item in enumerate(kept):
+        if not any(isinstance(item.get(k), str) and os.path.isdir(item[k]) for k in SEQUENCES):
+            continue
+        p, s, fields = answers[item["patient_id"]]
+        warning = ood_warning(case_profile(item, [k for k in SEQUENCES if k in item]), profile) if profile else ""
+        result = {"probability": p, "probability_sd": s, "prediction": int(p >= cutoff), "cutoff": cutoff}
+        result.update(warning=warning, measurements=fields)
+        folder = os.path.join(output_dir, "dicom", str(item["patient_id"]))
+        view = views[i] if i < len(views) else None
+        write_study_answer(folder, item, result, *model, view, meta, label, bool(dicom_answer.get("keep_identifiers")))
+
+
 def _cells(fields: Dict[str, Any], columns: Sequence[str]) -> List[str]:
     """The CSV cells of ``columns``: values as written, None (no value) and absent fields empty."""
     return ["" if fields.get(c) is None else str(fields[c]) for c in columns]
@@ -244,6 +273,7 @@ def predict_cohort(
     image_keys: Sequence[str] | None = None,
     input_limits: Dict[str, Any] | None = None,
     strict: bool = True,
+    dicom_answer: Dict[str, Any] | None = None,
 ) -> str:
     """Predict ``data`` with every fold model and write ``output_dir/predictions.csv``.
 
@@ -267,6 +297,9 @@ def predict_cohort(
         image_keys: the sequences to check (NIfTI in MNI space).
         input_limits: the checks' limits.
         strict: stop at the first refused patient.
+        dicom_answer: ``{"metadata_file": the bundle metadata, "keep_identifiers": bool}``; given, a patient read
+            from DICOM series (``--study``) also gets its answer as DICOM objects of its study in
+            ``output_dir/dicom/<patient_id>/`` (:func:`scripts.inference.dicom_answer.write_study_answer`).
 
     Returns:
         the path of ``predictions.csv``.
@@ -294,7 +327,13 @@ def predict_cohort(
     reference = read_reference(ckpt_dir)
     extra = {item["patient_id"]: measurement_fields(item, m, reference) for item, m in zip(kept, measured)}
     answers = {item["patient_id"]: (p, s, extra.get(item["patient_id"], {})) for item, p, s in zip(kept, mean, sd)}
-    table = _predictions_table(data, answers, refused, cutoff, read_profile(ckpt_dir))
+    profile = read_profile(ckpt_dir)
+    table = _predictions_table(data, answers, refused, cutoff, profile)
+    if dicom_answer:
+        reader = getattr(network, "_orig_mod", network)
+        _dicom_answers(
+            kept, answers, views, cutoff, profile, (reader, preprocessing), ckpt_dir, output_dir, dicom_answer
+        )
     out = os.path.join(output_dir, "predictions.csv")
     atomic_write_text(out, table)
     if explain:

@@ -157,9 +157,9 @@ def _relative_maps(
     occluded_half: bool,
     distal_high: float,
 ) -> Dict[str, torch.Tensor]:
-    """The relative readings' voxel maps (B, H, W, D): clot and distal memberships, enhancement ratio, NCCT and CTA
-    in HU (``ncct_reach``, ``mirror_ncct_reach``: the largest within ``tolerance``), and the arterial enhancement
-    (B,)."""
+    """The relative readings' voxel maps (B, H, W, D): vessel, clot and distal memberships, enhancement ratio, NCCT
+    and CTA in HU (``ncct_reach``, ``mirror_ncct_reach``: the largest within ``tolerance``), and the arterial
+    enhancement (B,)."""
     own, mirror, soft, arterial = enhancement_maps(x, windows, bone_level, arterial_quantile)
     (n_lo, n_hi), (c_lo, c_hi) = windows
     n, mn = (x[:, c].float() * (n_hi - n_lo) + n_lo for c in (0, 2))
@@ -178,7 +178,8 @@ def _relative_maps(
         vessel[:, x.shape[2] // 2 :] = 0
     ratio = own / mirror.clamp_min(1.0)
     in_clot = _ramp(cut - ratio, cut_width)
-    maps.update(clot=vessel * in_clot, distal=vessel * (1 - in_clot) * (ratio < distal_high) * mc, ratio=ratio)
+    clot, distal = vessel * in_clot, vessel * (1 - in_clot) * (ratio < distal_high) * mc
+    maps.update(vessel=vessel, clot=clot, distal=distal, ratio=ratio)
     maps.update(ncct_reach=n, mirror_ncct_reach=mn, arterial=arterial)
     return maps
 
@@ -348,6 +349,15 @@ class ClotReadingNet(nn.Module):
         return [{k: round(float(v[b]), 3) for k, v in values.items()} for b in range(len(x))]
 
     @torch.no_grad()
+    def membership_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 4, H, W, D) -> (B, 2, H, W, D) in [0, 1]: the vessel membership (where the aligned mirror shows an
+        artery, in the occluded half) and the clot membership the readings measure, on the input's grid (the occluded
+        side first, ``MirrorAlignd``). Relative readings only (the main job's)."""
+        with torch.autocast(x.device.type, enabled=False):
+            maps = _relative_maps(x.float(), *[self.settings[k] for k in RELATIVE_SETTINGS])
+        return torch.stack([maps["vessel"], maps["clot"]], 1)
+
+    @torch.no_grad()
     def key_views(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 4, H, W, D) -> (B, W, H, 3) RGB in [0, 1]: the axial maximum-intensity projection of the occluded
         half's iodine (CTA minus NCCT outside bone, as a share of the patient's arterial enhancement) on the left
@@ -355,7 +365,7 @@ class ClotReadingNet(nn.Module):
         checks the measurements on. Relative readings only (the main job's); the occluded side first
         (``MirrorAlignd``)."""
         with torch.autocast(x.device.type, enabled=False):
-            clot = _relative_maps(x.float(), *[self.settings[k] for k in RELATIVE_SETTINGS])["clot"]
+            clot = self.membership_maps(x)[:, 1]
             settings = self.settings
             iodine, mirrored, soft, arterial = enhancement_maps(
                 x.float(), settings["windows"], settings["bone_level"], settings["arterial_quantile"]

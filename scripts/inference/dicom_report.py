@@ -4,7 +4,8 @@ Content (a "Diagnostic imaging report" container): the outcome probability (NUM,
 cut-off, the prediction at it (TEXT), the algorithm name and version (DCM 111001 / 111003), the out-of-distribution
 warning when there is one, and "Research use only, not for diagnosis" (DCM 121106 Comment). The evidence is every
 input series the app read (Current Requested Procedure Evidence Sequence: their study, series and SOP instance
-UIDs); the patient and study modules are copied from the input, as DICOM requires, and nothing else is.
+UIDs); the patient and study modules are taken from the input as :func:`scripts.inference.dicom_answer.linkable`
+gives it (the identifiers empty unless asked for), and nothing else is.
 """
 
 from __future__ import annotations
