@@ -344,9 +344,10 @@ def dicom_study(demo_cohort, tmp_path_factory):
     return {**truth, "dir": str(folder / "study"), "rules": rules, "nifti": nifti, "row": row}
 
 
-def _no_identifiers(*texts: str) -> None:
+def _no_identifiers(*texts: str | bytes) -> None:
     for text in texts:
-        assert not any(value in text for value in PHI.values()), text[:300]
+        data = text if isinstance(text, bytes) else text.encode()
+        assert not any(value.encode() in data for value in PHI.values()), data[:300]
 
 
 def test_inference_on_a_dicom_study(trained, dicom_study, tmp_path):
@@ -375,8 +376,14 @@ def test_inference_on_a_dicom_study(trained, dicom_study, tmp_path):
         record["ncct"]["series_number"] == dicom_study["ncct"] and record["cta"]["series_number"] == dicom_study["cta"]
     )
     assert "thinnest of 2" in record["ncct"]["reason"]
-    outputs = [open(os.path.join(tmp_path / "study", f)).read() for f in os.listdir(tmp_path / "study")]
-    _no_identifiers(study.stdout, study.stderr, *outputs)
+    outputs = [open(os.path.join(r, f), "rb").read() for r, _, fs in os.walk(tmp_path / "study") for f in fs]
+    _no_identifiers(study.stdout.encode(), study.stderr.encode(), *outputs)
+    # the answer as a DICOM object of the study (an MNT-DL model measures no clot: the outcome SR only)
+    from pydicom import dcmread
+
+    (answer,) = os.listdir(tmp_path / "study" / "dicom" / a["patient_id"])
+    report = dcmread(str(tmp_path / "study" / "dicom" / a["patient_id"] / answer))
+    assert answer == "outcome_sr.dcm" and report.StudyInstanceUID == dicom_study["study"]
 
 
 def test_monailabel_task_on_a_dicom_study(trained, dicom_study):
@@ -447,13 +454,16 @@ def test_monai_deploy_app_on_a_dicom_study(trained, dicom_study, tmp_path):
         series[int(ds.SeriesNumber)] = ds.SeriesInstanceUID
     assert sr["referenced_series"] == sorted([series[dicom_study["ncct"]], series[dicom_study["cta"]]])
     report = dcmread(str(out / "outcome_sr.dcm"))
-    assert report.PatientName == PHI["PatientName"] and report.StudyInstanceUID == dicom_study["study"]
+    assert report.PatientName == "" and report.PatientID == "" and report.StudyInstanceUID == dicom_study["study"]
     assert "InstitutionName" not in report  # the patient and study modules only
     record = json.load(open(out / "series_selection.json"))
     assert record["cta"]["series_number"] == dicom_study["cta"]
-    _no_identifiers(
-        app.stdout, app.stderr, open(out / "prediction.json").read(), open(out / "series_selection.json").read()
-    )
+    outputs = [open(os.path.join(out, f), "rb").read() for f in os.listdir(out)]
+    _no_identifiers(app.stdout, app.stderr, *outputs)
+    # a PACS that files results by patient ID: the SR carries the study's patient
+    again = [str(tmp_path / "kept") if part == str(out) else part for part in cmd] + ["--keep_identifiers"]
+    kept = subprocess.run(again, cwd=ROOT, capture_output=True)
+    assert kept.returncode == 0 and dcmread(str(tmp_path / "kept" / "outcome_sr.dcm")).PatientID == PHI["PatientID"]
 
 
 def test_interrupted_fold_resumes(datalist_2fold, tmp_path):
