@@ -45,6 +45,7 @@ HIDDEN = ("clot_length_mm", "clot_density_hu", "clot_perviousness", "collaterals
 RELATIVE = {"relative": True, "vessel_level": 0.6, "vessel_width": 0.25, "cut": 0.4}
 MAIN = {**RELATIVE, "tolerance": 2, "smooth": 0.7, "occluded_half": True}
 COLLATERAL = {"cut": 0.4, "tolerance": 1, "smooth": 1.0, "distal_high": 1.05}
+MIDLINE = {"midline": 4}  # configs/clot_readings.json: midline_mm 8 at the 2 mm box
 
 
 def main(dataset_dir: str) -> None:
@@ -86,7 +87,9 @@ def main(dataset_dir: str) -> None:
     report("+ own side compared within one voxel (tolerance 2)", aligned["X"], {**RELATIVE, "tolerance": 2})
     report("+ enhancement smoothed (0.7 voxel)", aligned["X"], {**RELATIVE, "tolerance": 2, "smooth": 0.7})
     report("+ the occluded hemisphere only", aligned["X"], MAIN)
-    report("the main job: + collateral reading at its own settings", aligned["X"], MAIN, COLLATERAL, keep="main")
+    report("+ collateral reading at its own settings", aligned["X"], MAIN, COLLATERAL)
+    main_job = {**MAIN, **MIDLINE}
+    report("the main job: + no vessel read within 8 mm of the midline", aligned["X"], main_job, COLLATERAL, keep="main")
     print(f"site, age, IVT, NIHSS only: {score(clinical, keep='clinical')}")
     test = delong(y[fold >= 0], out_of_fold["main"], out_of_fold["clinical"])
     print(f"the main job's readings against the clinical values alone (DeLong, pooled out-of-fold): {test}")

@@ -24,7 +24,15 @@ from sklearn.metrics import roc_auc_score
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.clot_readings_ablation import COLLATERAL, CONFIGS, HIDDEN, MAIN, _batched, fold_scores  # noqa: E402
+from benchmarks.clot_readings_ablation import (  # noqa: E402
+    COLLATERAL,
+    CONFIGS,
+    HIDDEN,
+    MAIN,
+    MIDLINE,
+    _batched,
+    fold_scores,
+)
 from benchmarks.oracle_features import cv_auc  # noqa: E402
 from benchmarks.replica_ablation import cached_inputs  # noqa: E402
 from scripts.data.split import load_datalist, write_datalist  # noqa: E402
@@ -74,8 +82,8 @@ def main(
         with open(os.path.join(folder, "manifest.json")) as f:
             truth = json.load(f)["truth"]
         datalist = load_datalist(os.path.join(folder, "datalist.json"))
-        readings = _batched(data["X"], MAIN)
-        readings[:, 3] = _batched(data["X"], {**MAIN, **COLLATERAL})[:, 3]
+        readings = _batched(data["X"], {**MAIN, **MIDLINE})
+        readings[:, 3] = _batched(data["X"], {**MAIN, **MIDLINE, **COLLATERAL})[:, 3]
         ids = [it["patient_id"] for it in data["items"]]
         hidden = np.array([[truth[p][k] for k in HIDDEN] for p in ids], float)
         hidden[:, 0] = np.log(hidden[:, 0])

@@ -105,6 +105,23 @@ def test_network_is_a_linear_head_on_the_readings_and_refuses_a_wrong_input():
     assert clot_readings(same)[0].tolist() == [0.0, 0.0, 0.0, 1.0]
 
 
+def test_midline_band_reads_no_vessel_and_leaves_the_lateral_clot():
+    """A vessel beside the midline that the mirror shows and the own side lacks (the midline's own vessels, their own
+    mirrors after alignment) reads as clot without the band; with it only the lateral clot counts, voxel for voxel."""
+    x = torch.zeros(1, 4, 21, 10, 10)
+    x[:, 0], x[:, 2] = 0.3, 0.3  # NCCT and its mirror: 30 HU of [0, 100]
+    x[:, 1], x[:, 3] = 0.1, 0.1  # CTA and its mirror: 40 HU of [0, 400] (10 HU of enhancement)
+    x[:, 3, 3, 2:8, 5] = 0.75  # the mirror's vessels (300 HU): a lateral one and one beside the midline (index 10)
+    x[:, 3, 9, 2:8, 5] = 0.75
+    x[:, 1, 12:, 2:8, 5] = 0.75  # the other half's own vessels: the patient's arterial enhancement
+    settings = {"relative": True, "vessel_level": 0.6, "vessel_width": 0.25, "cut": 0.4, "occluded_half": True}
+    without = clot_readings(x, **settings)[0, 0]
+    with_band = clot_readings(x, **settings, midline=2)[0, 0]
+    assert without == pytest.approx(np.log1p(12), abs=0.01) and with_band == pytest.approx(np.log1p(6), abs=0.01)
+    net = ClotReadingNet(**settings, midline_mm=4.0, voxel_mm=2.0)
+    assert net.settings["midline"] == 2 and net.measurements(x)[0, 0] == pytest.approx(float(with_band))
+
+
 # the main job's configuration on the 6 mm side_datalist cohort (a fit test: the readings cannot see a clot there)
 TINY = {"vessel_spacing": 6.0, "num_slices": 10, "max_epochs": 40}
 CONFIGS = ["train.json", "clot_readings.json"]

@@ -49,7 +49,7 @@ from scripts.networks.tabular import ColumnSpec, TabularEncoder
 
 # the relative readings' settings, in the order of _relative_maps' parameters
 RELATIVE_SETTINGS = ("cut", "vessel_level", "bone_level", "windows", "cut_width", "vessel_width", "tolerance")
-RELATIVE_SETTINGS += ("arterial_quantile", "smooth", "occluded_half", "distal_high")
+RELATIVE_SETTINGS += ("arterial_quantile", "smooth", "occluded_half", "distal_high", "midline")
 READINGS = ("log clot voxels", "clot NCCT asymmetry", "clot CTA - NCCT (HU/100)", "collateral enhancement")
 
 
@@ -67,6 +67,7 @@ def clot_readings(
     smooth: float = 0.0,
     occluded_half: bool = False,
     distal_high: float = 0.95,
+    midline: int = 0,
 ) -> torch.Tensor:
     """(B, 4, H, W, D) NCCT, CTA, mirrored NCCT, mirrored CTA in [0, 1] -> the four readings (B, 4), in fp32.
 
@@ -79,7 +80,10 @@ def clot_readings(
     2 t - 1 voxels per axis before they are compared with the mirror (1 = voxel to voxel; without ``relative`` the
     mirror's as well, and bone grown as much). ``occluded_half``: only the first half along H counts (the occluded
     hemisphere, where :class:`scripts.data.mirror_align.MirrorAlignd` put it). ``distal_high``: the vessels beyond the
-    clot enhance from ``cut`` up to this share of their mirror (relative readings only).
+    clot enhance from ``cut`` up to this share of their mirror (relative readings only). ``midline``: the voxels
+    within this many of the box's midline read no vessel (relative readings only): the basilar artery, the anterior
+    communicating artery and the A2 segments lie on the midline and are their own mirrors, so the comparison cannot
+    read them, while the clot sites it reads (ICA, M1, M2) lie 12 mm or more from it.
 
     ``cut``: enhancement ratio below which a vessel voxel is clot; ``vessel_level``: the mirror's enhancement (HU)
     above which a voxel is a vessel; ``bone_level``: windowed NCCT at or above which a voxel is bone;
@@ -91,7 +95,7 @@ def clot_readings(
         raise ValueError(f"expected input (B, 4, H, W, D): NCCT, CTA and their mirrors, got {list(x.shape)}")
     if relative:
         settings = (cut, vessel_level, bone_level, windows, cut_width, vessel_width, int(tolerance))
-        extra = (arterial_quantile, float(smooth), bool(occluded_half), float(distal_high))
+        extra = (arterial_quantile, float(smooth), bool(occluded_half), float(distal_high), int(midline))
         return torch.cat([_relative_readings(part, *settings, *extra) for part in x.split(2)])
     args = (cut, vessel_level, bone_level, windows, cut_width, vessel_width, int(tolerance))
     # two patients at a time: the temporaries stay small enough to be reused instead of mapped afresh for every
@@ -156,6 +160,7 @@ def _relative_maps(
     smooth: float,
     occluded_half: bool,
     distal_high: float,
+    midline: int = 0,
 ) -> Dict[str, torch.Tensor]:
     """The relative readings' voxel maps (B, H, W, D): vessel, clot and distal memberships, enhancement ratio, NCCT
     and CTA in HU (``ncct_reach``, ``mirror_ncct_reach``: the largest within ``tolerance``), and the arterial
@@ -176,6 +181,8 @@ def _relative_maps(
     vessel = ((mirror - vessel_level * scale) / (vessel_width * scale) + 0.5).clamp(0.0, 1.0) * soft
     if occluded_half:
         vessel[:, x.shape[2] // 2 :] = 0
+    if midline > 0:
+        vessel[:, x.shape[2] // 2 - midline : x.shape[2] // 2 + midline + 1] = 0
     ratio = own / mirror.clamp_min(1.0)
     in_clot = _ramp(cut - ratio, cut_width)
     clot, distal = vessel * in_clot, vessel * (1 - in_clot) * (ratio < distal_high) * mc
@@ -276,6 +283,8 @@ class ClotReadingNet(nn.Module):
         relative, tolerance, arterial_quantile, smooth, occluded_half, distal_high: see :func:`clot_readings`.
         collateral: settings that differ for the collateral reading (e.g. ``{"smooth": 1.0, "cut": 0.4}``).
         voxel_mm: the box's voxel size in mm (the clot length of :meth:`clinical_measurements`).
+        midline_mm: the band on either side of the box's midline that reads no vessel, mm (``midline`` of
+            :func:`clot_readings`, in voxels of ``voxel_mm``).
     """
 
     def __init__(
@@ -296,6 +305,7 @@ class ClotReadingNet(nn.Module):
         distal_high: float = 0.95,
         collateral: Dict[str, float] | None = None,
         voxel_mm: float = 2.0,
+        midline_mm: float = 0.0,
     ) -> None:
         super().__init__()
         self.settings = dict(
@@ -311,6 +321,7 @@ class ClotReadingNet(nn.Module):
             smooth=float(smooth),
             occluded_half=bool(occluded_half),
             distal_high=float(distal_high),
+            midline=int(round(float(midline_mm) / float(voxel_mm))),
         )
         self.collateral = dict(collateral or {})
         self.voxel_mm = float(voxel_mm)
