@@ -22,8 +22,8 @@ from scipy import ndimage
 
 from scripts.data.anatomy import box_slices
 from scripts.data.mni_box import MNIBoxd
+from scripts.inference.dicom_report import MANUFACTURER
 
-MANUFACTURER = "Thrombectomy outcome bundle"
 SEGMENTS = ("vessel", "clot")  # the channels of ClotReadingNet.membership_maps, in order
 SEG_FILE, KEY_IMAGE_FILE = "clot_seg.dcm", "key_image_sc.dcm"
 

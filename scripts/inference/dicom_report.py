@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Dict, Sequence
 
 DISCLAIMER = "Research use only, not for diagnosis"
+MANUFACTURER = "Thrombectomy outcome bundle"  # every DICOM object the bundle writes
 SCHEME = "99TBOUT"  # a local coding scheme for the bundle's own concepts (DICOM PS3.16: "99" prefix)
 CONCEPTS = {
     "probability": ("PROB", "Outcome probability"),
@@ -90,7 +91,7 @@ def structured_report(
         series_number=9901,
         sop_instance_uid=hd.UID(),
         instance_number=1,
-        manufacturer="Thrombectomy outcome bundle",
+        manufacturer=MANUFACTURER,
         series_description=f"{model_name} {model_version}: {DISCLAIMER}"[:64],
     )
 
@@ -195,7 +196,7 @@ def measurement_report(
         series_number=9902,
         sop_instance_uid=hd.UID(),
         instance_number=1,
-        manufacturer="Thrombectomy outcome bundle",
+        manufacturer=MANUFACTURER,
         series_description=f"{model_name} measurements: {DISCLAIMER}"[:64],
     )
 

@@ -184,6 +184,29 @@ def _predictions_table(
     return buf.getvalue()
 
 
+def _refused(
+    data: List[Dict[str, Any]],
+    image_keys: Sequence[str],
+    input_limits: Dict[str, Any] | None,
+    ckpt_dir: str,
+    output_dir: str,
+) -> Dict[str, str]:
+    """Every patient's images checked first (:func:`predict_cohort` unless ``strict``): {patient_id: reason} of the
+    refused ones, listed in ``output_dir/exclusions.csv``; all refused is one line."""
+    refused: Dict[str, str] = {}
+    limits = input_limits_of(input_limits)
+    grid = read_grid(ckpt_dir)
+    for item in data:
+        reason = screen_images(item, image_keys, limits, grid, "the fold models'")
+        if reason is not None:
+            refused[item["patient_id"]] = reason
+    if len(refused) == len(data):
+        raise BundleInputError(f"every one of the {len(data)} patients was refused (first: {reason})")
+    excluded = [{"patient_id": p, "reason": r} for p, r in refused.items()]
+    write_exclusions(os.path.join(output_dir, EXCLUSIONS_FILE), excluded)
+    return refused
+
+
 def _dicom_answers(
     kept: List[Dict[str, Any]],
     answers: Dict[str, Tuple[float, float, Dict[str, Any]]],
@@ -304,18 +327,7 @@ def predict_cohort(
     Returns:
         the path of ``predictions.csv``.
     """
-    refused: Dict[str, str] = {}
-    if not strict and image_keys:
-        limits = input_limits_of(input_limits)
-        grid = read_grid(ckpt_dir)
-        for item in data:
-            reason = screen_images(item, image_keys, limits, grid, "the fold models'")
-            if reason is not None:
-                refused[item["patient_id"]] = reason
-        if len(refused) == len(data):
-            raise BundleInputError(f"every one of the {len(data)} patients was refused (first: {reason})")
-        excluded = [{"patient_id": p, "reason": r} for p, r in refused.items()]
-        write_exclusions(os.path.join(output_dir, EXCLUSIONS_FILE), excluded)
+    refused = _refused(data, image_keys, input_limits, ckpt_dir, output_dir) if not strict and image_keys else {}
     kept = [item for item in data if item["patient_id"] not in refused]
     measured: List[Dict[str, float]] = []
     views: List[np.ndarray] = []
