@@ -22,7 +22,7 @@ from scipy import ndimage
 
 from scripts.data.anatomy import box_slices
 from scripts.data.mni_box import MNIBoxd
-from scripts.inference.dicom_report import MANUFACTURER
+from scripts.inference.dicom_report import new_instance
 
 SEGMENTS = ("vessel", "clot")  # the channels of ClotReadingNet.membership_maps, in order
 SEG_FILE, KEY_IMAGE_FILE = "clot_seg.dcm", "key_image_sc.dcm"
@@ -117,16 +117,11 @@ def clot_segmentation(
         pixel_array=memberships >= level,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
-        series_number=9903,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
+        **new_instance(9903, f"{model_name}: vessel and clot"),
         manufacturer_model_name=model_name[:64],
         software_versions=model_version or "unknown",
         device_serial_number="none",
         omit_empty_frames=False,
-        series_description=f"{model_name}: vessel and clot"[:64],
     )
 
 
@@ -147,13 +142,8 @@ def key_image_capture(
         photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
         bits_allocated=8,
         coordinate_system=hd.CoordinateSystemNames.PATIENT,
-        series_instance_uid=hd.UID(),
-        series_number=9904,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
         patient_orientation=("L" if side == "R" else "R", "P"),
-        series_description=f"{model_name}: key image"[:64],
+        **new_instance(9904, f"{model_name}: key image"),
     )
     series: dict = {}
     for ds in evidence:

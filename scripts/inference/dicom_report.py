@@ -38,6 +38,21 @@ PATIENT_STUDY = (
 REFERENCE = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
 
 
+def new_instance(series_number: int, description: str) -> Dict[str, Any]:
+    """The keywords every DICOM object the bundle writes shares (highdicom's constructors): a new series and instance,
+    the series number (99xx: the bundle's outputs), the manufacturer and the series description (64 characters)."""
+    import highdicom as hd
+
+    return {
+        "series_instance_uid": hd.UID(),
+        "series_number": series_number,
+        "sop_instance_uid": hd.UID(),
+        "instance_number": 1,
+        "manufacturer": MANUFACTURER,
+        "series_description": description[:64],
+    }
+
+
 def evidence_header(dataset: Any) -> Any:
     """What the SR takes from one input file: its references and the patient and study modules (type 2 attributes
     the file lacks left empty, as DICOM allows); no pixels, no other attribute."""
@@ -87,12 +102,7 @@ def structured_report(
     return hd.sr.ComprehensiveSR(
         evidence=[evidence_header(ds) for ds in evidence],
         content=root,
-        series_instance_uid=hd.UID(),
-        series_number=9901,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        series_description=f"{model_name} {model_version}: {DISCLAIMER}"[:64],
+        **new_instance(9901, f"{model_name} {model_version}: {DISCLAIMER}"),
     )
 
 
@@ -192,12 +202,7 @@ def measurement_report(
     return hd.sr.Comprehensive3DSR(
         evidence=[evidence_header(ds) for ds in evidence],
         content=report,
-        series_instance_uid=hd.UID(),
-        series_number=9902,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        series_description=f"{model_name} measurements: {DISCLAIMER}"[:64],
+        **new_instance(9902, f"{model_name} measurements: {DISCLAIMER}"),
     )
 
 
