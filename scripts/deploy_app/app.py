@@ -260,7 +260,8 @@ class OutcomeInferenceOperator(Operator):
             raise BundleInputError(
                 f"{folder}: the model needs {', '.join(missing)}: give them in {folder}/{CASE_FILE} ({{{example}}})"
             )
-        ready = parser.get_parsed_content("preprocessing")({"patient_id": "input", **values, **item})
+        preprocessing = parser.get_parsed_content("preprocessing")
+        ready = preprocessing({"patient_id": "input", **values, **item})
         inputs = [ready["image"].unsqueeze(0)] + (
             [torch.as_tensor(ready["clinical"])[None]] if "clinical" in ready else []
         )
@@ -291,7 +292,7 @@ class OutcomeInferenceOperator(Operator):
             result[KEY_VIEW] = reader.key_views(inputs[0])[0].numpy()  # written as key_image.png, not into the JSON
             if self.from_study and "cta" in item:  # where the clot was read, for the SEG on the CTA's slices
                 cta = Orientation("RAS")(item["cta"])
-                affine = box_affine(parser.get_parsed_content("preprocessing"), cta)
+                affine = box_affine(preprocessing, cta)
                 memberships = reader.membership_maps(inputs[0])[0].numpy()
                 result[CLOT] = {"memberships": memberships, "affine": affine, "side": values.get("side")}
         if result["warning"]:
