@@ -28,10 +28,12 @@ def answers(tmp_path_factory) -> list:
     """Per patient: the clot's truth, its CTA series and the DICOM answer written from the main job's preprocessing
     and readings (``configs/inference.json`` + ``configs/clot_readings.json``) at the demo's 2 mm."""
     from monai.bundle import ConfigParser
+    from monai.data import Dataset
 
     from scripts.data.anatomy import load_anatomy
     from scripts.demo.generator import draw_patient, draw_scan, render
     from scripts.inference.dicom_answer import write_study_answer
+    from scripts.inference.predict import predict_many
 
     parser = ConfigParser()
     parser.read_config([os.path.join(ROOT, "configs", f) for f in ("inference.json", "clot_readings.json")])
@@ -51,13 +53,15 @@ def answers(tmp_path_factory) -> list:
             images[key] = np.round(images[key]).clip(-1024, 3071).astype(np.float32)  # as the series stores it
             nib.save(nib.Nifti1Image(images[key], anatomy.affine), str(base / f"{key}.nii.gz"))
             item[key] = write_volume_series(images[key], anatomy.affine, str(base / key), PHI, study="1.2.3.4")
-        view = reader.key_views(preprocessing(dict(item))["image"][None])[0].numpy()
+        readouts: dict = {"key_views": [], "membership_maps": []}  # as inference collects them
+        predict_many([reader], Dataset([item], preprocessing), "cpu", readouts=readouts)
+        found = {name: values[0] for name, values in readouts.items()}
         result = {"probability": 0.7, "probability_sd": 0.1, "prediction": 1, "cutoff": 0.5, "warning": ""}
         result["measurements"] = {"side": item["side"], "clot_length_mm": 12.0, "arterial_enhancement_hu": 350.0}
         meta = {"name": "thrombectomy outcome bundle", "version": "test"}
-        written = write_study_answer(str(base / "answer"), item, result, reader, preprocessing, view, meta, "fpe")
+        written = write_study_answer(str(base / "answer"), item, result, preprocessing, found, meta, "fpe")
         out.append({"patient": patient, "truth": images["clot"], "item": item, "written": written, "base": base})
-        out[-1]["arguments"] = (result, reader, preprocessing, view, meta, "fpe")
+        out[-1]["arguments"] = (result, preprocessing, found, meta, "fpe")
     return out
 
 

@@ -27,7 +27,7 @@ from scripts.data.cohort import MODALITY_SEQUENCES
 from scripts.data.io import atomic_write, atomic_write_csv, atomic_write_json, atomic_write_text, locked
 from scripts.data.screen import EXCLUSIONS_FILE, write_exclusions
 from scripts.data.split import fold_data
-from scripts.evaluation.key_images import key_image_section
+from scripts.evaluation.key_images import add_key_images
 from scripts.evaluation.statistics import bootstrap_ci, bootstrap_metric_cis, calibration, fit_platt, net_benefit
 from scripts.evaluation.table1 import table1_markdown, table1_rows
 from scripts.inference.measurements import write_reference
@@ -148,13 +148,11 @@ def evaluate_folds(
     if hasattr(network, "clinical_measurements"):  # the training cohort's values, for inference's percentiles
         development = torch.utils.data.Subset(data, [index[d["patient_id"]] for d in datalist["training"]])
         measured: List[Dict[str, float]] = []
-        predict_many([network], development, device, inferer, postprocessing, batch_size, measured)
+        predict_many(
+            [network], development, device, inferer, postprocessing, batch_size, {"clinical_measurements": measured}
+        )
         write_reference(ckpt_dir, measured)
-    section = key_image_section(network, data, index, output_dir, device)
-    if section:  # the report links the key images of the most and least confident test patients
-        report = os.path.join(output_dir, "report.md")
-        with open(report) as f:
-            atomic_write_text(report, f.read() + "\n".join(section))
+    add_key_images(network, data, index, output_dir, device)
     if explain and datalist["test"]:
         from scripts.inference.explain import explain_cohort
 

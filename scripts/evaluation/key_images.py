@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 import torch
 
+from scripts.data.io import atomic_write_text
 from scripts.inference.measurements import KEY_IMAGES, write_key_image
 from scripts.inference.predict import predict_many
 
@@ -25,29 +26,30 @@ def confidence_extremes(rows: Sequence[Dict[str, Any]], count: int = 5) -> Dict[
     return {"most": most, "least": least}
 
 
-def key_image_section(
+def add_key_images(
     network: torch.nn.Module, data: torch.utils.data.Dataset, index: Dict[str, int], output_dir: str, device: Any
-) -> List[str]:
-    """Write ``output_dir/key_images/<patient_id>.png`` of the five most and least confident test patients and return
-    the report's section on them (empty when the network draws no key image or there is no test set).
+) -> None:
+    """Write ``output_dir/key_images/<patient_id>.png`` of the five most and least confident test patients and add
+    the section on them to ``output_dir/report.md`` (nothing when the network draws no key image or there is no test
+    set).
 
     Args:
         network: the configured network (``key_views``: fixed readings, no fold weights).
         data: the evaluation's preprocessed patients.
         index: patient_id -> position in ``data``.
-        output_dir: the evaluation's output folder (its ``predictions.csv`` already written).
+        output_dir: the evaluation's output folder (its ``predictions.csv`` and ``report.md`` already written).
         device: the torch device.
     """
     if not hasattr(network, "key_views"):
-        return []
+        return
     with open(os.path.join(output_dir, "predictions.csv")) as f:
         extremes = confidence_extremes(list(csv.DictReader(f)))
     chosen = extremes["most"] + extremes["least"]
     if not chosen:
-        return []
+        return
     views: List[np.ndarray] = []
     subset = torch.utils.data.Subset(data, [index[r["patient_id"]] for r in chosen])
-    predict_many([network], subset, device, views=views)
+    predict_many([network], subset, device, readouts={"key_views": views})
     for row, view in zip(chosen, views):
         write_key_image(os.path.join(output_dir, KEY_IMAGES, f"{row['patient_id']}.png"), view)
     lines = [
@@ -64,4 +66,6 @@ def key_image_section(
             image = f"![{r['patient_id']}]({KEY_IMAGES}/{r['patient_id']}.png)"
             lines.append(f"| {r['patient_id']} | {float(r['probability']):.3f} | {r['label']} | {image} |")
         lines.append("")
-    return lines
+    report = os.path.join(output_dir, "report.md")
+    with open(report) as f:
+        atomic_write_text(report, f.read() + "\n".join(lines))

@@ -106,9 +106,8 @@ def write_study_answer(
     folder: str,
     item: Dict[str, Any],
     result: Dict[str, Any],
-    reader: Any,
     preprocessing: Any,
-    view: np.ndarray | None,
+    readouts: Dict[str, Any],
     model: Dict[str, str],
     label: str,
     keep_identifiers: bool = False,
@@ -119,9 +118,9 @@ def write_study_answer(
         folder: the output folder.
         item: the patient's item (sequence: series folder; ``side``).
         result: as :func:`write_dicom_answer`.
-        reader: the configured network (``membership_maps`` when it measures the clot).
         preprocessing: the model's preprocessing (its box for the SEG).
-        view: the key image (``key_views``), None when the model has none.
+        readouts: the model's ``key_views`` and ``membership_maps`` of this patient
+            (:func:`scripts.inference.predict.predict_many`), absent for a model without them.
         model: the bundle metadata.
         label: the outcome.
         keep_identifiers: as :func:`write_dicom_answer`.
@@ -134,14 +133,13 @@ def write_study_answer(
     datasets = {k: [dcmread(os.path.join(path, f)) for f in sorted(os.listdir(path))] for k, path in series.items()}
     evidence = [ds for k in datasets for ds in datasets[k]]
     clot = None
-    if view is not None and hasattr(reader, "membership_maps") and "cta" in datasets:
+    if "membership_maps" in readouts and "key_views" in readouts and "cta" in datasets:
         from monai.transforms import Compose, Orientationd
 
         from scripts.data.checks import LoadScand
 
         load = Compose([LoadScand("cta", ensure_channel_first=True, image_only=True), Orientationd("cta", "RAS")])
         affine = box_affine(preprocessing, load({"cta": series["cta"]})["cta"])
-        image = preprocessing(dict(item))["image"][None]
-        memberships = reader.membership_maps(image.to(next(reader.parameters()).device))[0].cpu().numpy()
+        memberships, view = readouts["membership_maps"], readouts["key_views"]
         clot = {"memberships": memberships, "affine": affine, "view": view, "side": item.get("side")}
     return write_dicom_answer(folder, result, evidence, datasets.get("cta", []), model, label, clot, keep_identifiers)

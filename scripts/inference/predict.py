@@ -113,25 +113,24 @@ def predict_many(
     inferer: Callable | None = None,
     postprocessing: Callable | None = None,
     batch_size: int = 4,
-    measured: List[Dict[str, float]] | None = None,
-    views: List[np.ndarray] | None = None,
+    readouts: Dict[str, list] | None = None,
 ) -> List[np.ndarray]:
     """Probabilities (N,) of every network, the dataset's transforms run once per batch for all of them.
-    ``measured``: receives each patient's measurements in physical units when the networks report them
-    (:meth:`scripts.networks.clot_readings.ClotReadingNet.clinical_measurements`: fixed readings, the same for
-    every fold model, so read once); ``views``: each patient's key image (``key_views``), likewise."""
+    ``readouts``: {method of the first network: a list} receiving each patient's result of that method when the
+    network has it (:class:`scripts.networks.clot_readings.ClotReadingNet`'s ``clinical_measurements``,
+    ``key_views``, ``membership_maps``: fixed readings, the same for every fold model, so read once; tensors as numpy
+    arrays)."""
     for network in networks:
         network.eval()
     out: List[List[np.ndarray]] = [[] for _ in networks]
     reader = getattr(networks[0], "_orig_mod", networks[0]) if networks else None
-    measure, view = getattr(reader, "clinical_measurements", None), getattr(reader, "key_views", None)
+    methods = {name: getattr(reader, name) for name in (readouts or {}) if hasattr(reader, name)}
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
         for k, network in enumerate(networks):
             out[k].append(_probabilities(network, batch, device, inferer, postprocessing))
-        if measured is not None and measure is not None:
-            measured.extend(measure(batch["image"].to(device)))
-        if views is not None and view is not None:
-            views.extend(view(batch["image"].to(device)).cpu().numpy())
+        for name, method in methods.items():
+            found = method(batch["image"].to(device))
+            readouts[name].extend(found.cpu().numpy() if isinstance(found, torch.Tensor) else found)  # type: ignore
     return [np.concatenate(o) if o else np.zeros(0) for o in out]
 
 
@@ -210,30 +209,37 @@ def _refused(
 def _dicom_answers(
     kept: List[Dict[str, Any]],
     answers: Dict[str, Tuple[float, float, Dict[str, Any]]],
-    views: List[np.ndarray],
+    readouts: Dict[str, list],
     cutoff: float,
     profile: Dict[str, Any] | None,
-    model: Tuple[torch.nn.Module, Callable],
+    preprocessing: Callable,
     ckpt_dir: str,
     output_dir: str,
     dicom_answer: Dict[str, Any],
 ) -> None:
-    """The DICOM answers of the patients read from DICOM series folders (:func:`predict_cohort`)."""
+    """The DICOM answers of the patients read from DICOM series folders (:func:`predict_cohort`; ``readouts`` in the
+    order of ``kept``)."""
     from scripts.data.io import read_json_in
     from scripts.inference.dicom_answer import write_study_answer
 
     meta = read_json(dicom_answer["metadata_file"])
     label = (read_json_in(ckpt_dir, "trained_on.json") or {}).get("label", "fpe")
     for i, item in enumerate(kept):
-        if not any(isinstance(item.get(k), str) and os.path.isdir(item[k]) for k in SEQUENCES):
+        if not _from_dicom(item):
             continue
         p, s, fields = answers[item["patient_id"]]
         warning = ood_warning(case_profile(item, [k for k in SEQUENCES if k in item]), profile) if profile else ""
         result = {"probability": p, "probability_sd": s, "prediction": int(p >= cutoff), "cutoff": cutoff}
         result.update(warning=warning, measurements=fields)
         folder = os.path.join(output_dir, "dicom", str(item["patient_id"]))
-        view = views[i] if i < len(views) else None
-        write_study_answer(folder, item, result, *model, view, meta, label, bool(dicom_answer.get("keep_identifiers")))
+        found = {name: values[i] for name, values in readouts.items() if i < len(values)}
+        write_study_answer(
+            folder, item, result, preprocessing, found, meta, label, bool(dicom_answer.get("keep_identifiers"))
+        )
+
+
+def _from_dicom(item: Dict[str, Any]) -> bool:
+    return any(isinstance(item.get(k), str) and os.path.isdir(item[k]) for k in SEQUENCES)
 
 
 def _cells(fields: Dict[str, Any], columns: Sequence[str]) -> List[str]:
@@ -266,16 +272,15 @@ def ensemble_predict(
     postprocessing: Callable | None = None,
     batch_size: int = 2,
     models: Sequence[torch.nn.Module] | None = None,
-    measured: List[Dict[str, float]] | None = None,
-    views: List[np.ndarray] | None = None,
+    readouts: Dict[str, list] | None = None,
 ) -> Tuple[np.ndarray, np.ndarray, float]:
     """Fold-ensemble probabilities of ``data``: (mean (N,), SD over folds (N,), the ensemble cut-off). The fold
     models (``models``, or loaded here by :func:`load_folds`) are loaded once and each batch is preprocessed once for
-    all of them; ``measured`` and ``views`` as in :func:`predict_many`."""
+    all of them; ``readouts`` as in :func:`predict_many`."""
     stored = _cutoffs(ckpt_dir)
     models = load_folds(network, ckpt_dir, device) if models is None else models
     dataset = Dataset(data, preprocessing)
-    probs = predict_many(models, dataset, device, inferer, postprocessing, batch_size, measured, views)
+    probs = predict_many(models, dataset, device, inferer, postprocessing, batch_size, readouts)
     mean, sd = combine_folds(probs, stored)
     return mean, sd, float(stored["ensemble"])
 
@@ -329,11 +334,14 @@ def predict_cohort(
     """
     refused = _refused(data, image_keys, input_limits, ckpt_dir, output_dir) if not strict and image_keys else {}
     kept = [item for item in data if item["patient_id"] not in refused]
-    measured: List[Dict[str, float]] = []
-    views: List[np.ndarray] = []
+    readouts: Dict[str, list] = {"clinical_measurements": [], "key_views": []}
+    from_dicom = [item for item in kept if _from_dicom(item)] if dicom_answer else []
+    if from_dicom:  # where the clot was read, for the SEG on the CTA's slices
+        readouts["membership_maps"] = []
     mean, sd, cutoff = ensemble_predict(
-        network, preprocessing, kept, ckpt_dir, device, inferer, postprocessing, batch_size, models, measured, views
+        network, preprocessing, kept, ckpt_dir, device, inferer, postprocessing, batch_size, models, readouts
     )
+    measured, views = readouts["clinical_measurements"], readouts["key_views"]
     for item, view in zip(kept, views):  # the main job's key image: its iodine projection, the mirror, the clot
         write_key_image(os.path.join(output_dir, KEY_IMAGES, f"{item['patient_id']}.png"), view)
     reference = read_reference(ckpt_dir)
@@ -341,11 +349,8 @@ def predict_cohort(
     answers = {item["patient_id"]: (p, s, extra.get(item["patient_id"], {})) for item, p, s in zip(kept, mean, sd)}
     profile = read_profile(ckpt_dir)
     table = _predictions_table(data, answers, refused, cutoff, profile)
-    if dicom_answer:
-        reader = getattr(network, "_orig_mod", network)
-        _dicom_answers(
-            kept, answers, views, cutoff, profile, (reader, preprocessing), ckpt_dir, output_dir, dicom_answer
-        )
+    if from_dicom:
+        _dicom_answers(kept, answers, readouts, cutoff, profile, preprocessing, ckpt_dir, output_dir, dicom_answer)
     out = os.path.join(output_dir, "predictions.csv")
     atomic_write_text(out, table)
     if explain:
