@@ -623,9 +623,9 @@ def test_models_of_another_datalist_are_refused(models, side_datalist, datalist_
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["--model", "unet"], "--model unet: use one of clot_readings, vessel_mask, mnt_dl"),
+        (["--model", "unet"], "--model unet: use one of clot_readings, vessel_mask, mnt_dl, mnt_dl_head"),
         (["--unlabeled", "absent.csv"], "--unlabeled absent.csv: table not found"),
-        (["--unlabeled", "POOL"], "--model clot_readings has no image encoder to pretrain; use --model mnt_dl"),
+        (["--unlabeled", "POOL"], "--model clot_readings has no SimSiam encoder to pretrain; use --model mnt_dl_head"),
     ],
 )
 def test_demo_job_refuses(args, words, demo_cohort, tmp_path):

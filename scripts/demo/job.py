@@ -1,7 +1,8 @@
 """The main job on the built-in demo cohort: generate -> split -> train all folds -> evaluate -> infer -> report.
 
 ``python -m scripts.demo [--out demo] [--patients 300] [--seed 0] [--spacing 2] [--world varied|uniform] [--native]
-[--ckpt_dir DIR] [--model clot_readings|vessel_mask|mnt_dl] [--unlabeled CSV [--ssl_epochs 100]]`` runs each step as
+[--ckpt_dir DIR] [--model clot_readings|vessel_mask|mnt_dl|mnt_dl_head] [--unlabeled CSV [--ssl_epochs 100]]`` runs each
+step as
 the ``monai.bundle`` command a user would type (printed before it runs): ``configs/train.json`` with the main job's
 overlay ``configs/clot_readings.json`` (ClotReadingNet: the literature's clot and collateral readings with the
 occlusion site, age, IVT and NIHSS, one linear layer trained to convergence, the last epoch kept); evaluation reports
@@ -13,12 +14,13 @@ stopped. Remove ``--out`` and the fold models to start over: ``models/`` for the
 ``OUT/eval`` likewise (``--eval_dir``).
 
 ``--model vessel_mask`` runs VesselMaskNet (learned soft masks on the vessel set,
-``configs/experiments/vessel_mask.json``); ``--model mnt_dl`` the papers' MNT-DL at demo size (``configs/demo.json``);
-both choose each fold's checkpoint on inner-validation log loss (``configs/experiments/select_log_loss.json``);
-``--unlabeled CSV`` (``patient_id`` + image columns, paths relative to the CSV; on the cohort's grid) pretrains its
-encoder with SimSiam on that pool first (``configs/pretrain.json``, encoder in ``CKPT/ssl/pretrain``, the leakage
-guard dropping test-set and reported-fold patients) and fine-tunes from it. ClotReadingNet and VesselMaskNet have no
-image encoder, so ``--unlabeled`` with them is refused.
+``configs/experiments/vessel_mask.json``); ``--model mnt_dl`` the papers' MNT-DL on the main job's mirrored vessel box,
+taught the clot reader's readings of each scan beside the outcome (``configs/mnt_dl.json``); ``--model mnt_dl_head``
+MNT-DL on the whole head at demo size (``configs/demo.json``); these choose each fold's checkpoint on inner-validation
+log loss (``configs/experiments/select_log_loss.json``). With ``--model mnt_dl_head``, ``--unlabeled CSV``
+(``patient_id`` + image columns, paths relative to the CSV; on the cohort's grid) pretrains its encoder with SimSiam
+on that pool first (``configs/pretrain.json``, encoder in ``CKPT/ssl/pretrain``, the leakage guard dropping test-set
+and reported-fold patients) and fine-tunes from it; ``--unlabeled`` with the other models is refused.
 
 ``--native`` starts from scanner-space scans (``OUT/raw``, random head pose, thick slices, headrest) and
 preprocesses them into MNI space first (``configs/preprocess.json``, output grid = ``--spacing``): raw ->
@@ -46,7 +48,9 @@ SELECT_LOG_LOSS = "'configs/experiments/select_log_loss.json',"
 MODELS = {
     "clot_readings": "'configs/clot_readings.json'",  # the main job's model
     "vessel_mask": "'configs/demo.json','configs/experiments/vessel.json','configs/experiments/vessel_mask.json'",
-    "mnt_dl": "'configs/demo.json'",  # the papers' MNT-DL at demo size: an image encoder SimSiam can pretrain
+    # the papers' MNT-DL on the main job's mirrored vessel box, taught the reader's readings as well as the outcome
+    "mnt_dl": "'configs/clot_readings.json','configs/mnt_dl.json'",
+    "mnt_dl_head": "'configs/demo.json'",  # MNT-DL on the whole head at demo size: the encoder SimSiam pretrains
 }
 
 
@@ -54,7 +58,7 @@ MODELS = {
 # cohorts, docs/README.md Performance): VesselMaskNet's fold models disagree in scale, so Platt scaling helps them;
 # ClotReadingNet is a logistic regression at its maximum-likelihood fit, and a Platt fit on ~40 patients only adds
 # noise (pooled ROC-AUC 0.791 -> 0.752 and 0.764 -> 0.749 with it)
-RECALIBRATION = {"clot_readings": "none", "vessel_mask": "platt", "mnt_dl": "platt"}
+RECALIBRATION = {"clot_readings": "none", "vessel_mask": "platt", "mnt_dl": "platt", "mnt_dl_head": "platt"}
 
 
 def job_configs(model: str) -> Dict[str, str]:
@@ -76,9 +80,9 @@ def check_unlabeled(unlabeled: str | None, model: str) -> str | None:
         return None
     if not os.path.isfile(unlabeled):
         raise BundleInputError(f"--unlabeled {unlabeled}: table not found")
-    if model in ("clot_readings", "vessel_mask"):
+    if model != "mnt_dl_head":
         raise BundleInputError(
-            f"--unlabeled: --model {model} has no image encoder to pretrain; use --model mnt_dl to "
+            f"--unlabeled: --model {model} has no SimSiam encoder to pretrain; use --model mnt_dl_head to "
             "pretrain MNT-DL with SimSiam on the pool (what it gained on the demo: docs/README.md, Performance)"
         )
     return os.path.abspath(unlabeled)

@@ -103,6 +103,18 @@ def clot_readings(
     return torch.cat([_patient_readings(part, *args) for part in x.split(2)])
 
 
+def reader_readings(x: torch.Tensor, settings: Dict[str, Any]) -> torch.Tensor:
+    """(B, 4, H, W, D) -> the four readings (B, 4) with :func:`clot_readings`' ``settings``; the collateral reading
+    with ``settings["collateral"]`` overriding them when given (as :class:`ClotReadingNet` reads it)."""
+    settings = dict(settings)
+    collateral = settings.pop("collateral", None) or {}
+    readings = clot_readings(x, **settings)
+    if collateral:
+        distal = clot_readings(x, **{**settings, **collateral})[:, 3:]
+        readings = torch.cat([readings[:, :3], distal], 1)
+    return readings
+
+
 def _patient_readings(
     x: torch.Tensor,
     cut: float,
@@ -340,10 +352,7 @@ class ClotReadingNet(nn.Module):
         memo = getattr(self, "_memo", None)
         if memo is not None and memo[0] == key and not x.requires_grad:
             return memo[1]
-        readings = clot_readings(x, **self.settings)
-        if self.collateral:
-            distal = clot_readings(x, **{**self.settings, **self.collateral})[:, 3:]
-            readings = torch.cat([readings[:, :3], distal], 1)
+        readings = reader_readings(x, {**self.settings, "collateral": self.collateral})
         self._memo = (key, readings.detach())
         return readings
 

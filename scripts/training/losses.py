@@ -1,4 +1,4 @@
-"""Deep-supervision loss of MNT-DL: L = BCE(main) + gamma * sum_k BCE(aux_k)."""
+"""Training losses: MNT-DL's deep supervision (BCE(main) + gamma * sum_k BCE(aux_k)), with the readings; SimSiam."""
 
 from __future__ import annotations
 
@@ -41,3 +41,26 @@ class SimSiamLoss(nn.Module):
             z1, z2 = z1.detach(), z2.detach()
         cos = F.cosine_similarity
         return -0.5 * (cos(p1, z2, dim=1).mean() + cos(p2, z1, dim=1).mean())
+
+
+class ReadingSupervisionLoss(DeepSupervisionBCELoss):
+    """Deep supervision of the outcome plus the readings: BCE(main) + gamma * sum_k BCE(aux_k) + weight * MSE(predicted
+    readings, the reader's).
+
+    ``forward(output, target)``: output (B, 1 + K + 2 R) as returned by ``ReadingMNTDL.forward_all`` (the last 2 R
+    columns: R predicted readings, then the R standardised readings of the reader), target (B,) or (B, 1) in {0, 1}.
+
+    Args:
+        gamma: weight of each auxiliary neighbourhood logit's BCE.
+        weight: weight of the readings' mean squared error (0: the outcome alone).
+        readings: R.
+    """
+
+    def __init__(self, gamma: float = 0.5, weight: float = 1.0, readings: int = 4) -> None:
+        super().__init__(gamma)
+        self.weight, self.readings = weight, readings
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        r = self.readings
+        outcome, predicted, read = logits[:, : -2 * r], logits[:, -2 * r : -r], logits[:, -r:]
+        return super().forward(outcome, target) + self.weight * F.mse_loss(predicted.float(), read.float())

@@ -1,0 +1,86 @@
+"""MNT-DL on the mirrored vessel box, supervised by the clot reader's own readings of each scan (issue 33).
+
+The published network (Zhang et al., AJNR 2024) learns the outcome from whole-head slices and ~170 labels on our demo
+at chance: the clot is a few voxels of a 3 mm head. This configuration keeps its parts (per-slice ResNet, attention
+within slice neighbourhoods, the cross-attention volume classifier, the auxiliary neighbourhood logits) and changes
+what it sees and what it is taught:
+
+- input: the main job's mirrored vessel box (NCCT, CTA and their per-hemisphere aligned mirrors, the occluded side
+  first; ``configs/clot_readings.json``), where the clot is, its other hemisphere as the control;
+- a second head on the classifier's volume feature predicts the four readings :class:`ClotReadingNet` takes off the
+  same input (clot voxels, clot NCCT asymmetry, perviousness, distal filling): free, dense targets the literature ties
+  to first-pass success, computed on the fly without labels (deep supervision on the readings);
+- the clinical values (when ``clinical_columns``) enter as one linear term on the logit, as in the main job.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import torch
+from torch import nn
+
+from scripts.networks.clot_readings import READINGS, ClotReadingNet, reader_readings
+from scripts.networks.mnt_dl import MNTDL
+from scripts.networks.tabular import ColumnSpec, TabularEncoder
+
+
+class ReadingMNTDL(MNTDL):
+    """MNT-DL whose volume feature also predicts the clot reader's readings of its input.
+
+    ``forward(x[, clinical])``: ``x`` (B, 4, H, W, D) NCCT, CTA, mirrored NCCT, mirrored CTA in [0, 1] with the D
+    axial slices last; ``clinical`` (B, R) raw clinical values when ``clinical_columns`` is given. Output: the logit
+    (B, 1). ``forward_all`` (training, through :class:`scripts.networks.WithAuxiliaryLogits`): (B, 1 + K + 2 R') with
+    R' = 4: the logit, the K neighbourhood logits, the predicted readings and the reader's readings of ``x``
+    standardised by running batch statistics (the targets of :class:`scripts.training.losses.ReadingSupervisionLoss`).
+
+    Args:
+        reader: the :class:`ClotReadingNet` whose readings are the targets (the main job's ``network_def`` in
+            ``configs/clot_readings.json``; only its settings are kept).
+        clinical_columns: {name: "numeric" | [categories]}; None = image only.
+        kwargs: :class:`MNTDL`'s (``in_channels`` 4, ``num_slices`` the box's slices).
+    """
+
+    def __init__(
+        self, reader: ClotReadingNet, clinical_columns: Dict[str, ColumnSpec] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**{"in_channels": 4, "head": "cross_attention", **kwargs})
+        if self.head != "cross_attention":
+            raise ValueError("ReadingMNTDL reads the readings off the cross-attention head's volume feature")
+        self.reader = {**reader.settings, "collateral": dict(reader.collateral)}
+        self.reading_head = nn.Linear(self.classifier.fc.in_features, len(READINGS))
+        self.reading_norm = nn.BatchNorm1d(len(READINGS), affine=False)  # the targets in comparable units
+        if clinical_columns:
+            self.tabular = TabularEncoder(clinical_columns)
+            self.clinical_head = nn.Linear(self.tabular.out_features, 1)
+            nn.init.zeros_(self.clinical_head.weight)
+
+    def _logit(self, volume: torch.Tensor, clinical: torch.Tensor | None) -> torch.Tensor:
+        logit = self.classifier.fc(volume)
+        tabular = getattr(self, "tabular", None)
+        if tabular is not None:
+            if clinical is None:
+                raise ValueError("this ReadingMNTDL was built with clinical_columns: pass the clinical values")
+            logit = logit + self.clinical_head(tabular(clinical).to(logit.dtype))
+        return logit
+
+    def forward_all(self, x: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 4, H, W, D) [, (B, R)] -> (B, 1 + K + 8): logit, neighbourhood logits, predicted and read readings."""
+        feats = self.slice_features(x)
+        groups = feats.reshape(feats.shape[0], self.num_neighbourhoods, -1)
+        aux = [head(groups[:, k]) for k, head in enumerate(self.aux_heads)]
+        volume = self.classifier.features(feats)
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            targets = self.reading_norm(reader_readings(x.float(), self.reader))
+        predicted = self.reading_head(volume)
+        return torch.cat([self._logit(volume, clinical), *aux, predicted.float(), targets], dim=1)
+
+    def forward(self, x: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 4, H, W, D) [, (B, R)] -> logit (B, 1)."""
+        return self._logit(self.classifier.features(self.slice_features(x)), clinical)
+
+    @torch.no_grad()
+    def predicted_readings(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 4, H, W, D) -> the network's estimate of the reader's readings (B, 4), in the targets' standardised
+        units (running statistics)."""
+        return self.reading_head(self.classifier.features(self.slice_features(x))).float()

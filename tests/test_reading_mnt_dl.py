@@ -1,0 +1,75 @@
+"""MNT-DL on the mirrored vessel box taught the reader's readings (configs/mnt_dl.json, ``--model mnt_dl``): its reading
+targets are the main job's reader's own outputs, and the configuration lowers its loss through monai.bundle and is
+evaluated and inferred like every model folder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from scripts.networks.clot_readings import ClotReadingNet
+from scripts.networks.reading_mnt_dl import ReadingMNTDL
+from scripts.training.losses import ReadingSupervisionLoss
+from tests.test_vessel_input import _parser, evaluated_and_inferred
+from tests.test_workflow import train_recording_losses
+
+CONFIGS = ["train.json", "clot_readings.json", "mnt_dl.json"]
+# the 6 mm side_datalist cohort: 10 slices (two neighbourhoods of 5), a network small enough for a test; fp32, because
+# at this size (1 x 1 feature maps in layer4) bf16 autocast gives a non-finite gradient within a few steps (the 2 mm
+# demo trains in bf16)
+TINY = {"vessel_spacing": 6.0, "num_slices": 10, "widths": [4, 8, 8, 16], "train_batch_size": 4, "precision": "fp32"}
+
+
+def _vessels(batch: int = 3) -> torch.Tensor:
+    """(B, 4, 24, 16, 10) windowed NCCT, CTA and their mirrors: a mirrored vessel along W in each hemisphere, the
+    occluded (first) half's vessel unfilled over a stretch whose length differs per patient."""
+    x = torch.full((batch, 4, 24, 16, 10), 0.35)
+    x[:, 1::2] = 0.1
+    x[:, 1::2, 5:7, 2:14, 4:6] = 0.9  # the vessel and its mirror, enhanced
+    for b in range(batch):
+        x[b, 1, 5:7, 4 : 6 + 2 * b, 4:6] = 0.12  # the clot: no contrast
+    return x
+
+
+def test_reading_targets_are_the_main_job_reader_s_outputs():
+    parser = _parser(CONFIGS, **TINY)
+    network = parser.get_parsed_content("network_def")
+    reader = _parser(["train.json", "clot_readings.json"], **TINY).get_parsed_content("network_def")
+    assert isinstance(network, ReadingMNTDL) and isinstance(reader, ClotReadingNet)
+    x, clinical = _vessels(), torch.zeros(3, len(network.tabular.columns))
+    readings = reader.measurements(x)
+    assert readings[:, 0].unique().numel() == 3  # three clot lengths read three ways
+    network.eval()  # the running statistics: mean 0, variance 1 before any training
+    with torch.no_grad():
+        out = network.forward_all(x, clinical)
+    k = network.num_neighbourhoods
+    assert out.shape == (3, 1 + k + 8)
+    assert torch.allclose(out[:, -4:], readings / np.sqrt(1 + 1e-5), atol=1e-5)
+    network.train()  # training: the batch's own standardisation of the same readings
+    with torch.no_grad():
+        out = network.forward_all(x, clinical)
+    expected = (readings - readings.mean(0)) / torch.sqrt(readings.var(0, unbiased=False) + 1e-5)
+    assert torch.allclose(out[:, -4:], expected, atol=1e-4)
+
+
+def test_reading_supervision_loss_adds_the_readings_mean_squared_error():
+    logits = torch.tensor([[0.5, -1.0, 0.2, 0.1, 0.0, 0.3, 0.4, 0.1, -0.2, 0.3, 1.0]])
+    target = torch.tensor([1.0])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    outcome = bce(logits[:, 0], target) + 0.5 * (bce(logits[:, 1], target) + bce(logits[:, 2], target))
+    readings = ((logits[:, 3:7] - logits[:, 7:]) ** 2).mean()
+    assert float(ReadingSupervisionLoss(0.5, 2.0)(logits, target)) == pytest.approx(float(outcome + 2 * readings))
+    assert float(ReadingSupervisionLoss(0.5, 0.0)(logits, target)) == pytest.approx(float(outcome))
+
+
+def test_mnt_dl_configuration_lowers_the_loss_and_is_evaluated_and_inferred(side_datalist, demo_cohort, tmp_path):
+    ckpt = str(tmp_path / "models")
+    fit = {**TINY, "max_epochs": 25, "learning_rate": 0.003, "patience": 50}
+    losses = train_recording_losses(CONFIGS, side_datalist, ckpt, {0: fit, 1: {**TINY, "max_epochs": 1}})
+    assert np.mean(losses[0][-3:]) < 0.8 * np.mean(losses[0][:3]), np.round(losses[0], 3).tolist()
+    args = [f"--{k}={json.dumps(v).replace(' ', '')}" for k, v in TINY.items()]
+    evaluated, pred = evaluated_and_inferred(CONFIGS[1:], side_datalist, demo_cohort, ckpt, tmp_path, args)
+    assert float(pred["probability"]) == pytest.approx(evaluated, abs=1e-5)
