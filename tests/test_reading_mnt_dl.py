@@ -71,5 +71,7 @@ def test_mnt_dl_configuration_lowers_the_loss_and_is_evaluated_and_inferred(side
     losses = train_recording_losses(CONFIGS, side_datalist, ckpt, {0: fit, 1: {**TINY, "max_epochs": 1}})
     assert np.mean(losses[0][-3:]) < 0.8 * np.mean(losses[0][:3]), np.round(losses[0], 3).tolist()
     args = [f"--{k}={json.dumps(v).replace(' ', '')}" for k, v in TINY.items()]
-    evaluated, pred = evaluated_and_inferred(CONFIGS[1:], side_datalist, demo_cohort, ckpt, tmp_path, args)
+    evaluated, pred = evaluated_and_inferred(
+        [f"configs/{c}" for c in CONFIGS[1:]], side_datalist, demo_cohort, ckpt, tmp_path, args
+    )
     assert float(pred["probability"]) == pytest.approx(evaluated, abs=1e-5)
