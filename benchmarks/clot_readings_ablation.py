@@ -12,8 +12,8 @@ standardised, at its maximum-likelihood fit; the bundle's full-batch head reprod
 per fold on that fold's training rows without the inner validation and scored on the outer fold. Prints one line per
 variant: CV ROC-AUC mean (SD) over the folds, pooled out-of-fold ROC-AUC, and the correlation of each reading with its
 hidden variable (log clot length, density, perviousness, collateral grade), each step of the main job's readings
-added in turn; then the clinical values alone, the oracle on the true hidden variables and the Bayes ROC-AUC of the
-same folds.
+added in turn; then the clinical values alone, the oracle on the true hidden variables, each reading swapped for its
+truth and each truth for its reading (which reading costs the most), and the Bayes ROC-AUC of the same folds.
 """
 
 from __future__ import annotations
@@ -94,6 +94,13 @@ def main(dataset_dir: str) -> None:
     test = delong(y[fold >= 0], out_of_fold["main"], out_of_fold["clinical"])
     print(f"the main job's readings against the clinical values alone (DeLong, pooled out-of-fold): {test}")
     print(f"oracle, the true hidden variables + site, age, IVT: {score(np.column_stack([hidden, clinical[:, :4]]))}")
+    main_readings = _batched(aligned["X"], main_job)
+    main_readings[:, 3] = _batched(aligned["X"], {**main_job, **COLLATERAL})[:, 3]
+    for j, name in enumerate(("length", "density", "perviousness", "collaterals")):  # which reading costs the most
+        swapped, kept = main_readings.copy(), hidden.copy()
+        swapped[:, j], kept[:, j] = hidden[:, j], main_readings[:, j]
+        print(f"the main job with the true {name}: {score(np.column_stack([swapped, clinical]))}")
+        print(f"the truth with the main job's {name} reading: {score(np.column_stack([kept, clinical]))}")
     probability = np.array([truth[pid]["probability"] for pid in ids])
     bayes = [roc_auc_score(y[fold == k], probability[fold == k]) for k in range(datalist["settings"]["folds"])]
     print(f"Bayes, same folds: {np.mean(bayes):.3f}, pooled {roc_auc_score(y[fold >= 0], probability[fold >= 0]):.3f}")
