@@ -1,12 +1,11 @@
 """The main job on the built-in demo cohort: generate -> split -> train all folds -> evaluate -> infer -> report.
 
 ``python -m scripts.demo [--out demo] [--patients 300] [--seed 0] [--spacing 2] [--world varied|uniform] [--native]
-[--ckpt_dir DIR] [--model clot_readings|vessel_mask|mnt_dl|mnt_dl_head] [--unlabeled CSV [--ssl_epochs 100]]`` runs each
-step as
-the ``monai.bundle`` command a user would type (printed before it runs): ``configs/train.json`` with the main job's
-overlay ``configs/clot_readings.json`` (ClotReadingNet: the literature's clot and collateral readings with the
-occlusion site, age, IVT and NIHSS, one linear layer trained to convergence, the last epoch kept); evaluation reports
-the fold models' own probabilities (``--recalibration none``; ``platt`` for the other models, whose fold models
+[--ckpt_dir DIR] [--model clot_readings|vessel_mask|mnt_dl|mnt_dl_head] [--unlabeled CSV [--ssl_epochs 100]]`` runs
+each step as the ``monai.bundle`` command a user would type (printed before it runs): ``configs/train.json`` with the
+main job's overlay ``configs/clot_readings.json`` (ClotReadingNet: the literature's clot and collateral readings with
+the occlusion site, age, IVT and NIHSS, one linear layer trained to convergence, the last epoch kept); evaluation
+reports the fold models' own probabilities (``--recalibration none``; ``platt`` for the other models, whose fold models
 disagree in scale: :data:`RECALIBRATION`).
 Steps whose outputs exist are kept (folds already trained are skipped), so an interrupted demo continues where it
 stopped. Remove ``--out`` and the fold models to start over: ``models/`` for the built-in demo (``--out demo``),
@@ -15,12 +14,13 @@ stopped. Remove ``--out`` and the fold models to start over: ``models/`` for the
 
 ``--model vessel_mask`` runs VesselMaskNet (learned soft masks on the vessel set,
 ``configs/experiments/vessel_mask.json``); ``--model mnt_dl`` the papers' MNT-DL on the main job's mirrored vessel box,
-taught the clot reader's readings of each scan beside the outcome (``configs/mnt_dl.json``); ``--model mnt_dl_head``
-MNT-DL on the whole head at demo size (``configs/demo.json``); these choose each fold's checkpoint on inner-validation
-log loss (``configs/experiments/select_log_loss.json``). With ``--model mnt_dl_head``, ``--unlabeled CSV``
-(``patient_id`` + image columns, paths relative to the CSV; on the cohort's grid) pretrains its encoder with SimSiam
-on that pool first (``configs/pretrain.json``, encoder in ``CKPT/ssl/pretrain``, the leakage guard dropping test-set
-and reported-fold patients) and fine-tunes from it; ``--unlabeled`` with the other models is refused.
+taught the clot reader's readings of each scan beside the outcome (``configs/mnt_dl.json``, one-cycle learning rate,
+the last epoch kept); ``--model mnt_dl_head`` MNT-DL on the whole head at demo size (``configs/demo.json``); the other
+models choose each fold's checkpoint on inner-validation log loss (``configs/experiments/select_log_loss.json``).
+With ``--model mnt_dl_head``, ``--unlabeled CSV`` (``patient_id`` + image columns, paths relative to the CSV; on the
+cohort's grid) pretrains its encoder with SimSiam on that pool first (``configs/pretrain.json``, encoder in
+``CKPT/ssl/pretrain``, the leakage guard dropping test-set and reported-fold patients) and fine-tunes from it;
+``--unlabeled`` with the other models is refused.
 
 ``--native`` starts from scanner-space scans (``OUT/raw``, random head pose, thick slices, headrest) and
 preprocesses them into MNI space first (``configs/preprocess.json``, output grid = ``--spacing``): raw ->

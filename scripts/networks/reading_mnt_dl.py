@@ -1,4 +1,4 @@
-"""MNT-DL on the mirrored vessel box, supervised by the clot reader's own readings of each scan (issue 33).
+"""MNT-DL on the mirrored vessel box, supervised by the clot reader's own readings of each scan.
 
 The published network (Zhang et al., AJNR 2024) learns the outcome from whole-head slices and ~170 labels on our demo
 at chance: the clot is a few voxels of a 3 mm head. This configuration keeps its parts (per-slice ResNet, attention
