@@ -35,7 +35,7 @@ class ReadingMNTDL(MNTDL):
     standardised by running batch statistics (the targets of :class:`scripts.training.losses.ReadingSupervisionLoss`).
 
     Args:
-        reader: the :class:`ClotReadingNet` whose readings are the targets (the main job's ``network_def`` in
+        reader: the :class:`ClotReadingNet` whose readings are the targets (the main job's ``reader_def`` in
             ``configs/clot_readings.json``; only its settings are kept).
         clinical_columns: {name: "numeric" | [categories]}; None = image only.
         kwargs: :class:`MNTDL`'s (``in_channels`` 4, ``num_slices`` the box's slices).
