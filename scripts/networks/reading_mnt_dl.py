@@ -78,9 +78,3 @@ class ReadingMNTDL(MNTDL):
     def forward(self, x: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 4, H, W, D) [, (B, R)] -> logit (B, 1)."""
         return self._logit(self.classifier.features(self.slice_features(x)), clinical)
-
-    @torch.no_grad()
-    def predicted_readings(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 4, H, W, D) -> the network's estimate of the reader's readings (B, 4), in the targets' standardised
-        units (running statistics)."""
-        return self.reading_head(self.classifier.features(self.slice_features(x))).float()
