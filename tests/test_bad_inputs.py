@@ -625,7 +625,10 @@ def test_models_of_another_datalist_are_refused(models, side_datalist, datalist_
     [
         (["--model", "unet"], "--model unet: use one of clot_readings, vessel_mask, mnt_dl, mnt_dl_head"),
         (["--unlabeled", "absent.csv"], "--unlabeled absent.csv: table not found"),
-        (["--unlabeled", "POOL"], "--model clot_readings has no SimSiam encoder to pretrain; use --model mnt_dl_head"),
+        (
+            ["--unlabeled", "POOL"],
+            "--model clot_readings has no encoder to pretrain; use --model mnt_dl (the readings) or mnt_dl_head",
+        ),
     ],
 )
 def test_demo_job_refuses(args, words, demo_cohort, tmp_path):

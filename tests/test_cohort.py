@@ -125,6 +125,14 @@ def test_image_table(demo_cohort, tmp_path):
         read_image_table(str(path), ["ncct"])
     with pytest.raises(BundleInputError, match="missing column"):
         read_image_table(str(path), ["ncct", "cta"])
+    side = {"side": ["L", "R"]}  # the reading pretraining's pool: the side by which the vessel box is turned
+    with pytest.raises(BundleInputError, match=r"unlabeled.csv: missing column\(s\) side"):
+        read_image_table(str(path), ["ncct"], side)
+    path.write_text(f"patient_id,side,ncct\nu1,R,{rows[0]['ncct']}\nu2,left,{rows[1]['ncct']}\n")
+    with pytest.raises(BundleInputError, match=r"row 3, column 'side': 'left' is not one of L, R"):
+        read_image_table(str(path), ["ncct"], side)
+    path.write_text(f"patient_id,side,ncct\nu1,R,{rows[0]['ncct']}\nu2,L,{rows[1]['ncct']}\n")
+    assert [r["side"] for r in read_image_table(str(path), ["ncct"], side)] == ["R", "L"]
 
 
 def test_blank_nihss_and_onset_are_missing_not_errors(demo_cohort, tmp_path):

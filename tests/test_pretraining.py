@@ -57,7 +57,9 @@ def pool(demo_cohort, datalist_2fold, tmp_path_factory):
     datalist = load_datalist(datalist_2fold)
     intruders = [datalist["test"][0], datalist["training"][0]]
     with open(path, "a", newline="") as f:
-        csv.writer(f, lineterminator="\n").writerows([d["patient_id"], d["ncct"], d["cta"]] for d in intruders)
+        csv.writer(f, lineterminator="\n").writerows(
+            [d["patient_id"], d["side"], d["ncct"], d["cta"]] for d in intruders
+        )
     return path, [d["patient_id"] for d in intruders]
 
 

@@ -5,14 +5,20 @@ evaluated and inferred like every model folder."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
+from ignite.engine import Events
+from monai.bundle import ConfigWorkflow
 
+from scripts.demo.generator import generate
 from scripts.networks.clot_readings import ClotReadingNet
-from scripts.networks.reading_mnt_dl import ReadingMNTDL
+from scripts.networks.reading_mnt_dl import ReaderReadingsd, ReadingMNTDL
 from scripts.training.losses import ReadingSupervisionLoss
+from scripts.training.pretraining import load_pretrained_encoder
+from tests.conftest import ROOT
 from tests.test_vessel_input import _parser, evaluated_and_inferred
 from tests.test_workflow import train_recording_losses
 
@@ -53,6 +59,10 @@ def test_reading_targets_are_the_main_job_reader_s_outputs():
         out = network.forward_all(x, clinical)
     expected = (readings - readings.mean(0)) / torch.sqrt(readings.var(0, unbiased=False) + 1e-5)
     assert torch.allclose(out[:, -4:], expected, atol=1e-4)
+    cached = torch.stack([ReaderReadingsd("image", reader)({"image": v})["readings"] for v in x])
+    assert torch.allclose(cached, readings, atol=1e-5)  # the preprocessing's cached targets: the same readings
+    with torch.no_grad():
+        assert torch.allclose(network.forward_all(x, clinical, readings=cached)[:, -4:], expected, atol=1e-4)
 
 
 def test_reading_supervision_loss_adds_the_readings_mean_squared_error():
@@ -75,3 +85,34 @@ def test_mnt_dl_configuration_lowers_the_loss_and_is_evaluated_and_inferred(side
         [f"configs/{c}" for c in CONFIGS[1:]], side_datalist, demo_cohort, ckpt, tmp_path, args
     )
     assert float(pred["probability"]) == pytest.approx(evaluated, abs=1e-5)
+
+
+def test_reading_pretraining_learns_the_pool_s_readings_and_fine_tuning_starts_from_them(side_datalist, tmp_path):
+    """``--unlabeled`` with ``--model mnt_dl``: pretrain.json + the overlays + reading_pretrain.json teaches the network
+    the reader's readings of an unlabeled pool (no label needed) and writes the encoder, the classifier and the reading
+    head; training's ``load_pretrained_encoder`` with the overlay's prefixes loads all of them."""
+    pool = generate(str(tmp_path / "pool"), patients=20, seed=7, modalities="ct", spacing=6.0, unlabeled=True)
+    files = [f"configs/{c}" for c in ["pretrain.json", *CONFIGS[1:], "reading_pretrain.json"]]
+    ckpt = str(tmp_path / "ssl")
+    settings = {**TINY, "ssl_epochs": 20, "ssl_lr": 0.003, "unlabeled_file": pool, "ckpt_dir": ckpt}
+    settings["datalist_file"] = side_datalist  # the leakage guard's split
+    os.chdir(ROOT)
+    wf = ConfigWorkflow(config_file=files, workflow_type="train", run_id="pretraining", **settings)
+    wf.initialize()
+    trainer = wf.parser.get_parsed_content("pretrain#trainer")
+    losses: list = []
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: losses.append([]))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses[-1].append(float(e.state.output["loss"])))
+    wf.run()
+    wf.finalize()
+    epochs = [float(np.mean(x)) for x in losses]
+    assert len(epochs) == 20 and np.mean(epochs[-3:]) < 0.7 * np.mean(epochs[:3]), np.round(epochs, 3).tolist()
+    saved = torch.load(f"{ckpt}/pretrain/encoder.pt", weights_only=True)["model"]
+    parts = {"stem", "local", "slice_attention", "classifier", "reading_head", "reading_norm"}
+    assert {k.split(".")[0] for k in saved} == parts  # no neighbourhood heads: the pool taught them nothing
+    parser = _parser(["train.json", *CONFIGS[1:]], **TINY)
+    network = load_pretrained_encoder(
+        parser.get_parsed_content("network_def"), f"{ckpt}/pretrain/encoder.pt", parser["pretrained_prefixes"]
+    )
+    state = network.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in saved.items())

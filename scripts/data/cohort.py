@@ -193,14 +193,18 @@ def _validate_row(
     return row
 
 
-def read_image_table(path: str, sequences: Sequence[str]) -> List[Dict[str, Any]]:
+def read_image_table(
+    path: str, sequences: Sequence[str], columns: Dict[str, Sequence[str]] | None = None
+) -> List[Dict[str, Any]]:
     """Read an image-only table (``patient_id`` plus one column per sequence, e.g. an unlabeled pool for
-    self-supervised pretraining); every listed sequence must be present for every patient."""
+    self-supervised pretraining); every listed sequence must be present for every patient, and each of ``columns``
+    ({name: allowed values}, e.g. ``side``, by which the mirrored vessel box is turned) hold an allowed value."""
+    columns = columns or {}
     text = read_table_text(path, "image table")
     base = os.path.dirname(os.path.abspath(path))
     with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in ("patient_id", *sequences) if c not in (reader.fieldnames or [])]
+        missing = [c for c in ("patient_id", *sequences, *columns) if c not in (reader.fieldnames or [])]
         if missing:
             raise BundleInputError(f"{path}: missing column(s) {', '.join(missing)}")
         rows: List[Dict[str, Any]] = []
@@ -213,6 +217,10 @@ def read_image_table(path: str, sequences: Sequence[str]) -> List[Dict[str, Any]
                 if not value or not os.path.exists(full):
                     raise _fail(path, line, seq, f"file not found: '{value}'")
                 row[seq] = full
+            for column, allowed in columns.items():
+                row[column] = (raw[column] or "").strip()
+                if row[column] not in allowed:
+                    raise _fail(path, line, column, f"'{row[column]}' is not one of {', '.join(allowed)}")
             rows.append(row)
     if not rows:
         raise BundleInputError(f"{path}: the image table has no rows")

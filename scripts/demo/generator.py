@@ -2,7 +2,7 @@
 
 ``python -m scripts.demo.generator --out DIR --patients N --seed S [--modalities ct,ctp,mr] [--spacing 2] [--native]``
 writes ``DIR/cohort.csv``, the NIfTI files it points to and ``DIR/manifest.json``; add ``--unlabeled``
-for an unlabeled pool (``DIR/unlabeled.csv``, patients ``pool0000``...) for SimSiam pretraining.
+for an unlabeled pool (``DIR/unlabeled.csv``, patients ``pool0000``...: side and images) for pretraining.
 
 Anatomy: nilearn's MNI152 GM/WM/brain maps mapped to Hounsfield units (GM 38, WM 27, CSF 6 HU)
 with a CSF rim, a skull shell (1200 HU) and scalp; arterial territories from the JHU atlas (or the
@@ -592,7 +592,7 @@ def generate(
 
     ``unlabeled=True`` writes an unlabeled pool for self-supervised pretraining instead: patients
     ``pool0000``... (drawn from seed streams of their own, never a cohort patient) in ``unlabeled.csv``
-    with only ``patient_id`` and the image columns, and ``unlabeled_manifest.json`` with the settings.
+    with only ``patient_id``, ``side`` and the image columns, and ``unlabeled_manifest.json`` with the settings.
     ``hypoperfusion_contrast``: see :func:`render` (tests only; the demo keeps the faint default).
     """
     mods = [m.strip() for m in (modalities.split(",") if isinstance(modalities, str) else modalities)]
@@ -685,9 +685,11 @@ def _to_scanner(
 
 
 def _write_tables(out: str, rows: List[Dict], truth: Dict[str, Dict], settings: Dict, unlabeled: bool) -> str:
-    """``cohort.csv`` and ``manifest.json`` (or, for an unlabeled pool, ``unlabeled.csv`` with the image columns
-    only and ``unlabeled_manifest.json``); returns the CSV path."""
-    columns = ["patient_id"] + [c for c in CSV_COLUMNS if c in rows[0] and c in SEQUENCES] if unlabeled else CSV_COLUMNS
+    """``cohort.csv`` and ``manifest.json`` (or, for an unlabeled pool, ``unlabeled.csv`` with the occlusion side, read
+    off the CTA by the radiologist, and the image columns only, and ``unlabeled_manifest.json``); returns the CSV path.
+    """
+    images = [c for c in CSV_COLUMNS if c in rows[0] and c in SEQUENCES]
+    columns = ["patient_id", "side"] + images if unlabeled else CSV_COLUMNS
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, restval="", extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

@@ -1,7 +1,7 @@
 """The main job on the built-in demo cohort: generate -> split -> train all folds -> evaluate -> infer -> report.
 
 ``python -m scripts.demo [--out demo] [--patients 300] [--seed 0] [--spacing 2] [--world varied|uniform] [--native]
-[--ckpt_dir DIR] [--model clot_readings|vessel_mask|mnt_dl|mnt_dl_head] [--unlabeled CSV [--ssl_epochs 100]]`` runs
+[--ckpt_dir DIR] [--model clot_readings|vessel_mask|mnt_dl|mnt_dl_head] [--unlabeled CSV [--ssl_epochs N]]`` runs
 each step as the ``monai.bundle`` command a user would type (printed before it runs): ``configs/train.json`` with the
 main job's overlay ``configs/clot_readings.json`` (ClotReadingNet: the literature's clot and collateral readings with
 the occlusion site, age, IVT and NIHSS, one linear layer trained to convergence, the last epoch kept); evaluation
@@ -17,10 +17,13 @@ stopped. Remove ``--out`` and the fold models to start over: ``models/`` for the
 taught the clot reader's readings of each scan beside the outcome (``configs/mnt_dl.json``, one-cycle learning rate,
 the last epoch kept); ``--model mnt_dl_head`` MNT-DL on the whole head at demo size (``configs/demo.json``); the other
 models choose each fold's checkpoint on inner-validation log loss (``configs/experiments/select_log_loss.json``).
-With ``--model mnt_dl_head``, ``--unlabeled CSV`` (``patient_id`` + image columns, paths relative to the CSV; on the
-cohort's grid) pretrains its encoder with SimSiam on that pool first (``configs/pretrain.json``, encoder in
-``CKPT/ssl/pretrain``, the leakage guard dropping test-set and reported-fold patients) and fine-tunes from it;
-``--unlabeled`` with the other models is refused.
+``--unlabeled CSV`` (``patient_id`` + image columns, paths relative to the CSV; on the cohort's grid) pretrains on
+that pool first (``configs/pretrain.json``, encoder in ``CKPT/ssl/pretrain``, the leakage guard dropping test-set and
+reported-fold patients) and fine-tunes from it: with ``--model mnt_dl`` MNT-DL learns the reader's readings of the
+pool's scans (``configs/reading_pretrain.json``; the pool needs each scan's occlusion ``side``, by which the box is
+turned; 40 epochs) and the folds fine-tune gently (``configs/reading_finetune.json``), with ``--model mnt_dl_head`` its
+encoder learns SimSiam (100 epochs); ``--ssl_epochs`` sets the epochs. ``--unlabeled`` with the other models is
+refused.
 
 ``--native`` starts from scanner-space scans (``OUT/raw``, random head pose, thick slices, headrest) and
 preprocesses them into MNI space first (``configs/preprocess.json``, output grid = ``--spacing``): raw ->
@@ -58,32 +61,38 @@ MODELS = {
 # cohorts, docs/README.md Performance): VesselMaskNet's fold models disagree in scale, so Platt scaling helps them;
 # ClotReadingNet is a logistic regression at its maximum-likelihood fit, and a Platt fit on ~40 patients only adds
 # noise (pooled ROC-AUC 0.791 -> 0.752 and 0.764 -> 0.749 with it)
+# --model: what --unlabeled pretrains on the pool (after the model's overlays): SimSiam (pretrain.json) or the reader's
+# readings (MNT-DL on the vessel box: the targets need no labels), and how the folds then fine-tune from it
+PRETRAIN = {"mnt_dl": ",'configs/reading_pretrain.json'"}
+FINE_TUNE = {"mnt_dl": ",'configs/reading_finetune.json'"}
 RECALIBRATION = {"clot_readings": "none", "vessel_mask": "platt", "mnt_dl": "platt", "mnt_dl_head": "platt"}
 
 
-def job_configs(model: str) -> Dict[str, str]:
-    """The ``--config_file`` values of each step for ``model`` (a key of :data:`MODELS`)."""
+def job_configs(model: str, pretrained: bool = False) -> Dict[str, str]:
+    """The ``--config_file`` values of each step for ``model`` (a key of :data:`MODELS`); ``pretrained``: the folds
+    fine-tune from a pretraining (:data:`FINE_TUNE`)."""
     if model not in MODELS:
         raise BundleInputError(f"--model {model}: use one of {', '.join(MODELS)}")
-    overlays = MODELS[model]
+    overlays, tuned = MODELS[model], FINE_TUNE.get(model, "") if pretrained else ""
     return {
-        "pretrain": f"['configs/pretrain.json',{overlays}]",
-        "train": f"['configs/train.json',{'' if model == 'clot_readings' else SELECT_LOG_LOSS}{overlays}]",
+        "pretrain": f"['configs/pretrain.json',{overlays}{PRETRAIN.get(model, '')}]",
+        "train": f"['configs/train.json',{'' if model == 'clot_readings' else SELECT_LOG_LOSS}{overlays}{tuned}]",
         "evaluate": f"['configs/train.json',{overlays},'configs/evaluate.json']",
         "infer": "configs/inference.json",  # the model folder's model_config.json supplies the overlays
     }
 
 
 def check_unlabeled(unlabeled: str | None, model: str) -> str | None:
-    """The absolute path of a user's unlabeled pool (``patient_id`` + image columns) for SimSiam, or None."""
+    """The absolute path of a user's unlabeled pool (``patient_id`` + image columns; ``side`` too for ``mnt_dl``) for
+    the pretraining, or None."""
     if not unlabeled:
         return None
     if not os.path.isfile(unlabeled):
         raise BundleInputError(f"--unlabeled {unlabeled}: table not found")
-    if model != "mnt_dl_head":
+    if model not in ("mnt_dl", "mnt_dl_head"):
         raise BundleInputError(
-            f"--unlabeled: --model {model} has no SimSiam encoder to pretrain; use --model mnt_dl_head to "
-            "pretrain MNT-DL with SimSiam on the pool (what it gained on the demo: docs/README.md, Performance)"
+            f"--unlabeled: --model {model} has no encoder to pretrain; use --model mnt_dl (the readings) or mnt_dl_head "
+            "(SimSiam) to pretrain MNT-DL on the pool (what each gained on the demo: docs/README.md, Performance)"
         )
     return os.path.abspath(unlabeled)
 
@@ -125,13 +134,13 @@ def main(
     ckpt_dir: str | None = None,
     model: str = "clot_readings",
     unlabeled: str | None = None,
-    ssl_epochs: int = 100,
+    ssl_epochs: int | None = None,
     world: str = "varied",
 ) -> None:
     """Run the whole demo from the bundle root and print the metrics table against the Bayes AUC."""
     start = time.time()
-    configs = job_configs(model)
     pool = check_unlabeled(unlabeled, model)
+    configs = job_configs(model, bool(pool))
     csv_path = _cohort(out, patients, seed, spacing, native, world)
     datalist = write_datalist(csv_path, os.path.join(out, "datalist.json"), seed=seed)
     ckpt_dir, eval_dir = output_folders(out, ckpt_dir, eval_dir)
@@ -140,7 +149,8 @@ def main(
     if pool:  # SimSiam on the user's pool first (its test-set and reported-fold patients dropped by the guard)
         ssl_dir = os.path.join(ckpt_dir, "ssl")
         pretrain = ["--config_file", configs["pretrain"], *common[:4], "--ckpt_dir", ssl_dir, "--unlabeled_file", pool]
-        run_bundle("run", "pretraining", *pretrain, "--ssl_epochs", str(int(ssl_epochs)))
+        epochs = [] if ssl_epochs is None else ["--ssl_epochs", str(int(ssl_epochs))]
+        run_bundle("run", "pretraining", *pretrain, *epochs)
         encoder = ["--pretrained_encoder", os.path.join(ssl_dir, "pretrain", "encoder.pt")]
     run_bundle("run", "training", "--config_file", configs["train"], *common, *encoder)
     evaluate = ["--config_file", configs["evaluate"], *common, "--output_dir", eval_dir]

@@ -229,10 +229,11 @@ class WithAuxiliaryLogits(nn.Module):
         super().__init__()
         self.network = network
 
-    def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
-        """``extra``: further network inputs (the clinical vector of a multimodal network)."""
+    def forward(self, x: torch.Tensor, *extra: torch.Tensor, **named: torch.Tensor) -> torch.Tensor:
+        """``extra``, ``named``: further network inputs (the clinical vector of a multimodal network, the cached
+        reading targets of :class:`scripts.networks.reading_mnt_dl.ReadingMNTDL`)."""
         forward_all = getattr(self.network, "forward_all", None)
-        return forward_all(x, *extra) if forward_all is not None else self.network(x, *extra)
+        return forward_all(x, *extra, **named) if forward_all is not None else self.network(x, *extra, **named)
 
 
 def mnt_dl_res25(in_channels: int = 3, **kwargs) -> MNTDL:

@@ -9,15 +9,19 @@ what it sees and what it is taught:
   first; ``configs/clot_readings.json``), where the clot is, its other hemisphere as the control;
 - a second head on the classifier's volume feature predicts the four readings :class:`ClotReadingNet` takes off the
   same input (clot voxels, clot NCCT asymmetry, perviousness, distal filling): free, dense targets the literature ties
-  to first-pass success, computed on the fly without labels (deep supervision on the readings);
+  to first-pass success, computed without labels (deep supervision on the readings) once per scan by
+  :class:`ReaderReadingsd` in the cached preprocessing, so an unlabeled pool teaches them too
+  (``configs/reading_pretrain.json``);
 - the clinical values (when ``clinical_columns``) enter as one linear term on the logit, as in the main job.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Hashable, Mapping
 
 import torch
+from monai.transforms import MapTransform
+from monai.utils import convert_to_tensor
 from torch import nn
 
 from scripts.networks.clot_readings import READINGS, ClotReadingNet, reader_readings
@@ -64,17 +68,47 @@ class ReadingMNTDL(MNTDL):
             logit = logit + self.clinical_head(tabular(clinical).to(logit.dtype))
         return logit
 
-    def forward_all(self, x: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, 4, H, W, D) [, (B, R)] -> (B, 1 + K + 8): logit, neighbourhood logits, predicted and read readings."""
+    def forward_all(
+        self, x: torch.Tensor, clinical: torch.Tensor | None = None, readings: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, 4, H, W, D) [, (B, R)] [, readings (B, 4): the reader's readings of ``x``, cached by
+        :class:`ReaderReadingsd`; None = read here] -> (B, 1 + K + 8): logit, neighbourhood logits, predicted and read
+        readings."""
         feats = self.slice_features(x)
         groups = feats.reshape(feats.shape[0], self.num_neighbourhoods, -1)
         aux = [head(groups[:, k]) for k, head in enumerate(self.aux_heads)]
         volume = self.classifier.features(feats)
         with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-            targets = self.reading_norm(reader_readings(x.float(), self.reader))
+            read = reader_readings(x.float(), self.reader) if readings is None else readings.float()
+            targets = self.reading_norm(read.reshape(len(x), -1))
         predicted = self.reading_head(volume)
         return torch.cat([self._logit(volume, clinical), *aux, predicted.float(), targets], dim=1)
 
-    def forward(self, x: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, 4, H, W, D) [, (B, R)] -> logit (B, 1)."""
+    def forward(
+        self, x: torch.Tensor, clinical: torch.Tensor | None = None, readings: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, 4, H, W, D) [, (B, R)] -> logit (B, 1); ``readings`` (training's targets) are not used."""
         return self._logit(self.classifier.features(self.slice_features(x)), clinical)
+
+
+class ReaderReadingsd(MapTransform):
+    """The reader's four readings of ``keys`` (a (4, H, W, D) mirrored vessel box) as ``name`` (4,), fp32: the targets
+    of :class:`ReadingMNTDL`, read once per scan in the deterministic (cached) preprocessing instead of every batch.
+
+    Args:
+        keys: the vessel box.
+        reader: the :class:`ClotReadingNet` whose readings are the targets (``reader_def``).
+        name: the item key of the readings.
+    """
+
+    def __init__(self, keys: Any, reader: ClotReadingNet, name: str = "readings") -> None:
+        super().__init__(keys)
+        self.reader, self.name = {**reader.settings, "collateral": dict(reader.collateral)}, name
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> Dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            with torch.no_grad():
+                image = convert_to_tensor(d[key], dtype=torch.float32, track_meta=False)
+                d[self.name] = reader_readings(image[None], self.reader)[0]
+        return d

@@ -44,23 +44,28 @@ class SimSiamLoss(nn.Module):
 
 
 class ReadingSupervisionLoss(DeepSupervisionBCELoss):
-    """Deep supervision of the outcome plus the readings: BCE(main) + gamma * sum_k BCE(aux_k) + weight * MSE(predicted
-    readings, the reader's).
+    """Deep supervision of the outcome plus the readings: outcome * (BCE(main) + gamma * sum_k BCE(aux_k)) + weight *
+    MSE(predicted readings, the reader's).
 
     ``forward(output, target)``: output (B, 1 + K + 2 R) as returned by ``ReadingMNTDL.forward_all`` (the last 2 R
-    columns: R predicted readings, then the R standardised readings of the reader), target (B,) or (B, 1) in {0, 1}.
+    columns: R predicted readings, then the R standardised readings of the reader), target (B,) or (B, 1) in {0, 1}
+    (None when ``outcome`` is 0: the reading pretraining on an unlabeled pool).
 
     Args:
         gamma: weight of each auxiliary neighbourhood logit's BCE.
         weight: weight of the readings' mean squared error (0: the outcome alone).
         readings: R.
+        outcome: weight of the outcome's deep supervision (0: the readings alone, no label needed).
     """
 
-    def __init__(self, gamma: float = 0.5, weight: float = 1.0, readings: int = 4) -> None:
+    def __init__(self, gamma: float = 0.5, weight: float = 1.0, readings: int = 4, outcome: float = 1.0) -> None:
         super().__init__(gamma)
-        self.weight, self.readings = weight, readings
+        self.weight, self.readings, self.outcome = weight, readings, outcome
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         r = self.readings
         outcome, predicted, read = logits[:, : -2 * r], logits[:, -2 * r : -r], logits[:, -r:]
-        return super().forward(outcome, target) + self.weight * F.mse_loss(predicted.float(), read.float())
+        loss = self.weight * F.mse_loss(predicted.float(), read.float())
+        if self.outcome:
+            loss = loss + self.outcome * super().forward(outcome, target)
+        return loss

@@ -45,6 +45,7 @@ def unlabeled_items(
     datalist_file: str | None,
     reported_folds: Any = "all",
     on_overlap: str = "drop",
+    columns: Dict[str, Sequence[str]] | None = None,
 ) -> List[Dict[str, Any]]:
     """The unlabeled table's items after the leakage guard.
 
@@ -54,11 +55,12 @@ def unlabeled_items(
         datalist_file: the split to guard against (its test set and the reported outer folds); None skips the guard.
         reported_folds: the outer folds that will be reported; "all" = every fold.
         on_overlap: "drop" the overlapping patients or "refuse" the pool.
+        columns: {name: allowed values} of other columns every row must hold (``side`` for the mirrored vessel box).
 
     Returns:
         the pool's items.
     """
-    items = read_image_table(unlabeled_file, image_keys)
+    items = read_image_table(unlabeled_file, image_keys, columns)
     if not datalist_file:
         logger.warning("no datalist given: the unlabeled data is not checked against test patients")
         return items
@@ -72,7 +74,7 @@ def unlabeled_items(
     kept, _ = leakage_guard(items, datalist, folds, on_overlap)
     if len(kept) < 2:
         raise BundleInputError(f"{unlabeled_file}: fewer than 2 unlabeled patients left after the leakage guard")
-    logger.info("SimSiam pretraining on %d unlabeled patient(s)", len(kept))
+    logger.info("pretraining on %d unlabeled patient(s)", len(kept))
     return kept
 
 
@@ -100,28 +102,33 @@ def simsiam_lr_lambdas(epochs: int, fix_predictor_lr: bool = True) -> List[Any]:
     return [CosineDecay(epochs), (lambda epoch: 1.0) if fix_predictor_lr else CosineDecay(epochs)]
 
 
-def save_encoder(model: torch.nn.Module, path: str) -> str:
-    """Write the encoder part of a SimSiam (or MNT-DL) model to ``path`` atomically; return the path."""
-    state = {k: v.detach().cpu() for k, v in encoder_state(model.state_dict()).items()}
+def save_encoder(model: torch.nn.Module, path: str, prefixes: Sequence[str] = ENCODER_PREFIXES) -> str:
+    """Write the encoder part (the tensors under ``prefixes``) of a SimSiam (or MNT-DL) model to ``path`` atomically;
+    return the path."""
+    state = {k: v.detach().cpu() for k, v in encoder_state(model.state_dict(), prefixes).items()}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     atomic_write(path, lambda tmp: torch.save({"model": state}, tmp), suffix=".pt")
     logger.info("pretrained encoder written to %s", path)
     return path
 
 
-def encoder_state(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """The encoder part (stem, local networks, slice attention) of an MNT-DL or SimSiam state dict."""
+def encoder_state(
+    state: Dict[str, torch.Tensor], prefixes: Sequence[str] = ENCODER_PREFIXES
+) -> Dict[str, torch.Tensor]:
+    """The encoder part (by default stem, local networks, slice attention) of an MNT-DL or SimSiam state dict."""
     out = {}
     for key, value in state.items():
         key = key[len("encoder.") :] if key.startswith("encoder.") else key
-        if key.startswith(ENCODER_PREFIXES):
+        if key.startswith(tuple(prefixes)):
             out[key] = value
     return out
 
 
-def load_pretrained_encoder(network: torch.nn.Module, path: str | None) -> torch.nn.Module:
-    """Load the encoder weights of a pretraining checkpoint into ``network`` strictly (no-op when ``path``
-    is empty) and return the network.
+def load_pretrained_encoder(
+    network: torch.nn.Module, path: str | None, prefixes: Sequence[str] = ENCODER_PREFIXES
+) -> torch.nn.Module:
+    """Load the encoder weights (the tensors under ``prefixes``) of a pretraining checkpoint into ``network`` strictly
+    (no-op when ``path`` is empty) and return the network.
 
     Every encoder tensor of the network must be in the checkpoint with the same shape and no other encoder
     tensor may be there; otherwise the error names the keys. The classifier heads keep their initialisation.
@@ -131,8 +138,8 @@ def load_pretrained_encoder(network: torch.nn.Module, path: str | None) -> torch
     if not os.path.isfile(path):
         raise BundleInputError(f"{path}: pretrained encoder checkpoint not found")
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    saved = encoder_state(saved.get("model", saved) if isinstance(saved, dict) else saved)
-    own = encoder_state(network.state_dict())
+    saved = encoder_state(saved.get("model", saved) if isinstance(saved, dict) else saved, prefixes)
+    own = encoder_state(network.state_dict(), prefixes)
     missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
     shapes = sorted(k for k in set(own) & set(saved) if own[k].shape != saved[k].shape)
     problems = []
@@ -258,9 +265,16 @@ class CollapseMonitor:
             )
 
 
-def pretrain(trainer: Any, resume_handlers: Sequence[Any], network: torch.nn.Module, encoder_file: str) -> str:
-    """Run SimSiam pretraining (resuming an interrupted run) and write the encoder; an existing
-    ``encoder_file`` is kept (delete it, and the resume checkpoints beside it, to pretrain again)."""
+def pretrain(
+    trainer: Any,
+    resume_handlers: Sequence[Any],
+    network: torch.nn.Module,
+    encoder_file: str,
+    prefixes: Sequence[str] = ENCODER_PREFIXES,
+) -> str:
+    """Run the pretraining (SimSiam, or the readings; resuming an interrupted run) and write the encoder (the tensors
+    under ``prefixes``); an existing ``encoder_file`` is kept (delete it, and the resume checkpoints beside it, to
+    pretrain again)."""
     if os.path.isfile(encoder_file):
         logger.info("%s exists: pretraining is done (delete it to pretrain again)", encoder_file)
         return encoder_file
@@ -274,7 +288,7 @@ def pretrain(trainer: Any, resume_handlers: Sequence[Any], network: torch.nn.Mod
             trainer.state.max_epochs,
         )
         return ""
-    return save_encoder(network, encoder_file)
+    return save_encoder(network, encoder_file, prefixes)
 
 
 def simsiam_iteration(engine: Any, batch: Dict[str, Any]) -> Dict[str, Any]:
