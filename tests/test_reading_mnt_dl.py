@@ -12,6 +12,7 @@ import pytest
 import torch
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from scripts.demo.generator import generate
 from scripts.networks.clot_readings import ClotReadingNet
@@ -107,6 +108,10 @@ def test_reading_pretraining_learns_the_pool_s_readings_and_fine_tuning_starts_f
     wf.finalize()
     epochs = [float(np.mean(x)) for x in losses]
     assert len(epochs) == 20 and np.mean(epochs[-3:]) < 0.7 * np.mean(epochs[:3]), np.round(epochs, 3).tolist()
+    board = EventAccumulator(f"{ckpt}/pretrain/tensorboard")
+    board.Reload()  # the loss curve a user watches: every iteration's loss
+    curve = [e.value for e in board.Scalars("reading_loss_iteration")]
+    assert np.allclose(curve, [v for epoch in losses for v in epoch], rtol=1e-4)
     saved = torch.load(f"{ckpt}/pretrain/encoder.pt", weights_only=True)["model"]
     parts = {"stem", "local", "slice_attention", "classifier", "reading_head", "reading_norm"}
     assert {k.split(".")[0] for k in saved} == parts  # no neighbourhood heads: the pool taught them nothing
