@@ -21,7 +21,7 @@ models choose each fold's checkpoint on inner-validation log loss (``configs/exp
 that pool first (``configs/pretrain.json``, encoder in ``CKPT/ssl/pretrain``, the leakage guard dropping test-set and
 reported-fold patients) and fine-tunes from it: with ``--model mnt_dl`` MNT-DL learns the reader's readings of the
 pool's scans (``configs/reading_pretrain.json``; the pool needs each scan's occlusion ``side``, by which the box is
-turned; 40 epochs) and the folds fine-tune gently (``configs/reading_finetune.json``), with ``--model mnt_dl_head`` its
+turned; 40 epochs) and the folds fine-tune gently (``configs/experiments/reading_finetune.json``), with ``--model mnt_dl_head`` its
 encoder learns SimSiam (100 epochs); ``--ssl_epochs`` sets the epochs. ``--unlabeled`` with the other models is
 refused.
 
@@ -64,7 +64,7 @@ MODELS = {
 # --model: what --unlabeled pretrains on the pool (after the model's overlays): SimSiam (pretrain.json) or the reader's
 # readings (MNT-DL on the vessel box: the targets need no labels), and how the folds then fine-tune from it
 PRETRAIN = {"mnt_dl": ",'configs/reading_pretrain.json'"}
-FINE_TUNE = {"mnt_dl": ",'configs/reading_finetune.json'"}
+FINE_TUNE = {"mnt_dl": ",'configs/experiments/reading_finetune.json'"}
 RECALIBRATION = {"clot_readings": "none", "vessel_mask": "platt", "mnt_dl": "platt", "mnt_dl_head": "platt"}
 
 
