@@ -74,6 +74,7 @@ def test_reading_supervision_loss_adds_the_readings_mean_squared_error():
     readings = ((logits[:, 3:7] - logits[:, 7:]) ** 2).mean()
     assert float(ReadingSupervisionLoss(0.5, 2.0)(logits, target)) == pytest.approx(float(outcome + 2 * readings))
     assert float(ReadingSupervisionLoss(0.5, 0.0)(logits, target)) == pytest.approx(float(outcome))
+    assert float(ReadingSupervisionLoss(0.5, 2.0, outcome=0.0)(logits, None)) == pytest.approx(float(2 * readings))
 
 
 def test_mnt_dl_configuration_lowers_the_loss_and_is_evaluated_and_inferred(side_datalist, demo_cohort, tmp_path):

@@ -21,9 +21,9 @@ models choose each fold's checkpoint on inner-validation log loss (``configs/exp
 that pool first (``configs/pretrain.json``, encoder in ``CKPT/ssl/pretrain``, the leakage guard dropping test-set and
 reported-fold patients) and fine-tunes from it: with ``--model mnt_dl`` MNT-DL learns the reader's readings of the
 pool's scans (``configs/reading_pretrain.json``; the pool needs each scan's occlusion ``side``, by which the box is
-turned; 40 epochs) and the folds fine-tune gently (``configs/experiments/reading_finetune.json``), with ``--model mnt_dl_head`` its
-encoder learns SimSiam (100 epochs); ``--ssl_epochs`` sets the epochs. ``--unlabeled`` with the other models is
-refused.
+turned; 40 epochs) and the folds fine-tune gently (``configs/experiments/reading_finetune.json``), with ``--model
+mnt_dl_head`` its encoder learns SimSiam (100 epochs); ``--ssl_epochs`` sets the epochs. ``--unlabeled`` with the
+other models is refused.
 
 ``--native`` starts from scanner-space scans (``OUT/raw``, random head pose, thick slices, headrest) and
 preprocesses them into MNI space first (``configs/preprocess.json``, output grid = ``--spacing``): raw ->
