@@ -343,6 +343,12 @@ class ClotReadingNet(nn.Module):
             features += self.tabular.out_features
         self.head = nn.Sequential(nn.BatchNorm1d(features), nn.Dropout(dropout), nn.Linear(features, 1))
 
+    @property
+    def reader_settings(self) -> Dict[str, Any]:
+        """:func:`reader_readings`' settings of this reader (plain values: another module or a cached transform reads
+        with them without holding this network)."""
+        return {**self.settings, "collateral": dict(self.collateral)}
+
     def measurements(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 4, H, W, D) -> the readings (B, 4); the collateral one with ``collateral``'s settings if given.
 
@@ -352,7 +358,7 @@ class ClotReadingNet(nn.Module):
         memo = getattr(self, "_memo", None)
         if memo is not None and memo[0] == key and not x.requires_grad:
             return memo[1]
-        readings = reader_readings(x, {**self.settings, "collateral": self.collateral})
+        readings = reader_readings(x, self.reader_settings)
         self._memo = (key, readings.detach())
         return readings
 

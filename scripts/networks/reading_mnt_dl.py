@@ -51,7 +51,7 @@ class ReadingMNTDL(MNTDL):
         super().__init__(**{"in_channels": 4, "head": "cross_attention", **kwargs})
         if self.head != "cross_attention":
             raise ValueError("ReadingMNTDL reads the readings off the cross-attention head's volume feature")
-        self.reader = {**reader.settings, "collateral": dict(reader.collateral)}
+        self.reader = reader.reader_settings
         self.reading_head = nn.Linear(self.classifier.fc.in_features, len(READINGS))
         self.reading_norm = nn.BatchNorm1d(len(READINGS), affine=False)  # the targets in comparable units
         if clinical_columns:
@@ -103,7 +103,7 @@ class ReaderReadingsd(MapTransform):
 
     def __init__(self, keys: Any, reader: ClotReadingNet, name: str = "readings") -> None:
         super().__init__(keys)
-        self.reader, self.name = {**reader.settings, "collateral": dict(reader.collateral)}, name
+        self.reader, self.name = reader.reader_settings, name
 
     def __call__(self, data: Mapping[Hashable, Any]) -> Dict[Hashable, Any]:
         d = dict(data)
