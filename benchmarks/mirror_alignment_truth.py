@@ -26,14 +26,13 @@ import fire
 import nibabel as nib
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.bundle import ConfigParser
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from scripts.data.anatomy import DEFAULT_ATLAS_DIR, load_anatomy  # noqa: E402
-from scripts.data.mirror_align import enhancement_maps  # noqa: E402
+from scripts.data.mirror_align import enhancement_maps, sample_at  # noqa: E402
 from scripts.data.split import load_datalist  # noqa: E402
 from scripts.demo import generator as g  # noqa: E402
 
@@ -52,9 +51,22 @@ def _parser(dataset_dir: str, work: str, plain: bool) -> ConfigParser:
     return parser
 
 
-def _true_alignment(box: torch.Tensor, scan: dict, side: str, box_mm: list, spacing: float) -> torch.Tensor:
+def true_scan(seed: int, first: dt.date, days: int, patient_id: str) -> tuple:
+    """The demo's draws for ``patient_id`` (cohort ``seed``, admission dates from ``first`` over ``days``): the
+    patient, its scan constants (:func:`scripts.demo.generator.draw_scan`) and the render's random generator."""
+    i = int(patient_id[len("demo") :])
+    rng = np.random.default_rng([seed, i])
+    patient = g.draw_patient(rng, i, first, days)
+    g.draw_rlvo(np.random.default_rng([seed, i, 3]), patient)
+    return patient, g.draw_scan(np.random.default_rng([seed, i, 4]), patient["age"], "varied"), rng
+
+
+def true_alignment(
+    box: torch.Tensor, scan: dict, side: str, box_mm: list, spacing: float, order: int = 1
+) -> torch.Tensor:
     """The plain-flip box (4, H, W, D) with the occluded half's mirror channels moved by the generator's relative
-    motion of the two trees (each turned about its own ICA bifurcation), then turned like MirrorAlignd."""
+    motion of the two trees (each turned about its own ICA bifurcation), resampled by a B-spline of ``order`` (1 =
+    trilinear), then turned like MirrorAlignd."""
     other = "L" if side == "R" else "R"
     (a_own, t_own), (a_other, t_other) = scan["courses"][side], scan["courses"][other]
     rot_own, rot_mirror = g._rotation(a_own), FLIP_X @ g._rotation(a_other) @ FLIP_X
@@ -64,14 +76,12 @@ def _true_alignment(box: torch.Tensor, scan: dict, side: str, box_mm: list, spac
     voxels = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3)
     own_mm = lo + spacing * voxels
     mirror_mm = (rot_mirror @ rot_own.T @ (own_mm - centre - np.asarray(t_own)).T).T + centre + FLIP_X @ t_other
-    grid = 2 * (mirror_mm - lo) / spacing / (np.array(shape) - 1) - 1
-    grid = torch.from_numpy(grid).float().flip(-1).view(1, 1, 1, -1, 3)
+    coords = torch.from_numpy((mirror_mm - lo) / spacing).float()
     half = torch.zeros(shape, dtype=torch.bool)
     half[slice(0, shape[0] // 2) if side == "L" else slice(shape[0] // 2, shape[0])] = True
     out = box.clone().float()
     for c in (2, 3):
-        moved = F.grid_sample(box[c][None, None].float(), grid, align_corners=True, padding_mode="border")
-        out[c] = torch.where(half, moved.view(shape), out[c])
+        out[c] = torch.where(half, sample_at(box[c], coords, order).view(shape), out[c])
     return out.flip(1) if side == "R" else out
 
 
@@ -91,7 +101,7 @@ def main(dataset_dir: str, patients: int = 80) -> None:
     datalist = load_datalist(os.path.join(dataset_dir, "datalist.json"))
     items = (datalist["training"] + datalist["test"])[: int(patients)]
     anatomy = load_anatomy(settings["spacing"], DEFAULT_ATLAS_DIR)
-    box_mm = ConfigParser.load_config_file(os.path.join(ROOT, "configs/experiments/vessel.json"))["vessel_box_mm"]
+    box_mm = ConfigParser.load_config_file(os.path.join(ROOT, "configs/clot_readings.json"))["vessel_box_mm"]
     with tempfile.TemporaryDirectory() as work:
         parser = _parser(dataset_dir, work, False)
         windows = [parser["ncct_window"], parser["cta_window"]]
@@ -99,11 +109,7 @@ def main(dataset_dir: str, patients: int = 80) -> None:
         plain = _parser(dataset_dir, work, True).get_parsed_content("validate#preprocessing")
         results = {"plain flip": [], "MirrorAlignd": [], "the true motion": []}
         for item in items:
-            i = int(item["patient_id"][len("demo") :])
-            rng = np.random.default_rng([seed, i])
-            patient = g.draw_patient(rng, i, first, days)
-            g.draw_rlvo(np.random.default_rng([seed, i, 3]), patient)
-            scan = g.draw_scan(np.random.default_rng([seed, i, 4]), patient["age"], "varied")
+            patient, scan, rng = true_scan(seed, first, days, item["patient_id"])
             scan["noise"] = (0.0, 0.0)
             cta = []
             for perviousness in (0.0, 1.0):
@@ -125,7 +131,7 @@ def main(dataset_dir: str, patients: int = 80) -> None:
             flipped = box.flip(1) if item["side"] == "R" else box
             results["plain flip"].append(_coverage(flipped, clot, windows))
             results["MirrorAlignd"].append(_coverage(aligned(dict(item))["image"], clot, windows))
-            moved = _true_alignment(box, scan, item["side"], box_mm, settings["spacing"])
+            moved = true_alignment(box, scan, item["side"], box_mm, settings["spacing"])
             results["the true motion"].append(_coverage(moved, clot, windows))
     for name, values in results.items():
         v = np.array(values)

@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import fire
 import numpy as np
+import torch
 from sklearn.metrics import roc_auc_score
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,13 +83,7 @@ def main(
         with open(os.path.join(folder, "manifest.json")) as f:
             truth = json.load(f)["truth"]
         datalist = load_datalist(os.path.join(folder, "datalist.json"))
-        readings = _batched(data["X"], {**MAIN, **MIDLINE})
-        readings[:, 3] = _batched(data["X"], {**MAIN, **MIDLINE, **COLLATERAL})[:, 3]
-        ids = [it["patient_id"] for it in data["items"]]
-        hidden = np.array([[truth[p][k] for k in HIDDEN] for p in ids], float)
-        hidden[:, 0] = np.log(hidden[:, 0])
-        r = [round(float(np.corrcoef(readings[:, j], hidden[:, j])[0, 1]), 2) for j in range(4)]
-        main_job = _main_job(data, datalist, readings)
+        main_job, r = score_readings(data["X"], data, datalist, truth)
         oracle, bayes = cv_auc(datalist, truth, True), cv_auc(datalist, truth, None)
         print(
             f"{factor} (seed {seed}): readings + clinical {main_job[0]:.3f} / {main_job[1]:.3f}, oracle {oracle[0]:.3f}"
@@ -97,13 +92,20 @@ def main(
         )
 
 
-def _main_job(data: dict, datalist: dict, readings: np.ndarray) -> Tuple[float, float]:
-    """(fold mean, pooled) ROC-AUC of the main job's logistic regression on the readings and the clinical values."""
+def score_readings(x: torch.Tensor, data: dict, datalist: dict, truth: dict) -> Tuple[Tuple[float, float], List]:
+    """The main job's readings of the boxes ``x`` (N, 4, H, W, D) and its logistic regression with site, age, IVT
+    and NIHSS on the cohort's folds: ((fold mean, pooled) ROC-AUC, each reading's correlation with its truth)."""
+    readings = _batched(x, {**MAIN, **MIDLINE})
+    readings[:, 3] = _batched(x, {**MAIN, **MIDLINE, **COLLATERAL})[:, 3]
     items, y, fold = data["items"], data["y"], data["fold"]
+    ids = [it["patient_id"] for it in items]
+    hidden = np.array([[truth[p][k] for k in HIDDEN] for p in ids], float)
+    hidden[:, 0] = np.log(hidden[:, 0])
+    r = [round(float(np.corrcoef(readings[:, j], hidden[:, j])[0, 1]), 2) for j in range(4)]
     site = np.array([[it["location"] == s for s in ("ICA", "M2")] for it in items], float)
     design = np.column_stack([readings, site, [[it["age"], it["ivt"], it["nihss"]] for it in items]])
-    scores, pooled = fold_scores(design, y, fold, [it["patient_id"] for it in items], datalist)
-    return float(np.mean(scores)), float(roc_auc_score(y[fold >= 0], pooled[fold >= 0]))
+    scores, pooled = fold_scores(design, y, fold, ids, datalist)
+    return (float(np.mean(scores)), float(roc_auc_score(y[fold >= 0], pooled[fold >= 0]))), r
 
 
 if __name__ == "__main__":

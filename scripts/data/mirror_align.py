@@ -13,7 +13,10 @@ hemisphere's own vessels:
    cross-correlation: every shift at once), then a rigid refinement (rotation up to ``max_angle`` rad, sub-voxel
    shift) maximising their normalised cross-correlation, Gaussian-smoothed by ``sigma`` voxels for capture range,
    over the voxels where either map has a vessel;
-3. the mirror channels resampled (trilinear) through that motion.
+3. the mirror channels resampled through that motion by a cubic B-spline (``order``): trilinear interpolation
+   averages a vessel a voxel or two wide with its surroundings wherever the motion is not a whole voxel, so the
+   mirror's vessels would read fainter and wider than the patient's own, and the clot's density and perviousness
+   readings with them (docs/performance.md, "What limits the readings").
 
 ANTsPy's rigid registration (``ants.registration(type_of_transform="Rigid")``, mean squares, masked to the
 hemisphere) diverged on 3 of 6 hemispheres of the varied demo in a test, so the search is done here, in torch (a few
@@ -28,6 +31,7 @@ from typing import Any, Dict, Hashable, Mapping, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
@@ -77,13 +81,6 @@ def _rotation(angles: torch.Tensor) -> torch.Tensor:
     return rz @ ry @ rx
 
 
-def _sampling_grid(points: torch.Tensor, motion: torch.Tensor, centre: torch.Tensor, shape: Sequence[int]):
-    """Voxel ``points`` (N, 3) -> grid_sample's normalised grid (1, 1, 1, N, 3) at R (p - c) + c + t."""
-    moved = (points - centre) @ _rotation(motion[:3]).T + centre + motion[3:]
-    size = torch.tensor(list(shape), dtype=moved.dtype, device=moved.device)
-    return (2 * moved / (size - 1) - 1).flip(-1).view(1, 1, 1, -1, 3)
-
-
 def best_shift(own: torch.Tensor, mirror: torch.Tensor, max_shift: int) -> torch.Tensor:
     """(H, W, D) maps -> the integer shift t (3,) within ``max_shift`` maximising sum own(p) mirror(p + t)."""
     shape = own.shape
@@ -95,10 +92,24 @@ def best_shift(own: torch.Tensor, mirror: torch.Tensor, max_shift: int) -> torch
     return torch.stack([steps[i // (n * n)], steps[(i // n) % n], steps[i % n]]).float()
 
 
-def _sample(image: torch.Tensor, points: torch.Tensor, motion: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
-    """``image`` (H, W, D) at the moved voxel ``points`` (N, 3), trilinear -> (N,)."""
-    grid = _sampling_grid(points, motion, centre, image.shape)
-    return F.grid_sample(image[None, None], grid, mode="bilinear", padding_mode="border", align_corners=True).flatten()
+def sample_at(image: torch.Tensor, coords: torch.Tensor, order: int = 3) -> torch.Tensor:
+    """``image`` (H, W, D) at the voxel coordinates ``coords`` (N, 3) -> (N,): a B-spline of ``order`` (1 =
+    trilinear), edges replicated, kept within the image's own range (a cubic spline overshoots at a sharp edge)."""
+    if order == 1:
+        size = torch.tensor(list(image.shape), dtype=coords.dtype, device=coords.device)
+        grid = (2 * coords / (size - 1) - 1).flip(-1).view(1, 1, 1, -1, 3).to(image.device)
+        return F.grid_sample(image.float()[None, None], grid, "bilinear", "border", align_corners=True).flatten()
+    source = image.detach().float().cpu()
+    values = ndimage.map_coordinates(source.numpy(), coords.T.cpu().numpy(), order=int(order), mode="nearest")
+    return torch.from_numpy(values).to(image.device).clamp(float(source.min()), float(source.max()))
+
+
+def resample(
+    image: torch.Tensor, points: torch.Tensor, motion: torch.Tensor, centre: torch.Tensor, order: int = 3
+) -> torch.Tensor:
+    """``image`` (H, W, D) at the voxel ``points`` (N, 3) moved by ``motion`` about ``centre`` -> (N,)
+    (:func:`sample_at`)."""
+    return sample_at(image, (points - centre) @ _rotation(motion[:3]).T + centre + motion[3:], order)
 
 
 def rigid_motion(
@@ -115,7 +126,7 @@ def rigid_motion(
     own_s, mirror_s = gaussian(own[None], sigma)[0], gaussian(mirror[None], sigma)[0]
     everywhere = torch.nonzero(torch.ones_like(half)).float()
     zero = start.new_zeros(3)
-    at_start = _sample(mirror_s, everywhere, torch.cat([zero, start]), zero).view(own.shape)
+    at_start = resample(mirror_s, everywhere, torch.cat([zero, start]), zero, 1).view(own.shape)
     region = ((own_s > 0.02) | (at_start > 0.02)) & half  # where either hemisphere has a vessel
     if int(region.sum()) < 20:
         return torch.cat([zero, start]), zero
@@ -126,7 +137,7 @@ def rigid_motion(
     shift = start.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([{"params": [angles], "lr": 0.02}, {"params": [shift], "lr": 0.2}])
     for _ in range(int(iterations)):
-        moved = _sample(mirror_s, points, torch.cat([angles.clamp(-max_angle, max_angle), shift]), centre)
+        moved = resample(mirror_s, points, torch.cat([angles.clamp(-max_angle, max_angle), shift]), centre, 1)
         moved = moved - moved.mean()
         ncc = (target * moved).sum() / (target.norm() * moved.norm() + 1e-6)
         optimizer.zero_grad()
@@ -144,9 +155,11 @@ def align_mirror(
     iterations: int = 40,
     sigma: float = 1.0,
     max_angle: float = 0.15,
+    order: int = 3,
 ) -> torch.Tensor:
     """(4, H, W, D) NCCT, CTA, mirrored NCCT, mirrored CTA in [0, 1] -> the same with the mirror channels of each
-    hemisphere (the first and second half along H, the left-right axis) moved onto that hemisphere's own vessels."""
+    hemisphere (the first and second half along H, the left-right axis) moved onto that hemisphere's own vessels,
+    resampled by a B-spline of ``order`` (1 = trilinear)."""
     if x.ndim != 4 or x.shape[0] != 4:
         raise ValueError(f"expected (4, H, W, D): NCCT, CTA and their mirrors, got {list(x.shape)}")
     own, mirror, soft, arterial = enhancement_maps(x[None], windows, bone_level, arterial_quantile)
@@ -162,7 +175,7 @@ def align_mirror(
             start = best_shift(own_map * half, mirror_map, int(max_shift))
             motion, centre = rigid_motion(own_map, mirror_map, half, start, iterations, sigma, max_angle)
             for c in (2, 3):
-                moved = _sample(x[c].float(), everywhere, motion, centre).view(x.shape[1:])
+                moved = resample(x[c], everywhere, motion, centre, order).view(x.shape[1:])
                 out[c] = torch.where(half, moved, out[c])
     return out.to(x.dtype)
 
