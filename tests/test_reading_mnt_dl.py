@@ -66,6 +66,35 @@ def test_reading_targets_are_the_main_job_reader_s_outputs():
         assert torch.allclose(network.forward_all(x, clinical, readings=cached)[:, -4:], expected, atol=1e-4)
 
 
+def test_training_boxes_move_a_few_millimetres_and_keep_their_readings(side_datalist, tmp_path):
+    """configs/mnt_dl.json's training (and reading pretraining) boxes: the whole box, all four channels together,
+    moved by up to ``max_shift_mm`` per axis (edges repeated), so that the network cannot tie a reading to one voxel;
+    the reading targets are the unmoved box's."""
+    settings = {**TINY, "max_shift_mm": 12.0, "datalist_file": side_datalist, "ckpt_dir": str(tmp_path)}
+    parser = _parser(CONFIGS, **settings)  # a 2-voxel move at the test box's 6 mm
+    with open(side_datalist) as f:
+        item = json.load(f)["training"][0]
+    reference = parser.get_parsed_content("validate#preprocessing")(dict(item))
+    reference.update(parser.get_parsed_content("target_transforms")[0](dict(reference)))
+    padded = torch.nn.functional.pad(reference["image"][None], [2] * 6, mode="replicate")[0]
+    h, w, d = reference["image"].shape[1:]
+    train, offsets = parser.get_parsed_content("train#preprocessing"), set()
+    for seed in range(6):
+        train.set_random_state(seed)
+        moved = train(dict(item))
+        assert torch.equal(moved["readings"], reference["readings"])
+        found = [
+            (i, j, k)
+            for i in range(5)
+            for j in range(5)
+            for k in range(5)
+            if torch.allclose(moved["image"], padded[:, i : i + h, j : j + w, k : k + d], atol=1e-6)
+        ]
+        assert found, seed  # the unmoved box, moved as a whole by at most two voxels
+        offsets.update(found)
+    assert len(offsets) > 1
+
+
 def test_reading_supervision_loss_adds_the_readings_mean_squared_error():
     logits = torch.tensor([[0.5, -1.0, 0.2, 0.1, 0.0, 0.3, 0.4, 0.1, -0.2, 0.3, 1.0]])
     target = torch.tensor([1.0])
