@@ -21,7 +21,7 @@ from scripts.training.losses import ReadingSupervisionLoss
 from scripts.training.pretraining import load_pretrained_encoder
 from tests.conftest import ROOT
 from tests.test_vessel_input import _parser, evaluated_and_inferred
-from tests.test_workflow import train_recording_losses
+from tests.test_workflow import _workflow, train_recording_losses
 
 CONFIGS = ["train.json", "clot_readings.json", "mnt_dl.json"]
 # the 6 mm side_datalist cohort: 10 slices (two neighbourhoods of 5), a network small enough for a test; fp32, because
@@ -93,6 +93,45 @@ def test_training_boxes_move_a_few_millimetres_and_keep_their_readings(side_data
         assert found, seed  # the unmoved box, moved as a whole by at most two voxels
         offsets.update(found)
     assert len(offsets) > 1
+
+
+def test_a_resumed_fold_continues_its_one_cycle_schedule(side_datalist, tmp_path):
+    """The one-cycle scheduler is in the resume checkpoint: a fold interrupted at the start of epoch 3 and run again
+    steps through epochs 3 and 4 at the learning rates of an uninterrupted run (without it the schedule restarts at
+    its lowest rate)."""
+
+    class Interrupted(Exception):
+        pass
+
+    def rates(ckpt: str, stop: bool = False) -> dict:
+        settings = {**TINY, "max_epochs": 4, "val_interval": 4}
+        wf = _workflow("train_fold", CONFIGS, datalist_file=side_datalist, ckpt_dir=ckpt, fold=0, **settings)
+        wf.initialize()
+        trainer, seen = wf.parser.get_parsed_content("train#trainer"), {}
+        optimizer = wf.parser.get_parsed_content("optimizer")
+
+        def _record(engine) -> None:
+            seen[(engine.state.epoch, engine.state.iteration)] = optimizer.param_groups[0]["lr"]
+
+        def _stop(engine) -> None:
+            raise Interrupted
+
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, _record)
+        if stop:
+            trainer.add_event_handler(Events.EPOCH_STARTED(once=3), _stop)
+            with pytest.raises(RuntimeError):  # monai.bundle wraps the handler's exception
+                wf.run()
+            return seen
+        wf.run()
+        wf.finalize()
+        return seen
+
+    whole = rates(str(tmp_path / "whole"))
+    rates(str(tmp_path / "killed"), stop=True)
+    resumed = rates(str(tmp_path / "killed"))
+    later = {k: v for k, v in whole.items() if k[0] >= 3}
+    assert resumed.keys() == later.keys() and len(later) > 1
+    assert all(resumed[k] == pytest.approx(later[k], rel=1e-9) for k in later), (resumed, later)
 
 
 def test_reading_supervision_loss_adds_the_readings_mean_squared_error():
