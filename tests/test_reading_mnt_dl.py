@@ -82,6 +82,9 @@ def test_training_boxes_move_a_few_millimetres_and_keep_their_readings(side_data
     for seed in range(6):
         train.set_random_state(seed)
         moved = train(dict(item))
+        # a plain tensor: a batched MetaTensor carrying the pad and crop in its metadata failed when the loss indexed
+        # its per-column values (MONAI reads any index of a batched MetaTensor as patients; seen at 2 mm, 9 columns)
+        assert type(moved["image"]) is torch.Tensor
         assert torch.equal(moved["readings"], reference["readings"])
         found = [
             (i, j, k)
