@@ -16,7 +16,7 @@ hemisphere's own vessels:
 3. the mirror channels resampled through that motion by a cubic B-spline (``order``): trilinear interpolation
    averages a vessel a voxel or two wide with its surroundings wherever the motion is not a whole voxel, so the
    mirror's vessels would read fainter and wider than the patient's own, and the clot's density and perviousness
-   readings with them (docs/performance.md, "What limits the readings").
+   readings with them (docs/performance.md, "Not the alignment").
 
 ANTsPy's rigid registration (``ants.registration(type_of_transform="Rigid")``, mean squares, masked to the
 hemisphere) diverged on 3 of 6 hemispheres of the varied demo in a test, so the search is done here, in torch (a few
@@ -31,9 +31,9 @@ from typing import Any, Dict, Hashable, Mapping, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
+from scipy import ndimage
 
 from scripts import BundleInputError
 
