@@ -37,7 +37,7 @@ sys.path.insert(0, ROOT)
 from benchmarks.replica_ablation import cached_inputs  # noqa: E402
 from scripts.data.split import load_datalist  # noqa: E402
 from scripts.evaluation.statistics import delong  # noqa: E402
-from scripts.networks.clot_readings import clot_readings  # noqa: E402
+from scripts.networks.clot_readings import reader_readings  # noqa: E402
 
 CONFIGS = ["configs/train.json", "configs/clot_readings.json"]
 PLAIN = {"shape_transforms": "$@channel_transforms + @mirror_transforms + @resize_transforms"}  # no MirrorAlignd
@@ -46,6 +46,8 @@ RELATIVE = {"relative": True, "vessel_level": 0.6, "vessel_width": 0.25, "cut": 
 MAIN = {**RELATIVE, "tolerance": 2, "smooth": 0.7, "occluded_half": True}
 COLLATERAL = {"cut": 0.4, "tolerance": 1, "smooth": 1.0, "distal_high": 1.05}
 MIDLINE = {"midline": 4}  # configs/clot_readings.json: midline_mm 8 at the 2 mm box
+DISTAL_CUT = {"distal_cut": 0.55}
+MAIN_JOB = {**MAIN, **MIDLINE, "collateral": COLLATERAL, **DISTAL_CUT}  # configs/clot_readings.json's reader_def
 
 
 def main(dataset_dir: str) -> None:
@@ -71,12 +73,8 @@ def main(dataset_dir: str) -> None:
 
     out_of_fold: Dict[str, np.ndarray] = {}
 
-    def report(
-        name: str, x: torch.Tensor, options: Dict, collateral: Dict | None = None, keep: str | None = None
-    ) -> None:
+    def report(name: str, x: torch.Tensor, options: Dict, keep: str | None = None) -> None:
         readings = _batched(x, options)
-        if collateral:
-            readings[:, 3] = _batched(x, {**options, **collateral})[:, 3]
         r = [np.corrcoef(readings[:, j], hidden[:, j])[0, 1] for j in range(4)]
         design = np.column_stack([readings, clinical])
         print(f"{name}: {score(design, keep)}; readings vs truth r = {np.round(r, 2).tolist()}", flush=True)
@@ -87,15 +85,14 @@ def main(dataset_dir: str) -> None:
     report("+ own side compared within one voxel (tolerance 2)", aligned["X"], {**RELATIVE, "tolerance": 2})
     report("+ enhancement smoothed (0.7 voxel)", aligned["X"], {**RELATIVE, "tolerance": 2, "smooth": 0.7})
     report("+ the occluded hemisphere only", aligned["X"], MAIN)
-    report("+ collateral reading at its own settings", aligned["X"], MAIN, COLLATERAL)
-    main_job = {**MAIN, **MIDLINE}
-    report("the main job: + no vessel read within 8 mm of the midline", aligned["X"], main_job, COLLATERAL, keep="main")
+    report("+ collateral reading at its own settings", aligned["X"], {**MAIN, "collateral": COLLATERAL})
+    report("+ no vessel read within 8 mm of the midline", aligned["X"], {**MAIN, **MIDLINE, "collateral": COLLATERAL})
+    report("the main job: + the clot cut at 0.55 of the patient's distal filling", aligned["X"], MAIN_JOB, keep="main")
     print(f"site, age, IVT, NIHSS only: {score(clinical, keep='clinical')}")
     test = delong(y[fold >= 0], out_of_fold["main"], out_of_fold["clinical"])
     print(f"the main job's readings against the clinical values alone (DeLong, pooled out-of-fold): {test}")
     print(f"oracle, the true hidden variables + site, age, IVT: {score(np.column_stack([hidden, clinical[:, :4]]))}")
-    main_readings = _batched(aligned["X"], main_job)
-    main_readings[:, 3] = _batched(aligned["X"], {**main_job, **COLLATERAL})[:, 3]
+    main_readings = _batched(aligned["X"], MAIN_JOB)
     for j, name in enumerate(("length", "density", "perviousness", "collaterals")):  # which reading costs the most
         swapped, kept = main_readings.copy(), hidden.copy()
         swapped[:, j], kept[:, j] = hidden[:, j], main_readings[:, j]
@@ -123,7 +120,8 @@ def fold_scores(
 
 
 def _batched(x: torch.Tensor, options: Dict) -> np.ndarray:
-    return torch.cat([clot_readings(part, **options) for part in x.split(16)]).numpy()
+    """The readings (N, 4) of boxes (N, 4, H, W, D) under :func:`reader_readings`' settings ``options``."""
+    return torch.cat([reader_readings(part, options) for part in x.split(16)]).numpy()
 
 
 if __name__ == "__main__":

@@ -25,15 +25,7 @@ from sklearn.metrics import roc_auc_score
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.clot_readings_ablation import (  # noqa: E402
-    COLLATERAL,
-    CONFIGS,
-    HIDDEN,
-    MAIN,
-    MIDLINE,
-    _batched,
-    fold_scores,
-)
+from benchmarks.clot_readings_ablation import CONFIGS, HIDDEN, MAIN_JOB, _batched, fold_scores  # noqa: E402
 from benchmarks.oracle_features import cv_auc  # noqa: E402
 from benchmarks.replica_ablation import cached_inputs  # noqa: E402
 from scripts.data.split import load_datalist, write_datalist  # noqa: E402
@@ -95,8 +87,7 @@ def main(
 def score_readings(x: torch.Tensor, data: dict, datalist: dict, truth: dict) -> Tuple[Tuple[float, float], List]:
     """The main job's readings of the boxes ``x`` (N, 4, H, W, D) and its logistic regression with site, age, IVT
     and NIHSS on the cohort's folds: ((fold mean, pooled) ROC-AUC, each reading's correlation with its truth)."""
-    readings = _batched(x, {**MAIN, **MIDLINE})
-    readings[:, 3] = _batched(x, {**MAIN, **MIDLINE, **COLLATERAL})[:, 3]
+    readings = _batched(x, MAIN_JOB)
     items, y, fold = data["items"], data["y"], data["fold"]
     ids = [it["patient_id"] for it in items]
     hidden = np.array([[truth[p][k] for k in HIDDEN] for p in ids], float)

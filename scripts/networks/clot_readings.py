@@ -55,7 +55,7 @@ READINGS = ("log clot voxels", "clot NCCT asymmetry", "clot CTA - NCCT (HU/100)"
 
 def clot_readings(
     x: torch.Tensor,
-    cut: float = 0.3,
+    cut: float | torch.Tensor = 0.3,
     vessel_level: float = 200.0,
     bone_level: float = 0.95,
     windows: Sequence[Sequence[float]] = ((0.0, 100.0), (0.0, 400.0)),
@@ -85,7 +85,8 @@ def clot_readings(
     communicating artery and the A2 segments lie on the midline and are their own mirrors, so the comparison cannot
     read them, while the clot sites it reads (ICA, M1, M2) lie 12 mm or more from it.
 
-    ``cut``: enhancement ratio below which a vessel voxel is clot; ``vessel_level``: the mirror's enhancement (HU)
+    ``cut``: enhancement ratio below which a vessel voxel is clot (relative readings: a float or one per patient,
+    (B,)); ``vessel_level``: the mirror's enhancement (HU)
     above which a voxel is a vessel; ``bone_level``: windowed NCCT at or above which a voxel is bone;
     ``windows``: the NCCT and CTA intensity windows in HU (to read the enhancement in HU). ``cut_width`` and
     ``vessel_width``: both memberships ramp linearly over this width around their level (a partial-volume voxel at
@@ -94,9 +95,12 @@ def clot_readings(
     if x.ndim != 5 or x.shape[1] != 4:
         raise ValueError(f"expected input (B, 4, H, W, D): NCCT, CTA and their mirrors, got {list(x.shape)}")
     if relative:
-        settings = (cut, vessel_level, bone_level, windows, cut_width, vessel_width, int(tolerance))
+        cuts = cut.split(2) if torch.is_tensor(cut) else [cut] * len(x.split(2))
+        settings = (vessel_level, bone_level, windows, cut_width, vessel_width, int(tolerance))
         extra = (arterial_quantile, float(smooth), bool(occluded_half), float(distal_high), int(midline))
-        return torch.cat([_relative_readings(part, *settings, *extra) for part in x.split(2)])
+        return torch.cat([_relative_readings(part, c, *settings, *extra) for part, c in zip(x.split(2), cuts)])
+    if torch.is_tensor(cut):
+        raise ValueError("a cut per patient needs the relative readings (relative=True)")
     args = (cut, vessel_level, bone_level, windows, cut_width, vessel_width, int(tolerance))
     # two patients at a time: the temporaries stay small enough to be reused instead of mapped afresh for every
     # operation (a full-batch call over 170 patients took 7x longer on 2 CPU cores, most of it in the kernel)
@@ -105,14 +109,28 @@ def clot_readings(
 
 def reader_readings(x: torch.Tensor, settings: Dict[str, Any]) -> torch.Tensor:
     """(B, 4, H, W, D) -> the four readings (B, 4) with :func:`clot_readings`' ``settings``; the collateral reading
-    with ``settings["collateral"]`` overriding them when given (as :class:`ClotReadingNet` reads it)."""
+    with ``settings["collateral"]`` overriding them when given, and the clot cut a share ``settings["distal_cut"]`` of
+    that reading when given (as :class:`ClotReadingNet` reads them: :func:`patient_cut`)."""
     settings = dict(settings)
     collateral = settings.pop("collateral", None) or {}
+    distal_cut = float(settings.pop("distal_cut", 0.0) or 0.0)
+    distal = clot_readings(x, **{**settings, **collateral})[:, 3:] if collateral or distal_cut > 0 else None
+    if distal_cut > 0:
+        settings["cut"] = distal_cut * distal[:, 0]
     readings = clot_readings(x, **settings)
     if collateral:
-        distal = clot_readings(x, **{**settings, **collateral})[:, 3:]
         readings = torch.cat([readings[:, :3], distal], 1)
     return readings
+
+
+def patient_cut(x: torch.Tensor, settings: Dict[str, Any]) -> float | torch.Tensor:
+    """The clot cut of (B, 4, H, W, D) under :func:`reader_readings`' ``settings``: ``settings["cut"]``, or with
+    ``distal_cut`` that share of each patient's collateral reading (B,)."""
+    distal_cut = float(settings.get("distal_cut", 0.0) or 0.0)
+    if distal_cut <= 0:
+        return settings["cut"]
+    plain = {k: v for k, v in settings.items() if k not in ("collateral", "distal_cut")}
+    return distal_cut * clot_readings(x, **{**plain, **(settings.get("collateral") or {})})[:, 3]
 
 
 def _patient_readings(
@@ -161,7 +179,7 @@ def _relative_readings(x: torch.Tensor, *settings: Any) -> torch.Tensor:
 
 def _relative_maps(
     x: torch.Tensor,
-    cut: float,
+    cut: float | torch.Tensor,
     vessel_level: float,
     bone_level: float,
     windows: Sequence[Sequence[float]],
@@ -196,6 +214,8 @@ def _relative_maps(
     if midline > 0:
         vessel[:, x.shape[2] // 2 - midline : x.shape[2] // 2 + midline + 1] = 0
     ratio = own / mirror.clamp_min(1.0)
+    if torch.is_tensor(cut):  # one per patient
+        cut = cut.to(ratio).reshape(-1, 1, 1, 1)
     in_clot = _ramp(cut - ratio, cut_width)
     clot, distal = vessel * in_clot, vessel * (1 - in_clot) * (ratio < distal_high) * mc
     maps.update(vessel=vessel, clot=clot, distal=distal, ratio=ratio)
@@ -294,6 +314,9 @@ class ClotReadingNet(nn.Module):
         clinical_columns: {name: "numeric" | [categories]}; None = image only.
         relative, tolerance, arterial_quantile, smooth, occluded_half, distal_high: see :func:`clot_readings`.
         collateral: settings that differ for the collateral reading (e.g. ``{"smooth": 1.0, "cut": 0.4}``).
+        distal_cut: when > 0 (relative readings), the clot cut of each patient is this share of the patient's own
+            collateral reading instead of ``cut``: a clot enhances less than the vessels the collaterals fill beyond
+            it, and those fill at 0.5-0.95 of their mirror depending on the collaterals.
         voxel_mm: the box's voxel size in mm (the clot length of :meth:`clinical_measurements`).
         midline_mm: the band on either side of the box's midline that reads no vessel, mm (``midline`` of
             :func:`clot_readings`, in voxels of ``voxel_mm``).
@@ -316,6 +339,7 @@ class ClotReadingNet(nn.Module):
         occluded_half: bool = False,
         distal_high: float = 0.95,
         collateral: Dict[str, float] | None = None,
+        distal_cut: float = 0.0,
         voxel_mm: float = 2.0,
         midline_mm: float = 0.0,
     ) -> None:
@@ -336,6 +360,7 @@ class ClotReadingNet(nn.Module):
             midline=int(round(float(midline_mm) / float(voxel_mm))),
         )
         self.collateral = dict(collateral or {})
+        self.distal_cut = float(distal_cut)
         self.voxel_mm = float(voxel_mm)
         features = len(READINGS)
         if clinical_columns:
@@ -347,7 +372,11 @@ class ClotReadingNet(nn.Module):
     def reader_settings(self) -> Dict[str, Any]:
         """:func:`reader_readings`' settings of this reader (plain values: another module or a cached transform reads
         with them without holding this network)."""
-        return {**self.settings, "collateral": dict(self.collateral)}
+        return {**self.settings, "collateral": dict(self.collateral), "distal_cut": self.distal_cut}
+
+    def _patient_settings(self, x: torch.Tensor) -> Dict[str, Any]:
+        """:attr:`settings` with the clot cut of each patient of (B, 4, H, W, D) ``x`` (:func:`patient_cut`)."""
+        return {**self.settings, "cut": patient_cut(x, self.reader_settings)}
 
     def measurements(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 4, H, W, D) -> the readings (B, 4); the collateral one with ``collateral``'s settings if given.
@@ -370,7 +399,7 @@ class ClotReadingNet(nn.Module):
         if not self.settings["relative"]:
             return [{} for _ in range(len(x))]
         with torch.autocast(x.device.type, enabled=False):
-            values = clot_measurements(x, self.voxel_mm, **self.settings)
+            values = clot_measurements(x, self.voxel_mm, **self._patient_settings(x.float()))
             values["distal_filling_ratio"] = self.measurements(x)[:, 3]
         return [{k: round(float(v[b]), 3) for k, v in values.items()} for b in range(len(x))]
 
@@ -380,7 +409,8 @@ class ClotReadingNet(nn.Module):
         artery, in the occluded half) and the clot membership the readings measure, on the input's grid (the occluded
         side first, ``MirrorAlignd``). Relative readings only (the main job's)."""
         with torch.autocast(x.device.type, enabled=False):
-            maps = _relative_maps(x.float(), *[self.settings[k] for k in RELATIVE_SETTINGS])
+            settings = self._patient_settings(x.float())
+            maps = _relative_maps(x.float(), *[settings[k] for k in RELATIVE_SETTINGS])
         return torch.stack([maps["vessel"], maps["clot"]], 1)
 
     @torch.no_grad()
