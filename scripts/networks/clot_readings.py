@@ -17,6 +17,10 @@ patient, without a learned segmentation:
 - **collaterals**: the mean enhancement ratio, weighted by the mirrored CTA, of the vessels enhancing ``cut`` to 0.95
   of their mirror (retrograde filling beyond the occlusion); 1 when there are none.
 
+With ``distal_cut`` the clot's ``cut`` is, per patient, that share of the collateral reading: the vessels beyond the
+clot fill at 0.5-0.95 of their mirror with the collaterals, and a fixed cut read the poorly filled ones as clot (the
+length reading then followed the collateral grade nearly as much as the clot's length; docs/performance.md).
+
 Both memberships (vessel, clot) ramp linearly over ``vessel_width`` HU and ``cut_width`` around their levels, so a
 partial-volume voxel at a clot's end or a vessel's edge counts in part instead of flipping in or out with the noise.
 
@@ -111,26 +115,26 @@ def reader_readings(x: torch.Tensor, settings: Dict[str, Any]) -> torch.Tensor:
     """(B, 4, H, W, D) -> the four readings (B, 4) with :func:`clot_readings`' ``settings``; the collateral reading
     with ``settings["collateral"]`` overriding them when given, and the clot cut a share ``settings["distal_cut"]`` of
     that reading when given (as :class:`ClotReadingNet` reads them: :func:`patient_cut`)."""
-    settings = dict(settings)
-    collateral = settings.pop("collateral", None) or {}
-    distal_cut = float(settings.pop("distal_cut", 0.0) or 0.0)
-    distal = clot_readings(x, **{**settings, **collateral})[:, 3:] if collateral or distal_cut > 0 else None
-    if distal_cut > 0:
-        settings["cut"] = distal_cut * distal[:, 0]
-    readings = clot_readings(x, **settings)
-    if collateral:
-        readings = torch.cat([readings[:, :3], distal], 1)
+    plain = {k: v for k, v in settings.items() if k not in ("collateral", "distal_cut")}
+    distal = _distal_filling(x, settings) if settings.get("collateral") or settings.get("distal_cut") else None
+    readings = clot_readings(x, **{**plain, "cut": patient_cut(x, settings, distal)})
+    if settings.get("collateral"):
+        readings = torch.cat([readings[:, :3], distal[:, None]], 1)
     return readings
 
 
-def patient_cut(x: torch.Tensor, settings: Dict[str, Any]) -> float | torch.Tensor:
+def patient_cut(x: torch.Tensor, settings: Dict[str, Any], distal: torch.Tensor | None = None) -> float | torch.Tensor:
     """The clot cut of (B, 4, H, W, D) under :func:`reader_readings`' ``settings``: ``settings["cut"]``, or with
-    ``distal_cut`` that share of each patient's collateral reading (B,)."""
-    distal_cut = float(settings.get("distal_cut", 0.0) or 0.0)
-    if distal_cut <= 0:
+    ``distal_cut`` that share of each patient's collateral reading (B,) (``distal`` when already read)."""
+    if not settings.get("distal_cut"):
         return settings["cut"]
+    return float(settings["distal_cut"]) * (_distal_filling(x, settings) if distal is None else distal)
+
+
+def _distal_filling(x: torch.Tensor, settings: Dict[str, Any]) -> torch.Tensor:
+    """The collateral reading (B,) under :func:`reader_readings`' ``settings`` (``collateral`` overriding them)."""
     plain = {k: v for k, v in settings.items() if k not in ("collateral", "distal_cut")}
-    return distal_cut * clot_readings(x, **{**plain, **(settings.get("collateral") or {})})[:, 3]
+    return clot_readings(x, **{**plain, **(settings.get("collateral") or {})})[:, 3]
 
 
 def _patient_readings(
