@@ -71,7 +71,7 @@ def test_readings_follow_the_clot_length_density_perviousness_and_the_collateral
     assert read["no collaterals"][3] < read["base"][3] - 0.03, (read["no collaterals"], read["base"])
     # and little with the others': the vessels beyond the clot fill at 0.5-0.95 of their mirror with the collateral
     # grade, so a fixed cut reads poorly filled ones as clot (the grades moved the length reading by 0.5-1.0 here, 3 x
-    # the length by 1.0-1.7); the cut at half the patient's own distal filling (``distal_cut``) keeps them apart
+    # the length by 1.0-1.7); the cut at 0.55 of the patient's own distal filling (``distal_cut``) keeps them apart
     grades = ("base", "collateralised", "no collaterals")
     spread = np.ptp([read[g][0] for g in grades])
     assert spread < 0.25 * (read["long"][0] - read["base"][0]), ({g: read[g] for g in grades}, read["long"])

@@ -18,8 +18,8 @@ patient, without a learned segmentation:
   of their mirror (retrograde filling beyond the occlusion); 1 when there are none.
 
 With ``distal_cut`` the clot's ``cut`` is, per patient, that share of the collateral reading: the vessels beyond the
-clot fill at 0.5-0.95 of their mirror with the collaterals, and a fixed cut read the poorly filled ones as clot (the
-length reading then followed the collateral grade nearly as much as the clot's length; docs/performance.md).
+clot fill to a share of their mirror that depends on the collaterals, and a fixed cut reads the poorly filled ones as
+clot (the length reading then follows the collateral grade nearly as much as the clot's length; docs/performance.md).
 
 Both memberships (vessel, clot) ramp linearly over ``vessel_width`` HU and ``cut_width`` around their levels, so a
 partial-volume voxel at a clot's end or a vessel's edge counts in part instead of flipping in or out with the noise.
@@ -89,13 +89,12 @@ def clot_readings(
     communicating artery and the A2 segments lie on the midline and are their own mirrors, so the comparison cannot
     read them, while the clot sites it reads (ICA, M1, M2) lie 12 mm or more from it.
 
-    ``cut``: enhancement ratio below which a vessel voxel is clot (relative readings: a float or one per patient,
-    (B,)); ``vessel_level``: the mirror's enhancement (HU)
-    above which a voxel is a vessel; ``bone_level``: windowed NCCT at or above which a voxel is bone;
-    ``windows``: the NCCT and CTA intensity windows in HU (to read the enhancement in HU). ``cut_width`` and
-    ``vessel_width``: both memberships ramp linearly over this width around their level (a partial-volume voxel at
-    the clot's end or a vessel's edge counts in part instead of flipping in or out with the noise; 0 = a hard
-    threshold)."""
+    ``cut``: enhancement ratio below which a vessel voxel is clot (relative readings: a float or one per patient, (B,));
+    ``vessel_level``: the mirror's enhancement (HU) above which a voxel is a vessel; ``bone_level``: windowed NCCT at or
+    above which a voxel is bone; ``windows``: the NCCT and CTA intensity windows in HU (to read the enhancement in HU).
+    ``cut_width`` and ``vessel_width``: both memberships ramp linearly over this width around their level (a
+    partial-volume voxel at the clot's end or a vessel's edge counts in part instead of flipping in or out with the
+    noise; 0 = a hard threshold)."""
     if x.ndim != 5 or x.shape[1] != 4:
         raise ValueError(f"expected input (B, 4, H, W, D): NCCT, CTA and their mirrors, got {list(x.shape)}")
     if relative:
@@ -320,7 +319,7 @@ class ClotReadingNet(nn.Module):
         collateral: settings that differ for the collateral reading (e.g. ``{"smooth": 1.0, "cut": 0.4}``).
         distal_cut: when > 0 (relative readings), the clot cut of each patient is this share of the patient's own
             collateral reading instead of ``cut``: a clot enhances less than the vessels the collaterals fill beyond
-            it, and those fill at 0.5-0.95 of their mirror depending on the collaterals.
+            it, and how far those fill depends on the collaterals.
         voxel_mm: the box's voxel size in mm (the clot length of :meth:`clinical_measurements`).
         midline_mm: the band on either side of the box's midline that reads no vessel, mm (``midline`` of
             :func:`clot_readings`, in voxels of ``voxel_mm``).
