@@ -47,7 +47,14 @@ MAIN = {**RELATIVE, "tolerance": 2, "smooth": 0.7, "occluded_half": True}
 COLLATERAL = {"cut": 0.4, "tolerance": 1, "smooth": 1.0, "distal_high": 1.05}
 MIDLINE = {"midline": 4}  # configs/clot_readings.json: midline_mm 8 at the 2 mm box
 DISTAL_CUT = {"distal_cut": 0.55}
-MAIN_JOB = {**MAIN, **MIDLINE, "collateral": COLLATERAL, **DISTAL_CUT}  # configs/clot_readings.json's reader_def
+HYPERDENSITY = {"density_top": 5, "density_reach": 2}  # configs/clot_readings.json: density 40 mm3, reach 4 mm at 2 mm
+MAIN_JOB = {
+    **MAIN,
+    **MIDLINE,
+    "collateral": COLLATERAL,
+    **DISTAL_CUT,
+    **HYPERDENSITY,
+}  # clot_readings.json's reader_def
 
 
 def main(dataset_dir: str) -> None:
@@ -87,7 +94,11 @@ def main(dataset_dir: str) -> None:
     report("+ the occluded hemisphere only", aligned["X"], MAIN)
     report("+ collateral reading at its own settings", aligned["X"], {**MAIN, "collateral": COLLATERAL})
     report("+ no vessel read within 8 mm of the midline", aligned["X"], {**MAIN, **MIDLINE, "collateral": COLLATERAL})
-    report("the main job: + the clot cut at 0.55 of the patient's distal filling", aligned["X"], MAIN_JOB, keep="main")
+    before = {**MAIN, **MIDLINE, "collateral": COLLATERAL}
+    report("+ the clot cut at 0.55 of the patient's distal filling", aligned["X"], {**before, **DISTAL_CUT})
+    report(
+        "the main job: + density as the hyperdense artery sign (densest 40 mm3)", aligned["X"], MAIN_JOB, keep="main"
+    )
     print(f"site, age, IVT, NIHSS only: {score(clinical, keep='clinical')}")
     test = delong(y[fold >= 0], out_of_fold["main"], out_of_fold["clinical"])
     print(f"the main job's readings against the clinical values alone (DeLong, pooled out-of-fold): {test}")

@@ -127,6 +127,38 @@ def test_midline_band_reads_no_vessel_and_leaves_the_lateral_clot():
     assert net.settings["midline"] == 2 and net.measurements(x)[0, 0] == pytest.approx(float(with_band))
 
 
+def test_density_reading_holds_when_the_mirror_lies_two_voxels_beside_the_clot():
+    """The main job's density reading (``density_mm3``: the hyperdense artery sign, the densest voxels near the
+    mirror's arteries against the mirror's densest) reads a clot's NCCT density the same whether the aligned mirror's
+    artery lies on the patient's own or two voxels (4 mm) beside it (18 HU of +30 both times: smoothing spreads part
+    of it into the brain); the clot's mean asymmetry (``density_top`` 0) loses more than half of it there, reading the
+    brain beside the clot with it."""
+    parser = _parser(["train.json", "clot_readings.json"])
+    settings = parser.get_parsed_content("network_def").reader_settings
+    assert settings["density_top"] == 5 and settings["density_reach"] == 2  # 40 mm3 and 4 mm at 2 mm voxels
+
+    def box(density: float, offset: int) -> torch.Tensor:
+        x = torch.zeros(1, 4, 30, 16, 12)
+        x[:, 0], x[:, 2] = 0.3, 0.3  # NCCT and its mirror: 30 HU of [0, 100]
+        x[:, 1], x[:, 3] = 0.1, 0.1  # CTA: 40 HU of [0, 400]
+        own, mirror, depth = slice(4, 6), slice(4 + offset, 6 + offset), slice(5, 7)  # arteries 2 voxels wide
+        x[:, 0, own, 2:14, depth], x[:, 2, mirror, 2:14, depth] = 0.42, 0.42  # blood (42 HU)
+        x[:, 1, own, 2:14, depth], x[:, 3, mirror, 2:14, depth] = 0.85, 0.85  # both enhanced (340 HU)
+        x[:, 0, own, 5:10, depth] = density / 100  # the clot: its density on NCCT, no contrast on CTA
+        x[:, 1, own, 5:10, depth] = density / 400
+        x[:, 1, 24:26, 2:14, depth] = 0.85  # the other hemisphere's artery
+        return x
+
+    def effect(options: dict, offset: int) -> float:  # the reading's change for +30 HU of clot density
+        dense, light = (float(reader_readings(box(d, offset), options)[0, 1]) for d in (80.0, 50.0))
+        return dense - light
+
+    plain = {**settings, "density_top": 0}
+    aligned, beside = effect(settings, 0), effect(settings, 2)
+    assert aligned > 15 and beside > 15 and abs(beside - aligned) < 0.2 * aligned, (aligned, beside)
+    assert effect(plain, 2) < 0.5 * effect(plain, 0), (effect(plain, 0), effect(plain, 2))  # 11.5 HU of 30
+
+
 # the main job's configuration on the 6 mm side_datalist cohort (a fit test: the readings cannot see a clot there)
 TINY = {"vessel_spacing": 6.0, "num_slices": 10, "max_epochs": 40}
 CONFIGS = ["train.json", "clot_readings.json"]

@@ -131,7 +131,7 @@ def read_report(path: str) -> Dict[str, Any]:
 HU = ("[hnsf'U]", "Hounsfield unit")
 MEASUREMENTS = {
     "clot_length_mm": (("410668003", "SCT", "Length"), ("mm", "millimeter")),
-    "clot_ncct_hu": (("CLOTNCCT", SCHEME, "Clot mean NCCT attenuation"), HU),
+    "clot_ncct_hu": (("CLOTNCCT", SCHEME, "Clot NCCT attenuation (densest arterial voxels)"), HU),
     "clot_asymmetry_hu": (("CLOTASYM", SCHEME, "Clot NCCT attenuation minus the mirrored side's"), HU),
     "clot_perviousness_hu": (("CLOTPERV", SCHEME, "Clot perviousness (CTA minus NCCT)"), HU),
     "distal_filling_ratio": (("DISTFILL", SCHEME, "Distal vessel filling ratio to the other side"), ("1", "no units")),

@@ -53,8 +53,19 @@ from scripts.networks.tabular import ColumnSpec, TabularEncoder
 
 # the relative readings' settings, in the order of _relative_maps' parameters
 RELATIVE_SETTINGS = ("cut", "vessel_level", "bone_level", "windows", "cut_width", "vessel_width", "tolerance")
-RELATIVE_SETTINGS += ("arterial_quantile", "smooth", "occluded_half", "distal_high", "midline")
+RELATIVE_SETTINGS += (
+    "arterial_quantile",
+    "smooth",
+    "occluded_half",
+    "distal_high",
+    "midline",
+    "density_top",
+    "density_reach",
+)
 READINGS = ("log clot voxels", "clot NCCT asymmetry", "clot CTA - NCCT (HU/100)", "collateral enhancement")
+# the arteries' region of the hyperdensity reading: where the aligned mirror enhances above this share of the patient's
+# arterial enhancement (wider than a vessel core, so the clot's own artery is inside even where the clot is long)
+DENSITY_REGION = 0.4
 
 
 def clot_readings(
@@ -72,6 +83,8 @@ def clot_readings(
     occluded_half: bool = False,
     distal_high: float = 0.95,
     midline: int = 0,
+    density_top: int = 0,
+    density_reach: int = 2,
 ) -> torch.Tensor:
     """(B, 4, H, W, D) NCCT, CTA, mirrored NCCT, mirrored CTA in [0, 1] -> the four readings (B, 4), in fp32.
 
@@ -87,7 +100,12 @@ def clot_readings(
     clot enhance from ``cut`` up to this share of their mirror (relative readings only). ``midline``: the voxels
     within this many of the box's midline read no vessel (relative readings only): the basilar artery, the anterior
     communicating artery and the A2 segments lie on the midline and are their own mirrors, so the comparison cannot
-    read them, while the clot sites it reads (ICA, M1, M2) lie 12 mm or more from it.
+    read them, while the clot sites it reads (ICA, M1, M2) lie 12 mm or more from it. ``density_top`` k > 0 (relative
+    readings only): the density reading is the hyperdense artery sign instead of the clot's mean NCCT asymmetry: the
+    mean of the k densest voxels of the NCCT (smoothed by ``smooth``) within ``density_reach`` voxels of the aligned
+    mirror's arteries in the occluded half (bone and calcification, grown as far, left out), minus the same of the
+    mirrored NCCT: no voxel-to-voxel match, so it holds where the alignment leaves the mirror's artery a voxel or two
+    beside the clot.
 
     ``cut``: enhancement ratio below which a vessel voxel is clot (relative readings: a float or one per patient, (B,));
     ``vessel_level``: the mirror's enhancement (HU) above which a voxel is a vessel; ``bone_level``: windowed NCCT at or
@@ -101,6 +119,7 @@ def clot_readings(
         cuts = cut.split(2) if torch.is_tensor(cut) else [cut] * len(x.split(2))
         settings = (vessel_level, bone_level, windows, cut_width, vessel_width, int(tolerance))
         extra = (arterial_quantile, float(smooth), bool(occluded_half), float(distal_high), int(midline))
+        extra += (int(density_top), int(density_reach))
         return torch.cat([_relative_readings(part, c, *settings, *extra) for part, c in zip(x.split(2), cuts)])
     if torch.is_tensor(cut):
         raise ValueError("a cut per patient needs the relative readings (relative=True)")
@@ -177,7 +196,10 @@ def _relative_readings(x: torch.Tensor, *settings: Any) -> torch.Tensor:
     clot, distal = m["clot"].flatten(1), m["distal"].flatten(1)
     pervious = (_mean(m["cta"].flatten(1), clot, 0.0) - _mean(m["ncct_reach"].flatten(1), clot, 0.0)) / m["arterial"]
     asymmetry = (m["ncct_reach"] - m["mirror_ncct_reach"]).flatten(1)
-    return _four_readings(clot, asymmetry, pervious, m["ratio"].flatten(1), distal)
+    readings = _four_readings(clot, asymmetry, pervious, m["ratio"].flatten(1), distal)
+    if "hyperdensity" in m:
+        readings[:, 1] = m["hyperdensity"]
+    return readings
 
 
 def _relative_maps(
@@ -194,10 +216,13 @@ def _relative_maps(
     occluded_half: bool,
     distal_high: float,
     midline: int = 0,
+    density_top: int = 0,
+    density_reach: int = 2,
 ) -> Dict[str, torch.Tensor]:
     """The relative readings' voxel maps (B, H, W, D): vessel, clot and distal memberships, enhancement ratio, NCCT
     and CTA in HU (``ncct_reach``, ``mirror_ncct_reach``: the largest within ``tolerance``), and the arterial
-    enhancement (B,)."""
+    enhancement (B,); with ``density_top``, ``hyperdensity`` and ``dense_ncct`` (B,): the density reading of
+    :func:`clot_readings` and the own k densest voxels' mean NCCT (HU)."""
     own, mirror, soft, arterial = enhancement_maps(x, windows, bone_level, arterial_quantile)
     (n_lo, n_hi), (c_lo, c_hi) = windows
     n, mn = (x[:, c].float() * (n_hi - n_lo) + n_lo for c in (0, 2))
@@ -223,7 +248,23 @@ def _relative_maps(
     clot, distal = vessel * in_clot, vessel * (1 - in_clot) * (ratio < distal_high) * mc
     maps.update(vessel=vessel, clot=clot, distal=distal, ratio=ratio)
     maps.update(ncct_reach=n, mirror_ncct_reach=mn, arterial=arterial)
+    if density_top > 0:
+        size = 2 * density_reach + 1  # the mirror's arteries grown, and bone and calcification grown as far
+        near = nn.functional.max_pool3d((mirror > DENSITY_REGION * scale).float()[:, None], size, 1, density_reach)
+        bone = nn.functional.max_pool3d((~soft).float()[:, None], size, 1, density_reach)
+        region = (near[:, 0] > 0.5) & (bone[:, 0] < 0.5)
+        region[:, x.shape[2] // 2 - max(midline, 0) :] = False  # the occluded half, off the midline
+        dense = [_top_mean(gaussian(maps[k], smooth), region, density_top) for k in ("ncct", "mirror_ncct")]
+        maps.update(hyperdensity=dense[0] - dense[1], dense_ncct=dense[0])
     return maps
+
+
+def _top_mean(values: torch.Tensor, region: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, H, W, D) -> the mean of the k largest ``values`` within ``region`` per row (B,); 0 where it is empty."""
+    inside = torch.where(region, values, torch.full_like(values, float("-inf"))).flatten(1)
+    top = inside.topk(min(k, inside.shape[1]), dim=1).values
+    found = torch.isfinite(top)
+    return torch.where(found, top, torch.zeros_like(top)).sum(1) / found.sum(1).clamp_min(1)
 
 
 def clot_measurements(x: torch.Tensor, voxel_mm: float, **settings: Any) -> Dict[str, torch.Tensor]:
@@ -236,7 +277,8 @@ def clot_measurements(x: torch.Tensor, voxel_mm: float, **settings: Any) -> Dict
 
     Returns:
         ``clot_length_mm``: the extent of the clot's largest connected part along its main axis (:func:`_extent`);
-        ``clot_ncct_hu``: the clot's mean NCCT density; ``clot_asymmetry_hu``: that minus its mirror's;
+        ``clot_ncct_hu``: the clot's mean NCCT density (with ``density_top``: that of the occluded side's densest
+        arterial voxels, the density reading's); ``clot_asymmetry_hu``: that minus its mirror's;
         ``clot_perviousness_hu``: its mean CTA minus NCCT (the contrast inside the clot); ``arterial_enhancement_hu``:
         the patient's arterial enhancement the levels are shares of. NaN where no clot is found (length 0).
     """
@@ -249,10 +291,13 @@ def clot_measurements(x: torch.Tensor, voxel_mm: float, **settings: Any) -> Dict
     found = clot.sum(1) > 0.5
     ncct, mirror, cta = (m[k].flatten(1) for k in ("ncct", "mirror_ncct", "cta"))
     means = {k: torch.where(found, _mean(v, clot, 0.0), nan) for k, v in (("n", ncct), ("m", mirror), ("c", cta))}
+    dense, asymmetry = (
+        (m["dense_ncct"], m["hyperdensity"]) if "hyperdensity" in m else (means["n"], means["n"] - means["m"])
+    )
     return {
         "clot_length_mm": torch.stack([_extent(w) for w in m["clot"]]) * voxel_mm,
-        "clot_ncct_hu": means["n"],
-        "clot_asymmetry_hu": means["n"] - means["m"],
+        "clot_ncct_hu": dense,
+        "clot_asymmetry_hu": asymmetry,
         "clot_perviousness_hu": means["c"] - means["n"],
         "arterial_enhancement_hu": m["arterial"],
     }
@@ -323,6 +368,10 @@ class ClotReadingNet(nn.Module):
         voxel_mm: the box's voxel size in mm (the clot length of :meth:`clinical_measurements`).
         midline_mm: the band on either side of the box's midline that reads no vessel, mm (``midline`` of
             :func:`clot_readings`, in voxels of ``voxel_mm``).
+        density_mm3: when > 0 (relative readings), the density reading is the hyperdense artery sign over the
+            densest ``density_mm3`` of the occluded half's arteries (``density_top`` of :func:`clot_readings`, in
+            voxels of ``voxel_mm``).
+        density_reach_mm: how far from the mirror's arteries the hyperdensity reading looks (``density_reach``).
     """
 
     def __init__(
@@ -345,6 +394,8 @@ class ClotReadingNet(nn.Module):
         distal_cut: float = 0.0,
         voxel_mm: float = 2.0,
         midline_mm: float = 0.0,
+        density_mm3: float = 0.0,
+        density_reach_mm: float = 4.0,
     ) -> None:
         super().__init__()
         self.settings = dict(
@@ -361,6 +412,8 @@ class ClotReadingNet(nn.Module):
             occluded_half=bool(occluded_half),
             distal_high=float(distal_high),
             midline=int(round(float(midline_mm) / float(voxel_mm))),
+            density_top=int(round(float(density_mm3) / float(voxel_mm) ** 3)),
+            density_reach=int(round(float(density_reach_mm) / float(voxel_mm))),
         )
         self.collateral = dict(collateral or {})
         self.distal_cut = float(distal_cut)
