@@ -135,7 +135,9 @@ def reader_readings(x: torch.Tensor, settings: Dict[str, Any]) -> torch.Tensor:
     that reading when given (as :class:`ClotReadingNet` reads them: :func:`patient_cut`)."""
     plain = {k: v for k, v in settings.items() if k not in ("collateral", "distal_cut")}
     distal = _distal_filling(x, settings) if settings.get("collateral") or settings.get("distal_cut") else None
-    readings = clot_readings(x, **{**plain, "cut": patient_cut(x, settings, distal)})
+    if settings.get("distal_cut"):
+        plain["cut"] = patient_cut(x, settings, distal)
+    readings = clot_readings(x, **plain)
     if settings.get("collateral"):
         readings = torch.cat([readings[:, :3], distal[:, None]], 1)
     return readings
