@@ -48,13 +48,8 @@ COLLATERAL = {"cut": 0.4, "tolerance": 1, "smooth": 1.0, "distal_high": 1.05}
 MIDLINE = {"midline": 4}  # configs/clot_readings.json: midline_mm 8 at the 2 mm box
 DISTAL_CUT = {"distal_cut": 0.55}
 HYPERDENSITY = {"density_top": 5, "density_reach": 2}  # configs/clot_readings.json: density 40 mm3, reach 4 mm at 2 mm
-MAIN_JOB = {
-    **MAIN,
-    **MIDLINE,
-    "collateral": COLLATERAL,
-    **DISTAL_CUT,
-    **HYPERDENSITY,
-}  # clot_readings.json's reader_def
+# configs/clot_readings.json's reader_def
+MAIN_JOB = {**MAIN, **MIDLINE, "collateral": COLLATERAL, **DISTAL_CUT, **HYPERDENSITY}
 
 
 def main(dataset_dir: str) -> None:

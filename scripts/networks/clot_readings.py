@@ -53,15 +53,8 @@ from scripts.networks.tabular import ColumnSpec, TabularEncoder
 
 # the relative readings' settings, in the order of _relative_maps' parameters
 RELATIVE_SETTINGS = ("cut", "vessel_level", "bone_level", "windows", "cut_width", "vessel_width", "tolerance")
-RELATIVE_SETTINGS += (
-    "arterial_quantile",
-    "smooth",
-    "occluded_half",
-    "distal_high",
-    "midline",
-    "density_top",
-    "density_reach",
-)
+RELATIVE_SETTINGS += ("arterial_quantile", "smooth", "occluded_half", "distal_high", "midline")
+RELATIVE_SETTINGS += ("density_top", "density_reach")
 READINGS = ("log clot voxels", "clot NCCT asymmetry", "clot CTA - NCCT (HU/100)", "collateral enhancement")
 # the arteries' region of the hyperdensity reading: where the aligned mirror enhances above this share of the patient's
 # arterial enhancement (wider than a vessel core, so the clot's own artery is inside even where the clot is long)
@@ -255,7 +248,7 @@ def _relative_maps(
         near = nn.functional.max_pool3d((mirror > DENSITY_REGION * scale).float()[:, None], size, 1, density_reach)
         bone = nn.functional.max_pool3d((~soft).float()[:, None], size, 1, density_reach)
         region = (near[:, 0] > 0.5) & (bone[:, 0] < 0.5)
-        region[:, x.shape[2] // 2 - max(midline, 0) :] = False  # the occluded half, off the midline
+        region[:, x.shape[2] // 2 - midline :] = False  # the occluded half, off the midline
         dense = [_top_mean(gaussian(maps[k], smooth), region, density_top) for k in ("ncct", "mirror_ncct")]
         maps.update(hyperdensity=dense[0] - dense[1], dense_ncct=dense[0])
     return maps
@@ -282,7 +275,8 @@ def clot_measurements(x: torch.Tensor, voxel_mm: float, **settings: Any) -> Dict
         ``clot_ncct_hu``: the clot's mean NCCT density (with ``density_top``: that of the occluded side's densest
         arterial voxels, the density reading's); ``clot_asymmetry_hu``: that minus its mirror's;
         ``clot_perviousness_hu``: its mean CTA minus NCCT (the contrast inside the clot); ``arterial_enhancement_hu``:
-        the patient's arterial enhancement the levels are shares of. NaN where no clot is found (length 0).
+        the patient's arterial enhancement the levels are shares of. NaN where no clot is found (length 0), except
+        the densest arterial voxels' (``density_top``), which need no clot.
     """
     names = RELATIVE_SETTINGS
     defaults = {k: p.default for k, p in inspect.signature(clot_readings).parameters.items() if k in names}
