@@ -88,8 +88,8 @@ def main(dataset_dir: str) -> None:
     report("+ enhancement smoothed (0.7 voxel)", aligned["X"], {**RELATIVE, "tolerance": 2, "smooth": 0.7})
     report("+ the occluded hemisphere only", aligned["X"], MAIN)
     report("+ collateral reading at its own settings", aligned["X"], {**MAIN, "collateral": COLLATERAL})
-    report("+ no vessel read within 8 mm of the midline", aligned["X"], {**MAIN, **MIDLINE, "collateral": COLLATERAL})
     before = {**MAIN, **MIDLINE, "collateral": COLLATERAL}
+    report("+ no vessel read within 8 mm of the midline", aligned["X"], before)
     report("+ the clot cut at 0.55 of the patient's distal filling", aligned["X"], {**before, **DISTAL_CUT})
     report(
         "the main job: + density as the hyperdense artery sign (densest 40 mm3)", aligned["X"], MAIN_JOB, keep="main"
