@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from scripts.demo.generator import generate
 from scripts.networks.clot_readings import ClotReadingNet
-from scripts.networks.reading_mnt_dl import ReaderReadingsd, ReadingMNTDL
+from scripts.networks.reading_mnt_dl import ReaderMapsd, ReaderReadingsd, ReadingMNTDL
 from scripts.training.losses import ReadingSupervisionLoss
 from scripts.training.pretraining import load_pretrained_encoder
 from tests.conftest import ROOT
@@ -46,9 +46,15 @@ def test_reading_targets_are_the_main_job_reader_s_outputs():
     network = parser.get_parsed_content("network_def")
     reader = _parser(["train.json", "clot_readings.json"], **TINY).get_parsed_content("network_def")
     assert isinstance(network, ReadingMNTDL) and isinstance(reader, ClotReadingNet)
-    x, clinical = _vessels(), torch.zeros(3, len(network.tabular.columns))
-    readings = reader.measurements(x)
+    box, clinical = _vessels(), torch.zeros(3, len(network.tabular.columns))
+    readings = reader.measurements(box)
     assert readings[:, 0].unique().numel() == 3  # three clot lengths read three ways
+    x = torch.stack([ReaderMapsd("image", reader)({"image": v})["image"] for v in box])  # the network's input
+    assert x.shape[1] == network.in_channels == 6 and torch.equal(x[:, :4], box)
+    maps = reader.membership_maps(box)
+    assert torch.equal(x[:, 4:], maps)  # the reader's vessel and clot memberships, appended
+    clot_voxels = maps[:, 1].flatten(1).sum(1)
+    assert clot_voxels[0] < clot_voxels[1] < clot_voxels[2]  # the clot map grows with the unfilled stretch
     network.eval()  # the running statistics: mean 0, variance 1 before any training
     with torch.no_grad():
         out = network.forward_all(x, clinical)

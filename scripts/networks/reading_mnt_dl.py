@@ -6,7 +6,12 @@ within slice neighbourhoods, the cross-attention volume classifier, the auxiliar
 what it sees and what it is taught:
 
 - input: the main job's mirrored vessel box (NCCT, CTA and their per-hemisphere aligned mirrors, the occluded side
-  first; ``configs/clot_readings.json``), where the clot is, its other hemisphere as the control;
+  first; ``configs/clot_readings.json``), where the clot is, its other hemisphere as the control; and, by
+  :class:`ReaderMapsd`, two more channels: the reader's vessel and clot memberships of the same box (where the aligned
+  mirror shows an artery, and where that artery is unfilled). They are computed per scan without labels, as the
+  readings are; from ~190 labelled scans the network did not find the clot in the image channels alone
+  (docs/performance.md), and with the maps it is shown where to look, not what the clot's length, density or
+  perviousness are;
 - a second head on the classifier's volume feature predicts the four readings :class:`ClotReadingNet` takes off the
   same input (clot voxels, clot NCCT asymmetry, perviousness, distal filling): free, dense targets the literature ties
   to first-pass success, computed without labels (deep supervision on the readings) once per scan by
@@ -32,17 +37,18 @@ from scripts.networks.tabular import ColumnSpec, TabularEncoder
 class ReadingMNTDL(MNTDL):
     """MNT-DL whose volume feature also predicts the clot reader's readings of its input.
 
-    ``forward(x[, clinical])``: ``x`` (B, 4, H, W, D) NCCT, CTA, mirrored NCCT, mirrored CTA in [0, 1] with the D
-    axial slices last; ``clinical`` (B, R) raw clinical values when ``clinical_columns`` is given. Output: the logit
+    ``forward(x[, clinical])``: ``x`` (B, C, H, W, D) NCCT, CTA, mirrored NCCT, mirrored CTA in [0, 1] with the D
+    axial slices last, then any further channels (C = 6 with :class:`ReaderMapsd`'s memberships); ``clinical`` (B, R) raw clinical values when ``clinical_columns`` is given. Output: the logit
     (B, 1). ``forward_all`` (training, through :class:`scripts.networks.WithAuxiliaryLogits`): (B, 1 + K + 2 R') with
     R' = 4: the logit, the K neighbourhood logits, the predicted readings and the reader's readings of ``x``
-    standardised by running batch statistics (the targets of :class:`scripts.training.losses.ReadingSupervisionLoss`).
+    standardised by running batch statistics (the targets of :class:`scripts.training.losses.ReadingSupervisionLoss`;
+    read off the first four channels).
 
     Args:
         reader: the :class:`ClotReadingNet` whose readings are the targets (the main job's ``reader_def`` in
             ``configs/clot_readings.json``; only its settings are kept).
         clinical_columns: {name: "numeric" | [categories]}; None = image only.
-        kwargs: :class:`MNTDL`'s (``in_channels`` 4, ``num_slices`` the box's slices).
+        kwargs: :class:`MNTDL`'s (``in_channels`` 4, or 6 with :class:`ReaderMapsd`; ``num_slices`` the box's).
     """
 
     def __init__(
@@ -71,7 +77,7 @@ class ReadingMNTDL(MNTDL):
     def forward_all(
         self, x: torch.Tensor, clinical: torch.Tensor | None = None, readings: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """(B, 4, H, W, D) [, (B, R)] [, readings (B, 4): the reader's readings of ``x``, cached by
+        """(B, C, H, W, D) [, (B, R)] [, readings (B, 4): the reader's readings of ``x``, cached by
         :class:`ReaderReadingsd`; None = read here] -> (B, 1 + K + 8): logit, neighbourhood logits, predicted and read
         readings."""
         feats = self.slice_features(x)
@@ -79,7 +85,7 @@ class ReadingMNTDL(MNTDL):
         aux = [head(groups[:, k]) for k, head in enumerate(self.aux_heads)]
         volume = self.classifier.features(feats)
         with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-            read = reader_readings(x.float(), self.reader) if readings is None else readings.float()
+            read = reader_readings(x[:, :4].float(), self.reader) if readings is None else readings.float()
             targets = self.reading_norm(read.reshape(len(x), -1))
         predicted = self.reading_head(volume)
         return torch.cat([self._logit(volume, clinical), *aux, predicted.float(), targets], dim=1)
@@ -87,12 +93,13 @@ class ReadingMNTDL(MNTDL):
     def forward(
         self, x: torch.Tensor, clinical: torch.Tensor | None = None, readings: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """(B, 4, H, W, D) [, (B, R)] -> logit (B, 1); ``readings`` (training's targets) are not used."""
+        """(B, C, H, W, D) [, (B, R)] -> logit (B, 1); ``readings`` (training's targets) are not used."""
         return self._logit(self.classifier.features(self.slice_features(x)), clinical)
 
 
 class ReaderReadingsd(MapTransform):
-    """The reader's four readings of ``keys`` (a (4, H, W, D) mirrored vessel box) as ``name`` (4,), fp32: the targets
+    """The reader's four readings of ``keys`` (a (C, H, W, D) mirrored vessel box, read off its first four channels) as
+    ``name`` (4,), fp32: the targets
     of :class:`ReadingMNTDL`, read once per scan in the deterministic (cached) preprocessing instead of every batch.
 
     Args:
@@ -110,5 +117,28 @@ class ReaderReadingsd(MapTransform):
         for key in self.key_iterator(d):
             with torch.no_grad():
                 image = convert_to_tensor(d[key], dtype=torch.float32, track_meta=False)
-                d[self.name] = reader_readings(image[None], self.reader)[0]
+                d[self.name] = reader_readings(image[None, :4], self.reader)[0]
+        return d
+
+
+class ReaderMapsd(MapTransform):
+    """The reader's vessel and clot memberships (:meth:`ClotReadingNet.membership_maps`) of ``keys`` (a (4, H, W, D)
+    mirrored vessel box, the occluded side first) appended as two channels: (6, H, W, D), fp32, in [0, 1].
+
+    Args:
+        keys: the vessel box.
+        reader: the :class:`ClotReadingNet` whose memberships are appended (``reader_def``).
+    """
+
+    def __init__(self, keys: Any, reader: ClotReadingNet) -> None:
+        super().__init__(keys)
+        self.reader = reader
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> Dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = convert_to_tensor(d[key], dtype=torch.float32, track_meta=False)
+            if image.shape[0] != 4:
+                raise ValueError(f"{key}: expected the (4, H, W, D) mirrored vessel box, got {list(image.shape)}")
+            d[key] = torch.cat([image, self.reader.membership_maps(image[None])[0]])
         return d
