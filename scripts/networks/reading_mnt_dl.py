@@ -38,10 +38,11 @@ class ReadingMNTDL(MNTDL):
     """MNT-DL whose volume feature also predicts the clot reader's readings of its input.
 
     ``forward(x[, clinical])``: ``x`` (B, C, H, W, D) NCCT, CTA, mirrored NCCT, mirrored CTA in [0, 1] with the D
-    axial slices last, then any further channels (C = 6 with :class:`ReaderMapsd`'s memberships); ``clinical`` (B, R) raw clinical values when ``clinical_columns`` is given. Output: the logit
-    (B, 1). ``forward_all`` (training, through :class:`scripts.networks.WithAuxiliaryLogits`): (B, 1 + K + 2 R') with
-    R' = 4: the logit, the K neighbourhood logits, the predicted readings and the reader's readings of ``x``
-    standardised by running batch statistics (the targets of :class:`scripts.training.losses.ReadingSupervisionLoss`;
+    axial slices last, then any further channels (C = 6 with :class:`ReaderMapsd`'s memberships); ``clinical`` (B, R)
+    raw clinical values when ``clinical_columns`` is given. Output: the logit (B, 1). ``forward_all`` (training,
+    through :class:`scripts.networks.WithAuxiliaryLogits`): (B, 1 + K + 2 R') with R' = 4: the logit, the K
+    neighbourhood logits, the predicted readings and the reader's readings of ``x`` standardised by running batch
+    statistics (the targets of :class:`scripts.training.losses.ReadingSupervisionLoss`;
     read off the first four channels).
 
     Args:
