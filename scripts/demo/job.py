@@ -15,8 +15,9 @@ stopped. Remove ``--out`` and the fold models to start over: ``models/`` for the
 ``--model vessel_mask`` runs VesselMaskNet (learned soft masks on the vessel set,
 ``configs/experiments/vessel_mask.json``); ``--model mnt_dl`` the papers' MNT-DL on the main job's mirrored vessel box
 and the clot reader's vessel and clot memberships of it, taught the reader's readings of each scan beside the outcome
-(``configs/mnt_dl.json``, one-cycle learning rate, the last epoch kept); ``--model mnt_dl_head`` MNT-DL on the whole head at demo size (``configs/demo.json``); the other
-models choose each fold's checkpoint on inner-validation log loss (``configs/experiments/select_log_loss.json``).
+(``configs/mnt_dl.json``, one-cycle learning rate, the last epoch kept); ``--model mnt_dl_head`` MNT-DL on the whole
+head at demo size (``configs/demo.json``); the other models choose each fold's checkpoint on inner-validation log
+loss (``configs/experiments/select_log_loss.json``).
 ``--unlabeled CSV`` (``patient_id`` + image columns, paths relative to the CSV; on the cohort's grid) pretrains on
 that pool first (``configs/pretrain.json``, encoder in ``CKPT/ssl/pretrain``, the leakage guard dropping test-set and
 reported-fold patients) and fine-tunes from it: with ``--model mnt_dl`` MNT-DL learns the reader's readings of the

@@ -42,8 +42,8 @@ class ReadingMNTDL(MNTDL):
     raw clinical values when ``clinical_columns`` is given. Output: the logit (B, 1). ``forward_all`` (training,
     through :class:`scripts.networks.WithAuxiliaryLogits`): (B, 1 + K + 2 R') with R' = 4: the logit, the K
     neighbourhood logits, the predicted readings and the reader's readings of ``x`` standardised by running batch
-    statistics (the targets of :class:`scripts.training.losses.ReadingSupervisionLoss`;
-    read off the first four channels).
+    statistics (the targets of :class:`scripts.training.losses.ReadingSupervisionLoss`; read off the first four
+    channels).
 
     Args:
         reader: the :class:`ClotReadingNet` whose readings are the targets (the main job's ``reader_def`` in
@@ -100,8 +100,8 @@ class ReadingMNTDL(MNTDL):
 
 class ReaderReadingsd(MapTransform):
     """The reader's four readings of ``keys`` (a (C, H, W, D) mirrored vessel box, read off its first four channels) as
-    ``name`` (4,), fp32: the targets
-    of :class:`ReadingMNTDL`, read once per scan in the deterministic (cached) preprocessing instead of every batch.
+    ``name`` (4,), fp32: the targets of :class:`ReadingMNTDL`, read once per scan in the deterministic (cached)
+    preprocessing instead of every batch.
 
     Args:
         keys: the vessel box.
