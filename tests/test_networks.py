@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from monai.networks.nets import ResNet
 
 from scripts.networks import MNTDL, WithAuxiliaryLogits, mnt_dl_res25
 from scripts.networks.mnt_dl import count_parameters
@@ -274,6 +275,10 @@ def test_speed_switches_from_the_command_line():
     )
     net = for_speed(MNTDL(in_channels=2, num_slices=10, **TINY), channels_last="true")
     assert net.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    resnet = ResNet("basic", [1, 1, 1, 1], [4, 8, 8, 16], spatial_dims=3, n_input_channels=2, num_classes=1).eval()
+    x = torch.randn(1, 2, 16, 16, 8)
+    expected = resnet(x)  # inference's default (channels_last true) on a 3-D network: 3-D weights left as they are
+    assert torch.allclose(for_speed(resnet, channels_last="true")(x), expected, atol=1e-6)
     with pytest.raises(BundleInputError, match="compile: 'maybe' is not true or false"):
         for_speed(MNTDL(in_channels=2, num_slices=10, **TINY), compile="maybe")
     with pytest.raises(BundleInputError, match="bf16_modules: the network has no submodule 'trunk'"):

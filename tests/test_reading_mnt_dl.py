@@ -15,6 +15,7 @@ from monai.bundle import ConfigWorkflow
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from scripts.demo.generator import generate
+from scripts.demo.job import MODELS
 from scripts.networks.clot_readings import ClotReadingNet
 from scripts.networks.reading_mnt_dl import ReaderMapsd, ReaderReadingsd, ReadingMNTDL
 from scripts.training.losses import ReadingSupervisionLoss
@@ -199,3 +200,35 @@ def test_reading_pretraining_learns_the_pool_s_readings_and_fine_tuning_starts_f
     )
     state = network.state_dict()
     assert all(torch.equal(state[k], v) for k, v in saved.items())
+
+
+@pytest.mark.parametrize("model", ["scanet", "resnet34"])
+def test_scanet_and_resnet34_take_mnt_dl_s_input_and_are_evaluated_and_inferred(
+    model, side_datalist, demo_cohort, tmp_path
+):
+    """``--model scanet|resnet34``: the box, mirror and reader's memberships MNT-DL is given (for SCANet a square box,
+    the same channels on the same spacing), the outcome alone taught (no reading targets); trained through
+    monai.bundle, evaluated and inferred like every model folder."""
+    overlays = [name.strip("'") for name in MODELS[model].split(",")]
+    tiny = {**TINY, "vessel_box_mm": [[-45, 45], [-45, 45], [-27, 27]]} if model == "scanet" else TINY
+    files = ["train.json", *(name[len("configs/") :] for name in overlays)]
+    parser = _parser(files, **tiny, datalist_file=side_datalist, ckpt_dir=str(tmp_path / "check"))
+    if model == "scanet":  # a 16 x 16 x 10 box at the test's 6 mm: two neighbourhoods of 5
+        parser["network_def#neighbourhood_size"] = 5
+    with open(side_datalist) as f:
+        item = json.load(f)["training"][0]
+    image = parser.get_parsed_content("validate#preprocessing")(dict(item))["image"]
+    maps = parser.get_parsed_content("reader_def").membership_maps(image[None, :4])[0]
+    assert image.shape[0] == parser.get_parsed_content("in_channels") == 6 and torch.equal(image[4:], maps)
+    assert maps[0].max() > 0.5  # the reader finds the arteries in this box too
+    if model == "resnet34":  # the very input MNT-DL trains on
+        mnt = _parser(CONFIGS, **TINY, datalist_file=side_datalist, ckpt_dir=str(tmp_path / "mnt"))
+        assert torch.equal(image, mnt.get_parsed_content("validate#preprocessing")(dict(item))["image"])
+    assert parser["target_transforms"] == [] and parser["label"] is None
+    ckpt = str(tmp_path / "models")
+    extra = {"network_def#neighbourhood_size": 5} if model == "scanet" else {}
+    losses = train_recording_losses(files, side_datalist, ckpt, {k: {**tiny, **extra, "max_epochs": 2} for k in (0, 1)})
+    assert all(len(v) == 2 and np.isfinite(v).all() for v in losses.values())
+    args = [f"--{k}={json.dumps(v).replace(' ', '')}" for k, v in {**tiny, **extra}.items()]
+    evaluated, pred = evaluated_and_inferred(overlays, side_datalist, demo_cohort, ckpt, tmp_path, args)
+    assert float(pred["probability"]) == pytest.approx(evaluated, abs=1e-5)

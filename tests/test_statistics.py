@@ -228,6 +228,11 @@ def test_platt_recovers_a_known_scaling_and_combine_folds_applies_it():
     a, b = fit_platt(y, p)
     assert a == pytest.approx(0.5, abs=0.03) and b == pytest.approx(-0.3, abs=0.05)
     assert fit_platt([1, 1, 1], [0.2, 0.5, 0.9]) == (1.0, 0.0)  # one class: identity
+    # inner-validation patients that rank against the model: the order is kept, only the level moves
+    p = rng.uniform(0.3, 0.9, 40)
+    y = (p < np.median(p)).astype(int)
+    a, b = fit_platt(y, p)
+    assert a == 1.0 and np.mean(apply_platt(p, (a, b))) == pytest.approx(y.mean(), abs=0.02)
     probs = [[0.2, 0.8], [0.6, 0.9]]
     mean, sd = combine_folds(probs, {"ensemble": 0.5})
     np.testing.assert_allclose(mean, [0.4, 0.85])

@@ -1,23 +1,23 @@
 """The main job on the built-in demo cohort: generate -> split -> train all folds -> evaluate -> infer -> report.
 
 ``python -m scripts.demo [--out demo] [--patients 300] [--seed 0] [--spacing 2] [--world varied|uniform] [--native]
-[--ckpt_dir DIR] [--model clot_readings|vessel_mask|mnt_dl|mnt_dl_head] [--unlabeled CSV [--ssl_epochs N]]`` runs
-each step as the ``monai.bundle`` command a user would type (printed before it runs): ``configs/train.json`` with the
-main job's overlay ``configs/clot_readings.json`` (ClotReadingNet: the literature's clot and collateral readings with
-the occlusion site, age, IVT and NIHSS, one linear layer trained to convergence, the last epoch kept); evaluation
-reports the fold models' own probabilities (``--recalibration none``; ``platt`` for the other models, whose fold models
-disagree in scale: :data:`RECALIBRATION`).
-Steps whose outputs exist are kept (folds already trained are skipped), so an interrupted demo continues where it
-stopped. Remove ``--out`` and the fold models to start over: ``models/`` for the built-in demo (``--out demo``),
-``OUT/models`` for any other folder (``--ckpt_dir`` chooses another); the evaluation goes to ``eval/`` or
-``OUT/eval`` likewise (``--eval_dir``).
+[--ckpt_dir DIR] [--model clot_readings|vessel_mask|mnt_dl|mnt_dl_head|scanet|resnet34] [--unlabeled CSV [--ssl_epochs
+N]]`` runs each step as the ``monai.bundle`` command a user would type (printed before it runs): ``configs/train.json``
+with the main job's overlay ``configs/clot_readings.json`` (ClotReadingNet: the literature's clot and collateral
+readings with the occlusion site, age, IVT and NIHSS, one linear layer trained to convergence, the last epoch kept);
+evaluation reports the fold models' own probabilities (``--recalibration none``; ``platt`` for the other models, whose
+fold models disagree in scale: :data:`RECALIBRATION`). Steps whose outputs exist are kept (folds already trained are
+skipped), so an interrupted demo continues where it stopped. Remove ``--out`` and the fold models to start over:
+``models/`` for the built-in demo (``--out demo``), ``OUT/models`` for any other folder (``--ckpt_dir`` chooses
+another); the evaluation goes to ``eval/`` or ``OUT/eval`` likewise (``--eval_dir``).
 
 ``--model vessel_mask`` runs VesselMaskNet (learned soft masks on the vessel set,
 ``configs/experiments/vessel_mask.json``); ``--model mnt_dl`` the papers' MNT-DL on the main job's mirrored vessel box
 and the clot reader's vessel and clot memberships of it, taught the reader's readings of each scan beside the outcome
 (``configs/mnt_dl.json``, one-cycle learning rate, the last epoch kept); ``--model mnt_dl_head`` MNT-DL on the whole
-head at demo size (``configs/demo.json``); the other models choose each fold's checkpoint on inner-validation log
-loss (``configs/experiments/select_log_loss.json``).
+head at demo size (``configs/demo.json``); ``--model scanet`` and ``--model resnet34`` SCANet and a 3-D ResNet34 on
+MNT-DL's input with its schedule, taught the outcome only (``configs/experiments/box_input.json``); the other models
+choose each fold's checkpoint on inner-validation log loss (``configs/experiments/select_log_loss.json``).
 ``--unlabeled CSV`` (``patient_id`` + image columns, paths relative to the CSV; on the cohort's grid) pretrains on
 that pool first (``configs/pretrain.json``, encoder in ``CKPT/ssl/pretrain``, the leakage guard dropping test-set and
 reported-fold patients) and fine-tunes from it: with ``--model mnt_dl`` MNT-DL learns the reader's readings of the
@@ -49,12 +49,18 @@ from scripts.demo.generator import generate
 # --model: the configuration overlays on top of configs/train.json (the paper-size defaults); the main job's overlay
 # holds all it changes, the others choose their training checkpoint on inner-validation log loss
 SELECT_LOG_LOSS = "'configs/experiments/select_log_loss.json',"
+MNT_DL_INPUT = "'configs/clot_readings.json','configs/mnt_dl.json'"
+BOX_INPUT = "'configs/experiments/box_input.json'"
 MODELS = {
     "clot_readings": "'configs/clot_readings.json'",  # the main job's model
     "vessel_mask": "'configs/demo.json','configs/experiments/vessel.json','configs/experiments/vessel_mask.json'",
     # the papers' MNT-DL on the main job's mirrored vessel box, taught the reader's readings as well as the outcome
-    "mnt_dl": "'configs/clot_readings.json','configs/mnt_dl.json'",
+    "mnt_dl": MNT_DL_INPUT,
     "mnt_dl_head": "'configs/demo.json'",  # MNT-DL on the whole head at demo size: the encoder SimSiam pretrains
+    # SCANet and a 3-D ResNet34 on MNT-DL's input (box, mirror, reader's memberships) and schedule, outcome only;
+    # SCANet's attention needs a square slice: the box 4 mm narrower and 36 mm longer front to back (64 x 64)
+    "scanet": f"{MNT_DL_INPUT},'configs/experiments/scanet.json','configs/experiments/scanet_box.json',{BOX_INPUT}",
+    "resnet34": f"{MNT_DL_INPUT},'configs/experiments/resnet34.json',{BOX_INPUT}",
 }
 
 
@@ -62,11 +68,11 @@ MODELS = {
 # cohorts, docs/README.md Performance): VesselMaskNet's fold models disagree in scale, so Platt scaling helps them;
 # ClotReadingNet is a logistic regression at its maximum-likelihood fit, and a Platt fit on ~40 patients only adds
 # noise (pooled ROC-AUC 0.791 -> 0.752 and 0.764 -> 0.749 with it)
+RECALIBRATION = {model: "none" if model == "clot_readings" else "platt" for model in MODELS}
 # --model: what --unlabeled pretrains on the pool (after the model's overlays): SimSiam (pretrain.json) or the reader's
 # readings (MNT-DL on the vessel box: the targets need no labels), and how the folds then fine-tune from it
 PRETRAIN = {"mnt_dl": ",'configs/reading_pretrain.json'"}
 FINE_TUNE = {"mnt_dl": ",'configs/experiments/reading_finetune.json'"}
-RECALIBRATION = {"clot_readings": "none", "vessel_mask": "platt", "mnt_dl": "platt", "mnt_dl_head": "platt"}
 
 
 def job_configs(model: str, pretrained: bool = False) -> Dict[str, str]:

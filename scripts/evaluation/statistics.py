@@ -144,17 +144,25 @@ def calibration(labels: Sequence[int], probabilities: Sequence[float], bins: int
 
 def fit_platt(labels: Sequence[int], probabilities: Sequence[float]) -> Tuple[float, float]:
     """Platt scaling on the logit: (slope a, intercept b) of the logistic regression of the outcome on
-    logit(p), so that sigmoid(a logit(p) + b) is calibrated on these patients; (1, 0) for a single class."""
+    logit(p), so that sigmoid(a logit(p) + b) is calibrated on these patients; (1, 0) for a single class.
+
+    Recalibration corrects the scale, never the order: where these patients rank against the model (a <= 0, as a
+    few dozen inner-validation patients can by chance), only the intercept is fitted (a = 1), so that the fold
+    model's ranking, which its outer fold is scored on, is kept rather than reversed or flattened."""
     import statsmodels.api as sm
     from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
     y = np.asarray(labels, dtype=float)
     if not 0 < y.sum() < len(y):
         return 1.0, 0.0
+    z = logit(probabilities)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PerfectSeparationWarning)
-        params = sm.GLM(y, sm.add_constant(logit(probabilities)), family=sm.families.Binomial()).fit().params
-    return float(params[1]), float(params[0])
+        slope, intercept = sm.GLM(y, sm.add_constant(z), family=sm.families.Binomial()).fit().params[::-1]
+        if slope <= 0:
+            ones = np.ones((len(y), 1))
+            slope, intercept = 1.0, sm.GLM(y, ones, family=sm.families.Binomial(), offset=z).fit().params[0]
+    return float(slope), float(intercept)
 
 
 def _placements(labels: np.ndarray, scores: np.ndarray) -> Tuple[float, np.ndarray, np.ndarray]:

@@ -158,8 +158,8 @@ def for_speed(
     Args:
         module: the network.
         precision: "fp32", "bf16" or "fp16" autocast.
-        channels_last: the 4-D (2-D convolution) weights in channels-last memory format (oneDNN's fast layout on
-            CPU; values and ``state_dict`` keys unchanged).
+        channels_last: the 2-D convolutions' weights in channels-last memory format (oneDNN's fast layout on CPU;
+            values and ``state_dict`` keys unchanged; 3-D convolutions are left as they are).
         fold_norm: :func:`fold_batch_norm` as soon as a checkpoint has been loaded (``load_state_dict``), so load
             each fold's weights into its own copy.
         bf16_modules: names of submodules (``get_submodule``) that run in bf16 autocast whatever ``precision`` is,
@@ -170,7 +170,9 @@ def for_speed(
         the same module.
     """
     if switch(channels_last, "channels_last"):
-        module = module.to(memory_format=torch.channels_last)
+        for part in module.modules():  # 3-D convolutions (a 3-D ResNet) have no channels-last layout: left as they are
+            if isinstance(part, torch.nn.Conv2d):
+                part.to(memory_format=torch.channels_last)
     fold, compile = switch(fold_norm, "fold_batch_norm"), switch(compile, "compile")
     if fold or compile:
         module.register_load_state_dict_post_hook(_after_loading(fold, compile))
