@@ -58,7 +58,7 @@ MODELS = {
     "mnt_dl": MNT_DL_INPUT,
     "mnt_dl_head": "'configs/demo.json'",  # MNT-DL on the whole head at demo size: the encoder SimSiam pretrains
     # SCANet and a 3-D ResNet34 on MNT-DL's input (box, mirror, reader's memberships) and schedule, outcome only;
-    # SCANet's attention needs a square slice: the box 4 mm narrower and 36 mm longer front to back (64 x 64)
+    # SCANet's attention needs a square slice: the box 6 mm narrower and 36 mm longer front to back (64 x 64)
     "scanet": f"{MNT_DL_INPUT},'configs/experiments/scanet.json','configs/experiments/scanet_box.json',{BOX_INPUT}",
     "resnet34": f"{MNT_DL_INPUT},'configs/experiments/resnet34.json',{BOX_INPUT}",
 }
