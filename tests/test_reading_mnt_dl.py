@@ -210,11 +210,10 @@ def test_scanet_and_resnet34_take_mnt_dl_s_input_and_are_evaluated_and_inferred(
     the same channels on the same spacing), the outcome alone taught (no reading targets); trained through
     monai.bundle, evaluated and inferred like every model folder."""
     overlays = [name.strip("'") for name in MODELS[model].split(",")]
-    tiny = {**TINY, "vessel_box_mm": [[-45, 45], [-45, 45], [-27, 27]]} if model == "scanet" else TINY
+    square = {"vessel_box_mm": [[-45, 45], [-45, 45], [-27, 27]], "network_def#neighbourhood_size": 5}
+    tiny = {**TINY, **square} if model == "scanet" else TINY  # SCANet: 16 x 16 x 10 at 6 mm, two neighbourhoods of 5
     files = ["train.json", *(name[len("configs/") :] for name in overlays)]
     parser = _parser(files, **tiny, datalist_file=side_datalist, ckpt_dir=str(tmp_path / "check"))
-    if model == "scanet":  # a 16 x 16 x 10 box at the test's 6 mm: two neighbourhoods of 5
-        parser["network_def#neighbourhood_size"] = 5
     with open(side_datalist) as f:
         item = json.load(f)["training"][0]
     image = parser.get_parsed_content("validate#preprocessing")(dict(item))["image"]
@@ -226,9 +225,8 @@ def test_scanet_and_resnet34_take_mnt_dl_s_input_and_are_evaluated_and_inferred(
         assert torch.equal(image, mnt.get_parsed_content("validate#preprocessing")(dict(item))["image"])
     assert parser["target_transforms"] == [] and parser["label"] is None
     ckpt = str(tmp_path / "models")
-    extra = {"network_def#neighbourhood_size": 5} if model == "scanet" else {}
-    losses = train_recording_losses(files, side_datalist, ckpt, {k: {**tiny, **extra, "max_epochs": 2} for k in (0, 1)})
+    losses = train_recording_losses(files, side_datalist, ckpt, {k: {**tiny, "max_epochs": 2} for k in (0, 1)})
     assert all(len(v) == 2 and np.isfinite(v).all() for v in losses.values())
-    args = [f"--{k}={json.dumps(v).replace(' ', '')}" for k, v in {**tiny, **extra}.items()]
+    args = [f"--{k}={json.dumps(v).replace(' ', '')}" for k, v in tiny.items()]
     evaluated, pred = evaluated_and_inferred(overlays, side_datalist, demo_cohort, ckpt, tmp_path, args)
     assert float(pred["probability"]) == pytest.approx(evaluated, abs=1e-5)
