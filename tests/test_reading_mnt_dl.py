@@ -14,8 +14,9 @@ from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from scripts import BundleInputError
 from scripts.demo.generator import generate
-from scripts.demo.job import MODELS
+from scripts.demo.job import MODELS, job_configs
 from scripts.networks.clot_readings import ClotReadingNet
 from scripts.networks.reading_mnt_dl import ReaderMapsd, ReaderReadingsd, ReadingMNTDL
 from scripts.training.losses import ReadingSupervisionLoss
@@ -200,6 +201,39 @@ def test_reading_pretraining_learns_the_pool_s_readings_and_fine_tuning_starts_f
     )
     state = network.state_dict()
     assert all(torch.equal(state[k], v) for k, v in saved.items())
+
+
+def test_simsiam_on_the_vessel_box_pretrains_the_encoder_that_training_and_reading_pretraining_start_from(
+    side_datalist, tmp_path
+):
+    """``--ssl simsiam|both`` with ``--model mnt_dl``: SimSiam on MNT-DL's own input writes the encoder only (stem,
+    local networks, slice attention); the folds (``simsiam``) and the reading pretraining (``both``) load it."""
+    pool = generate(str(tmp_path / "pool"), patients=20, seed=7, modalities="ct", spacing=6.0, unlabeled=True)
+    configs = job_configs("mnt_dl", pretrained=True, ssl="simsiam")
+    ckpt = str(tmp_path / "ssl_simsiam")
+    settings = {**TINY, "ssl_epochs": 3, "unlabeled_file": pool, "ckpt_dir": ckpt, "datalist_file": side_datalist}
+    os.chdir(ROOT)
+    wf = ConfigWorkflow(config_file=eval(configs["simsiam"]), workflow_type="train", run_id="pretraining", **settings)
+    wf.initialize()
+    start = {k: v.clone() for k, v in wf.parser.get_parsed_content("simsiam").encoder.state_dict().items()}
+    wf.run()
+    wf.finalize()
+    encoder = f"{ckpt}/pretrain/encoder.pt"
+    saved = torch.load(encoder, weights_only=True)["model"]
+    assert {k.split(".")[0] for k in saved} == {"stem", "local", "slice_attention"}
+    assert not all(torch.equal(start[k], v) for k, v in saved.items())  # SimSiam moved the encoder
+    overlays = [c.strip("'").removeprefix("configs/") for c in configs["train"].strip("[]").split(",")]
+    parser = _parser(overlays, **TINY)
+    trained = load_pretrained_encoder(
+        parser.get_parsed_content("network_def"), encoder, parser.get_parsed_content("pretrained_prefixes")
+    )
+    reading = [c.removeprefix("configs/") for c in eval(job_configs("mnt_dl", True, "both")["pretrain"])]
+    pretraining = _parser(reading, **TINY, pretrained_encoder=encoder).get_parsed_content("network")
+    for network in (trained, pretraining):
+        state = network.state_dict()
+        assert all(torch.equal(state[k].float(), v.float()) for k, v in saved.items())
+    with pytest.raises(BundleInputError, match="--ssl simsiam"):
+        job_configs("scanet", pretrained=True, ssl="simsiam")
 
 
 @pytest.mark.parametrize("model", ["scanet", "resnet34"])

@@ -1,15 +1,15 @@
 """The main job on the built-in demo cohort: generate -> split -> train all folds -> evaluate -> infer -> report.
 
 ``python -m scripts.demo [--out demo] [--patients 300] [--seed 0] [--spacing 2] [--world varied|uniform] [--native]
-[--ckpt_dir DIR] [--model clot_readings|vessel_mask|mnt_dl|mnt_dl_head|scanet|resnet34] [--unlabeled CSV [--ssl_epochs
-N]]`` runs each step as the ``monai.bundle`` command a user would type (printed before it runs): ``configs/train.json``
-with the main job's overlay ``configs/clot_readings.json`` (ClotReadingNet: the literature's clot and collateral
-readings with the occlusion site, age, IVT and NIHSS, one linear layer trained to convergence, the last epoch kept);
-evaluation reports the fold models' own probabilities (``--recalibration none``; ``platt`` for the other models, whose
-fold models disagree in scale: :data:`RECALIBRATION`). Steps whose outputs exist are kept (folds already trained are
-skipped), so an interrupted demo continues where it stopped. Remove ``--out`` and the fold models to start over:
-``models/`` for the built-in demo (``--out demo``), ``OUT/models`` for any other folder (``--ckpt_dir`` chooses
-another); the evaluation goes to ``eval/`` or ``OUT/eval`` likewise (``--eval_dir``).
+[--ckpt_dir DIR] [--model clot_readings|vessel_mask|mnt_dl|mnt_dl_head|scanet|resnet34] [--unlabeled CSV [--ssl
+readings|simsiam|both] [--ssl_epochs N]]`` runs each step as the ``monai.bundle`` command a user would type (printed
+before it runs): ``configs/train.json`` with the main job's overlay ``configs/clot_readings.json`` (ClotReadingNet: the
+literature's clot and collateral readings with the occlusion site, age, IVT and NIHSS, one linear layer trained to
+convergence, the last epoch kept); evaluation reports the fold models' own probabilities (``--recalibration none``;
+``platt`` for the other models, whose fold models disagree in scale: :data:`RECALIBRATION`). Steps whose outputs exist
+are kept (folds already trained are skipped), so an interrupted demo continues where it stopped. Remove ``--out`` and
+the fold models to start over: ``models/`` for the built-in demo (``--out demo``), ``OUT/models`` for any other folder
+(``--ckpt_dir`` chooses another); the evaluation goes to ``eval/`` or ``OUT/eval`` likewise (``--eval_dir``).
 
 ``--model vessel_mask`` runs VesselMaskNet (learned soft masks on the vessel set,
 ``configs/experiments/vessel_mask.json``); ``--model mnt_dl`` the papers' MNT-DL on the main job's mirrored vessel box
@@ -17,14 +17,16 @@ and the clot reader's vessel and clot memberships of it, taught the reader's rea
 (``configs/mnt_dl.json``, one-cycle learning rate, the last epoch kept); ``--model mnt_dl_head`` MNT-DL on the whole
 head at demo size (``configs/demo.json``); ``--model scanet`` and ``--model resnet34`` SCANet and a 3-D ResNet34 on
 MNT-DL's input with its schedule, taught the outcome only (``configs/experiments/box_input.json``); the other models
-choose each fold's checkpoint on inner-validation log loss (``configs/experiments/select_log_loss.json``).
-``--unlabeled CSV`` (``patient_id`` + image columns, paths relative to the CSV; on the cohort's grid) pretrains on
-that pool first (``configs/pretrain.json``, encoder in ``CKPT/ssl/pretrain``, the leakage guard dropping test-set and
-reported-fold patients) and fine-tunes from it: with ``--model mnt_dl`` MNT-DL learns the reader's readings of the
-pool's scans (``configs/reading_pretrain.json``; the pool needs each scan's occlusion ``side``, by which the box is
-turned; 40 epochs) and the folds fine-tune gently (``configs/experiments/reading_finetune.json``), with ``--model
-mnt_dl_head`` its encoder learns SimSiam (100 epochs); ``--ssl_epochs`` sets the epochs. ``--unlabeled`` with the
-other models is refused.
+choose each fold's checkpoint on inner-validation log loss (``configs/experiments/select_log_loss.json``). ``--unlabeled
+CSV`` (``patient_id`` + image columns, paths relative to the CSV; on the cohort's grid) pretrains on that pool first
+(``configs/pretrain.json``, encoder in ``CKPT/ssl/pretrain``, the leakage guard dropping test-set and reported-fold
+patients) and fine-tunes from it: with ``--model mnt_dl`` MNT-DL learns the reader's readings of the pool's scans
+(``configs/reading_pretrain.json``; the pool needs each scan's occlusion ``side``, by which the box is turned; 40
+epochs) and the folds fine-tune gently (``configs/experiments/reading_finetune.json``); ``--ssl simsiam`` teaches its
+encoder SimSiam on the same box instead (``configs/experiments/simsiam_box.json``, 40 epochs; the folds train on the
+scratch schedule from it), ``--ssl both`` SimSiam first and the readings from its encoder (CKPT/ssl_simsiam, then
+CKPT/ssl); with ``--model mnt_dl_head`` its encoder learns SimSiam (100 epochs); ``--ssl_epochs`` sets the epochs of
+each pretraining. ``--unlabeled`` with the other models is refused.
 
 ``--native`` starts from scanner-space scans (``OUT/raw``, random head pose, thick slices, headrest) and
 preprocesses them into MNI space first (``configs/preprocess.json``, output grid = ``--spacing``): raw ->
@@ -73,15 +75,24 @@ RECALIBRATION = {model: "none" if model == "clot_readings" else "platt" for mode
 # readings (MNT-DL on the vessel box: the targets need no labels), and how the folds then fine-tune from it
 PRETRAIN = {"mnt_dl": ",'configs/reading_pretrain.json'"}
 FINE_TUNE = {"mnt_dl": ",'configs/experiments/reading_finetune.json'"}
+# --ssl with --model mnt_dl: SimSiam on the vessel box (only the encoder learns; the folds then train on the scratch
+# schedule from it), the readings, or both: SimSiam first, the reading pretraining starting from its encoder
+SIMSIAM_BOX = ",'configs/experiments/simsiam_box.json'"
+SSL = ("readings", "simsiam", "both")
 
 
-def job_configs(model: str, pretrained: bool = False) -> Dict[str, str]:
+def job_configs(model: str, pretrained: bool = False, ssl: str = "readings") -> Dict[str, str]:
     """The ``--config_file`` values of each step for ``model`` (a key of :data:`MODELS`); ``pretrained``: the folds
-    fine-tune from a pretraining (:data:`FINE_TUNE`)."""
+    fine-tune from a pretraining (:data:`FINE_TUNE`); ``ssl``: what MNT-DL's pretraining learns (one of :data:`SSL`;
+    ``simsiam``: the SimSiam step's configuration under ``"simsiam"``)."""
     if model not in MODELS:
         raise BundleInputError(f"--model {model}: use one of {', '.join(MODELS)}")
+    if ssl not in SSL or (ssl != "readings" and model != "mnt_dl"):
+        raise BundleInputError(f"--ssl {ssl}: use one of {', '.join(SSL)}, with --model mnt_dl only")
     overlays, tuned = MODELS[model], FINE_TUNE.get(model, "") if pretrained else ""
+    tuned = SIMSIAM_BOX if pretrained and ssl == "simsiam" else tuned
     return {
+        "simsiam": f"['configs/pretrain.json',{overlays}{SIMSIAM_BOX}]",
         "pretrain": f"['configs/pretrain.json',{overlays}{PRETRAIN.get(model, '')}]",
         "train": f"['configs/train.json',{'' if model == 'clot_readings' else SELECT_LOG_LOSS}{overlays}{tuned}]",
         "evaluate": f"['configs/train.json',{overlays},'configs/evaluate.json']",
@@ -143,22 +154,25 @@ def main(
     unlabeled: str | None = None,
     ssl_epochs: int | None = None,
     world: str = "varied",
+    ssl: str = "readings",
 ) -> None:
     """Run the whole demo from the bundle root and print the metrics table against the Bayes AUC."""
     start = time.time()
     pool = check_unlabeled(unlabeled, model)
-    configs = job_configs(model, bool(pool))
+    configs = job_configs(model, bool(pool), ssl)
     csv_path = _cohort(out, patients, seed, spacing, native, world)
     datalist = write_datalist(csv_path, os.path.join(out, "datalist.json"), seed=seed)
     ckpt_dir, eval_dir = output_folders(out, ckpt_dir, eval_dir)
     common = ["--dataset_dir", out, "--datalist_file", datalist, "--ckpt_dir", ckpt_dir]
     encoder = []
-    if pool:  # SimSiam on the user's pool first (its test-set and reported-fold patients dropped by the guard)
-        ssl_dir = os.path.join(ckpt_dir, "ssl")
-        pretrain = ["--config_file", configs["pretrain"], *common[:4], "--ckpt_dir", ssl_dir, "--unlabeled_file", pool]
+    if pool:  # pretraining on the user's pool first (its test-set and reported-fold patients dropped by the guard)
         epochs = [] if ssl_epochs is None else ["--ssl_epochs", str(int(ssl_epochs))]
-        run_bundle("run", "pretraining", *pretrain, *epochs)
-        encoder = ["--pretrained_encoder", os.path.join(ssl_dir, "pretrain", "encoder.pt")]
+        steps = {"readings": ["pretrain"], "simsiam": ["simsiam"], "both": ["simsiam", "pretrain"]}[ssl]
+        for step in steps:
+            ssl_dir = os.path.join(ckpt_dir, "ssl" if step == "pretrain" else "ssl_simsiam")
+            pretrain = ["--config_file", configs[step], *common[:4], "--ckpt_dir", ssl_dir, "--unlabeled_file", pool]
+            run_bundle("run", "pretraining", *pretrain, *epochs, *encoder)
+            encoder = ["--pretrained_encoder", os.path.join(ssl_dir, "pretrain", "encoder.pt")]
     run_bundle("run", "training", "--config_file", configs["train"], *common, *encoder)
     evaluate = ["--config_file", configs["evaluate"], *common, "--output_dir", eval_dir]
     run_bundle("run", *evaluate, "--recalibration", RECALIBRATION[model])
