@@ -4,6 +4,7 @@ evaluated and inferred like every model folder."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 
@@ -213,7 +214,8 @@ def test_simsiam_on_the_vessel_box_pretrains_the_encoder_that_training_and_readi
     ckpt = str(tmp_path / "ssl_simsiam")
     settings = {**TINY, "ssl_epochs": 3, "unlabeled_file": pool, "ckpt_dir": ckpt, "datalist_file": side_datalist}
     os.chdir(ROOT)
-    wf = ConfigWorkflow(config_file=eval(configs["simsiam"]), workflow_type="train", run_id="pretraining", **settings)
+    files = ast.literal_eval(configs["simsiam"])
+    wf = ConfigWorkflow(config_file=files, workflow_type="train", run_id="pretraining", **settings)
     wf.initialize()
     start = {k: v.clone() for k, v in wf.parser.get_parsed_content("simsiam").encoder.state_dict().items()}
     wf.run()
@@ -222,12 +224,11 @@ def test_simsiam_on_the_vessel_box_pretrains_the_encoder_that_training_and_readi
     saved = torch.load(encoder, weights_only=True)["model"]
     assert {k.split(".")[0] for k in saved} == {"stem", "local", "slice_attention"}
     assert not all(torch.equal(start[k], v) for k, v in saved.items())  # SimSiam moved the encoder
-    overlays = [c.strip("'").removeprefix("configs/") for c in configs["train"].strip("[]").split(",")]
-    parser = _parser(overlays, **TINY)
+    parser = _parser([c.removeprefix("configs/") for c in ast.literal_eval(configs["train"])], **TINY)
     trained = load_pretrained_encoder(
         parser.get_parsed_content("network_def"), encoder, parser.get_parsed_content("pretrained_prefixes")
     )
-    reading = [c.removeprefix("configs/") for c in eval(job_configs("mnt_dl", True, "both")["pretrain"])]
+    reading = [c.removeprefix("configs/") for c in ast.literal_eval(job_configs("mnt_dl", True, "both")["pretrain"])]
     pretraining = _parser(reading, **TINY, pretrained_encoder=encoder).get_parsed_content("network")
     for network in (trained, pretraining):
         state = network.state_dict()
