@@ -11,9 +11,11 @@ model is the one the bundle trains: a logistic regression on the readings + site
 standardised, at its maximum-likelihood fit; the bundle's full-batch head reproduces it within about 0.003), fitted
 per fold on that fold's training rows without the inner validation and scored on the outer fold. Prints one line per
 variant: CV ROC-AUC mean (SD) over the folds, pooled out-of-fold ROC-AUC, and the correlation of each reading with its
-hidden variable (log clot length, density, perviousness, collateral grade), each step of the main job's readings
-added in turn; then the clinical values alone, the oracle on the true hidden variables, each reading swapped for its
-truth and each truth for its reading (which reading costs the most), and the Bayes ROC-AUC of the same folds.
+hidden variable (log clot length, density, perviousness, collateral grade), each step of the main job's rule readings
+added in turn, the learned reader's (``--reading_net FILE``, the shipped ``models/reading_net/model.pt`` by default)
+alone and beside the rules' (the main job); then the clinical values alone, the oracle on the true hidden
+variables, each rule reading swapped for its truth and each truth for its reading (which reading costs the most), and
+the Bayes ROC-AUC of the same folds.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Dict, List, Tuple
 import fire
 import numpy as np
 import torch
+from monai.bundle import ConfigParser
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
@@ -52,8 +55,19 @@ HYPERDENSITY = {"density_top": 5, "density_reach": 2}  # configs/clot_readings.j
 MAIN_JOB = {**MAIN, **MIDLINE, "collateral": COLLATERAL, **DISTAL_CUT, **HYPERDENSITY}
 
 
-def main(dataset_dir: str) -> None:
-    """Print the ablation table of the cohort in ``dataset_dir``."""
+def job_readings(x: torch.Tensor, reading_net: str) -> np.ndarray:
+    """The main job's ClotReadingNet (``configs/clot_readings.json`` with ``reading_net``) readings of boxes
+    (N, 4, H, W, D): the rules' four, then the learned reader's four, (N, 8)."""
+    parser = ConfigParser()
+    parser.read_config([os.path.join(ROOT, c) for c in CONFIGS])
+    parser["reading_net_file"] = reading_net
+    parser.get_parsed_content("imports")
+    network = parser.get_parsed_content("network_def")
+    return torch.cat([network.measurements(part) for part in x.split(64)]).numpy()
+
+
+def main(dataset_dir: str, reading_net: str = os.path.join(ROOT, "models", "reading_net", "model.pt")) -> None:
+    """Print the ablation table of the cohort in ``dataset_dir`` (the learned reader of ``reading_net``)."""
     datalist = load_datalist(os.path.join(dataset_dir, "datalist.json"))
     with open(os.path.join(dataset_dir, "manifest.json")) as f:
         truth = json.load(f)["truth"]
@@ -91,15 +105,22 @@ def main(dataset_dir: str) -> None:
     before = {**MAIN, **MIDLINE, "collateral": COLLATERAL}
     report("+ no vessel read within 8 mm of the midline", aligned["X"], before)
     report("+ the clot cut at 0.55 of the patient's distal filling", aligned["X"], {**before, **DISTAL_CUT})
-    report(
-        "the main job: + density as the hyperdense artery sign (densest 40 mm3)", aligned["X"], MAIN_JOB, keep="main"
+    report("+ density as the hyperdense artery sign (densest 40 mm3): the rules", aligned["X"], MAIN_JOB, keep="rules")
+    learned = job_readings(aligned["X"], reading_net)[:, 4:]
+    r = [np.corrcoef(learned[:, j], hidden[:, j])[0, 1] for j in range(4)]
+    print(f"the learned readings alone: {score(np.column_stack([learned, clinical]))}; vs truth r = {np.round(r, 2)}")
+    rules = _batched(aligned["X"], MAIN_JOB)
+    print(
+        f"the main job: the rules + the learned readings: {score(np.column_stack([rules, learned, clinical]), 'main')}"
     )
     print(f"site, age, IVT, NIHSS only: {score(clinical, keep='clinical')}")
     test = delong(y[fold >= 0], out_of_fold["main"], out_of_fold["clinical"])
     print(f"the main job's readings against the clinical values alone (DeLong, pooled out-of-fold): {test}")
+    test = delong(y[fold >= 0], out_of_fold["main"], out_of_fold["rules"])
+    print(f"the main job against the rules' readings alone (DeLong, pooled out-of-fold): {test}")
     print(f"oracle, the true hidden variables + site, age, IVT: {score(np.column_stack([hidden, clinical[:, :4]]))}")
-    main_readings = _batched(aligned["X"], MAIN_JOB)
-    for j, name in enumerate(("length", "density", "perviousness", "collaterals")):  # which reading costs the most
+    main_readings = rules
+    for j, name in enumerate(("length", "density", "perviousness", "collaterals")):  # which rule reading costs most
         swapped, kept = main_readings.copy(), hidden.copy()
         swapped[:, j], kept[:, j] = hidden[:, j], main_readings[:, j]
         print(f"the main job with the true {name}: {score(np.column_stack([swapped, clinical]))}")

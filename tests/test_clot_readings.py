@@ -25,7 +25,8 @@ from tests.test_workflow import train_recording_losses
 
 def _readings(anatomy, patient, tmp_path, name: str) -> tuple:
     """Render ``patient`` at 2 mm (same noise every call) and read it through the main job's vessel-box input:
-    (the four readings, the measurements in physical units, the key image, the clot length reading at a fixed cut)."""
+    (the eight readings: the rules' four, then the learned reader's; the measurements in physical units, the key
+    image, the clot length reading at a fixed cut)."""
     images = render(anatomy, patient, np.random.default_rng(7), ["ct"])
     item = {"patient_id": name, **{k: patient[k] for k in ("location", "side", "age", "ivt", "nihss")}}
     for seq in ("ncct", "cta"):
@@ -77,6 +78,12 @@ def test_readings_follow_the_clot_length_density_perviousness_and_the_collateral
     assert spread < 0.25 * (read["long"][0] - read["base"][0]), ({g: read[g] for g in grades}, read["long"])
     assert np.ptp([fixed[g] for g in grades]) > 0.35 * (fixed["long"] - fixed["base"]), fixed  # what it buys
     assert abs(read["dense"][3] - read["base"][3]) < 0.05
+    # the learned reader (models/reading_net/model.pt, trained on other generated patients) on patients it never saw:
+    # the clot length in mm (10 and 30 drawn) and the collateral grade (1, 3, 0), the length unmoved by the grade
+    learned_mm = {name: np.exp(read[name][4]) for name in read}
+    assert 6.0 <= learned_mm["base"] <= 18.0 and 18.0 <= learned_mm["long"] <= 45.0, learned_mm
+    assert np.ptp([read[g][4] for g in grades]) < 0.3 * (read["long"][4] - read["base"][4]), read
+    assert read["collateralised"][7] > read["base"][7] + 1.0 and read["no collaterals"][7] < read["base"][7] - 0.4
     # the same in physical units, as a reader would check them on the CTA: a 10 mm clot reads 4-20 mm (2 mm voxels,
     # its ends partial-volume), 30 mm at least 10 mm longer; +25 HU density and +0.6 perviousness (+36 HU of
     # contrast inside the clot at this bolus) show in HU, partial volume taking part of each

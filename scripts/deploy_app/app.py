@@ -284,7 +284,10 @@ class OutcomeInferenceOperator(Operator):
             "folds": len(probs),
             "warning": ood_warning(case_profile(item, keys), profile),
         }
-        # the main job's clot measurements: fixed readings of the configured network, no fold weights needed
+        # the main job's clot measurements: fixed readings of the configured network, no fold weights needed (nor its
+        # learned reader, which the fold models hold and the package need not ship beside them)
+        if "reading_net_file" in parser:
+            parser["reading_net_file"] = None
         reader = parser.get_parsed_content("network_def")
         if hasattr(reader, "clinical_measurements"):
             reference = json.loads(extra["measurements.json"] or "{}")  # absent from older exports

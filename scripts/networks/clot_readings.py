@@ -31,6 +31,11 @@ sides' enhancement is smoothed, the own side compared within a voxel, only the o
 collateral reading has settings of its own (``collateral``): the HU levels above hold only when every scan has the
 same bolus, calibre and symmetry (docs/README.md Performance, the varied world).
 
+With ``reading_net`` (the main job's, ``configs/clot_readings.json``), the four readings of a small CNN trained on
+generated patients' true values (:mod:`scripts.networks.reading_net`) join the rules' four before the linear layer:
+where the two hemispheres' vessels are not mirror images to the voxel, the rules' length follows the clot at r 0.5,
+the network's at about 0.8, while the rules read the density better.
+
 No clot found: length, density and perviousness read 0. The readings (and, with ``clinical_columns``, the encoded
 clinical vector of :class:`TabularEncoder`) go through BatchNorm and one linear layer: a logistic regression whose
 image terms are the literature's, trained through the bundle like every network. Why this and not learned masks:
@@ -49,6 +54,7 @@ from scipy import ndimage
 from torch import nn
 
 from scripts.data.mirror_align import enhancement_maps, gaussian
+from scripts.networks.reading_net import ReadingNet
 from scripts.networks.tabular import ColumnSpec, TabularEncoder
 
 # the relative readings' settings, in the order of _relative_maps' parameters
@@ -368,6 +374,10 @@ class ClotReadingNet(nn.Module):
             densest ``density_mm3`` of the occluded half's arteries (``density_top`` of :func:`clot_readings`, in
             voxels of ``voxel_mm``).
         density_reach_mm: how far from the mirror's arteries the hyperdensity reading looks (``density_reach``).
+        reading_net: a :class:`scripts.networks.reading_net.ReadingNet` file (``scripts.training.reading_net``):
+            when given (relative readings), that network's four readings, read off the box and this reader's
+            memberships, join the rules' four before the linear layer; it is frozen (kept in eval mode, not trained
+            with the linear layer) and travels inside this network's state.
     """
 
     def __init__(
@@ -392,6 +402,7 @@ class ClotReadingNet(nn.Module):
         midline_mm: float = 0.0,
         density_mm3: float = 0.0,
         density_reach_mm: float = 4.0,
+        reading_net: str | None = None,
     ) -> None:
         super().__init__()
         self.settings = dict(
@@ -414,11 +425,23 @@ class ClotReadingNet(nn.Module):
         self.collateral = dict(collateral or {})
         self.distal_cut = float(distal_cut)
         self.voxel_mm = float(voxel_mm)
-        features = len(READINGS)
+        features = len(READINGS) * (2 if reading_net else 1)
         if clinical_columns:
             self.tabular = TabularEncoder(clinical_columns)
             features += self.tabular.out_features
         self.head = nn.Sequential(nn.BatchNorm1d(features), nn.Dropout(dropout), nn.Linear(features, 1))
+        self.reading_net = None
+        if reading_net:
+            if not relative:
+                raise ValueError("reading_net reads the relative readings' memberships: set relative=True")
+            self.reading_net = ReadingNet.load(reading_net).requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "ClotReadingNet":
+        """As :meth:`nn.Module.train`; the frozen ``reading_net`` stays in eval mode."""
+        super().train(mode)
+        if self.reading_net is not None:
+            self.reading_net.eval()
+        return self
 
     @property
     def reader_settings(self) -> Dict[str, Any]:
@@ -431,7 +454,8 @@ class ClotReadingNet(nn.Module):
         return {**self.settings, "cut": patient_cut(x, self.reader_settings)}
 
     def measurements(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 4, H, W, D) -> the readings (B, 4); the collateral one with ``collateral``'s settings if given.
+        """(B, 4, H, W, D) -> the rules' readings (B, 4) (the collateral one with ``collateral``'s settings if given),
+        followed by ``reading_net``'s four when given (B, 8).
 
         The readings have no parameters: those of the last input are kept and given again for the same input (the
         full-batch training set, every epoch), recognised by its shape, device and a checksum of its values."""
@@ -440,6 +464,10 @@ class ClotReadingNet(nn.Module):
         if memo is not None and memo[0] == key and not x.requires_grad:
             return memo[1]
         readings = reader_readings(x, self.reader_settings)
+        if self.reading_net is not None:
+            with torch.no_grad():
+                learned = [self.reading_net(torch.cat([p.float(), self.membership_maps(p)], 1)) for p in x.split(16)]
+            readings = torch.cat([readings, torch.cat(learned)], 1)
         self._memo = (key, readings.detach())
         return readings
 
@@ -452,7 +480,7 @@ class ClotReadingNet(nn.Module):
             return [{} for _ in range(len(x))]
         with torch.autocast(x.device.type, enabled=False):
             values = clot_measurements(x, self.voxel_mm, **self._patient_settings(x.float()))
-            values["distal_filling_ratio"] = self.measurements(x)[:, 3]
+            values["distal_filling_ratio"] = reader_readings(x.float(), self.reader_settings)[:, 3]
         return [{k: round(float(v[b]), 3) for k, v in values.items()} for b in range(len(x))]
 
     @torch.no_grad()

@@ -1,0 +1,61 @@
+"""ReadingNet (scripts/networks/reading_net.py): trained on a generated cohort's truth through the main job's own
+preprocessing, saved with what it learned from, and read by ClotReadingNet as a frozen part of the main job."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from scripts.demo.generator import generate
+from scripts.networks.clot_readings import ClotReadingNet, reader_readings
+from scripts.networks.reading_net import TARGETS, ReadingNet
+from scripts.training.reading_net import cohort_inputs, train
+from tests.test_vessel_input import _parser
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> str:
+    out = str(tmp_path_factory.mktemp("reading_net_cohort"))
+    generate(out, patients=20, seed=11, modalities="ct", spacing=2.0)
+    return out
+
+
+def test_reading_net_learns_the_generated_truth_and_clot_reading_net_reads_with_it_frozen(cohort, tmp_path):
+    inputs = cohort_inputs(cohort)
+    truth = json.load(open(f"{cohort}/manifest.json"))["truth"]
+    assert inputs["image"].shape == (20, 6, 67, 46, 43)  # the main job's box (4 channels) and the 2 memberships
+    assert inputs["image"][:, 4:].min() >= 0 and inputs["image"][:, 4:].max() <= 1
+    # the targets are the generator's truth, the length as its log
+    assert np.exp(inputs["truth"][:, 0]).min() == pytest.approx(min(t["clot_length_mm"] for t in truth.values()))
+    assert inputs["truth"][:, 3].max() == max(t["collaterals"] for t in truth.values())
+    path = str(tmp_path / "reading_net.pt")
+    net = train(cohort, path, epochs=2, batch_size=5)
+    saved = torch.load(path, weights_only=True)
+    assert saved["patients"] == 20 and saved["cohorts"] == [cohort.rstrip("/").split("/")[-1]]
+    # the outputs are in the truth's units: the standardisation of the training targets is undone
+    assert np.allclose(net.mean.numpy(), inputs["truth"].mean(0), rtol=1e-5)
+    assert np.allclose(net.std.numpy(), inputs["truth"].std(0), rtol=1e-5)
+    loaded = ReadingNet.load(path)
+    x = inputs["image"][:2].float()
+    assert torch.allclose(loaded(x), net(x), atol=1e-5) and loaded(x).shape == (2, len(TARGETS))
+    # the main job's ClotReadingNet reads with it: the rules' four readings, then the network's on the box and the
+    # rules' memberships
+    parser = _parser(["inference.json", "clot_readings.json"])
+    parser["reading_net_file"] = path
+    reader = parser.get_parsed_content("network_def").train()
+    box = x[:, :4]
+    readings = reader.measurements(box)
+    assert torch.allclose(readings[:, :4], reader_readings(box, reader.reader_settings))
+    assert torch.allclose(readings[:, 4:], loaded(torch.cat([box, reader.membership_maps(box)], 1)), atol=1e-4)
+    assert reader.head[-1].in_features == 8 + reader.tabular.out_features
+    # frozen: in eval mode while the linear layer trains, not trained, and inside the fold model's state
+    assert not reader.reading_net.training and reader.head.training
+    assert not any(p.requires_grad for p in reader.reading_net.parameters())
+    assert any(k.startswith("reading_net.features.") for k in reader.state_dict())
+    # a file of another network is refused with its name
+    torch.save({**saved, "targets": ["clot_length_mm"]}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt: not a ReadingNet"):
+        ClotReadingNet(relative=True, reading_net=str(tmp_path / "other.pt"))
