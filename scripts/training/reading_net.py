@@ -13,10 +13,9 @@ outcome is read: the cohorts need not be (and for a fair measurement must not be
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, Sequence
 
 import fire
 import numpy as np
@@ -36,7 +35,6 @@ from scripts.networks.reading_net import TARGETS, ReadingNet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = ("configs/train.json", "configs/clot_readings.json")
-logger = logging.getLogger(__name__)
 
 
 def cohort_inputs(cohort_dir: str, configs: Sequence[str] = CONFIGS) -> Dict[str, Any]:
@@ -99,11 +97,12 @@ def train(
     items = [{"image": images[i], "label": labels[i]} for i in range(len(labels))]
     noise = RandGaussianNoised(keys="image", prob=1.0, std=0.01, dtype=np.float32)  # the scans' own noise varies
     loader = DataLoader(Dataset(items, transform=noise), batch_size=batch_size, shuffle=True, drop_last=True)
-    net = ReadingNet()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net = ReadingNet().to(device)
     optimizer = torch.optim.AdamW(net.parameters(), learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=epochs * len(loader))
     trainer = SupervisedTrainer(
-        device=torch.device("cpu"),
+        device=device,
         max_epochs=epochs,
         train_data_loader=loader,
         network=autocast_forward(net, precision),
@@ -124,13 +123,5 @@ def train(
     return saved.eval()
 
 
-def main(cohorts: str, out: str, epochs: int = 30, seed: int = 0) -> None:
-    """Command line: see the module docstring."""
-    train(cohorts, out, epochs=epochs, seed=seed)
-
-
 if __name__ == "__main__":
-    fire.Fire(main)
-
-
-__all__: List[str] = ["cohort_inputs", "train"]
+    fire.Fire(train)
