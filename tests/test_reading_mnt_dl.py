@@ -45,12 +45,14 @@ def _vessels(batch: int = 3) -> torch.Tensor:
 
 
 def test_reading_targets_are_the_main_job_reader_s_outputs():
-    parser = _parser(CONFIGS, **TINY)
-    network = parser.get_parsed_content("network_def")
+    # taught the learned reader's readings too (not the default: docs/performance.md)
+    learned = os.path.join(ROOT, "models", "reading_net", "model.pt")
+    network = _parser(CONFIGS, **TINY, reading_net_file=learned).get_parsed_content("network_def")
     reader = _parser(["train.json", "clot_readings.json"], **TINY).get_parsed_content("network_def")
     assert isinstance(network, ReadingMNTDL) and isinstance(reader, ClotReadingNet)
     box, clinical = _vessels(), torch.zeros(3, len(network.tabular.columns))
-    readings = reader.measurements(box)[:, :4]  # the rules' four, MNT-DL's targets (the learned reader's four follow)
+    readings = reader.measurements(box)  # the rules' four, then the learned reader's four: MNT-DL's targets
+    assert readings.shape == (3, 8) and network.readings == 8
     assert readings[:, 0].unique().numel() == 3  # three clot lengths read three ways
     x = torch.stack([ReaderMapsd("image", reader)({"image": v})["image"] for v in box])  # the network's input
     assert x.shape[1] == network.in_channels == 6 and torch.equal(x[:, :4], box)
@@ -58,21 +60,26 @@ def test_reading_targets_are_the_main_job_reader_s_outputs():
     assert torch.equal(x[:, 4:], maps)  # the reader's vessel and clot memberships, appended
     clot_voxels = maps[:, 1].flatten(1).sum(1)
     assert clot_voxels[0] < clot_voxels[1] < clot_voxels[2]  # the clot map grows with the unfilled stretch
-    network.eval()  # the running statistics: mean 0, variance 1 before any training
-    with torch.no_grad():
-        out = network.forward_all(x, clinical)
-    k = network.num_neighbourhoods
-    assert out.shape == (3, 1 + k + 8)
-    assert torch.allclose(out[:, -4:], readings / np.sqrt(1 + 1e-5), atol=1e-5)
-    network.train()  # training: the batch's own standardisation of the same readings
-    with torch.no_grad():
-        out = network.forward_all(x, clinical)
-    expected = (readings - readings.mean(0)) / torch.sqrt(readings.var(0, unbiased=False) + 1e-5)
-    assert torch.allclose(out[:, -4:], expected, atol=1e-4)
     cached = torch.stack([ReaderReadingsd("image", reader)({"image": v})["readings"] for v in x])
     assert torch.allclose(cached, readings, atol=1e-5)  # the preprocessing's cached targets: the same readings
+    with pytest.raises(ValueError, match="ReaderReadingsd"):  # the learned four are not read inside the network
+        network.forward_all(x, clinical)
+    network.eval()  # the running statistics: mean 0, variance 1 before any training
     with torch.no_grad():
-        assert torch.allclose(network.forward_all(x, clinical, readings=cached)[:, -4:], expected, atol=1e-4)
+        out = network.forward_all(x, clinical, readings=cached)
+    k = network.num_neighbourhoods
+    assert out.shape == (3, 1 + k + 16)
+    assert torch.allclose(out[:, -8:], readings / np.sqrt(1 + 1e-5), atol=1e-5)
+    network.train()  # training: the batch's own standardisation of the same readings
+    with torch.no_grad():
+        out = network.forward_all(x, clinical, readings=cached)
+    expected = (readings - readings.mean(0)) / torch.sqrt(readings.var(0, unbiased=False) + 1e-5)
+    assert torch.allclose(out[:, -8:], expected, atol=1e-4)
+    rules = _parser(CONFIGS, **TINY).get_parsed_content("network_def")
+    assert rules.readings == 4  # the default: the rules' four, read inside the network when not given
+    with torch.no_grad():
+        out = rules.eval().forward_all(x, clinical)
+    assert torch.allclose(out[:, -4:], readings[:, :4] / np.sqrt(1 + 1e-5), atol=1e-5)
 
 
 def test_training_boxes_move_a_few_millimetres_and_keep_their_readings(side_datalist, tmp_path):

@@ -425,7 +425,8 @@ class ClotReadingNet(nn.Module):
         self.collateral = dict(collateral or {})
         self.distal_cut = float(distal_cut)
         self.voxel_mm = float(voxel_mm)
-        features = len(READINGS) * (2 if reading_net else 1)
+        self.readings = len(READINGS) * (2 if reading_net else 1)  # what measurements gives per patient
+        features = self.readings
         if clinical_columns:
             self.tabular = TabularEncoder(clinical_columns)
             features += self.tabular.out_features

@@ -12,9 +12,10 @@ what it sees and what it is taught:
   readings are; from ~190 labelled scans the network did not find the clot in the image channels alone
   (docs/performance.md), and with the maps it is shown where to look, not what the clot's length, density or
   perviousness are;
-- a second head on the classifier's volume feature predicts the four readings :class:`ClotReadingNet` takes off the
-  same input (clot voxels, clot NCCT asymmetry, perviousness, distal filling): free, dense targets the literature ties
-  to first-pass success, computed without labels (deep supervision on the readings) once per scan by
+- a second head on the classifier's volume feature predicts the readings :class:`ClotReadingNet` takes off the same
+  input (the rules' clot voxels, clot NCCT asymmetry, perviousness, distal filling, and with the main job's
+  ``reading_net`` its learned length, density, perviousness and collateral grade): free, dense targets the literature
+  ties to first-pass success, computed without labels (deep supervision on the readings) once per scan by
   :class:`ReaderReadingsd` in the cached preprocessing, so an unlabeled pool teaches them too
   (``configs/reading_pretrain.json``);
 - the clinical values (when ``clinical_columns``) enter as one linear term on the logit, as in the main job.
@@ -40,10 +41,10 @@ class ReadingMNTDL(MNTDL):
     ``forward(x[, clinical])``: ``x`` (B, C, H, W, D) NCCT, CTA, mirrored NCCT, mirrored CTA in [0, 1] with the D
     axial slices last, then any further channels (C = 6 with :class:`ReaderMapsd`'s memberships); ``clinical`` (B, R)
     raw clinical values when ``clinical_columns`` is given. Output: the logit (B, 1). ``forward_all`` (training,
-    through :class:`scripts.networks.WithAuxiliaryLogits`): (B, 1 + K + 2 R') with R' = 4: the logit, the K
-    neighbourhood logits, the predicted readings and the reader's readings of ``x`` standardised by running batch
-    statistics (the targets of :class:`scripts.training.losses.ReadingSupervisionLoss`; read off the first four
-    channels).
+    through :class:`scripts.networks.WithAuxiliaryLogits`): (B, 1 + K + 2 R') with R' the reader's readings (4, 8 with
+    its ``reading_net``): the logit, the K neighbourhood logits, the predicted readings and the reader's readings of
+    ``x`` standardised by running batch statistics (the targets of
+    :class:`scripts.training.losses.ReadingSupervisionLoss`; read off the first four channels).
 
     Args:
         reader: the :class:`ClotReadingNet` whose readings are the targets (the main job's ``reader_def`` in
@@ -59,8 +60,9 @@ class ReadingMNTDL(MNTDL):
         if self.head != "cross_attention":
             raise ValueError("ReadingMNTDL reads the readings off the cross-attention head's volume feature")
         self.reader = reader.reader_settings
-        self.reading_head = nn.Linear(self.classifier.fc.in_features, len(READINGS))
-        self.reading_norm = nn.BatchNorm1d(len(READINGS), affine=False)  # the targets in comparable units
+        self.readings = reader.readings
+        self.reading_head = nn.Linear(self.classifier.fc.in_features, self.readings)
+        self.reading_norm = nn.BatchNorm1d(self.readings, affine=False)  # the targets in comparable units
         if clinical_columns:
             self.tabular = TabularEncoder(clinical_columns)
             self.clinical_head = nn.Linear(self.tabular.out_features, 1)
@@ -78,9 +80,11 @@ class ReadingMNTDL(MNTDL):
     def forward_all(
         self, x: torch.Tensor, clinical: torch.Tensor | None = None, readings: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """(B, C, H, W, D) [, (B, R)] [, readings (B, 4): the reader's readings of ``x``, cached by
-        :class:`ReaderReadingsd`; None = read here] -> (B, 1 + K + 8): logit, neighbourhood logits, predicted and read
-        readings."""
+        """(B, C, H, W, D) [, (B, R)] [, readings (B, R'): the reader's readings of ``x``, cached by
+        :class:`ReaderReadingsd`; None = the rules' read here, for a reader without ``reading_net``] -> (B, 1 + K + 2
+        R'): logit, neighbourhood logits, predicted and read readings."""
+        if readings is None and self.readings != len(READINGS):
+            raise ValueError("the learned readings are read once per scan by ReaderReadingsd: pass them as readings")
         feats = self.slice_features(x)
         groups = feats.reshape(feats.shape[0], self.num_neighbourhoods, -1)
         aux = [head(groups[:, k]) for k, head in enumerate(self.aux_heads)]
@@ -99,9 +103,9 @@ class ReadingMNTDL(MNTDL):
 
 
 class ReaderReadingsd(MapTransform):
-    """The reader's four readings of ``keys`` (a (C, H, W, D) mirrored vessel box, read off its first four channels) as
-    ``name`` (4,), fp32: the targets of :class:`ReadingMNTDL`, read once per scan in the deterministic (cached)
-    preprocessing instead of every batch.
+    """The reader's readings (:meth:`ClotReadingNet.measurements`) of ``keys`` (a (C, H, W, D) mirrored vessel box, read
+    off its first four channels) as ``name`` (4,) or, with its ``reading_net``, (8,), fp32: the targets of
+    :class:`ReadingMNTDL`, read once per scan in the deterministic (cached) preprocessing instead of every batch.
 
     Args:
         keys: the vessel box.
@@ -111,14 +115,14 @@ class ReaderReadingsd(MapTransform):
 
     def __init__(self, keys: Any, reader: ClotReadingNet, name: str = "readings") -> None:
         super().__init__(keys)
-        self.reader, self.name = reader.reader_settings, name
+        self.reader, self.name = reader, name
 
     def __call__(self, data: Mapping[Hashable, Any]) -> Dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
             with torch.no_grad():
                 image = convert_to_tensor(d[key], dtype=torch.float32, track_meta=False)
-                d[self.name] = reader_readings(image[None, :4], self.reader)[0]
+                d[self.name] = self.reader.measurements(image[None, :4])[0]
         return d
 
 
