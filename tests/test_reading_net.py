@@ -12,7 +12,8 @@ import torch
 from scripts.demo.generator import generate
 from scripts.networks.clot_readings import ClotReadingNet, reader_readings
 from scripts.networks.reading_net import TARGETS, ReadingNet
-from scripts.training.reading_net import cohort_inputs, train
+from scripts.training import reading_net as reading_net_training
+from scripts.training.reading_net import check_readings, cohort_inputs, train
 from tests.test_vessel_input import _parser
 
 
@@ -59,3 +60,23 @@ def test_reading_net_learns_the_generated_truth_and_clot_reading_net_reads_with_
     torch.save({**saved, "targets": ["clot_length_mm"]}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="other.pt: not a ReadingNet"):
         ClotReadingNet(relative=True, reading_net=str(tmp_path / "other.pt"))
+
+
+def test_reading_net_training_keeps_the_inputs_and_records_its_check_on_another_cohort(cohort, tmp_path, monkeypatch):
+    other = str(tmp_path / "other_cohort")
+    generate(other, patients=20, seed=12, modalities="ct", spacing=2.0)
+    cache = str(tmp_path / "cache")
+    path = str(tmp_path / "reading_net.pt")
+    net = train(cohort, path, epochs=1, batch_size=5, check=other, cache_dir=cache)
+    saved = torch.load(path, weights_only=True)
+    assert saved["epochs"] == 1 and list(saved["checked"]) == ["other_cohort"]
+    # the check is each reading's r with the other cohort's truth, from the saved network
+    checked = check_readings(net, cohort_inputs(other))
+    assert saved["checked"]["other_cohort"] == pytest.approx(checked, abs=1e-4)
+    assert all(-1 <= r <= 1 for r in checked.values()) and list(checked) == list(TARGETS)
+    # a second training on the same cohorts reads the kept inputs and does not preprocess again
+    monkeypatch.setattr(reading_net_training, "cohort_inputs", lambda folder: pytest.fail(f"{folder} preprocessed"))
+    again = train(cohort, str(tmp_path / "again.pt"), epochs=1, batch_size=5, check=other, cache_dir=cache)
+    # the same seed on the same (kept) inputs: the same network
+    assert torch.allclose(again.mean, net.mean)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(again.state_dict().values(), net.state_dict().values()))
