@@ -14,8 +14,8 @@ variant: CV ROC-AUC mean (SD) over the folds, pooled out-of-fold ROC-AUC, and th
 hidden variable (log clot length, density, perviousness, collateral grade), each step of the main job's rule readings
 added in turn, the learned reader's (``--reading_net FILE``, the shipped ``models/reading_net/model.pt`` by default)
 alone and beside the rules' (the main job); then the clinical values alone, the oracle on the true hidden
-variables, each rule reading swapped for its truth and each truth for its reading (which reading costs the most), and
-the Bayes ROC-AUC of the same folds.
+variables, each rule reading and each learned reading swapped for its truth and each truth for the rules' and the
+learned reading (which reading costs the most), and the Bayes ROC-AUC of the same folds.
 """
 
 from __future__ import annotations
@@ -119,12 +119,12 @@ def main(dataset_dir: str, reading_net: str = os.path.join(ROOT, "models", "read
     test = delong(y[fold >= 0], out_of_fold["main"], out_of_fold["rules"])
     print(f"the main job against the rules' readings alone (DeLong, pooled out-of-fold): {test}")
     print(f"oracle, the true hidden variables + site, age, IVT: {score(np.column_stack([hidden, clinical[:, :4]]))}")
-    main_readings = rules
-    for j, name in enumerate(("length", "density", "perviousness", "collaterals")):  # which rule reading costs most
-        swapped, kept = main_readings.copy(), hidden.copy()
-        swapped[:, j], kept[:, j] = hidden[:, j], main_readings[:, j]
-        print(f"the main job with the true {name}: {score(np.column_stack([swapped, clinical]))}")
-        print(f"the truth with the main job's {name} reading: {score(np.column_stack([kept, clinical]))}")
+    for which, readings in (("rules'", rules), ("learned", learned)):  # which reading costs the most
+        for j, name in enumerate(("length", "density", "perviousness", "collaterals")):
+            swapped, kept = readings.copy(), hidden.copy()
+            swapped[:, j], kept[:, j] = hidden[:, j], readings[:, j]
+            print(f"the {which} readings with the true {name}: {score(np.column_stack([swapped, clinical]))}")
+            print(f"the truth with the {which} {name} reading: {score(np.column_stack([kept, clinical]))}")
     probability = np.array([truth[pid]["probability"] for pid in ids])
     bayes = [roc_auc_score(y[fold == k], probability[fold == k]) for k in range(datalist["settings"]["folds"])]
     print(f"Bayes, same folds: {np.mean(bayes):.3f}, pooled {roc_auc_score(y[fold >= 0], probability[fold >= 0]):.3f}")
