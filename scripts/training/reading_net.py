@@ -89,9 +89,11 @@ def _cached_inputs(cohort_dir: str, cache_dir: str) -> Dict[str, Any]:
     name = f"{os.path.basename(os.path.normpath(cohort_dir))}_{digest.hexdigest()[:16]}.pt"
     path = os.path.join(cache_dir, name)
     if os.path.exists(path):
-        return torch.load(path, weights_only=False)
+        kept = torch.load(path, weights_only=True)  # tensors only: no pickled code from a shared folder
+        return {**kept, "truth": kept["truth"].numpy(), "patients": len(kept["image"])}
     inputs = cohort_inputs(cohort_dir)
-    atomic_write(path, lambda tmp: torch.save(inputs, tmp))
+    kept = {"image": inputs["image"], "truth": torch.from_numpy(inputs["truth"])}
+    atomic_write(path, lambda tmp: torch.save(kept, tmp))
     return inputs
 
 
