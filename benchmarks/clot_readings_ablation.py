@@ -13,9 +13,10 @@ per fold on that fold's training rows without the inner validation and scored on
 variant: CV ROC-AUC mean (SD) over the folds, pooled out-of-fold ROC-AUC, and the correlation of each reading with its
 hidden variable (log clot length, density, perviousness, collateral grade), each step of the main job's rule readings
 added in turn, the learned reader's (``--reading_net FILE``, the shipped ``models/reading_net/model.pt`` by default)
-alone and beside the rules' (the main job); then the clinical values alone, the oracle on the true hidden
-variables, each rule reading and each learned reading swapped for its truth and each truth for the rules' and the
-learned reading (which reading costs the most), and the Bayes ROC-AUC of the same folds.
+alone, beside the rules' (all eight), and the main job's ``linear_readings`` of the eight; then the clinical values
+alone, the oracle on the true hidden variables, each rule reading and each learned reading swapped for its truth and
+each truth for the rules' and the learned reading (which reading costs the most), and the Bayes ROC-AUC of the same
+folds.
 """
 
 from __future__ import annotations
@@ -55,15 +56,15 @@ HYPERDENSITY = {"density_top": 5, "density_reach": 2}  # configs/clot_readings.j
 MAIN_JOB = {**MAIN, **MIDLINE, "collateral": COLLATERAL, **DISTAL_CUT, **HYPERDENSITY}
 
 
-def job_readings(x: torch.Tensor, reading_net: str) -> np.ndarray:
+def job_readings(x: torch.Tensor, reading_net: str) -> Tuple[np.ndarray, List[int]]:
     """The main job's ClotReadingNet (``configs/clot_readings.json`` with ``reading_net``) readings of boxes
-    (N, 4, H, W, D): the rules' four, then the learned reader's four, (N, 8)."""
+    (N, 4, H, W, D): the rules' four, then the learned reader's four, (N, 8); and the columns its linear layer takes."""
     parser = ConfigParser()
     parser.read_config([os.path.join(ROOT, c) for c in CONFIGS])
     parser["reading_net_file"] = reading_net
     parser.get_parsed_content("imports")
     network = parser.get_parsed_content("network_def")
-    return torch.cat([network.measurements(part) for part in x.split(64)]).numpy()
+    return torch.cat([network.measurements(part) for part in x.split(64)]).numpy(), network.linear_readings
 
 
 def main(dataset_dir: str, reading_net: str = os.path.join(ROOT, "models", "reading_net", "model.pt")) -> None:
@@ -106,13 +107,14 @@ def main(dataset_dir: str, reading_net: str = os.path.join(ROOT, "models", "read
     report("+ no vessel read within 8 mm of the midline", aligned["X"], before)
     report("+ the clot cut at 0.55 of the patient's distal filling", aligned["X"], {**before, **DISTAL_CUT})
     report("+ density as the hyperdense artery sign (densest 40 mm3): the rules", aligned["X"], MAIN_JOB, keep="rules")
-    learned = job_readings(aligned["X"], reading_net)[:, 4:]
+    both, columns = job_readings(aligned["X"], reading_net)
+    learned = both[:, 4:]
     r = [np.corrcoef(learned[:, j], hidden[:, j])[0, 1] for j in range(4)]
     print(f"the learned readings alone: {score(np.column_stack([learned, clinical]))}; vs truth r = {np.round(r, 2)}")
     rules = _batched(aligned["X"], MAIN_JOB)
-    print(
-        f"the main job: the rules + the learned readings: {score(np.column_stack([rules, learned, clinical]), 'main')}"
-    )
+    print(f"the rules + the learned readings, all eight: {score(np.column_stack([rules, learned, clinical]))}")
+    main = score(np.column_stack([both[:, columns], clinical]), "main")
+    print(f"the main job: readings {columns} of the eight: {main}")
     print(f"site, age, IVT, NIHSS only: {score(clinical, keep='clinical')}")
     test = delong(y[fold >= 0], out_of_fold["main"], out_of_fold["clinical"])
     print(f"the main job's readings against the clinical values alone (DeLong, pooled out-of-fold): {test}")

@@ -3,6 +3,7 @@ preprocessing, saved with what it learned from, and read by ClotReadingNet as a 
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from scripts.demo.generator import generate
 from scripts.networks.clot_readings import ClotReadingNet, reader_readings
-from scripts.networks.reading_net import TARGETS, ReadingNet
+from scripts.networks.reading_net import TARGETS, ReadingNet, _membership_pool
 from scripts.training import reading_net as reading_net_training
 from scripts.training.reading_net import check_readings, cohort_inputs, train
 from tests.test_vessel_input import _parser
@@ -51,7 +52,18 @@ def test_reading_net_learns_the_generated_truth_and_clot_reading_net_reads_with_
     readings = reader.measurements(box)
     assert torch.allclose(readings[:, :4], reader_readings(box, reader.reader_settings))
     assert torch.allclose(readings[:, 4:], loaded(torch.cat([box, reader.membership_maps(box)], 1)), atol=1e-4)
-    assert reader.head[-1].in_features == 8 + reader.tabular.out_features
+    # the linear layer takes each quantity once, as configured: the learned length, perviousness and collaterals and
+    # the rules' density
+    assert reader.linear_readings == [4, 1, 6, 7]
+    assert reader.head[-1].in_features == 4 + reader.tabular.out_features
+    image_only = copy.deepcopy(reader).eval()
+    del image_only.tabular
+    image_only.head = torch.nn.Identity()
+    assert torch.allclose(image_only(box), readings[:, [4, 1, 6, 7]])
+    with pytest.raises(ValueError, match="linear_readings: \\['learned size'\\] not among"):
+        ClotReadingNet(relative=True, reading_net=path, linear_readings=["learned size"])
+    with pytest.raises(ValueError, match="linear_readings: \\['learned length'\\] not among"):
+        ClotReadingNet(relative=True, linear_readings=["learned length"])  # no learned reader
     # frozen: in eval mode while the linear layer trains, not trained, and inside the fold model's state
     assert not reader.reading_net.training and reader.head.training
     assert not any(p.requires_grad for p in reader.reading_net.parameters())
@@ -80,3 +92,23 @@ def test_reading_net_training_keeps_the_inputs_and_records_its_check_on_another_
     # the same seed on the same (kept) inputs: the same network
     assert torch.allclose(again.mean, net.mean)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(again.state_dict().values(), net.state_dict().values()))
+
+
+def test_reading_net_pools_its_first_features_over_each_membership():
+    # channels-last features, as the training gives them: each patient's features averaged over its clot and its
+    # vessel membership (0 where a membership is empty), in that order, after the deep features' mean and maximum
+    features = torch.rand(2, 3, 5, 4, 6).contiguous(memory_format=torch.channels_last_3d)
+    weights = torch.rand(2, 2, 5, 4, 6) * 0.5
+    weights[1, 0] = 0.0  # the second patient: no clot found
+    pooled = _membership_pool(features, weights)
+    expected = torch.stack(
+        [
+            torch.cat(
+                [(features[b] * weights[b, m]).sum((1, 2, 3)) / weights[b, m].sum().clamp_min(1.0) for m in (0, 1)]
+            )
+            for b in range(2)
+        ]
+    )
+    assert pooled.shape == (2, 6) and torch.allclose(pooled, expected, atol=1e-5)
+    assert torch.equal(pooled[1, :3], torch.zeros(3))
+    assert ReadingNet(membership_pool=True).head[-1].in_features == 2 * 64 + 2 * 12

@@ -32,9 +32,10 @@ collateral reading has settings of its own (``collateral``): the HU levels above
 same bolus, calibre and symmetry (docs/README.md Performance, the varied world).
 
 With ``reading_net`` (the main job's, ``configs/clot_readings.json``), the four readings of a small CNN trained on
-generated patients' true values (:mod:`scripts.networks.reading_net`) join the rules' four before the linear layer:
-where the two hemispheres' vessels are not mirror images to the voxel, the rules' length follows the clot at r 0.5,
-the network's at about 0.8, while the rules read the density better.
+generated patients' true values (:mod:`scripts.networks.reading_net`) join the rules' four: where the two hemispheres'
+vessels are not mirror images to the voxel, the rules' length follows the clot at r 0.5, the network's at about 0.87,
+while the rules read the density better. ``linear_readings`` picks which of the eight the linear layer takes: the main
+job takes each quantity once, from the reading that follows it best on generated cohorts the reader never saw.
 
 No clot found: length, density and perviousness read 0. The readings (and, with ``clinical_columns``, the encoded
 clinical vector of :class:`TabularEncoder`) go through BatchNorm and one linear layer: a logistic regression whose
@@ -62,6 +63,8 @@ RELATIVE_SETTINGS = ("cut", "vessel_level", "bone_level", "windows", "cut_width"
 RELATIVE_SETTINGS += ("arterial_quantile", "smooth", "occluded_half", "distal_high", "midline")
 RELATIVE_SETTINGS += ("density_top", "density_reach")
 READINGS = ("log clot voxels", "clot NCCT asymmetry", "clot CTA - NCCT (HU/100)", "collateral enhancement")
+# the quantities the rules' four and the learned reader's four readings measure, in the order of both
+QUANTITIES = ("length", "density", "perviousness", "collaterals")
 # the arteries' region of the hyperdensity reading: where the aligned mirror enhances above this share of the patient's
 # arterial enhancement (wider than a vessel core, so the clot's own artery is inside even where the clot is long)
 DENSITY_REGION = 0.4
@@ -339,6 +342,18 @@ def _mean(values: torch.Tensor, weight: torch.Tensor, empty: float) -> torch.Ten
     return torch.where(total > 0.5, (values * weight).sum(1) / total.clamp_min(1e-6), torch.full_like(total, empty))
 
 
+def _reading_columns(names: Sequence[str] | None, learned: bool) -> List[int]:
+    """The columns of :meth:`ClotReadingNet.measurements` that ``linear_readings`` ``names`` select (all for None)."""
+    sources = ("rules", "learned") if learned else ("rules",)
+    columns = [f"{source} {quantity}" for source in sources for quantity in QUANTITIES]
+    if names is None:
+        return list(range(len(columns)))
+    unknown = [n for n in names if n not in columns]
+    if unknown or not names:
+        raise ValueError(f"linear_readings: {unknown or 'none'} not among {columns}")
+    return [columns.index(n) for n in names]
+
+
 def _ramp(margin: torch.Tensor, width: float) -> torch.Tensor:
     """Membership 0..1 of ``margin`` (> 0 inside): a linear ramp of ``width`` centred on 0, a step when 0."""
     if width <= 0:
@@ -378,6 +393,9 @@ class ClotReadingNet(nn.Module):
             when given (relative readings), that network's four readings, read off the box and this reader's
             memberships, join the rules' four before the linear layer; it is frozen (kept in eval mode, not trained
             with the linear layer) and travels inside this network's state.
+        linear_readings: which readings enter the linear layer, as "rules QUANTITY" or "learned QUANTITY" (QUANTITY
+            one of :data:`QUANTITIES`); None = all that :meth:`measurements` gives. Each quantity once, from the
+            reading that follows it best, is fewer terms to fit on a cohort of a few hundred patients.
     """
 
     def __init__(
@@ -403,6 +421,7 @@ class ClotReadingNet(nn.Module):
         density_mm3: float = 0.0,
         density_reach_mm: float = 4.0,
         reading_net: str | None = None,
+        linear_readings: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.settings = dict(
@@ -426,7 +445,8 @@ class ClotReadingNet(nn.Module):
         self.distal_cut = float(distal_cut)
         self.voxel_mm = float(voxel_mm)
         self.readings = len(READINGS) * (2 if reading_net else 1)  # what measurements gives per patient
-        features = self.readings
+        self.linear_readings = _reading_columns(linear_readings, bool(reading_net))
+        features = len(self.linear_readings)
         if clinical_columns:
             self.tabular = TabularEncoder(clinical_columns)
             features += self.tabular.out_features
@@ -519,7 +539,7 @@ class ClotReadingNet(nn.Module):
     def forward(self, x: torch.Tensor, clinical: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 4, H, W, D) [and (B, R) raw clinical values] -> logit (B, 1)."""
         with torch.autocast(x.device.type, enabled=False):  # counts and means over 10^5 voxels: fp32
-            features = self.measurements(x)
+            features = self.measurements(x)[:, self.linear_readings]
             tabular = getattr(self, "tabular", None)
             if tabular is not None:
                 if clinical is None:

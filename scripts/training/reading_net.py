@@ -121,6 +121,7 @@ def train(
     precision: str = "bf16",
     check: str | Sequence[str] = "",
     cache_dir: str = "",
+    membership_pool: bool = True,
 ) -> ReadingNet:
     """Train a :class:`ReadingNet` on the generated ``cohorts`` (comma-separated folders) and save it to ``out``.
 
@@ -132,6 +133,7 @@ def train(
         precision: of the forward pass (``bf16`` on CPU, see :mod:`scripts.networks.precision`).
         check: folders of other generated cohorts, read after training: each reading's r with their truth.
         cache_dir: where each cohort's preprocessed inputs are kept (empty: not kept).
+        membership_pool: the network's ``membership_pool`` (:class:`ReadingNet`).
     """
     folders = _folders(cohorts)
     parts = [_cached_inputs(c, cache_dir) for c in folders]
@@ -146,7 +148,7 @@ def train(
     loader = DataLoader(Dataset(items, transform=noise), batch_size=batch_size, shuffle=True, drop_last=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     # channels-last 3-D weights and inputs: oneDNN's fast layout, about twice the speed of an epoch on CPU
-    net = ReadingNet().to(device, memory_format=torch.channels_last_3d)
+    net = ReadingNet(membership_pool=membership_pool).to(device, memory_format=torch.channels_last_3d)
     net.register_forward_pre_hook(lambda module, args: (args[0].contiguous(memory_format=torch.channels_last_3d),))
     optimizer = torch.optim.AdamW(net.parameters(), learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=epochs * len(loader))
@@ -162,7 +164,7 @@ def train(
     )
     ProgressBar(persist=True).attach(trainer, output_transform=lambda output: {"loss": output["loss"].item()})
     trainer.run()
-    saved = ReadingNet()  # without the autocast hooks
+    saved = ReadingNet(membership_pool=membership_pool)  # without the autocast hooks
     saved.load_state_dict(net.state_dict())
     saved.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
     saved.std.copy_(torch.as_tensor(std, dtype=torch.float32))
