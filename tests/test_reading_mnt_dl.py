@@ -45,14 +45,17 @@ def _vessels(batch: int = 3) -> torch.Tensor:
 
 
 def test_reading_targets_are_the_main_job_reader_s_outputs():
-    # taught the learned reader's readings too (not the default: docs/performance.md)
+    """MNT-DL is taught the rules' four readings; with the learned reader (``--reading_net_file``), the readings the
+    main job's linear layer takes (its ``linear_readings``: the learned length, perviousness and collaterals and the
+    rules' density; ``--linear_readings None``: all eight), standardised by each training batch's statistics or, with
+    ``cumulative_targets``, by those of all training batches so far."""
     learned = os.path.join(ROOT, "models", "reading_net", "model.pt")
     network = _parser(CONFIGS, **TINY, reading_net_file=learned).get_parsed_content("network_def")
     reader = _parser(["train.json", "clot_readings.json"], **TINY).get_parsed_content("network_def")
     assert isinstance(network, ReadingMNTDL) and isinstance(reader, ClotReadingNet)
     box, clinical = _vessels(), torch.zeros(3, len(network.tabular.columns))
-    readings = reader.measurements(box)  # the rules' four, then the learned reader's four: MNT-DL's targets
-    assert readings.shape == (3, 8) and network.readings == 8
+    readings = reader.measurements(box)  # the rules' four, then the learned reader's four
+    assert readings.shape == (3, 8) and network.reading_columns == reader.linear_readings == [4, 1, 6, 7]
     assert readings[:, 0].unique().numel() == 3  # three clot lengths read three ways
     x = torch.stack([ReaderMapsd("image", reader)({"image": v})["image"] for v in box])  # the network's input
     assert x.shape[1] == network.in_channels == 6 and torch.equal(x[:, :4], box)
@@ -64,22 +67,59 @@ def test_reading_targets_are_the_main_job_reader_s_outputs():
     assert torch.allclose(cached, readings, atol=1e-5)  # the preprocessing's cached targets: the same readings
     with pytest.raises(ValueError, match="ReaderReadingsd"):  # the learned four are not read inside the network
         network.forward_all(x, clinical)
+    k, chosen = network.num_neighbourhoods, readings[:, [4, 1, 6, 7]]
     network.eval()  # the running statistics: mean 0, variance 1 before any training
     with torch.no_grad():
         out = network.forward_all(x, clinical, readings=cached)
-    k = network.num_neighbourhoods
-    assert out.shape == (3, 1 + k + 16)
-    assert torch.allclose(out[:, -8:], readings / np.sqrt(1 + 1e-5), atol=1e-5)
+    assert out.shape == (3, 1 + k + 8)
+    assert torch.allclose(out[:, -4:], chosen / np.sqrt(1 + 1e-5), atol=1e-5)
     network.train()  # training: the batch's own standardisation of the same readings
     with torch.no_grad():
         out = network.forward_all(x, clinical, readings=cached)
-    expected = (readings - readings.mean(0)) / torch.sqrt(readings.var(0, unbiased=False) + 1e-5)
-    assert torch.allclose(out[:, -8:], expected, atol=1e-4)
+    expected = (chosen - chosen.mean(0)) / torch.sqrt(chosen.var(0, unbiased=False) + 1e-5)
+    assert torch.allclose(out[:, -4:], expected, atol=1e-4)
+    overlay = [*CONFIGS, "experiments/reading_bottleneck.json"]
+    cumulative = _parser(overlay, **TINY).get_parsed_content("network_def").train()
+    with torch.no_grad():  # two training batches: the targets by the mean and variance of both
+        cumulative.forward_all(x[:2], clinical[:2], readings=cached[:2])
+        out = cumulative.forward_all(x[1:], clinical[1:], readings=cached[1:])
+    first, second = chosen[:2], chosen[1:]
+    mean, var = (first.mean(0) + second.mean(0)) / 2, (first.var(0) + second.var(0)) / 2
+    assert torch.allclose(out[:, -4:], (second - mean) / torch.sqrt(var + 1e-5), atol=1e-4)
+    every = _parser(CONFIGS, **TINY, reading_net_file=learned, linear_readings=None).get_parsed_content("network_def")
+    assert every.readings == 8 and every.reading_columns == list(range(8))
     rules = _parser(CONFIGS, **TINY).get_parsed_content("network_def")
     assert rules.readings == 4  # the default: the rules' four, read inside the network when not given
     with torch.no_grad():
         out = rules.eval().forward_all(x, clinical)
     assert torch.allclose(out[:, -4:], readings[:, :4] / np.sqrt(1 + 1e-5), atol=1e-5)
+
+
+def test_the_outcome_is_read_off_the_predicted_readings_which_only_the_reader_teaches():
+    """``configs/experiments/reading_bottleneck.json``: the logit is one linear layer on the predicted readings plus the
+    clinical term; the outcome's gradient reaches that layer but not the reading head (a sequential bottleneck); the
+    two layers are the optimizer's second parameter group."""
+    overlay = [*CONFIGS, "experiments/reading_bottleneck.json"]
+    network = _parser(overlay, **TINY).get_parsed_content("network_def").eval()
+    torch.manual_seed(0)
+    x, clinical = torch.rand(3, 6, 24, 16, 10), torch.rand(3, len(network.tabular.columns))
+    torch.nn.init.normal_(network.clinical_head.weight)
+    volume = network.classifier.features(network.slice_features(x))
+    expected = network.reading_logit(network.reading_head(volume)) + network.clinical_head(network.tabular(clinical))
+    logit = network(x, clinical)
+    assert torch.allclose(logit, expected, atol=1e-5)
+    logit.sum().backward()
+    assert network.reading_logit.weight.grad.abs().sum() > 0 and network.clinical_head.weight.grad.abs().sum() > 0
+    assert network.reading_head.weight.grad is None and network.classifier.fc.weight.grad is None
+    body, head = network.parameter_groups(0.01)  # the logit's layers at their own rate, the network at its own
+    head_ids = {id(p) for layer in (network.reading_logit, network.clinical_head) for p in layer.parameters()}
+    assert {id(p) for p in head["params"]} == head_ids and head["lr"] == 0.01 and head["weight_decay"] == 0
+    assert {id(p) for p in body["params"]} == {id(p) for p in network.parameters()} - head_ids
+    plain = _parser(CONFIGS, **TINY).get_parsed_content("network_def")
+    assert plain.reading_logit is None  # the default: the published classifier's own layer on the volume feature
+    assert {id(p) for p in plain.parameter_groups(0.01)[1]["params"]} >= {
+        id(p) for p in plain.classifier.fc.parameters()
+    }
 
 
 def test_training_boxes_move_a_few_millimetres_and_keep_their_readings(side_datalist, tmp_path):

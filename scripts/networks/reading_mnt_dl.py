@@ -18,12 +18,16 @@ what it sees and what it is taught:
   ties to first-pass success, computed without labels (deep supervision on the readings) once per scan by
   :class:`ReaderReadingsd` in the cached preprocessing, so an unlabeled pool teaches them too
   (``configs/reading_pretrain.json``);
-- the clinical values (when ``clinical_columns``) enter as one linear term on the logit, as in the main job.
+- the clinical values (when ``clinical_columns``) enter as one linear term on the logit, as in the main job;
+- with ``outcome_from_readings`` (``configs/experiments/reading_bottleneck.json``; measured, not the default), the
+  outcome logit is one linear layer on the predicted readings (detached: they are taught by the reader alone) instead
+  of on the 128-wide volume feature: a sequential concept bottleneck (Koh et al., ICML 2020), a handful of weights for
+  ~190 labelled scans, as the main job's linear layer on the reader's readings.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Hashable, Mapping
+from typing import Any, Dict, Hashable, List, Mapping
 
 import torch
 from monai.transforms import MapTransform
@@ -41,35 +45,69 @@ class ReadingMNTDL(MNTDL):
     ``forward(x[, clinical])``: ``x`` (B, C, H, W, D) NCCT, CTA, mirrored NCCT, mirrored CTA in [0, 1] with the D
     axial slices last, then any further channels (C = 6 with :class:`ReaderMapsd`'s memberships); ``clinical`` (B, R)
     raw clinical values when ``clinical_columns`` is given. Output: the logit (B, 1). ``forward_all`` (training,
-    through :class:`scripts.networks.WithAuxiliaryLogits`): (B, 1 + K + 2 R') with R' the reader's readings (4, 8 with
-    its ``reading_net``): the logit, the K neighbourhood logits, the predicted readings and the reader's readings of
-    ``x`` standardised by running batch statistics (the targets of
-    :class:`scripts.training.losses.ReadingSupervisionLoss`; read off the first four channels).
+    through :class:`scripts.networks.WithAuxiliaryLogits`): (B, 1 + K + 2 R') with R' the readings the reader's linear
+    layer takes (its ``linear_readings``): the logit, the K neighbourhood logits, the predicted readings and the
+    reader's readings of ``x`` standardised by the training batch's own statistics, or with ``cumulative_targets`` by
+    those of every training batch so far (the targets of :class:`scripts.training.losses.ReadingSupervisionLoss`; read
+    off the first four channels).
 
     Args:
         reader: the :class:`ClotReadingNet` whose readings are the targets (the main job's ``reader_def`` in
-            ``configs/clot_readings.json``; only its settings are kept).
+            ``configs/clot_readings.json``; only its settings and ``linear_readings`` are kept).
         clinical_columns: {name: "numeric" | [categories]}; None = image only.
+        outcome_from_readings: the logit is a linear layer on the predicted readings (+ the clinical term) instead of
+            the classifier's on the volume feature.
+        cumulative_targets: standardise the targets by the cumulative mean and variance of all training batches so
+            far instead of each batch's own (a batch of 8 standardised by itself is a noisy target).
         kwargs: :class:`MNTDL`'s (``in_channels`` 4, or 6 with :class:`ReaderMapsd`; ``num_slices`` the box's).
     """
 
     def __init__(
-        self, reader: ClotReadingNet, clinical_columns: Dict[str, ColumnSpec] | None = None, **kwargs: Any
+        self,
+        reader: ClotReadingNet,
+        clinical_columns: Dict[str, ColumnSpec] | None = None,
+        outcome_from_readings: bool = False,
+        cumulative_targets: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**{"in_channels": 4, "head": "cross_attention", **kwargs})
         if self.head != "cross_attention":
             raise ValueError("ReadingMNTDL reads the readings off the cross-attention head's volume feature")
         self.reader = reader.reader_settings
-        self.readings = reader.readings
+        self.reader_readings = reader.readings  # what the reader's measurements give per scan
+        self.reading_columns = list(reader.linear_readings)
+        self.readings = len(self.reading_columns)
         self.reading_head = nn.Linear(self.classifier.fc.in_features, self.readings)
-        self.reading_norm = nn.BatchNorm1d(self.readings, affine=False)  # the targets in comparable units
+        # the targets in comparable units
+        self.reading_norm = nn.BatchNorm1d(self.readings, affine=False, momentum=None if cumulative_targets else 0.1)
+        self.cumulative_targets = cumulative_targets
+        self.reading_logit = nn.Linear(self.readings, 1) if outcome_from_readings else None
+        if outcome_from_readings:  # the classifier's own linear layer is not used: frozen, so that DDP waits for none
+            self.classifier.fc.requires_grad_(False)
         if clinical_columns:
             self.tabular = TabularEncoder(clinical_columns)
             self.clinical_head = nn.Linear(self.tabular.out_features, 1)
             nn.init.zeros_(self.clinical_head.weight)
 
+    def parameter_groups(self, head_lr: float) -> List[Dict[str, Any]]:
+        """The optimizer's parameter groups: the network, then the logit's own linear layers (on the predicted readings
+        or the volume feature, and the clinical term) at ``head_lr`` without weight decay. A handful of weights on
+        standardised inputs, fitted toward their maximum likelihood as the main job's linear layer is: at the
+        network's rate they barely leave their start in 30 epochs (docs/performance.md)."""
+        head = [self.classifier.fc if self.reading_logit is None else self.reading_logit]
+        head += [self.clinical_head] if hasattr(self, "clinical_head") else []
+        ids = {id(p) for layer in head for p in layer.parameters()}
+        body = [p for p in self.parameters() if id(p) not in ids]
+        return [
+            {"params": body},
+            {"params": [p for layer in head for p in layer.parameters()], "lr": head_lr, "weight_decay": 0.0},
+        ]
+
     def _logit(self, volume: torch.Tensor, clinical: torch.Tensor | None) -> torch.Tensor:
-        logit = self.classifier.fc(volume)
+        if self.reading_logit is None:
+            logit = self.classifier.fc(volume)
+        else:
+            logit = self.reading_logit(self.reading_head(volume).detach())
         tabular = getattr(self, "tabular", None)
         if tabular is not None:
             if clinical is None:
@@ -83,7 +121,7 @@ class ReadingMNTDL(MNTDL):
         """(B, C, H, W, D) [, (B, R)] [, readings (B, R'): the reader's readings of ``x``, cached by
         :class:`ReaderReadingsd`; None = the rules' read here, for a reader without ``reading_net``] -> (B, 1 + K + 2
         R'): logit, neighbourhood logits, predicted and read readings."""
-        if readings is None and self.readings != len(READINGS):
+        if readings is None and self.reader_readings != len(READINGS):
             raise ValueError("the learned readings are read once per scan by ReaderReadingsd: pass them as readings")
         feats = self.slice_features(x)
         groups = feats.reshape(feats.shape[0], self.num_neighbourhoods, -1)
@@ -91,7 +129,11 @@ class ReadingMNTDL(MNTDL):
         volume = self.classifier.features(feats)
         with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
             read = reader_readings(x[:, :4].float(), self.reader) if readings is None else readings.float()
-            targets = self.reading_norm(read.reshape(len(x), -1))
+            read = read.reshape(len(x), -1)[:, self.reading_columns]
+            norm = self.reading_norm
+            targets = norm(read)
+            if self.cumulative_targets:  # the running statistics, this batch added in training
+                targets = (read - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
         predicted = self.reading_head(volume)
         return torch.cat([self._logit(volume, clinical), *aux, predicted.float(), targets], dim=1)
 
