@@ -13,9 +13,8 @@ the fold models to start over: ``models/`` for the built-in demo (``--out demo``
 
 ``--model vessel_mask`` runs VesselMaskNet (learned soft masks on the vessel set,
 ``configs/experiments/vessel_mask.json``); ``--model mnt_dl`` the papers' MNT-DL on the main job's mirrored vessel box
-and the clot reader's vessel and clot memberships of it, taught the readings the main job's linear layer takes of each
-scan and the outcome read off its predicted readings (``configs/mnt_dl.json``, one-cycle learning rate, the last epoch
-kept); ``--model mnt_dl_head`` MNT-DL on the whole
+and the clot reader's vessel and clot memberships of it, taught the reader's readings of each scan beside the outcome
+(``configs/mnt_dl.json``, one-cycle learning rate, the last epoch kept); ``--model mnt_dl_head`` MNT-DL on the whole
 head at demo size (``configs/demo.json``); ``--model scanet`` and ``--model resnet34`` SCANet and a 3-D ResNet34 on
 MNT-DL's input with its schedule, taught the outcome only (``configs/experiments/box_input.json``); the other models
 choose each fold's checkpoint on inner-validation log loss (``configs/experiments/select_log_loss.json``). ``--unlabeled
@@ -57,7 +56,7 @@ BOX_INPUT = "'configs/experiments/box_input.json'"
 MODELS = {
     "clot_readings": "'configs/clot_readings.json'",  # the main job's model
     "vessel_mask": "'configs/demo.json','configs/experiments/vessel.json','configs/experiments/vessel_mask.json'",
-    # the papers' MNT-DL on the main job's mirrored vessel box, taught the reader's readings, the outcome read off them
+    # the papers' MNT-DL on the main job's mirrored vessel box, taught the reader's readings as well as the outcome
     "mnt_dl": MNT_DL_INPUT,
     "mnt_dl_head": "'configs/demo.json'",  # MNT-DL on the whole head at demo size: the encoder SimSiam pretrains
     # SCANet and a 3-D ResNet34 on MNT-DL's input (box, mirror, reader's memberships) and schedule, outcome only;
