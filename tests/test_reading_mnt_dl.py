@@ -122,6 +122,31 @@ def test_the_outcome_is_read_off_the_predicted_readings_which_only_the_reader_te
     }
 
 
+def test_the_bottleneck_overlay_trains_its_logit_layers_at_their_own_one_cycle_rate(side_datalist, tmp_path):
+    """Through monai.bundle, ``reading_bottleneck.json``'s two parameter groups follow one one-cycle schedule each:
+    the network's peaking at ``learning_rate``, the logit's layers at ``head_learning_rate``, in a fixed ratio."""
+    overlay = [*CONFIGS, "experiments/reading_bottleneck.json"]
+    wf = _workflow(
+        "train_fold", overlay, datalist_file=side_datalist, ckpt_dir=str(tmp_path), fold=0, **{**TINY, "max_epochs": 10}
+    )
+    wf.initialize()
+    optimizer, network = wf.parser.get_parsed_content("optimizer"), wf.parser.get_parsed_content("network")
+    start = network.reading_logit.weight.detach().clone()
+    rates: list = []
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    trainer.add_event_handler(
+        Events.ITERATION_STARTED, lambda e: rates.append([g["lr"] for g in optimizer.param_groups])
+    )
+    wf.run()
+    wf.finalize()
+    rates = np.array(rates)
+    assert rates.shape[1] == 2 and len(rates) >= 3
+    np.testing.assert_allclose(rates[:, 1] / rates[:, 0], 0.01 / 0.001, rtol=1e-6)
+    assert rates[:, 0].max() == pytest.approx(0.001, rel=0.05) and rates[:, 1].max() == pytest.approx(0.01, rel=0.05)
+    assert rates[-1, 1] < rates[:, 1].max() / 10  # annealed by the end
+    assert not torch.allclose(network.reading_logit.weight.detach(), start)  # the logit's layer trained
+
+
 def test_training_boxes_move_a_few_millimetres_and_keep_their_readings(side_datalist, tmp_path):
     """configs/mnt_dl.json's training (and reading pretraining) boxes: the whole box, all four channels together,
     moved by up to ``max_shift_mm`` per axis (edges repeated), so that the network cannot tie a reading to one voxel;
